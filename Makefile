@@ -1,0 +1,49 @@
+# kstudio — every entry point a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/kstudio
+PYTEST_ARGS ?=
+
+.PHONY: help install binaries lint test test-unit test-scorer test-cluster cluster-up cluster-down demo bench crds
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null || python3 -m pip install --quiet 'uv>=0.13,<0.14'
+	uv sync --frozen --python python3.11
+	@touch $@
+
+install: $(VENV)/.synced  ## create .venv from uv.lock (the CLI is .venv/bin/kstudio)
+
+binaries:  ## build etcd, Kubernetes and MinIO from Go modules into ~/.cache/kstudio (once per machine)
+	bash hack/build-binaries.sh >/dev/null
+
+lint: install  ## ruff + mypy on the packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy cli operator scorer trainer hack
+
+test: install binaries  ## every test tier (starts MinIO and the local cluster itself)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: install  ## pure tests only, no servers
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+crds: install  ## regenerate crds/*.yaml and the chart's copy from the resource models
+	$(VENV)/bin/kstudio crds
+
+cluster-up: install binaries  ## start the local control plane, MinIO and the node agent (idempotent)
+	$(VENV)/bin/kstudio cluster up
+
+cluster-down: install  ## stop the local cluster and remove everything it created
+	$(VENV)/bin/kstudio cluster down
+
+demo: cluster-up  ## the full lifecycle on the local cluster
+	$(VENV)/bin/python examples/demo.py
+
+bench: install binaries  ## scorer vs MLServer: req/s, p50, p99 and ratios
+	$(VENV)/bin/python bench/run.py

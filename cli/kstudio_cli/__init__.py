@@ -1,0 +1,1 @@
+"""The `kstudio` command line: one entry point, one subcommand per component."""

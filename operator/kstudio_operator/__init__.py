@@ -1,0 +1,1 @@
+"""Control plane: the kopf operator, the resource models and the CRDs generated from them."""

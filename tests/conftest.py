@@ -1,0 +1,24 @@
+"""Fixtures shared by every tier. Tier-specific servers live in each tier's conftest.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def go_binaries() -> Path:
+    """Directory of etcd, the Kubernetes binaries and MinIO, built from Go modules once per machine."""
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-binaries.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,1 @@
+"""The training Job's entry point: experiment snapshot -> scikit-learn pipeline -> .ilearner."""
