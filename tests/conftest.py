@@ -1,4 +1,8 @@
-"""Fixtures shared by every tier. Tier-specific servers live in each tier's conftest.py."""
+"""Fixtures shared by every tier.
+
+Server fixtures live in tests/fixtures/ (one module per real component) and are registered here, so any
+tier can ask for `minio_server` or `local_cluster` by name.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+pytest_plugins = ["fixtures.minio_server", "fixtures.local_cluster"]
 
 
 @pytest.fixture(scope="session")
