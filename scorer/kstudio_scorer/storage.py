@@ -1,0 +1,399 @@
+"""Object storage (S3 API, MinIO in our clusters): `s3://bucket/key` URIs, streaming, sha256, clear errors.
+
+Every call has bounded time: connect and read timeouts plus a few retries with backoff on connection
+errors and 5xx, after which StorageUnavailableError says "infrastructure, retry later". Errors that will
+not go away by retrying (missing bucket or object, bad credentials) have their own classes. Credentials
+are never part of a message or a repr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from pydantic import BaseModel, ConfigDict, Field
+
+_CHUNK = 1024 * 1024
+ENV_PREFIX = "KSTUDIO_S3_"
+
+
+class StorageError(Exception):
+    """Base class for object storage failures. The message names the URI and the reason."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The bucket exists but the object does not."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket does not exist."""
+
+
+class AccessDeniedError(StorageError):
+    """Credentials are wrong or lack permission."""
+
+
+class StorageUnavailableError(StorageError):
+    """The server could not be reached or kept failing after retries (infrastructure; retry later)."""
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        """Parse `s3://bucket/key`. Raises ValueError naming what is wrong."""
+        prefix = "s3://"
+        if not uri.startswith(prefix):
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[len(prefix) :].partition("/")
+        if not bucket:
+            raise ValueError(f"s3 URI has no bucket: {uri!r}")
+        if not key or key.endswith("/"):
+            raise ValueError(f"s3 URI has no object key: {uri!r}")
+        return cls(bucket=bucket, key=key)
+
+    def with_suffix(self, suffix: str) -> S3Uri:
+        """The URI of a sibling object: `s3://b/m.ilearner` -> `s3://b/m.ilearner.result.json`."""
+        return S3Uri(self.bucket, self.key + suffix)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class StorageSettings(BaseModel):
+    """Where the object store is and how to authenticate.
+
+    Timeouts are seconds. `retries` counts extra attempts on connection errors and 5xx responses.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str = Field(min_length=1, description="host:port, no scheme")
+    access_key: str = Field(repr=False)
+    secret_key: str = Field(repr=False)
+    secure: bool = False
+    region: str = "us-east-1"
+    connect_timeout: float = 3.0
+    read_timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.3
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StorageSettings:
+        """Read KSTUDIO_S3_ENDPOINT, _SECURE, _REGION and the keys.
+
+        Keys come from KSTUDIO_S3_ACCESS_KEY / KSTUDIO_S3_SECRET_KEY or, preferred in pods, from
+        KSTUDIO_S3_CREDENTIALS_DIR holding files `accessKey` and `secretKey` (a mounted Secret).
+        Raises StorageError naming the missing setting (never its value).
+        """
+        env = dict(os.environ if environ is None else environ)
+        endpoint = env.get(ENV_PREFIX + "ENDPOINT", "").strip()
+        if not endpoint:
+            raise StorageError(f"{ENV_PREFIX}ENDPOINT is not set")
+        for scheme, secure_default in (("https://", True), ("http://", False)):
+            if endpoint.startswith(scheme):
+                endpoint = endpoint[len(scheme) :]
+                env.setdefault(ENV_PREFIX + "SECURE", str(secure_default))
+        endpoint = endpoint.rstrip("/")
+        creds_dir = env.get(ENV_PREFIX + "CREDENTIALS_DIR", "").strip()
+        if creds_dir:
+            access_key = _read_secret_file(Path(creds_dir) / "accessKey")
+            secret_key = _read_secret_file(Path(creds_dir) / "secretKey")
+        else:
+            access_key = env.get(ENV_PREFIX + "ACCESS_KEY", "")
+            secret_key = env.get(ENV_PREFIX + "SECRET_KEY", "")
+            missing = [n for n, v in (("ACCESS_KEY", access_key), ("SECRET_KEY", secret_key)) if not v]
+            if missing:
+                names = " and ".join(ENV_PREFIX + m for m in missing)
+                raise StorageError(f"{names} not set (or set {ENV_PREFIX}CREDENTIALS_DIR)")
+        extra: dict[str, Any] = {}
+        if ENV_PREFIX + "REGION" in env:
+            extra["region"] = env[ENV_PREFIX + "REGION"]
+        return cls(
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=_truthy(env.get(ENV_PREFIX + "SECURE", "false")),
+            **extra,
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment `from_env` reads, keys included (for child processes; never log it)."""
+        return {
+            ENV_PREFIX + "ENDPOINT": self.endpoint,
+            ENV_PREFIX + "ACCESS_KEY": self.access_key,
+            ENV_PREFIX + "SECRET_KEY": self.secret_key,
+            ENV_PREFIX + "SECURE": "true" if self.secure else "false",
+            ENV_PREFIX + "REGION": self.region,
+        }
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise StorageError(f"cannot read credentials file {path}: {exc.strerror or exc}") from exc
+    if not value:
+        raise StorageError(f"credentials file {path} is empty")
+    return value
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: S3Uri
+    size_bytes: int
+    etag: str
+    sha256: str | None  # from our upload metadata, when present
+
+
+class _ObjectReader(io.RawIOBase):
+    """Raw stream over a GET response; closing it releases the connection."""
+
+    def __init__(self, response: Any, uri: S3Uri) -> None:
+        self._response = response
+        self._uri = uri
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._response.read(len(buffer))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailableError(f"reading {self._uri} failed mid-stream: {exc}") from exc
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+            self._response.release_conn()
+        super().close()
+
+
+class ObjectStore:
+    """Thin, typed wrapper over the minio client with bounded time and mapped errors."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        retry = urllib3.Retry(
+            total=settings.retries,
+            connect=settings.retries,
+            read=settings.retries,
+            status=settings.retries,
+            backoff_factor=settings.backoff,
+            status_forcelist=[500, 502, 503, 504],
+            allowed_methods=None,  # also retry PUT: our uploads are whole-object and idempotent
+            raise_on_status=False,
+        )
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
+            retries=retry,
+            maxsize=10,
+        )
+        self._client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+
+    def __repr__(self) -> str:
+        return f"ObjectStore(endpoint={self.settings.endpoint!r})"
+
+    @contextmanager
+    def _errors(self, action: str, uri: S3Uri | str) -> Iterator[None]:
+        try:
+            yield
+        except S3Error as exc:
+            raise _map_s3_error(exc, action, uri) from exc
+        except ServerError as exc:
+            raise StorageUnavailableError(
+                f"{action} {uri}: server error {exc.status_code} at {self.settings.endpoint}"
+            ) from exc
+        except InvalidResponseError as exc:
+            raise StorageUnavailableError(
+                f"{action} {uri}: unexpected response from {self.settings.endpoint} (is it an S3 server?)"
+            ) from exc
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise StorageUnavailableError(
+                f"{action} {uri}: object storage at {self.settings.endpoint} unreachable "
+                f"after {self.settings.retries} retries: {_reason(exc)}"
+            ) from exc
+        except MinioException as exc:
+            raise StorageError(f"{action} {uri}: {exc}") from exc
+
+    # -- buckets ------------------------------------------------------------------------------------
+
+    def ensure_bucket(self, bucket: str) -> bool:
+        """Create `bucket` if missing. Returns True when it was created."""
+        with self._errors("creating bucket", bucket):
+            if self._client.bucket_exists(bucket):
+                return False
+            try:
+                self._client.make_bucket(bucket)
+            except S3Error as exc:
+                if exc.code in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    return False
+                raise
+            return True
+
+    def bucket_exists(self, bucket: str) -> bool:
+        with self._errors("checking bucket", bucket):
+            return bool(self._client.bucket_exists(bucket))
+
+    # -- objects ------------------------------------------------------------------------------------
+
+    def stat(self, uri: S3Uri | str) -> ObjectInfo:
+        u = _uri(uri)
+        with self._errors("reading metadata of", u):
+            obj = self._client.stat_object(u.bucket, u.key)
+        meta = {k.lower(): v for k, v in (obj.metadata or {}).items()}
+        return ObjectInfo(
+            uri=u,
+            size_bytes=int(obj.size or 0),
+            etag=str(obj.etag or ""),
+            sha256=meta.get("x-amz-meta-sha256"),
+        )
+
+    def exists(self, uri: S3Uri | str) -> bool:
+        """True if the object exists; False if it or its bucket does not."""
+        try:
+            self.stat(uri)
+        except (ObjectNotFoundError, BucketNotFoundError):
+            return False
+        return True
+
+    def upload(self, path: str | os.PathLike[str], uri: S3Uri | str, content_type: str | None = None) -> str:
+        """Upload a local file, streaming; returns its sha256 (also stored as object metadata `sha256`)."""
+        u = _uri(uri)
+        source = Path(path)
+        digest = _sha256_path(source)
+        size = source.stat().st_size
+        with self._errors("uploading to", u), source.open("rb") as f:
+            self._client.put_object(
+                u.bucket,
+                u.key,
+                f,
+                length=size,
+                content_type=content_type or _content_type(u.key),
+                metadata={"sha256": digest},
+            )
+        return digest
+
+    def put_bytes(self, data: bytes, uri: S3Uri | str, content_type: str | None = None) -> str:
+        """Store `data` at `uri`; returns its sha256."""
+        u = _uri(uri)
+        digest = hashlib.sha256(data).hexdigest()
+        with self._errors("writing", u):
+            self._client.put_object(
+                u.bucket,
+                u.key,
+                io.BytesIO(data),
+                length=len(data),
+                content_type=content_type or _content_type(u.key),
+                metadata={"sha256": digest},
+            )
+        return digest
+
+    def get_bytes(self, uri: S3Uri | str, max_bytes: int = 64 * 1024 * 1024) -> bytes:
+        """Whole object in memory (small objects only; StorageError above `max_bytes`)."""
+        u = _uri(uri)
+        with self.open_stream(u) as stream:
+            data = stream.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise StorageError(f"{u} is larger than {max_bytes} bytes; stream it instead")
+        return bytes(data)
+
+    def open_stream(self, uri: S3Uri | str) -> io.BufferedReader:
+        """A buffered, file-like stream over the object (use as a context manager; closing releases it)."""
+        u = _uri(uri)
+        with self._errors("reading", u):
+            response = self._client.get_object(u.bucket, u.key)
+        return io.BufferedReader(_ObjectReader(response, u), buffer_size=_CHUNK)
+
+    def download(self, uri: S3Uri | str, path: str | os.PathLike[str]) -> str:
+        """Stream the object to `path` (atomically: a temp file renamed into place); returns its sha256."""
+        u = _uri(uri)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open_stream(u) as stream, self._errors("downloading", u):
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return digest.hexdigest()
+
+    def remove(self, uri: S3Uri | str) -> None:
+        u = _uri(uri)
+        with self._errors("removing", u):
+            self._client.remove_object(u.bucket, u.key)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        with self._errors("listing", f"s3://{bucket}/{prefix}"):
+            return [o.object_name for o in self._client.list_objects(bucket, prefix=prefix, recursive=True)]
+
+
+def _uri(uri: S3Uri | str) -> S3Uri:
+    return uri if isinstance(uri, S3Uri) else S3Uri.parse(uri)
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _content_type(key: str) -> str:
+    suffix = key.rsplit(".", 1)[-1].lower() if "." in key else ""
+    return {
+        "csv": "text/csv",
+        "json": "application/json",
+        "parquet": "application/vnd.apache.parquet",
+        "ilearner": "application/zip",
+    }.get(suffix, "application/octet-stream")
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "reason", None)
+    return str(inner or exc)
+
+
+def _map_s3_error(exc: S3Error, action: str, uri: S3Uri | str) -> StorageError:
+    code = exc.code or ""
+    if code in {"NoSuchBucket"}:
+        bucket = uri.bucket if isinstance(uri, S3Uri) else str(uri).removeprefix("s3://").split("/")[0]
+        return BucketNotFoundError(f"{action} {uri}: bucket {bucket!r} does not exist")
+    if code in {"NoSuchKey", "ResourceNotFound"}:
+        return ObjectNotFoundError(f"{action} {uri}: object does not exist")
+    if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}:
+        return AccessDeniedError(f"{action} {uri}: access denied ({code}); check the storage credentials")
+    return StorageError(f"{action} {uri}: {code or 'error'}: {exc.message}")
