@@ -193,7 +193,7 @@ def write_ilearner(path: str | os.PathLike[str], pipeline: Any, manifest: Ilearn
     fd, tmp_name = tempfile.mkstemp(prefix=".ilearner-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as zf:
-            # Fixed timestamps: the same model and manifest give the same bytes.
+            # Fixed member timestamps: the outer zip adds no wall-clock noise (skops' payload has its own).
             zf.writestr(_member(MANIFEST_MEMBER), manifest_bytes, compress_type=zipfile.ZIP_DEFLATED)
             zf.writestr(_member(MODEL_MEMBER), payload, compress_type=zipfile.ZIP_STORED)
         os.replace(tmp_name, target)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ class S3Uri:
             raise ValueError(f"s3 URI has no bucket: {uri!r}")
         if not key or key.endswith("/"):
             raise ValueError(f"s3 URI has no object key: {uri!r}")
+        check_bucket_name(bucket)
         return cls(bucket=bucket, key=key)
 
     def with_suffix(self, suffix: str) -> S3Uri:
@@ -71,6 +73,18 @@ class S3Uri:
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_bucket_name(bucket: str) -> None:
+    """Raise ValueError unless `bucket` is a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')."""
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ValueError(
+            f"invalid bucket name {bucket!r}: use 3-63 lowercase letters, digits, '.' or '-', "
+            "starting and ending with a letter or digit"
+        )
 
 
 def _truthy(value: str) -> bool:
@@ -247,6 +261,7 @@ class ObjectStore:
 
     def ensure_bucket(self, bucket: str) -> bool:
         """Create `bucket` if missing. Returns True when it was created."""
+        check_bucket_name(bucket)
         with self._errors("creating bucket", bucket):
             if self._client.bucket_exists(bucket):
                 return False

@@ -1,0 +1,153 @@
+"""ObjectStore against a real MinIO server: streaming, digests, and each failure with its own error."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.minio_server import MinioServer, free_port
+from kstudio_scorer.storage import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    ObjectNotFoundError,
+    ObjectStore,
+    S3Uri,
+    StorageSettings,
+    StorageUnavailableError,
+)
+
+
+@pytest.fixture(scope="module")
+def bucket(object_store: ObjectStore) -> str:
+    object_store.ensure_bucket("storage-tests")
+    return "storage-tests"
+
+
+def test_ensure_bucket_is_idempotent(object_store: ObjectStore) -> None:
+    assert object_store.ensure_bucket("idempotent") is True
+    assert object_store.ensure_bucket("idempotent") is False
+    assert object_store.bucket_exists("idempotent")
+
+
+def test_upload_download_round_trip_with_streaming_digest(
+    object_store: ObjectStore, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(12 * 1024 * 1024 + 3)  # above the 5 MiB multipart threshold
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    expected = hashlib.sha256(data).hexdigest()
+    uri = S3Uri(bucket, "nested/dir/blob.bin")
+
+    assert object_store.upload(src, uri) == expected
+    info = object_store.stat(uri)
+    assert (info.size_bytes, info.sha256) == (len(data), expected)
+
+    dst = tmp_path / "out" / "blob.bin"
+    assert object_store.download(uri, dst) == expected
+    assert dst.read_bytes() == data
+    assert [p.name for p in dst.parent.iterdir()] == ["blob.bin"]  # no temp file left behind
+
+
+def test_bytes_and_stream(object_store: ObjectStore, bucket: str) -> None:
+    text = b"".join(f"{i},row {i}\n".encode() for i in range(50_000))
+    uri = f"s3://{bucket}/lines.csv"
+    assert object_store.put_bytes(text, uri) == hashlib.sha256(text).hexdigest()
+    assert object_store.get_bytes(uri) == text
+    with object_store.open_stream(uri) as stream:
+        assert stream.readline() == b"0,row 0\n"
+        rest = stream.read()
+    assert b"0,row 0\n" + rest == text
+    assert object_store.exists(uri)
+    assert object_store.list_keys(bucket, "lines") == ["lines.csv"]
+    object_store.remove(uri)
+    assert not object_store.exists(uri)
+
+
+def test_missing_object_is_named(object_store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFoundError, match=f"s3://{bucket}/nope.csv: object does not exist"):
+        object_store.download(f"s3://{bucket}/nope.csv", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    assert not list(tmp_path.iterdir())
+    assert object_store.exists(f"s3://{bucket}/nope.csv") is False
+
+
+def test_missing_bucket_is_named(object_store: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(BucketNotFoundError, match="bucket 'no-such-bucket' does not exist"):
+        object_store.get_bytes("s3://no-such-bucket/k")
+    with pytest.raises(BucketNotFoundError):
+        object_store.put_bytes(b"x", "s3://no-such-bucket/k")
+    assert object_store.exists("s3://no-such-bucket/k") is False
+
+
+def test_bad_credentials_are_access_denied(minio_server: MinioServer, bucket: str) -> None:
+    wrong = ObjectStore(minio_server.settings.model_copy(update={"secret_key": "wrong-secret"}))
+    with pytest.raises(AccessDeniedError, match="check the storage credentials") as err:
+        wrong.get_bytes(f"s3://{bucket}/anything")
+    assert "wrong-secret" not in str(err.value)
+    unknown = ObjectStore(minio_server.settings.model_copy(update={"access_key": "nobody"}))
+    with pytest.raises(AccessDeniedError):
+        unknown.put_bytes(b"x", f"s3://{bucket}/k")
+
+
+def _fast(endpoint: str) -> StorageSettings:
+    return StorageSettings(
+        endpoint=endpoint,
+        access_key="a",
+        secret_key="b",
+        connect_timeout=0.5,
+        read_timeout=0.5,
+        retries=2,
+        backoff=0.05,
+    )
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_server_fails_fast_with_unavailable() -> None:
+    port = free_port()  # nothing listens here
+    store = ObjectStore(_fast(f"127.0.0.1:{port}"))
+    with pytest.raises(StorageUnavailableError, match=f"127.0.0.1:{port} unreachable after 2 retries"):
+        store.get_bytes("s3://bucket/k")
+    with pytest.raises(StorageUnavailableError):
+        store.ensure_bucket("bucket")
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts TCP connections and never answers: the case that hangs clients without timeouts."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield f"127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        for c in conns:
+            c.close()
+        srv.close()
+
+
+@pytest.mark.timeout(30)
+def test_server_that_never_answers_times_out_with_unavailable(silent_server: str) -> None:
+    store = ObjectStore(_fast(silent_server))
+    with pytest.raises(StorageUnavailableError, match="unreachable"):
+        store.get_bytes("s3://bucket/k")
