@@ -1,0 +1,780 @@
+"""Bring the local cluster up, check it, tear it down.
+
+`ensure_up()` is idempotent and safe against leftovers: under a file lock it either reuses a healthy
+cluster started from the same checkout and binaries (restarting only a dead or outdated node agent),
+or tears down whatever an earlier session left (pidfiles, namespace, cgroups, ports) and starts clean.
+`teardown()` stops everything in reverse order (etcd last, so the API server never hangs on it) and
+removes the namespace, the pod namespaces, the agent's cgroups and the runtime data.
+
+Pytest sessions share one cluster: each registers itself as a user; a cluster that a fixture started is
+torn down when its last user releases it, one started by `kstudio cluster up` is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kstudio_localcluster import kubeconfig, netns, processes
+from kstudio_localcluster.certs import Pki, ensure_pki
+from kstudio_localcluster.layout import (
+    API_PORT,
+    BRIDGE,
+    CLUSTER_CIDR,
+    CNI_BIN_DIR,
+    KUBELET_PORT,
+    MINIO_PORT,
+    NODE_IP,
+    NODE_NAME,
+    POD_CIDR,
+    SERVICE_CIDR,
+    ClusterLayout,
+    repo_root,
+)
+
+StartedBy = Literal["cli", "fixture"]
+Log = Callable[[str], None]
+
+# Start order; teardown runs it backwards (node agent first, etcd and the forward last).
+COMPONENTS = (
+    "etcd",
+    "minio",
+    "kube-apiserver",
+    "forward",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+    "node-agent",
+)
+STOP_GRACE = {"node-agent": 30.0, "kube-apiserver": 15.0, "etcd": 10.0, "minio": 5.0}
+SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be brought up or torn down; the message says what and where to look."""
+
+
+@dataclass(frozen=True)
+class MinioInfo:
+    host_endpoint: str
+    pod_endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    layout: ClusterLayout
+    kubeconfig: Path
+    api_server: str
+    minio: MinioInfo
+    bin_dir: Path
+    node_agent: bool
+    reused: bool
+    started_by: StartedBy
+
+    @property
+    def kubectl_path(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+
+def _stderr(msg: str) -> None:
+    print(f"kstudio cluster: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- locking and users
+
+
+@contextlib.contextmanager
+def cluster_lock(layout: ClusterLayout) -> Iterator[None]:
+    """Exclusive lock for up/down/release across processes (pytest sessions, CLI)."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock_file, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _self_user_id() -> str:
+    ticks = processes._start_ticks(os.getpid())
+    return f"{os.getpid()}-{ticks}"
+
+
+def _live_users(layout: ClusterLayout) -> list[str]:
+    live = []
+    if layout.users.is_dir():
+        for p in layout.users.iterdir():
+            pid_s, _, ticks_s = p.name.partition("-")
+            rec = processes.ProcessRecord("user", int(pid_s), int(ticks_s or -1), ())
+            if pid_s.isdigit() and processes.record_alive(rec):
+                live.append(p.name)
+            else:
+                p.unlink(missing_ok=True)
+    return live
+
+
+# ---------------------------------------------------------------- state files
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    tmp.replace(path)
+
+
+def agent_available(repo: Path) -> bool:
+    """The node agent is started only once its CLI module exists in the checkout."""
+    return (repo / "hack" / "kstudio_localcluster" / "nodeagent" / "cli.py").exists()
+
+
+def agent_fingerprint(repo: Path) -> str:
+    """Hash of the node agent's sources: a reused cluster restarts an agent whose code changed."""
+    h = hashlib.sha256()
+    base = repo / "hack" / "kstudio_localcluster" / "nodeagent"
+    for p in sorted(base.rglob("*.py")) if base.is_dir() else []:
+        h.update(str(p.relative_to(base)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def resolve_bin_dir(repo: Path, log: Log = _stderr) -> Path:
+    """Run hack/build-binaries.sh (instant when built; builds once per machine otherwise)."""
+    script = repo / "hack" / "build-binaries.sh"
+    proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, stderr=None, text=True, check=False)
+    if proc.returncode != 0:
+        raise ClusterError(f"{script} failed with exit code {proc.returncode}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- HTTP checks
+
+
+def _api_context(pki: Pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
+    ctx.load_cert_chain(str(pki.crt("admin")), str(pki.key("admin")))
+    return ctx
+
+
+def _insecure_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # KCM/scheduler healthz serve self-signed certs
+    return ctx
+
+
+def _host_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 3.0) -> tuple[int, str]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, layout: ClusterLayout, log_name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (OSError, ValueError, ssl.SSLError, netns.NetnsError):
+            pass
+        rec = processes.read_record(layout.run, log_name)
+        if rec is not None and not processes.record_alive(rec):
+            raise ClusterError(
+                f"{log_name} exited while waiting for {what}; see {layout.logs / log_name}.log"
+            )
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"timed out after {timeout:.0f}s waiting for {what}; see {layout.logs / log_name}.log"
+            )
+        time.sleep(0.2)
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------- component command lines
+
+
+def _component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, repo: Path) -> list[str]:
+    kc = layout.component_kubeconfigs
+    if name == "etcd":
+        return [
+            str(bin_dir / "etcd"), "--name=kstudio", f"--data-dir={layout.etcd_data}",
+            "--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
+            "--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--initial-cluster=kstudio=http://127.0.0.1:2380", "--unsafe-no-fsync", "--log-level=warn",
+        ]  # fmt: skip
+    if name == "kube-apiserver":
+        return [
+            str(bin_dir / "kube-apiserver"), "--etcd-servers=http://127.0.0.1:2379",
+            f"--cert-dir={pki.dir}", f"--tls-cert-file={pki.crt('apiserver')}",
+            f"--tls-private-key-file={pki.key('apiserver')}", f"--client-ca-file={pki.ca_crt}",
+            f"--secure-port={API_PORT}", "--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
+            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
+            f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={pki.ca_crt}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname", "--profiling=false",
+        ]  # fmt: skip
+    if name == "kube-controller-manager":
+        k = kc / "kube-controller-manager.kubeconfig"
+        return [
+            str(bin_dir / "kube-controller-manager"), f"--kubeconfig={k}", f"--authentication-kubeconfig={k}",
+            f"--authorization-kubeconfig={k}", f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_crt}", f"--cluster-signing-cert-file={pki.ca_crt}",
+            f"--cluster-signing-key-file={pki.ca_key}", "--use-service-account-credentials=true",
+            "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10257", "--controllers=*",
+            f"--cluster-cidr={CLUSTER_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--profiling=false",
+        ]  # fmt: skip
+    if name == "kube-scheduler":
+        k = kc / "kube-scheduler.kubeconfig"
+        return [
+            str(bin_dir / "kube-scheduler"), f"--kubeconfig={k}", f"--authentication-kubeconfig={k}",
+            f"--authorization-kubeconfig={k}", "--leader-elect=false", "--bind-address=127.0.0.1",
+            "--secure-port=10259", "--profiling=false",
+        ]  # fmt: skip
+    if name == "kube-proxy":
+        return [
+            str(bin_dir / "kube-proxy"), f"--kubeconfig={kc / 'kube-proxy.kubeconfig'}",
+            f"--hostname-override={NODE_NAME}", "--proxy-mode=nftables", f"--cluster-cidr={CLUSTER_CIDR}",
+            "--conntrack-max-per-core=0", "--healthz-bind-address=127.0.0.1:10256",
+            "--metrics-bind-address=127.0.0.1:10249",
+        ]  # fmt: skip
+    if name == "minio":
+        return [
+            str(bin_dir / "minio"), "server", str(layout.minio_data), "--quiet",
+            "--address", f"{NODE_IP}:{MINIO_PORT}", "--console-address", "127.0.0.1:9001",
+        ]  # fmt: skip
+    if name == "forward":
+        return [
+            sys.executable, "-m", "kstudio_localcluster.forward", "--netns", layout.netns,
+            f"127.0.0.1:{layout.api_host_port}=127.0.0.1:{API_PORT}",
+            f"127.0.0.1:{layout.minio_host_port}={NODE_IP}:{MINIO_PORT}",
+        ]  # fmt: skip
+    if name == "node-agent":
+        return [
+            str(repo / ".venv" / "bin" / "kstudio"),
+            "node-agent",
+            "--config",
+            str(layout.node_agent_json),
+        ]
+    raise ValueError(name)
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "KSTUDIO_S3_"))}
+    env["PATH"] = SYS_PATH if not env.get("PATH") else f"{env['PATH']}:{SYS_PATH}"
+    env.update(extra or {})
+    return env
+
+
+def _start(name: str, layout: ClusterLayout, argv: list[str], env: dict[str, str]) -> None:
+    processes.start(
+        name,
+        argv,
+        run_dir=layout.run,
+        log_dir=layout.logs,
+        netns=None if name == "forward" else layout.netns,
+        env=env,
+        cwd=layout.root,
+    )
+
+
+# ---------------------------------------------------------------- config files
+
+
+def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo) -> None:
+    inside = f"https://127.0.0.1:{API_PORT}"
+    kubeconfig.write(layout.kubeconfig, pki, "admin", f"https://127.0.0.1:{layout.api_host_port}", "admin")
+    kc = layout.component_kubeconfigs
+    for stem in ("kube-controller-manager", "kube-scheduler", "kube-proxy"):
+        kubeconfig.write(kc / f"{stem}.kubeconfig", pki, stem, inside, stem)
+    node_kc = kubeconfig.write(
+        kc / "node.kubeconfig", pki, "node", f"https://{NODE_IP}:{API_PORT}", f"system:node:{NODE_NAME}"
+    )
+    _write_json(
+        layout.minio_json,
+        {
+            "hostEndpoint": minio.host_endpoint,
+            "podEndpoint": minio.pod_endpoint,
+            "accessKey": minio.access_key,
+            "secretKey": minio.secret_key,
+        },
+    )
+    _write_json(
+        layout.node_agent_json,
+        {
+            "kubeconfig": str(node_kc),
+            "apiServer": f"https://{NODE_IP}:{API_PORT}",
+            "nodeName": NODE_NAME,
+            "nodeIP": NODE_IP,
+            "podCIDR": POD_CIDR,
+            "bridge": BRIDGE,
+            "netns": layout.netns,
+            "cniBinDir": CNI_BIN_DIR,
+            "stateDir": str(layout.agent_state),
+            "servingCert": str(pki.crt("kubelet")),
+            "servingKey": str(pki.key("kubelet")),
+            "clientCAFile": str(pki.ca_crt),
+            "caFile": str(pki.ca_crt),
+            "kubeletPort": KUBELET_PORT,
+            "cgroupParent": layout.cgroup_parent,
+            "repo": str(repo),
+        },
+    )
+
+
+def _minio_info(layout: ClusterLayout) -> MinioInfo | None:
+    raw = _read_json(layout.minio_json)
+    if not raw:
+        return None
+    try:
+        return MinioInfo(raw["hostEndpoint"], raw["podEndpoint"], raw["accessKey"], raw["secretKey"])
+    except KeyError:
+        return None
+
+
+# ---------------------------------------------------------------- health
+
+
+def _api_ready(layout: ClusterLayout, pki: Pki) -> bool:
+    status, body = _host_get(f"https://127.0.0.1:{layout.api_host_port}/readyz", _api_context(pki))
+    return status == 200 and body.strip() == "ok"
+
+
+def _minio_ready(layout: ClusterLayout) -> bool:
+    status, _ = _host_get(f"http://127.0.0.1:{layout.minio_host_port}/minio/health/ready")
+    return status == 200
+
+
+def _node_ready(layout: ClusterLayout, pki: Pki) -> bool:
+    status, body = _host_get(
+        f"https://127.0.0.1:{layout.api_host_port}/api/v1/nodes/{NODE_NAME}", _api_context(pki)
+    )
+    if status != 200:
+        return False
+    conds = json.loads(body).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def _default_sa_exists(layout: ClusterLayout, pki: Pki) -> bool:
+    status, _ = _host_get(
+        f"https://127.0.0.1:{layout.api_host_port}/api/v1/namespaces/default/serviceaccounts/default",
+        _api_context(pki),
+    )
+    return status == 200
+
+
+def _control_plane_healthy(layout: ClusterLayout, state: dict[str, Any], repo: Path, bin_dir: Path) -> str:
+    """'' if the running cluster can be reused as is, else the reason it cannot."""
+    if state.get("repo") != str(repo):
+        return f"it runs pods from another checkout ({state.get('repo')})"
+    if state.get("binDir") != str(bin_dir):
+        return f"it was started from other binaries ({state.get('binDir')})"
+    if not netns.exists(layout.netns):
+        return f"network namespace {layout.netns} is gone"
+    for name in COMPONENTS[:-1]:
+        rec = processes.read_record(layout.run, name)
+        if rec is None or not processes.record_alive(rec):
+            return f"{name} is not running"
+    pki = Pki(layout.pki)
+    try:
+        if not _api_ready(layout, pki):
+            return "the API server is not ready"
+        if not _minio_ready(layout):
+            return "MinIO is not ready"
+    except (OSError, ssl.SSLError) as exc:
+        return f"health check failed: {exc}"
+    return ""
+
+
+# ---------------------------------------------------------------- up
+
+
+def _start_agent(layout: ClusterLayout, pki: Pki, repo: Path, bin_dir: Path, timeout: float) -> None:
+    layout.agent_state.mkdir(parents=True, exist_ok=True)
+    _start("node-agent", layout, _component_argv("node-agent", bin_dir, layout, pki, repo), _env())
+    _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent")
+
+
+def _start_clean(
+    layout: ClusterLayout, repo: Path, bin_dir: Path, started_by: StartedBy, timeout: float, log: Log
+) -> None:
+    t0 = time.monotonic()
+    for port in {layout.api_host_port, layout.minio_host_port}:
+        if _port_in_use(port):
+            raise ClusterError(f"127.0.0.1:{port} is already in use by another process (see `ss -ltnp`)")
+    for d in (layout.root, layout.run, layout.logs, layout.etcd_data, layout.minio_data):
+        d.mkdir(parents=True, exist_ok=True)
+    pki = ensure_pki(layout.pki)
+    minio = MinioInfo(
+        host_endpoint=f"127.0.0.1:{layout.minio_host_port}",
+        pod_endpoint=f"{NODE_IP}:{MINIO_PORT}",
+        access_key="kstudio-" + secrets.token_hex(6),
+        secret_key=secrets.token_urlsafe(30),
+    )
+    _write_configs(layout, pki, repo, minio)
+    netns.ensure_netns(layout.netns)
+
+    def argv(name: str) -> list[str]:
+        return _component_argv(name, bin_dir, layout, pki, repo)
+
+    env = _env()
+    _start("etcd", layout, argv("etcd"), env)
+    _start(
+        "minio",
+        layout,
+        argv("minio"),
+        _env(
+            {
+                "MINIO_ROOT_USER": minio.access_key,
+                "MINIO_ROOT_PASSWORD": minio.secret_key,
+                "MINIO_BROWSER": "off",
+            }
+        ),
+    )
+
+    def etcd_ok() -> bool:
+        status, body = netns.http_get(layout.netns, "http://127.0.0.1:2379/health")
+        return status == 200 and '"health":"true"' in body
+
+    _wait("etcd health", etcd_ok, timeout, layout, "etcd")
+    _start("kube-apiserver", layout, argv("kube-apiserver"), env)
+    ctx = _api_context(pki)
+
+    def api_ok_inside() -> bool:
+        status, body = netns.http_get(layout.netns, f"https://127.0.0.1:{API_PORT}/readyz", context=ctx)
+        return status == 200 and body.strip() == "ok"
+
+    _wait("kube-apiserver /readyz", api_ok_inside, timeout, layout, "kube-apiserver")
+    log(f"API server ready after {time.monotonic() - t0:.1f}s")
+    _start("forward", layout, argv("forward"), env)
+    for name in ("kube-controller-manager", "kube-scheduler", "kube-proxy"):
+        _start(name, layout, argv(name), env)
+    _wait("host forward to the API server", lambda: _api_ready(layout, pki), timeout, layout, "forward")
+    insecure = _insecure_context()
+    for name, url in (
+        ("kube-controller-manager", "https://127.0.0.1:10257/healthz"),
+        ("kube-scheduler", "https://127.0.0.1:10259/healthz"),
+    ):
+
+        def ok(url: str = url) -> bool:
+            return netns.http_get(layout.netns, url, context=insecure)[0] == 200
+
+        _wait(f"{name} /healthz", ok, timeout, layout, name)
+    _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio")
+    _wait("the default ServiceAccount (controllers working)", lambda: _default_sa_exists(layout, pki),
+          timeout, layout, "kube-controller-manager")  # fmt: skip
+    agent = agent_available(repo)
+    state = {
+        "name": layout.name,
+        "repo": str(repo),
+        "binDir": str(bin_dir),
+        "startedBy": started_by,
+        "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "apiHostPort": layout.api_host_port,
+        "minioHostPort": layout.minio_host_port,
+        "agentFingerprint": agent_fingerprint(repo) if agent else "",
+    }
+    _write_json(layout.state_json, state)
+    if agent:
+        _start_agent(layout, pki, repo, bin_dir, timeout)
+    else:
+        log("node agent not present yet (hack/kstudio_localcluster/nodeagent/cli.py); pods will stay Pending")
+    log(f"cluster ready after {time.monotonic() - t0:.1f}s")
+
+
+def _repair_agent(
+    layout: ClusterLayout, state: dict[str, Any], repo: Path, bin_dir: Path, timeout: float, log: Log
+) -> None:
+    """On reuse: (re)start the node agent if it is missing, dead or its code changed."""
+    if not agent_available(repo):
+        return
+    fp = agent_fingerprint(repo)
+    rec = processes.read_record(layout.run, "node-agent")
+    alive = rec is not None and processes.record_alive(rec)
+    if alive and state.get("agentFingerprint") == fp:
+        return
+    if rec is not None and alive:
+        log("node agent code changed: restarting it")
+        processes.stop(rec, grace=STOP_GRACE["node-agent"])
+    else:
+        log("node agent not running: starting it")
+    _write_configs(layout, Pki(layout.pki), repo, _minio_info(layout) or _missing_minio(layout))
+    state["agentFingerprint"] = fp
+    _write_json(layout.state_json, state)
+    _start_agent(layout, Pki(layout.pki), repo, bin_dir, timeout)
+
+
+def _missing_minio(layout: ClusterLayout) -> MinioInfo:
+    raise ClusterError(f"{layout.minio_json} is missing or invalid")
+
+
+def _info(
+    layout: ClusterLayout, bin_dir: Path, reused: bool, started_by: StartedBy, agent: bool
+) -> ClusterInfo:
+    minio = _minio_info(layout) or _missing_minio(layout)
+    return ClusterInfo(
+        layout=layout,
+        kubeconfig=layout.kubeconfig,
+        api_server=f"https://127.0.0.1:{layout.api_host_port}",
+        minio=minio,
+        bin_dir=bin_dir,
+        node_agent=agent,
+        reused=reused,
+        started_by=started_by,
+    )
+
+
+def ensure_up(
+    layout: ClusterLayout | None = None,
+    *,
+    bin_dir: Path | None = None,
+    started_by: StartedBy = "cli",
+    register_user: bool = False,
+    timeout: float = 90.0,
+    log: Log = _stderr,
+) -> ClusterInfo:
+    """Return a ready cluster: reuse a healthy one, else clean up leftovers and start one.
+
+    `register_user=True` records this process as a user (see `release`). Raises ClusterError naming
+    the failing component and its log file.
+    """
+    layout = layout or ClusterLayout()
+    repo = repo_root()
+    bin_dir = bin_dir or resolve_bin_dir(repo, log)
+    with cluster_lock(layout):
+        state = _read_json(layout.state_json)
+        reason = _control_plane_healthy(layout, state, repo, bin_dir) if state else "no cluster state"
+        if not reason:
+            log(f"reusing the running cluster (started {state.get('startedAt')} by {state.get('startedBy')})")  # type: ignore[union-attr]
+            assert state is not None
+            _repair_agent(layout, state, repo, bin_dir, timeout, log)
+            info = _info(layout, bin_dir, True, state.get("startedBy", "cli"), agent_available(repo))
+        else:
+            if _leftovers(layout):
+                log(f"cleaning up a previous cluster: {reason}")
+                _teardown_locked(layout, log)
+            try:
+                _start_clean(layout, repo, bin_dir, started_by, timeout, log)
+            except BaseException:
+                log("start failed; tearing down what was started")
+                _teardown_locked(layout, log)
+                raise
+            info = _info(layout, bin_dir, False, started_by, agent_available(repo))
+        if register_user:
+            layout.users.mkdir(parents=True, exist_ok=True)
+            (layout.users / _self_user_id()).touch()
+        return info
+
+
+def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
+    """Unregister this process; tear the cluster down if a fixture started it and no user is left.
+
+    Returns True if it tore the cluster down.
+    """
+    layout = layout or ClusterLayout()
+    with cluster_lock(layout):
+        (layout.users / _self_user_id()).unlink(missing_ok=True)
+        state = _read_json(layout.state_json) or {}
+        if state.get("startedBy") == "fixture" and not _live_users(layout):
+            _teardown_locked(layout, log)
+            return True
+        return False
+
+
+# ---------------------------------------------------------------- down
+
+
+def _cgroup_dirs(parent: str) -> list[Path]:
+    """Every cgroup directory named `parent` directly under a v1 controller or the v2 root."""
+    base = Path("/sys/fs/cgroup")
+    found = [base / parent] if (base / parent).is_dir() else []
+    if base.is_dir():
+        for ctrl in base.iterdir():
+            d = ctrl / parent
+            if ctrl.is_dir() and not ctrl.is_symlink() and d.is_dir():
+                found.append(d)
+    return found
+
+
+def _cgroup_pids(d: Path) -> list[int]:
+    pids: set[int] = set()
+    for sub in [d, *[p for p in d.rglob("*") if p.is_dir()]]:
+        for fname in ("cgroup.procs", "tasks"):
+            with contextlib.suppress(OSError):
+                pids.update(int(x) for x in (sub / fname).read_text().split())
+    return sorted(pids)
+
+
+def _remove_cgroup_tree(d: Path) -> None:
+    subdirs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+    for p in [*subdirs, d]:
+        for _ in range(50):
+            try:
+                p.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def _mounts_under(root: Path) -> list[Path]:
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mp = Path(line.split()[4].replace("\\040", " "))
+            if mp == root or root in mp.parents:
+                out.append(mp)
+    return sorted(out, key=lambda p: len(p.parts), reverse=True)
+
+
+def _pod_netns(layout: ClusterLayout) -> list[str]:
+    """Pod namespaces the agent recorded, or named with our cluster prefix."""
+    names = {n for n in netns.list_netns() if n.startswith(f"{layout.name}-")}
+    state_dir = layout.agent_state
+    if state_dir.is_dir():
+        for p in state_dir.rglob("netns"):
+            if p.is_file():
+                names.add(p.read_text().strip())
+    return sorted(n for n in names if n and n != layout.netns and netns.exists(n))
+
+
+def _leftovers(layout: ClusterLayout) -> list[str]:
+    """Human-readable list of what a previous cluster left on this machine."""
+    found = [
+        f"process {r.name} (pid {r.pid})"
+        for r in processes.all_records(layout.run)
+        if processes.record_alive(r)
+    ]
+    if netns.exists(layout.netns):
+        found.append(f"netns {layout.netns}")
+    found += [f"netns {n}" for n in _pod_netns(layout)]
+    found += [f"cgroup {d}" for d in _cgroup_dirs(layout.cgroup_parent)]
+    if layout.state_json.exists():
+        found.append(str(layout.state_json))
+    return found
+
+
+def _teardown_locked(layout: ClusterLayout, log: Log) -> None:
+    records = {r.name: r for r in processes.all_records(layout.run)}
+    for name in reversed(COMPONENTS):
+        rec = records.pop(name, None)
+        if rec is not None:
+            processes.stop(rec, grace=STOP_GRACE.get(name, 5.0))
+    for rec in records.values():
+        processes.stop(rec, grace=5.0)
+    # Whatever else still lives in our namespaces or cgroups (pods of a crashed agent, stray children).
+    pod_ns = _pod_netns(layout)
+    for ns in [layout.netns, *pod_ns]:
+        processes.kill_pids(netns.pids_in_netns(ns), grace=5.0)
+    cgroups = _cgroup_dirs(layout.cgroup_parent)
+    for d in cgroups:
+        processes.kill_pids(_cgroup_pids(d), grace=5.0)
+    for d in cgroups:
+        _remove_cgroup_tree(d)
+    for ns in [*pod_ns, layout.netns]:
+        try:
+            netns.delete_netns(ns)
+        except netns.NetnsError as exc:
+            log(f"warning: {exc}")
+    for mp in _mounts_under(layout.root):
+        subprocess.run(["umount", "-l", str(mp)], capture_output=True, check=False)
+    for d in (
+        layout.etcd_data,
+        layout.minio_data,
+        layout.agent_state,
+        layout.run,
+        layout.component_kubeconfigs,
+    ):
+        shutil.rmtree(d, ignore_errors=True)
+    for f in (layout.state_json, layout.kubeconfig, layout.minio_json, layout.node_agent_json):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(layout.users, ignore_errors=True)
+    left = _leftovers(layout)
+    if left:
+        raise ClusterError("teardown left behind: " + ", ".join(left))
+
+
+def teardown(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> None:
+    """Stop every process and remove netns, pod netns, cgroups and runtime data. Idempotent."""
+    layout = layout or ClusterLayout()
+    with cluster_lock(layout):
+        _teardown_locked(layout, log)
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
+    """A JSON-able report: state, each component's pid/alive/RSS, namespace, API readiness."""
+    layout = layout or ClusterLayout()
+    state = _read_json(layout.state_json)
+    comps: dict[str, Any] = {}
+    for name in COMPONENTS:
+        rec = processes.read_record(layout.run, name)
+        alive = rec is not None and processes.record_alive(rec)
+        comps[name] = {
+            "pid": rec.pid if rec else None,
+            "alive": alive,
+            "rssBytes": processes.rss_bytes(rec.pid) if rec and alive else 0,
+        }
+    api_ready = False
+    if state:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            api_ready = _api_ready(layout, Pki(layout.pki))
+    return {
+        "running": bool(state) and api_ready,
+        "state": state,
+        "netns": netns.exists(layout.netns),
+        "apiReady": api_ready,
+        "kubeconfig": str(layout.kubeconfig),
+        "components": comps,
+        "leftovers": _leftovers(layout) if not state else [],
+    }

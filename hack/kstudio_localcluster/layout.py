@@ -1,0 +1,108 @@
+"""Names, addresses, ports and paths of one local cluster instance.
+
+The default instance is the one every developer and test uses (netns "kstudio", API on 127.0.0.1:6443,
+files under ~/.cache/kstudio/cluster). Tests that must destroy a cluster (the teardown check) build a
+second instance with another name, root directory and host ports, so they never touch the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODE_NAME = "kst-node"
+NODE_IP = "10.244.0.1"
+POD_CIDR = "10.244.0.0/24"
+CLUSTER_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+BRIDGE = "kst0"
+API_PORT = 6443
+MINIO_PORT = 9000
+KUBELET_PORT = 10250
+CNI_BIN_DIR = "/usr/lib/cni"
+K8S_VERSION = "v1.36.3"
+
+
+def cache_root() -> Path:
+    """$KSTUDIO_CACHE, else ~/.cache/kstudio (binaries, cluster state)."""
+    env = os.environ.get("KSTUDIO_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "kstudio"
+
+
+def repo_root() -> Path:
+    """The project checkout whose .venv provides the `kstudio` image for pods (and our CLI)."""
+    env = os.environ.get("KSTUDIO_REPO")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Everything that identifies one cluster instance on this machine."""
+
+    name: str = "kstudio"
+    root: Path = field(default_factory=lambda: cache_root() / "cluster")
+    api_host_port: int = API_PORT
+    minio_host_port: int = MINIO_PORT
+
+    @property
+    def netns(self) -> str:
+        return self.name
+
+    @property
+    def cgroup_parent(self) -> str:
+        """Parent cgroup (under each v1 controller, or the v2 root) for the node agent's pods."""
+        return self.name
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd-data"
+
+    @property
+    def minio_data(self) -> Path:
+        return self.root / "minio-data"
+
+    @property
+    def agent_state(self) -> Path:
+        return self.root / "node-agent"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def minio_json(self) -> Path:
+        return self.root / "minio.json"
+
+    @property
+    def node_agent_json(self) -> Path:
+        return self.root / "node-agent.json"
+
+    @property
+    def state_json(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def users(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def component_kubeconfigs(self) -> Path:
+        return self.root / "kubeconfigs"
