@@ -1,0 +1,438 @@
+"""The scoring app: `create_app(settings)` builds the FastAPI app with an explicit route table.
+
+Hot paths (`/score`, `/v2/models/{name}/infer`) take the raw body and do their own parsing (columns.py),
+so no per-row pydantic work happens; the OpenAPI document still describes their bodies, generated from
+the model's input schema once the model is loaded (openapi.py). Domain errors (errors.py) are mapped to
+HTTP statuses in one place: `ERROR_STATUS` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kstudio_scorer import oip, rrs
+from kstudio_scorer.auth import KeyRing
+from kstudio_scorer.batch import JobManager
+from kstudio_scorer.batching import MicroBatcher
+from kstudio_scorer.columns import v2_datatype
+from kstudio_scorer.errors import (
+    InputValidationError,
+    JobNotFoundError,
+    MalformedRequestError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    PredictionError,
+    ScorerError,
+    TooManyRowsError,
+    UnauthorizedError,
+)
+from kstudio_scorer.limits import LimitsMiddleware
+from kstudio_scorer.metrics import MetricsMiddleware, ScorerMetrics
+from kstudio_scorer.model import ModelLoadError, ScoringModel
+from kstudio_scorer.openapi import build_openapi
+from kstudio_scorer.samples import SampleLogger
+from kstudio_scorer.settings import ScorerSettings
+from kstudio_scorer.storage import ObjectStore, StorageSettings
+
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: dict[type[ScorerError], int] = {
+    MalformedRequestError: 400,
+    UnauthorizedError: 401,
+    ModelNotFoundError: 404,
+    JobNotFoundError: 404,
+    TooManyRowsError: 413,
+    InputValidationError: 422,
+    PredictionError: 422,
+    ModelNotReadyError: 503,
+}
+
+JSON = "application/json"
+SERVER_NAME = "kstudio-scorer"
+
+
+def _status_of(exc: ScorerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def error_body(message: str, code: str, **extra: Any) -> bytes:
+    """Every error response has this shape; `error` is a string as the V2 protocol wants."""
+    doc: dict[str, Any] = {"error": message, "code": code}
+    doc.update({k: v for k, v in extra.items() if v is not None})
+    return orjson.dumps(doc)
+
+
+@dataclass
+class ScorerState:
+    """Everything the routes need, hung on app.state.kstudio (no module globals)."""
+
+    settings: ScorerSettings
+    model: ScoringModel
+    metrics: ScorerMetrics
+    store_factory: Callable[[], ObjectStore]
+    keys: KeyRing | None = None
+    batcher: MicroBatcher | None = None
+    jobs: JobManager | None = None
+    samples: SampleLogger | None = None
+    projection: rrs.OutputProjection | None = None
+    on_load_failure: Callable[[ModelLoadError], None] | None = None
+    load_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def authorize(self, request: Request) -> None:
+        if self.keys is not None:
+            self.keys.check(request.headers.get("authorization"))
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed up, and wired to the batcher: only then do scoring routes accept calls."""
+        return self.model.ready and self.batcher is not None
+
+    def ready_model(self) -> ScoringModel:
+        if not self.ready:
+            reason = self.model.error or "the model is still loading"
+            raise ModelNotReadyError(f"model {self.model.name} is not ready: {reason}")
+        return self.model
+
+    def named_model(self, name: str) -> ScoringModel:
+        if name != self.model.name:
+            raise ModelNotFoundError(f"no model named {name!r}; this endpoint serves {self.model.name!r}")
+        return self.ready_model()
+
+    def model_became_ready(self) -> None:
+        m = self.model
+        assert m.manifest is not None
+        self.projection = rrs.OutputProjection.for_task(
+            m.task, self.settings.output_columns, self.settings.output_include_inputs
+        )
+        self.metrics.model_info.labels(m.name, m.digest, m.task).set(1)
+        self.metrics.ready.set(1)
+        self.batcher = MicroBatcher(
+            m.predict, self.settings.batch_max_rows, self.settings.batch_max_wait_ms / 1000.0
+        )
+
+
+def _state(request: Request) -> ScorerState:
+    state: ScorerState = request.app.state.kstudio
+    return state
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=JSON, headers=headers)
+
+
+# --- health ------------------------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    return _json({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    state = _state(request)
+    m = state.model
+    if state.ready:
+        return _json({"ready": True, "model": m.name, "sha256": m.digest})
+    return _json({"ready": False, "state": m.state, "reason": m.error or "loading"}, 503)
+
+
+async def v2_live(request: Request) -> Response:
+    return _json({"live": True})
+
+
+async def v2_ready(request: Request) -> Response:
+    ready = _state(request).ready
+    return _json({"ready": ready}, 200 if ready else 503)
+
+
+async def v2_server_metadata(request: Request) -> Response:
+    return _json({"name": SERVER_NAME, "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+
+
+async def v2_model_metadata(request: Request, name: str) -> Response:
+    m = _state(request).named_model(name)
+    schema = m.schema
+    outputs = [
+        {"name": "predict", "datatype": "BYTES" if m.task == "classification" else "FP64", "shape": [-1]}
+    ]
+    if m.task == "classification":
+        if m.classes and not isinstance(m.classes[0], str):
+            outputs[0]["datatype"] = "INT64" if isinstance(m.classes[0], int) else "FP64"
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]})
+    return _json(
+        {
+            "name": m.name,
+            "versions": [m.digest],
+            "platform": "sklearn",
+            "inputs": [{"name": c.name, "datatype": v2_datatype(c.type), "shape": [-1]} for c in schema],
+            "outputs": outputs,
+            "parameters": {"task": m.task, "classes": m.classes, "sha256": m.digest},
+        }
+    )
+
+
+async def v2_model_ready(request: Request, name: str) -> Response:
+    state = _state(request)
+    if name != state.model.name:
+        raise ModelNotFoundError(f"no model named {name!r}; this endpoint serves {state.model.name!r}")
+    ready = state.ready
+    return _json({"name": name, "ready": ready}, 200 if ready else 503)
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+async def score(request: Request) -> Response:
+    state = _state(request)
+    state.authorize(request)
+    m = state.ready_model()
+    body = await request.body()
+    request.state.body = body
+    columns, records = rrs.parse_request(body, m.schema, state.settings.max_rows)
+    assert state.batcher is not None and state.projection is not None
+    pred = await state.batcher.submit(columns)
+    out = rrs.render_response(pred, records, m.classes, state.projection)
+    state.metrics.rows.labels("/score").inc(columns.n_rows)
+    if state.samples is not None and state.samples.level == "All":
+        state.samples.record(route="/score", status=200, request=body, response=out)
+    return Response(out, media_type=JSON)
+
+
+async def v2_infer(request: Request, name: str) -> Response:
+    state = _state(request)
+    state.authorize(request)
+    m = state.named_model(name)
+    body = await request.body()
+    request.state.body = body
+    doc = oip.parse_request(body, request.headers.get(oip.BINARY_HEADER))
+    wanted = oip.requested_outputs(doc, m.task)
+    columns = oip.to_columns(doc, m.schema, state.settings.max_rows)
+    assert state.batcher is not None
+    pred = await state.batcher.submit(columns)
+    out = oip.render_response(doc, pred, wanted, m.name, m.digest)
+    state.metrics.rows.labels("/v2/models/{name}/infer").inc(columns.n_rows)
+    if state.samples is not None and state.samples.level == "All":
+        state.samples.record(route="/v2/models/{name}/infer", status=200, request=body, response=out)
+    return Response(out, media_type=JSON)
+
+
+async def v2_infer_version(request: Request, name: str, version: str) -> Response:
+    state = _state(request)
+    if version != state.model.digest:
+        raise ModelNotFoundError(f"model {name!r} has no version {version!r}; it serves {state.model.digest}")
+    return await v2_infer(request, name)
+
+
+# --- batch jobs --------------------------------------------------------------------------------------
+class JobRequest(BaseModel):
+    """A batch scoring job: score every row of `input` into `output` (both s3:// objects)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(description="s3://bucket/key of a CSV (with header) or Parquet file", min_length=6)
+    output: str = Field(description="s3://bucket/key to write the scored rows to", min_length=6)
+    inputFormat: str | None = Field(None, description="csv or parquet; default: from the input's extension")
+    outputFormat: str | None = Field(None, description="csv or parquet; default: from the output's extension")
+
+
+async def submit_job(request: Request, job: JobRequest) -> Response:
+    state = _state(request)
+    state.authorize(request)
+    state.ready_model()
+    assert state.jobs is not None
+    try:
+        created = state.jobs.submit(job.input, job.output, job.inputFormat, job.outputFormat)
+    except ValueError as exc:
+        raise InputValidationError(str(exc)) from exc
+    return _json(created.to_dict(), 202, headers={"Location": f"/jobs/{created.id}"})
+
+
+async def get_job(request: Request, job_id: str) -> Response:
+    state = _state(request)
+    state.authorize(request)
+    assert state.jobs is not None
+    return _json(state.jobs.get(job_id).to_dict())
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# The route table: method, path, endpoint, whether the route scores (concurrency-limited), auth.
+ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
+    ("GET", "/healthz", healthz, False),
+    ("GET", "/readyz", readyz, False),
+    ("GET", "/metrics", metrics, False),
+    ("POST", "/score", score, True),
+    ("POST", "/jobs", submit_job, True),
+    ("GET", "/jobs/{job_id}", get_job, False),
+    ("GET", "/v2", v2_server_metadata, False),
+    ("GET", "/v2/health/live", v2_live, False),
+    ("GET", "/v2/health/ready", v2_ready, False),
+    ("GET", "/v2/models/{name}", v2_model_metadata, False),
+    ("GET", "/v2/models/{name}/ready", v2_model_ready, False),
+    ("POST", "/v2/models/{name}/infer", v2_infer, True),
+    ("POST", "/v2/models/{name}/versions/{version}/infer", v2_infer_version, True),
+]
+
+
+def _is_limited(method: str, path: str) -> bool:
+    if method != "POST":
+        return False
+    return path in ("/score", "/jobs") or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    async def scorer_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ScorerError)
+        status = _status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        extra = {"row": getattr(exc, "row", None), "column": getattr(exc, "column", None)}
+        body = error_body(exc.message, exc.code, **extra)
+        _log_error(request, status, exc.message)
+        return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        _log_error(request, 422, problems)
+        return Response(error_body(problems, "invalid_request"), status_code=422, media_type=JSON)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 413:
+            headers["Connection"] = "close"
+        _log_error(request, exc.status_code, str(exc.detail))
+        return Response(
+            error_body(str(exc.detail), code), status_code=exc.status_code, media_type=JSON, headers=headers
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        _log_error(request, 500, "internal error")
+        return Response(error_body("internal error", "internal"), status_code=500, media_type=JSON)
+
+    app.add_exception_handler(ScorerError, scorer_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _log_error(request: Request, status: int, message: str) -> None:
+    state: ScorerState | None = getattr(request.app.state, "kstudio", None)
+    if state is None or state.samples is None:
+        return
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    state.samples.record(
+        route=route, status=status, request=getattr(request.state, "body", None), response=None, error=message
+    )
+
+
+def create_app(
+    settings: ScorerSettings,
+    *,
+    model: ScoringModel | None = None,
+    store_factory: Callable[[], ObjectStore] | None = None,
+) -> FastAPI:
+    """Build the app. The model loads in the background on startup (unless given ready); /readyz says when."""
+    factory = store_factory or (lambda: ObjectStore(StorageSettings.from_env()))
+    scorer_metrics = ScorerMetrics()
+    state = ScorerState(
+        settings=settings,
+        model=model or ScoringModel(settings, factory),
+        metrics=scorer_metrics,
+        store_factory=factory,
+        keys=KeyRing(settings.keys_dir, settings.keys_reload_seconds)
+        if settings.auth_enabled and settings.keys_dir
+        else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.logging_level != "None" and settings.logging_uri:
+            state.samples = SampleLogger(
+                settings.logging_level,
+                settings.logging_uri,
+                factory,
+                flush_seconds=settings.logging_flush_seconds,
+                max_body_bytes=settings.logging_max_body_bytes,
+                on_dropped=lambda n: scorer_metrics.samples_dropped.inc(n),
+            )
+        state.jobs = JobManager(
+            state.model,
+            factory,
+            lambda: state.projection or rrs.OutputProjection(("Scored Labels",)),
+            settings.jobs_work_dir,
+            chunk_rows=settings.jobs_chunk_rows,
+            max_kept=settings.jobs_max_kept,
+            on_finished=lambda job: scorer_metrics.jobs.labels(job.state).inc(),
+        )
+        if state.model.ready:
+            state.model_became_ready()
+        else:
+            state.load_task = asyncio.create_task(_load(state))
+        try:
+            yield
+        finally:
+            if state.load_task is not None and not state.load_task.done():
+                state.load_task.cancel()
+            state.jobs.close()
+            if state.batcher is not None:
+                state.batcher.close()
+            if state.samples is not None:
+                state.samples.close()
+
+    app = FastAPI(
+        title=f"kstudio scorer: {settings.model_name}",
+        version="0.1.0",
+        description="Scores rows with one trained model (.ilearner). Request schemas follow the model's input schema.",
+        lifespan=lifespan,
+    )
+    app.state.kstudio = state
+    for method, path, endpoint, _limited in ROUTES:
+        app.add_api_route(path, endpoint, methods=[method], response_class=Response)
+    _register_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build_openapi(app, state.model, settings)
+        if state.model.ready:  # cache only the schema of the loaded model
+            app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(
+        LimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrent=settings.max_concurrent_calls,
+        retry_after_seconds=settings.retry_after_seconds,
+        is_limited=_is_limited,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=scorer_metrics)
+    return app
+
+
+async def _load(state: ScorerState) -> None:
+    try:
+        await asyncio.to_thread(state.model.load)
+    except ModelLoadError as exc:
+        if state.on_load_failure is not None:
+            state.on_load_failure(exc)
+        return
+    state.model_became_ready()

@@ -1,0 +1,109 @@
+"""`kstudio serve`: run the scorer (FastAPI on uvicorn, one process per pod).
+
+Exit codes: 0 after a clean shutdown (SIGTERM: stop accepting, finish in-flight requests within
+KSTUDIO_SHUTDOWN_GRACE_SECONDS); 2 when the configuration or the model is wrong (digest mismatch,
+unreadable artifact: do not retry); 75 when object storage was unreachable (a restart may help). The
+reason is printed and written to the termination log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pydantic
+import uvicorn
+
+from kstudio_scorer.app import create_app
+from kstudio_scorer.model import ModelLoadError
+from kstudio_scorer.settings import ScorerSettings
+
+log = logging.getLogger("kstudio_scorer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kstudio serve",
+        description="Serve one .ilearner model over HTTP (Azure RRS /score, OIP V2, batch /jobs). "
+        "Every option is also a KSTUDIO_* environment variable.",
+    )
+    p.add_argument("--model-uri", help="s3://bucket/key.ilearner or a local path (KSTUDIO_MODEL_URI)")
+    p.add_argument("--model-sha256", help="expected sha256 of the artifact (KSTUDIO_MODEL_SHA256)")
+    p.add_argument("--model-name", help="name under /v2/models/ (KSTUDIO_MODEL_NAME)")
+    p.add_argument("--host", help="listen address (KSTUDIO_HOST, default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="listen port (KSTUDIO_PORT, default 8080)")
+    p.add_argument("--keys-dir", help="directory with primaryKey/secondaryKey files (KSTUDIO_KEYS_DIR)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="disable auth explicitly (KSTUDIO_AUTH_ENABLED=false)"
+    )
+    p.add_argument("--log-level", default=os.environ.get("KSTUDIO_LOG_LEVEL", "info"))
+    return p
+
+
+def write_termination_log(path: Path | None, message: str) -> None:
+    if path is None:
+        return
+    try:
+        with path.open("w") as f:
+            f.write(message[:4000])
+    except OSError:
+        pass  # not in a pod, or not writable: stderr has it anyway
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    overrides: dict[str, object] = {}
+    for name in ("model_uri", "model_sha256", "model_name", "host", "port", "keys_dir"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.no_auth:
+        overrides["auth_enabled"] = False
+    try:
+        settings = ScorerSettings(**overrides)  # type: ignore[arg-type]
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"KSTUDIO_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        message = f"invalid scorer configuration: {problems}"
+        print(message, file=sys.stderr)
+        write_termination_log(Path("/dev/termination-log"), message)
+        return 2
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=args.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    failure: list[ModelLoadError] = []
+
+    def on_load_failure(exc: ModelLoadError) -> None:
+        failure.append(exc)
+        server.should_exit = True
+
+    app.state.kstudio.on_load_failure = on_load_failure
+    server.run()
+    if failure:
+        message = f"model {settings.model_name} failed to load: {failure[0]}"
+        print(message, file=sys.stderr)
+        write_termination_log(settings.termination_log, message)
+        return failure[0].exit_code
+    return 0

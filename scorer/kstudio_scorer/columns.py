@@ -1,0 +1,331 @@
+"""Request payloads -> one numpy array per input column, validated once per request.
+
+The hot path does no per-row pydantic work: values of a column are gathered into a list, their Python
+types checked with one `set(map(type, ...))`, and converted to numpy in one call. Errors name the row
+(0-based, as sent) and the column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from kstudio_scorer.errors import InputValidationError, MalformedRequestError, TooManyRowsError
+
+ColumnType = str  # "number" | "integer" | "string" | "boolean"
+
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float})
+_ALLOWED: dict[str, frozenset[type]] = {
+    "number": frozenset({int, float, type(None)}),
+    "integer": frozenset({int, float, type(None)}),
+    "string": frozenset({str, type(None)}),
+    "boolean": frozenset({bool, type(None)}),
+}
+_EXPECTED_WORD = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "a boolean"}
+
+
+class ColumnSpecLike(Protocol):
+    """What columns.py needs of artifact.ColumnSpec."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+
+
+@dataclass
+class Columns:
+    """Validated input: one 1-D array per schema column, all of length `n_rows`."""
+
+    arrays: dict[str, npt.NDArray[Any]]
+    n_rows: int
+
+
+def schema_of(specs: Sequence[ColumnSpecLike]) -> tuple[Column, ...]:
+    return tuple(Column(s.name, str(s.type)) for s in specs)
+
+
+def _first_bad(values: Sequence[Any], allowed: frozenset[type]) -> int:
+    for i, v in enumerate(values):
+        if type(v) not in allowed:
+            return i
+    return -1  # pragma: no cover - only called when a bad value exists
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def column_array(values: Sequence[Any], column: Column, row_offset: int = 0) -> npt.NDArray[Any]:
+    """Validate the values of one column and convert them to a numpy array.
+
+    number/integer -> float64 (null -> NaN), boolean -> bool (null refused), string -> object (null -> None).
+    Raises InputValidationError naming the first offending row and the column.
+    """
+    allowed = _ALLOWED.get(column.type)
+    if allowed is None:
+        raise InputValidationError(f"the model declares an unknown type {column.type!r}", column=column.name)
+    kinds = set(map(type, values))
+    if not kinds <= allowed:
+        i = _first_bad(values, allowed)
+        raise InputValidationError(
+            f"expected {_EXPECTED_WORD[column.type]}, got {_describe(values[i])}",
+            row=row_offset + i,
+            column=column.name,
+        )
+    if column.type in ("number", "integer"):
+        if type(None) in kinds:
+            arr = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        else:
+            arr = np.array(values, dtype=np.float64)
+        if column.type == "integer" and float in kinds:
+            bad = np.flatnonzero(np.isfinite(arr) & (arr != np.round(arr)))
+            if bad.size:
+                i = int(bad[0])
+                raise InputValidationError(
+                    f"expected an integer, got {_describe(values[i])}", row=row_offset + i, column=column.name
+                )
+        if np.isinf(arr).any():
+            i = int(np.flatnonzero(np.isinf(arr))[0])
+            raise InputValidationError(
+                "infinite values are not accepted", row=row_offset + i, column=column.name
+            )
+        return arr
+    if column.type == "boolean":
+        if type(None) in kinds:
+            i = _first_bad(values, frozenset({bool}))
+            raise InputValidationError("expected a boolean, got null", row=row_offset + i, column=column.name)
+        return np.array(values, dtype=bool)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def _check_rows(n_rows: int, max_rows: int) -> None:
+    if n_rows > max_rows:
+        raise TooManyRowsError(f"{n_rows} rows in one request; the limit is {max_rows}")
+
+
+def columns_from_records(records: Any, schema: Sequence[Column], max_rows: int) -> Columns:
+    """Azure RRS rows `[{col: value, ...}, ...]` -> Columns. Unknown and missing columns are errors."""
+    if not isinstance(records, list):
+        raise MalformedRequestError("Inputs.input1 must be a list of objects (one per row)")
+    n = len(records)
+    _check_rows(n, max_rows)
+    if n == 0:
+        raise InputValidationError("no rows to score")
+    names = [c.name for c in schema]
+    expected = set(names)
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    for i, rec in enumerate(records):
+        if type(rec) is not dict:
+            raise InputValidationError(f"a row must be an object, got {_describe(rec)}", row=i)
+        if len(rec) != len(names) or rec.keys() != expected:
+            missing = [c for c in names if c not in rec]
+            if missing:
+                raise InputValidationError("missing value", row=i, column=missing[0])
+            extra = sorted(k for k in rec if k not in expected)
+            raise InputValidationError(
+                f"unknown column (the model's columns are {', '.join(names)})", row=i, column=extra[0]
+            )
+    for col in schema:
+        key = col.name
+        arrays[key] = column_array([rec[key] for rec in records], col)
+    return Columns(arrays, n)
+
+
+_V2_DATATYPES: dict[str, frozenset[str]] = {
+    "number": frozenset(
+        {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+    ),
+    "integer": frozenset(
+        {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP32", "FP64"}
+    ),
+    "string": frozenset({"BYTES"}),
+    "boolean": frozenset({"BOOL"}),
+}
+
+
+def v2_datatype(column_type: ColumnType) -> str:
+    """The OIP V2 datatype advertised for a schema column type."""
+    return {"number": "FP64", "integer": "INT64", "string": "BYTES", "boolean": "BOOL"}[column_type]
+
+
+def _shape(tensor: Mapping[str, Any], where: str) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or not shape:
+        raise MalformedRequestError(f"{where}: 'shape' must be a non-empty list of non-negative integers")
+    return shape
+
+
+def _flat(data: Any, where: str) -> list[Any]:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).tolist()
+    if not isinstance(data, list):
+        raise MalformedRequestError(f"{where}: 'data' must be a list")
+    if data and type(data[0]) is list:  # nested row-major data is allowed by the protocol
+        out: list[Any] = []
+        stack = [data]
+        # flatten with an explicit loop: depth is the tensor rank, small
+        while stack:
+            item = stack.pop()
+            if type(item) is list and item and type(item[0]) is list:
+                stack.extend(reversed(item))
+            elif type(item) is list:
+                out.extend(item)
+            else:
+                out.append(item)
+        return out
+    return data
+
+
+def columns_from_v2_inputs(inputs: Any, schema: Sequence[Column], max_rows: int) -> Columns:
+    """OIP V2 `inputs` -> Columns.
+
+    Accepted: one tensor per schema column (named after it, shape [N] or [N, 1]), or a single 2-D tensor of
+    shape [N, C] whose C columns are the schema's columns in order. `data` may be a numpy array (binary
+    extension, already decoded) or a JSON list, flat or nested.
+    """
+    if not isinstance(inputs, list) or not inputs:
+        raise MalformedRequestError("'inputs' must be a non-empty list of tensors")
+    for t in inputs:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise MalformedRequestError("each input must be an object with a 'name'")
+    names = [c.name for c in schema]
+    by_name = {t["name"]: t for t in inputs}
+    if len(inputs) == 1 and (len(schema) > 1 or inputs[0]["name"] != names[0]):
+        return _columns_from_matrix(inputs[0], schema, max_rows)
+    unknown = [n for n in by_name if n not in set(names)]
+    if unknown:
+        raise InputValidationError(
+            f"unknown input (the model's inputs are {', '.join(names)}, or one 2-D tensor)", column=unknown[0]
+        )
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise InputValidationError("missing input", column=missing[0])
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    n_rows: int | None = None
+    for col in schema:
+        t = by_name[col.name]
+        where = f"input {col.name!r}"
+        shape = _shape(t, where)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise MalformedRequestError(f"{where}: shape must be [N] or [N, 1], got {shape}")
+        _check_datatype(t, col, where)
+        values = _flat(t.get("data"), where)
+        if len(values) != shape[0]:
+            raise MalformedRequestError(
+                f"{where}: shape {shape} announces {shape[0]} values, data has {len(values)}"
+            )
+        if n_rows is None:
+            n_rows = shape[0]
+            _check_rows(n_rows, max_rows)
+        elif shape[0] != n_rows:
+            raise MalformedRequestError(f"{where}: {shape[0]} rows, other inputs have {n_rows}")
+        arrays[col.name] = column_array(_decode_bytes(values), col)
+    assert n_rows is not None
+    if n_rows == 0:
+        raise InputValidationError("no rows to score")
+    return Columns(arrays, n_rows)
+
+
+def _check_datatype(tensor: Mapping[str, Any], col: Column, where: str) -> None:
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str):
+        raise MalformedRequestError(f"{where}: 'datatype' is required")
+    if datatype not in _V2_DATATYPES[col.type]:
+        raise InputValidationError(
+            f"datatype {datatype} does not fit a {col.type} column (use {v2_datatype(col.type)})",
+            column=col.name,
+        )
+
+
+def _decode_bytes(values: list[Any]) -> list[Any]:
+    if values and type(values[0]) is bytes:
+        return [v.decode("utf-8") if type(v) is bytes else v for v in values]
+    return values
+
+
+def _columns_from_matrix(tensor: Mapping[str, Any], schema: Sequence[Column], max_rows: int) -> Columns:
+    where = f"input {tensor['name']!r}"
+    shape = _shape(tensor, where)
+    ncols = len(schema)
+    if len(shape) == 1 and ncols == 1:
+        shape = [shape[0], 1]
+    if len(shape) != 2 or shape[1] != ncols:
+        raise MalformedRequestError(
+            f"{where}: a single input must have shape [N, {ncols}] (columns {', '.join(c.name for c in schema)}),"
+            f" got {shape}"
+        )
+    n_rows = shape[0]
+    _check_rows(n_rows, max_rows)
+    if n_rows == 0:
+        raise InputValidationError("no rows to score")
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str):
+        raise MalformedRequestError(f"{where}: 'datatype' is required")
+    data = tensor.get("data")
+    all_numeric = all(c.type in ("number", "integer") for c in schema)
+    if isinstance(data, np.ndarray) and all_numeric and data.dtype.kind in "iuf":
+        if data.size != n_rows * ncols:
+            raise MalformedRequestError(
+                f"{where}: shape {shape} needs {n_rows * ncols} values, got {data.size}"
+            )
+        matrix = data.reshape(n_rows, ncols).astype(np.float64, copy=False)
+        return _split_numeric_matrix(matrix, schema)
+    values = _flat(data, where)
+    if len(values) != n_rows * ncols:
+        raise MalformedRequestError(
+            f"{where}: shape {shape} needs {n_rows * ncols} values, got {len(values)}"
+        )
+    if all_numeric:
+        if datatype not in _V2_DATATYPES["number"]:
+            raise InputValidationError(f"datatype {datatype} does not fit numeric columns (use FP64)")
+        kinds = set(map(type, values))
+        if kinds <= _NUMBER_TYPES:
+            matrix = np.array(values, dtype=np.float64).reshape(n_rows, ncols)
+            return _split_numeric_matrix(matrix, schema)
+    values = _decode_bytes(values)
+    arrays = {col.name: column_array(values[j::ncols], col) for j, col in enumerate(schema)}
+    return Columns(arrays, n_rows)
+
+
+def _split_numeric_matrix(matrix: npt.NDArray[np.float64], schema: Sequence[Column]) -> Columns:
+    if np.isnan(matrix).any() or np.isinf(matrix).any():
+        # rare path: re-validate column by column to name the row and the column
+        for j, col in enumerate(schema):
+            column_array(matrix[:, j].tolist(), col)
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    for j, col in enumerate(schema):
+        arr = matrix[:, j]
+        if col.type == "integer":
+            bad = np.flatnonzero(np.isfinite(arr) & (arr != np.round(arr)))
+            if bad.size:
+                raise InputValidationError(
+                    f"expected an integer, got {arr[int(bad[0])]!r}", row=int(bad[0]), column=col.name
+                )
+        arrays[col.name] = arr
+    return Columns(arrays, matrix.shape[0])
+
+
+def concat(parts: Sequence[Columns]) -> Columns:
+    """Merge the inputs of several requests (micro-batching), preserving order."""
+    if len(parts) == 1:
+        return parts[0]
+    names = parts[0].arrays.keys()
+    return Columns(
+        {n: np.concatenate([p.arrays[n] for p in parts]) for n in names}, sum(p.n_rows for p in parts)
+    )

@@ -1,0 +1,101 @@
+"""Azure ML Studio (classic) request-response scoring: `POST /score`.
+
+Request:  {"Inputs": {"input1": [{col: value, ...}, ...]}, "GlobalParameters": {}}
+Response: {"Results": {"output1": [{"Scored Labels": ..., "Scored Probabilities": {class: p}}, ...]}}
+(regression: "Scored Values"). Which scored columns are returned, and whether the input columns are
+echoed, is the endpoint's output projection (Azure's "Project Columns").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from kstudio_scorer.columns import Column, Columns, columns_from_records
+from kstudio_scorer.errors import MalformedRequestError
+from kstudio_scorer.model import Prediction
+
+SCORED_LABELS = "Scored Labels"
+SCORED_PROBABILITIES = "Scored Probabilities"
+SCORED_VALUES = "Scored Values"
+SCORED_COLUMNS = {
+    "classification": (SCORED_LABELS, SCORED_PROBABILITIES),
+    "regression": (SCORED_VALUES,),
+}
+
+
+@dataclass(frozen=True)
+class OutputProjection:
+    columns: tuple[str, ...]
+    include_inputs: bool = False
+
+    @classmethod
+    def for_task(cls, task: str, columns: Sequence[str] | None, include_inputs: bool) -> OutputProjection:
+        """Validate configured columns against what the task produces (ValueError names the bad one)."""
+        available = SCORED_COLUMNS[task]
+        chosen = tuple(columns) if columns else available
+        for c in chosen:
+            if c not in available:
+                raise ValueError(
+                    f"output column {c!r} is not produced by a {task} model (choose from {list(available)})"
+                )
+        return cls(chosen, include_inputs)
+
+
+def parse_request(
+    body: bytes, schema: Sequence[Column], max_rows: int
+) -> tuple[Columns, list[dict[str, Any]]]:
+    """Parse and validate the body. Returns the columns and the input records (for echoing inputs)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequestError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("Inputs"), dict):
+        raise MalformedRequestError(
+            'body must be {"Inputs": {"input1": [{...}, ...]}, "GlobalParameters": {}}'
+        )
+    params = doc.get("GlobalParameters", {})
+    if params is not None and not isinstance(params, dict):
+        raise MalformedRequestError("GlobalParameters must be an object")
+    inputs = doc["Inputs"]
+    if "input1" in inputs:
+        records = inputs["input1"]
+    elif len(inputs) == 1:
+        records = next(iter(inputs.values()))
+    else:
+        raise MalformedRequestError("Inputs must hold one input named input1")
+    columns = columns_from_records(records, schema, max_rows)
+    return columns, records
+
+
+def scored_lists(pred: Prediction, classes: Sequence[Any], wanted: Sequence[str]) -> dict[str, list[Any]]:
+    """Scored columns as Python lists (one value per row), only those `wanted`."""
+    out: dict[str, list[Any]] = {}
+    for name in wanted:
+        if name == SCORED_LABELS and pred.labels is not None:
+            out[name] = pred.labels.tolist()
+        elif name == SCORED_PROBABILITIES and pred.probabilities is not None:
+            keys = [str(c) for c in classes]
+            out[name] = [dict(zip(keys, row, strict=True)) for row in pred.probabilities.tolist()]
+        elif name == SCORED_VALUES and pred.values is not None:
+            out[name] = pred.values.tolist()
+    return out
+
+
+def render_response(
+    pred: Prediction, records: list[dict[str, Any]], classes: Sequence[Any], projection: OutputProjection
+) -> bytes:
+    lists = scored_lists(pred, classes, projection.columns)
+    names = list(lists)
+    rows: list[dict[str, Any]]
+    if len(names) == 1:
+        only = names[0]
+        rows = [{only: v} for v in lists[only]]
+    else:
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*lists.values(), strict=True)]
+    if projection.include_inputs:
+        rows = [{**rec, **row} for rec, row in zip(records, rows, strict=True)]
+    return orjson.dumps({"Results": {"output1": rows}})

@@ -1,0 +1,102 @@
+"""Scorer settings: every knob of `kstudio serve`, read from KSTUDIO_* environment variables.
+
+One process serves one model. The operator sets these on the scorer pod; tests build them directly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LoggingLevel = Literal["None", "Error", "All"]
+
+
+class ScorerSettings(BaseSettings):
+    """Configuration of one scorer process (env prefix ``KSTUDIO_``, e.g. ``KSTUDIO_MODEL_URI``)."""
+
+    model_config = SettingsConfigDict(env_prefix="KSTUDIO_", extra="ignore")
+
+    # --- the model -------------------------------------------------------------------------------
+    model_uri: str = Field(description="s3://bucket/key.ilearner or a local file path of the artifact")
+    model_sha256: str = Field(description="expected sha256 (64 hex) of the whole .ilearner file")
+    model_name: str = Field("model", description="name under /v2/models/{name}")
+    model_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-model",
+        description="where a downloaded artifact is kept",
+    )
+
+    # --- HTTP ------------------------------------------------------------------------------------
+    host: str = "0.0.0.0"  # noqa: S104 - one process per pod, the pod network is the boundary
+    port: int = Field(8080, ge=0, le=65535)
+    shutdown_grace_seconds: float = Field(25.0, ge=0, description="in-flight requests get this long")
+
+    # --- auth ------------------------------------------------------------------------------------
+    auth_enabled: bool = Field(True, description="false disables auth; it is never off by accident")
+    keys_dir: Path | None = Field(
+        None, description="directory of a mounted Secret with files primaryKey and/or secondaryKey"
+    )
+    keys_reload_seconds: float = Field(1.0, ge=0, description="how often key files are checked")
+
+    # --- limits ----------------------------------------------------------------------------------
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_rows: int = Field(100_000, gt=0, description="rows per request (RRS rows / V2 batch size)")
+    max_concurrent_calls: int = Field(20, gt=0, description="beyond this, 429 with Retry-After")
+    retry_after_seconds: int = Field(1, ge=0)
+
+    # --- output projection (Azure "Project Columns") ----------------------------------------------
+    output_columns: list[str] | None = Field(
+        None, description="scored columns to return; default: every scored column of the task"
+    )
+    output_include_inputs: bool = False
+
+    # --- speed -----------------------------------------------------------------------------------
+    batch_max_rows: int = Field(
+        256, gt=0, description="micro-batching: concurrent requests merged up to this many rows"
+    )
+    batch_max_wait_ms: float = Field(
+        0.0, ge=0, le=100, description="extra wait for a fuller batch while a predict is already running"
+    )
+
+    # --- batch jobs (BES) ------------------------------------------------------------------------
+    jobs_chunk_rows: int = Field(65_536, gt=0, description="rows read, scored and written per chunk")
+    jobs_work_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-jobs",
+        description="spool files of jobs",
+    )
+    jobs_max_kept: int = Field(1000, gt=0, description="finished jobs remembered for GET /jobs/{id}")
+
+    # --- request/response logging to object storage ---------------------------------------------
+    logging_level: LoggingLevel = "None"
+    logging_uri: str | None = Field(None, description="s3://bucket/prefix for samples (level Error/All)")
+    logging_flush_seconds: float = Field(5.0, gt=0)
+    logging_max_body_bytes: int = Field(64 * 1024, gt=0, description="samples larger are truncated")
+
+    # --- process ---------------------------------------------------------------------------------
+    termination_log: Path | None = Field(
+        Path("/dev/termination-log"), description="why the process stopped (if the path is writable)"
+    )
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError("must be a sha256 digest: 64 hexadecimal characters")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScorerSettings:
+        if self.auth_enabled and self.keys_dir is None:
+            raise ValueError(
+                "auth is enabled but KSTUDIO_KEYS_DIR is not set; "
+                "set KSTUDIO_AUTH_ENABLED=false to disable auth explicitly"
+            )
+        if self.logging_level != "None" and not self.logging_uri:
+            raise ValueError(
+                f"logging level {self.logging_level} needs KSTUDIO_LOGGING_URI (s3://bucket/prefix)"
+            )
+        return self
