@@ -1,0 +1,130 @@
+"""One training run, without I/O: table + snapshot -> fitted pipeline, metrics, manifest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, framework_versions
+from kstudio_trainer.data import TrainingData, prepare
+from kstudio_trainer.errors import DataError
+from kstudio_trainer.metrics import evaluate
+from kstudio_trainer.pipeline import build_pipeline
+from kstudio_trainer.spec import ExperimentSnapshot
+from kstudio_trainer.sweep import run_sweep
+
+log = logging.getLogger("kstudio.train")
+
+
+@dataclass
+class TrainingOutcome:
+    pipeline: Pipeline
+    manifest: IlearnerManifest
+    metrics: dict[str, float]
+    schema: list[ColumnSpec]
+    classes: list[Any]
+    rows: dict[str, int]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    best_params: dict[str, Any] | None = None
+    sweep_metric: str | None = None
+    seconds: float = 0.0
+
+
+def train(
+    frame: pd.DataFrame, spec: ExperimentSnapshot, snapshot: dict[str, Any], run: int | None
+) -> TrainingOutcome:
+    """Fit, evaluate on the held-out split, describe. Raises DataError/InputError for bad data."""
+    started = time.monotonic()
+    data = prepare(frame, spec)
+    log.info(
+        "columns: %d numeric %s, %d categorical %s; label %r",
+        len(data.plan.numeric),
+        data.plan.numeric,
+        len(data.plan.categorical),
+        data.plan.categorical,
+        spec.label,
+    )
+    x_train, x_test, y_train, y_test = _split(data, spec)
+    log.info(
+        "split: %d training rows, %d test rows (seed %d)", len(x_train), len(x_test), spec.evaluation.seed
+    )
+
+    pipeline = build_pipeline(spec, data.plan)
+    trials: list[dict[str, Any]] = []
+    best_params: dict[str, Any] | None = None
+    sweep_metric: str | None = None
+    if spec.sweep is not None:
+        outcome = run_sweep(pipeline, spec, x_train, y_train)
+        pipeline, trials, best_params, sweep_metric = (
+            outcome.pipeline,
+            outcome.trials,
+            outcome.best_params,
+            outcome.metric,
+        )
+    else:
+        log.info(
+            "fitting %s%s", spec.algorithm.name, f" {spec.algorithm.params}" if spec.algorithm.params else ""
+        )
+        try:
+            pipeline.fit(x_train, y_train)
+        except ValueError as exc:
+            raise DataError(f"training failed on this data: {exc}") from exc
+    fitted_at = time.monotonic()
+    log.info("fitted in %.2fs", fitted_at - started)
+
+    metrics = evaluate(spec.task, spec.metric_names, pipeline, x_test, y_test)
+    log.info("test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "(none defined)")
+    classes = [_plain(c) for c in pipeline.classes_] if spec.task == "classification" else []
+    manifest = IlearnerManifest(
+        task=spec.task,
+        label=spec.label,
+        inputSchema=data.schema,
+        classes=classes,
+        metrics=metrics,
+        frameworks={**framework_versions(), "pandas": pd.__version__},
+        experiment=snapshot,
+        run=run,
+    )
+    return TrainingOutcome(
+        pipeline=pipeline,
+        manifest=manifest,
+        metrics=metrics,
+        schema=data.schema,
+        classes=classes,
+        rows={"train": len(x_train), "test": len(x_test), "droppedNoLabel": data.dropped_rows},
+        trials=trials,
+        best_params=best_params,
+        sweep_metric=sweep_metric,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _split(data: TrainingData, spec: ExperimentSnapshot) -> tuple[Any, Any, Any, Any]:
+    frac = spec.evaluation.test_fraction
+    n = len(data.y)
+    n_test = max(1, round(n * frac))
+    if n - n_test < 2:
+        raise DataError(f"evaluation.testFraction {frac} leaves {n - n_test} training row(s) of {n}")
+    stratify = None
+    if spec.task == "classification":
+        counts = data.y.value_counts()
+        if counts.min() >= 2 and n_test >= len(counts):
+            stratify = data.y
+        else:
+            log.info("split: not stratified (a class has fewer than 2 rows or the test split is too small)")
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.x, data.y, test_size=n_test, random_state=spec.evaluation.seed, stratify=stratify
+    )
+    if spec.task == "classification" and y_train.nunique() < 2:
+        raise DataError("the training split holds a single class; add data or lower evaluation.testFraction")
+    return x_train, x_test, y_train, y_test
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
