@@ -6,12 +6,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from kstudio_localcluster import cluster
+from kstudio_localcluster.layout import API_PORT, MINIO_PORT, ClusterLayout, cache_root
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="kstudio cluster", description=__doc__)
+    parser.add_argument("--name", default="kstudio", help="instance name = its netns (default kstudio)")
+    parser.add_argument("--root", type=Path, help="state directory (default $KSTUDIO_CACHE/cluster)")
+    parser.add_argument("--api-port", type=int, default=API_PORT, help="host port of the API forward")
+    parser.add_argument("--minio-port", type=int, default=MINIO_PORT, help="host port of the MinIO forward")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster (or reuse a healthy one); prints the KUBECONFIG export")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each component")
@@ -19,18 +25,24 @@ def main(argv: Sequence[str]) -> int:
     st = sub.add_parser("status", help="what runs, with RSS; exit 0 if the API server is ready")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(list(argv))
+    layout = ClusterLayout(
+        name=args.name,
+        root=args.root or cache_root() / "cluster",
+        api_host_port=args.api_port,
+        minio_host_port=args.minio_port,
+    )
     try:
         if args.command == "up":
-            info = cluster.ensure_up(timeout=args.timeout)
+            info = cluster.ensure_up(layout, timeout=args.timeout)
             print(f"export KUBECONFIG={info.kubeconfig}")
             print(f"# MinIO: {info.minio.host_endpoint} (host), {info.minio.pod_endpoint} (pods); "
                   f"credentials in {info.layout.minio_json}")  # fmt: skip
             return 0
         if args.command == "down":
-            cluster.teardown()
+            cluster.teardown(layout)
             print("kstudio cluster: down (no process, netns, cgroup or runtime data left)", file=sys.stderr)
             return 0
-        report = cluster.status()
+        report = cluster.status(layout)
     except cluster.ClusterError as exc:
         print(f"kstudio cluster: error: {exc}", file=sys.stderr)
         return 1

@@ -364,6 +364,7 @@ def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo
             "caFile": str(pki.ca_crt),
             "kubeletPort": KUBELET_PORT,
             "cgroupParent": layout.cgroup_parent,
+            "podNetnsPrefix": layout.pod_netns_prefix,
             "repo": str(repo),
         },
     )
@@ -443,7 +444,13 @@ def _start_agent(layout: ClusterLayout, pki: Pki, repo: Path, bin_dir: Path, tim
 
 
 def _start_clean(
-    layout: ClusterLayout, repo: Path, bin_dir: Path, started_by: StartedBy, timeout: float, log: Log
+    layout: ClusterLayout,
+    repo: Path,
+    bin_dir: Path,
+    started_by: StartedBy,
+    agent: bool,
+    timeout: float,
+    log: Log,
 ) -> None:
     t0 = time.monotonic()
     for port in {layout.api_host_port, layout.minio_host_port}:
@@ -510,7 +517,6 @@ def _start_clean(
     _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio")
     _wait("the default ServiceAccount (controllers working)", lambda: _default_sa_exists(layout, pki),
           timeout, layout, "kube-controller-manager")  # fmt: skip
-    agent = agent_available(repo)
     state = {
         "name": layout.name,
         "repo": str(repo),
@@ -519,12 +525,13 @@ def _start_clean(
         "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "apiHostPort": layout.api_host_port,
         "minioHostPort": layout.minio_host_port,
+        "agent": agent,
         "agentFingerprint": agent_fingerprint(repo) if agent else "",
     }
     _write_json(layout.state_json, state)
     if agent:
         _start_agent(layout, pki, repo, bin_dir, timeout)
-    else:
+    elif not agent_available(repo):
         log("node agent not present yet (hack/kstudio_localcluster/nodeagent/cli.py); pods will stay Pending")
     log(f"cluster ready after {time.monotonic() - t0:.1f}s")
 
@@ -533,7 +540,7 @@ def _repair_agent(
     layout: ClusterLayout, state: dict[str, Any], repo: Path, bin_dir: Path, timeout: float, log: Log
 ) -> None:
     """On reuse: (re)start the node agent if it is missing, dead or its code changed."""
-    if not agent_available(repo):
+    if not state.get("agent"):
         return
     fp = agent_fingerprint(repo)
     rec = processes.read_record(layout.run, "node-agent")
@@ -578,35 +585,42 @@ def ensure_up(
     started_by: StartedBy = "cli",
     register_user: bool = False,
     timeout: float = 90.0,
+    agent: bool | None = None,
     log: Log = _stderr,
 ) -> ClusterInfo:
     """Return a ready cluster: reuse a healthy one, else clean up leftovers and start one.
 
-    `register_user=True` records this process as a user (see `release`). Raises ClusterError naming
-    the failing component and its log file.
+    `register_user=True` records this process as a user (see `release`). `agent` None starts the
+    node agent when its code exists; False never (control-plane-only instances in tests). Raises
+    ClusterError naming the failing component and its log file.
     """
     layout = layout or ClusterLayout()
     repo = repo_root()
     bin_dir = bin_dir or resolve_bin_dir(repo, log)
+    want_agent = agent_available(repo) and agent is not False
     with cluster_lock(layout):
-        state = _read_json(layout.state_json)
+        state = _read_json(layout.state_json) or {}
         reason = _control_plane_healthy(layout, state, repo, bin_dir) if state else "no cluster state"
+        if not reason and bool(state.get("agent")) != want_agent:
+            reason = "it was started with a different node agent setting"
         if not reason:
-            log(f"reusing the running cluster (started {state.get('startedAt')} by {state.get('startedBy')})")  # type: ignore[union-attr]
-            assert state is not None
+            log(f"reusing the running cluster (started {state.get('startedAt')} by {state.get('startedBy')})")
+            if started_by == "cli" and state.get("startedBy") != "cli":
+                state["startedBy"] = "cli"  # someone asked for it by hand: no fixture may take it down
+                _write_json(layout.state_json, state)
             _repair_agent(layout, state, repo, bin_dir, timeout, log)
-            info = _info(layout, bin_dir, True, state.get("startedBy", "cli"), agent_available(repo))
+            info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
             if _leftovers(layout):
                 log(f"cleaning up a previous cluster: {reason}")
                 _teardown_locked(layout, log)
             try:
-                _start_clean(layout, repo, bin_dir, started_by, timeout, log)
+                _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log)
             except BaseException:
                 log("start failed; tearing down what was started")
                 _teardown_locked(layout, log)
                 raise
-            info = _info(layout, bin_dir, False, started_by, agent_available(repo))
+            info = _info(layout, bin_dir, False, started_by, want_agent)
         if register_user:
             layout.users.mkdir(parents=True, exist_ok=True)
             (layout.users / _self_user_id()).touch()
@@ -676,14 +690,8 @@ def _mounts_under(root: Path) -> list[Path]:
 
 
 def _pod_netns(layout: ClusterLayout) -> list[str]:
-    """Pod namespaces the agent recorded, or named with our cluster prefix."""
-    names = {n for n in netns.list_netns() if n.startswith(f"{layout.name}-")}
-    state_dir = layout.agent_state
-    if state_dir.is_dir():
-        for p in state_dir.rglob("netns"):
-            if p.is_file():
-                names.add(p.read_text().strip())
-    return sorted(n for n in names if n and n != layout.netns and netns.exists(n))
+    """The node agent's pod namespaces (named with this instance's prefix)."""
+    return [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix) and n != layout.netns]
 
 
 def _leftovers(layout: ClusterLayout) -> list[str]:

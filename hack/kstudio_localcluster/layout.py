@@ -53,7 +53,12 @@ class ClusterLayout:
     @property
     def cgroup_parent(self) -> str:
         """Parent cgroup (under each v1 controller, or the v2 root) for the node agent's pods."""
-        return self.name
+        return f"{self.name}-pods"
+
+    @property
+    def pod_netns_prefix(self) -> str:
+        """Prefix of the node agent's per-pod network namespaces ("kst-" for the default instance)."""
+        return "kst-" if self.name == "kstudio" else f"{self.name}-pod-"
 
     @property
     def pki(self) -> Path:

@@ -1,0 +1,170 @@
+"""`cluster up` reuses or replaces, `cluster down` leaves nothing behind.
+
+These tests destroy clusters, so each runs its own instance (netns `kstudio-lc`, its own state dir and
+host ports) beside the shared one, which they never touch. The instance runs without a node agent;
+what an agent leaves when it crashes (a pod netns with a process, a memory cgroup holding a process)
+is planted by the test so teardown has to clean it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kstudio_localcluster import cluster, netns, processes
+from kstudio_localcluster.layout import ClusterLayout, repo_root
+
+pytestmark = pytest.mark.cluster
+
+NAME = "kstudio-lc"
+KSTUDIO = repo_root() / ".venv" / "bin" / "kstudio"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Iterator[ClusterLayout]:
+    lay = ClusterLayout(
+        name=NAME, root=tmp_path / "cluster", api_host_port=_free_port(), minio_host_port=_free_port()
+    )
+    try:
+        yield lay
+    finally:
+        cluster.teardown(lay)  # whatever a failed test left
+
+
+def _cli(layout: ClusterLayout, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(KSTUDIO), "cluster", "--name", layout.name, "--root", str(layout.root),
+            "--api-port", str(layout.api_host_port), "--minio-port", str(layout.minio_host_port), *args,
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def _pids(layout: ClusterLayout) -> dict[str, int]:
+    return {r.name: r.pid for r in processes.all_records(layout.run) if processes.record_alive(r)}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _plant_crashed_pod(layout: ClusterLayout) -> list[int]:
+    """What a killed node agent leaves: a pod netns with a process, a container cgroup with a process."""
+    pod_ns = f"{layout.pod_netns_prefix}deadbeef"
+    subprocess.run(["ip", "netns", "add", pod_ns], check=True)
+    sleeper_in_pod = subprocess.Popen(["ip", "netns", "exec", pod_ns, "sleep", "600"], start_new_session=True)
+    cg = Path("/sys/fs/cgroup/memory") / layout.cgroup_parent / "pod-uid" / "c1"
+    cg.mkdir(parents=True)
+    sleeper_in_cgroup = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    (cg / "cgroup.procs").write_text(str(sleeper_in_cgroup.pid))
+    stray_in_cluster_ns = subprocess.Popen(
+        ["ip", "netns", "exec", layout.netns, "sleep", "600"], start_new_session=True
+    )
+    return [sleeper_in_pod.pid, sleeper_in_cgroup.pid, stray_in_cluster_ns.pid]
+
+
+def _nft_tables(ns: str | None) -> str:
+    cmd = ["nft", "list", "tables"]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def test_cluster_down_leaves_no_process_netns_cgroup_or_nftables_table(
+    layout: ClusterLayout, go_binaries: Path
+) -> None:
+    up = _cli(layout, "up")
+    assert up.returncode == 0, up.stderr
+    assert f"export KUBECONFIG={layout.kubeconfig}" in up.stdout
+    before = _pids(layout)
+    assert set(before) == set(cluster.COMPONENTS) - {"node-agent"}
+    # kube-proxy programs its nftables tables once the node exists.
+    node = "apiVersion: v1\nkind: Node\nmetadata: {name: kst-node}\n"
+    subprocess.run(
+        [str(go_binaries / "kubectl"), "--kubeconfig", str(layout.kubeconfig), "apply", "-f", "-"],
+        input=node, text=True, capture_output=True, check=True,
+    )  # fmt: skip
+    assert _wait_for(lambda: "table ip kube-proxy" in _nft_tables(layout.netns), 90), "no kube-proxy table"
+    planted = _plant_crashed_pod(layout)
+
+    down = _cli(layout, "down")
+    assert down.returncode == 0, down.stderr
+
+    alive = [p for p in [*before.values(), *planted] if processes.is_alive(p)]
+    for p in planted:  # reap the test's own children so they do not linger as zombies
+        processes.wait_gone([p], 1.0)
+    assert alive == []
+    assert not netns.exists(layout.netns)
+    assert [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix)] == []
+    assert list(Path("/sys/fs/cgroup").glob(f"*/{layout.cgroup_parent}")) == []
+    assert "kube-proxy" not in _nft_tables(None)
+    assert not _port_open(layout.api_host_port) and not _port_open(layout.minio_host_port)
+    assert not layout.state_json.exists() and not layout.etcd_data.exists()
+    status = _cli(layout, "status")
+    assert status.returncode == 3 and "running: False" in status.stdout
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_up_twice_reuses_the_healthy_cluster(layout: ClusterLayout, go_binaries: Path) -> None:
+    first = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+    pids = _pids(layout)
+    second = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+    assert not first.reused and second.reused
+    assert _pids(layout) == pids
+    assert second.minio == first.minio
+
+
+def test_up_replaces_a_half_killed_cluster(layout: ClusterLayout, go_binaries: Path) -> None:
+    cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+    old = _pids(layout)
+    # A session that died mid-way: etcd and the API server killed, the rest still running.
+    for name in ("etcd", "kube-apiserver"):
+        os.kill(old[name], signal.SIGKILL)
+    processes.wait_gone([old["etcd"], old["kube-apiserver"]], 5.0)
+    messages: list[str] = []
+    info = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=messages.append)
+    assert not info.reused
+    assert any("cleaning up a previous cluster: etcd is not running" in m for m in messages), messages
+    assert not any(processes.is_alive(p) for p in old.values())
+    new = _pids(layout)
+    assert set(new) == set(old) and not set(new.values()) & set(old.values())
+    out = subprocess.run(
+        [str(go_binaries / "kubectl"), "--kubeconfig", str(info.kubeconfig), "get", "--raw", "/readyz"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "ok"
+
+
+def test_up_refuses_a_host_port_taken_by_someone_else(layout: ClusterLayout, go_binaries: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", layout.api_host_port))
+        squatter.listen()
+        with pytest.raises(
+            cluster.ClusterError, match=rf"127.0.0.1:{layout.api_host_port} is already in use"
+        ):
+            cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+    assert not netns.exists(layout.netns)  # refused before creating anything
