@@ -1,0 +1,125 @@
+"""What every pod worker shares: config, API client, CNI, cgroups, node facts, events."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .cgroups import CgroupRoot
+from .config import AgentConfig
+from .kubeapi import ApiError, KubeClient
+from .sandbox import CniNetwork
+from .volumes import decode_configmap, decode_secret
+
+JSON = dict[str, Any]
+log = logging.getLogger("kstudio.nodeagent")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_key(pod: JSON) -> str:
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
+@dataclass
+class NodeContext:
+    cfg: AgentConfig
+    client: KubeClient
+    cni: CniNetwork
+    cgroups: CgroupRoot
+    cpu: Fraction
+    memory: Fraction
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.cfg.state_dir / "pods"
+
+    @property
+    def exposed_paths(self) -> list[str]:
+        """Host paths every container sees read-only: the Python prefix and the checkout (the image)."""
+        return [str(Path(sys.base_prefix).resolve()), str(self.cfg.repo)]
+
+    def get_object(self, kind: str, namespace: str, name: str) -> JSON | None:
+        plural = {"secret": "secrets", "configmap": "configmaps"}[kind]
+        return self.client.get_or_none(f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+
+    def lookup_text(self, namespace: str, kind: str, name: str) -> Mapping[str, str] | None:
+        data = self.lookup_bytes(namespace, kind, name)
+        return None if data is None else {k: v.decode(errors="replace") for k, v in data.items()}
+
+    def lookup_bytes(self, namespace: str, kind: str, name: str) -> Mapping[str, bytes] | None:
+        obj = self.get_object(kind, namespace, name)
+        if obj is None:
+            return None
+        return decode_secret(obj) if kind == "secret" else decode_configmap(obj)
+
+    def services(self) -> list[JSON]:
+        items: list[JSON] = self.client.get("/api/v1/services").get("items", [])
+        return items
+
+    def request_token(self, pod: JSON, audience: str, expiration: int) -> tuple[str, float]:
+        meta = pod["metadata"]
+        sa = pod["spec"].get("serviceAccountName") or "default"
+        body: JSON = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else None,
+                "expirationSeconds": max(expiration, 600),
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        if not audience:
+            del body["spec"]["audiences"]
+        out = self.client.create(f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
+        expires = datetime.strptime(out["status"]["expirationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        return out["status"]["token"], expires.replace(tzinfo=UTC).timestamp()
+
+    def event(self, pod: JSON, etype: str, reason: str, message: str, field_path: str = "") -> None:
+        """Record a core/v1 Event on the pod (best effort, as kubelet's recorder)."""
+        meta = pod["metadata"]
+        now = utc_now()
+        ref: JSON = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
+        if field_path:
+            ref["fieldPath"] = field_path
+        body: JSON = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": ref,
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "source": {"component": "kubelet", "host": self.cfg.node_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.cfg.node_name,
+        }
+        try:
+            self.client.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
+        except (ApiError, OSError) as exc:
+            log.debug("event %s on %s not recorded: %s", reason, pod_key(pod), exc)
+
+
+def monotonic() -> float:
+    return time.monotonic()

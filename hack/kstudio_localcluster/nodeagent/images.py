@@ -1,0 +1,70 @@
+"""Image references -> what the local node can run.
+
+Only the project's own image exists here: any reference whose repository name is `kstudio`
+(`kstudio:dev`, `ghcr.io/org/kstudio:0.1.0`, `kstudio@sha256:...`) maps to the checkout's .venv, with
+the Dockerfile's ENTRYPOINT, USER and ENV. Anything else fails as a registry pull would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_REPOSITORY = "kstudio"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ImagePullError(Exception):
+    """The image does not exist on this node and cannot be pulled (ErrImagePull)."""
+
+
+@dataclass(frozen=True)
+class Image:
+    reference: str
+    image_id: str
+    entrypoint: list[str]
+    cmd: list[str]
+    env: dict[str, str]
+    uid: int
+    gid: int
+    workdir: str
+
+
+def repository_name(reference: str) -> str:
+    """Last path component of the repository, without registry, tag or digest."""
+    ref = reference.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def resolve_image(reference: str, repo: Path) -> Image:
+    if repository_name(reference) != PROJECT_REPOSITORY:
+        raise ImagePullError(
+            f'failed to pull and unpack image "{reference}": the local node has no registry access and '
+            f'runs only the project image (repository "{PROJECT_REPOSITORY}")'
+        )
+    venv_bin = repo / ".venv" / "bin"
+    return Image(
+        reference=reference,
+        image_id=f"local://{repo}",
+        entrypoint=["kstudio"],
+        cmd=[],
+        env={
+            "PATH": f"{venv_bin}:{DEFAULT_PATH}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+        },
+        uid=65532,
+        gid=65532,
+        workdir="/",
+    )
+
+
+def container_argv(container: dict[str, object], image: Image) -> list[str]:
+    """Docker/CRI rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD."""
+    command = container.get("command")
+    args = container.get("args")
+    if command:
+        argv = [str(c) for c in command] if isinstance(command, list) else []
+        return argv + ([str(a) for a in args] if isinstance(args, list) else [])
+    return image.entrypoint + ([str(a) for a in args] if isinstance(args, list) and args else image.cmd)

@@ -1,0 +1,319 @@
+"""One pod's life on the node: sandbox, volumes, init containers, containers, status, termination."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .containers import ContainerRunner
+from .context import NodeContext, log, pod_key, utc_now
+from .envvars import PodFacts
+from .kubeapi import ApiError
+from .sandbox import SandboxError
+from .status import ConditionClock, pod_conditions, pod_phase
+from .volumes import PodVolumes, VolumeError
+
+JSON = dict[str, Any]
+VOLUME_REFRESH_SECONDS = 10.0
+TICK_SECONDS = 0.5
+
+
+def hosts_file(pod_ip: str, hostname: str) -> str:
+    return (
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"{pod_ip}\t{hostname}\n"
+    )
+
+
+def grace_seconds(pod: JSON) -> float:
+    meta_grace = pod["metadata"].get("deletionGracePeriodSeconds")
+    if meta_grace is not None:
+        return float(meta_grace)
+    return float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+
+
+class PodWorker:
+    def __init__(self, ctx: NodeContext, pod: JSON, on_done: Callable[[str], None]) -> None:
+        self.ctx = ctx
+        self.pod = pod
+        self.uid: str = pod["metadata"]["uid"]
+        self.key = pod_key(pod)
+        self.on_done = on_done
+        self.pod_dir: Path = ctx.pods_dir / self.uid
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self.api_gone = False
+        self.pod_ip = ""
+        self.sandbox_ready = False
+        self.terminal = False
+        self.start_time = utc_now()
+        self.clock = ConditionClock()
+        self.last_sent: JSON | None = None
+        self.init = [
+            ContainerRunner(ctx, self.pod_dir, c, True, self.wake)
+            for c in pod["spec"].get("initContainers") or []
+        ]
+        self.main = [
+            ContainerRunner(ctx, self.pod_dir, c, False, self.wake)
+            for c in pod["spec"].get("containers") or []
+        ]
+        self.thread = threading.Thread(target=self._run_safely, name=f"pod-{self.key}", daemon=True)
+
+    # -- inputs from the agent ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.thread.start()
+
+    def update(self, pod: JSON) -> None:
+        with self._lock:
+            self.pod = pod
+        self.wake()
+
+    def api_deleted(self) -> None:
+        self.api_gone = True
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def runner(self, name: str) -> ContainerRunner | None:
+        return next((r for r in self.init + self.main if r.name == name), None)
+
+    @property
+    def deleting(self) -> bool:
+        return self.api_gone or bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    # -- main loop ----------------------------------------------------------------------------------
+    def _run_safely(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.exception("pod worker %s crashed; cleaning up", self.key)
+            self._teardown()
+        finally:
+            self.on_done(self.uid)
+
+    def _run(self) -> None:
+        phase = (self.pod.get("status") or {}).get("phase")
+        if phase in {"Succeeded", "Failed"}:
+            self.terminal = True  # finished before this agent started: nothing to run again
+        else:
+            self.pod_dir.mkdir(parents=True, exist_ok=True)
+            self._setup_sandbox()
+            if self.sandbox_ready:
+                self._run_containers()
+        self._wait_for_deletion()
+        self._finish()
+
+    def _setup_sandbox(self) -> None:
+        while not self.deleting:
+            try:
+                if self.pod["spec"].get("hostNetwork"):
+                    self.pod_ip = self.ctx.cfg.node_ip
+                else:
+                    sandbox = self.ctx.cni.setup(self.uid)
+                    self.pod_ip = sandbox.ip
+                    (self.pod_dir / "netns-path").write_text(sandbox.netns_path)
+                (self.pod_dir / "pod-ip").write_text(self.pod_ip)
+                hostname = str(self.pod["spec"].get("hostname") or self.pod["metadata"]["name"])[:63]
+                (self.pod_dir / "etc-hosts").write_text(hosts_file(self.pod_ip, hostname))
+                self.sandbox_ready = True
+                self._sync_status()
+                return
+            except (SandboxError, OSError) as exc:
+                self.ctx.event(
+                    self.pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}"
+                )
+                self._sync_status()
+                self._wake.wait(3.0)
+                self._wake.clear()
+
+    def _facts(self) -> PodFacts:
+        return PodFacts(self.pod_ip, self.ctx.cfg.node_ip, self.ctx.cpu, self.ctx.memory)
+
+    def _run_containers(self) -> None:
+        volumes = PodVolumes(
+            self.pod,
+            self.pod_dir / "volumes",
+            lambda kind, name: self.ctx.lookup_bytes(self.pod["metadata"]["namespace"], kind, name),
+            lambda aud, exp: self.ctx.request_token(self.pod, aud, exp),
+            self._facts(),
+        )
+        volumes_ready = False
+        last_refresh = 0.0
+        last_mount_error = ""
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        while not self.deleting:
+            now = time.monotonic()
+            if not volumes_ready or now - last_refresh > VOLUME_REFRESH_SECONDS:
+                try:
+                    volumes.sync()
+                    volumes_ready, last_refresh = True, now
+                except (VolumeError, ApiError, OSError) as exc:
+                    last_refresh = now
+                    if str(exc) != last_mount_error:
+                        last_mount_error = str(exc)
+                        self.ctx.event(self.pod, "Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
+            if volumes_ready:
+                self._step(volumes, policy)
+            self._sync_status()
+            if self.terminal:
+                self._teardown(keep_dir=True)
+                return
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()
+        self._terminate()
+
+    def _step(self, volumes: PodVolumes, policy: str) -> None:
+        now = time.monotonic()
+        for runner in self.init:
+            if runner.rec.state == "terminated" and runner.rec.exit_code == 0:
+                continue
+            runner.check_exit()
+            if runner.rec.state == "waiting" and now >= runner.next_start:
+                runner.start(self.pod, volumes, self._facts())
+            if runner.rec.state == "terminated" and runner.rec.exit_code != 0:
+                if policy == "Never":
+                    self.terminal = True
+                else:
+                    runner.prepare_restart(self.pod)
+            return  # init containers run one at a time, in order
+        for runner in self.main:
+            if runner.running and runner.kill_message:
+                runner.stop(self.pod, grace_seconds(self.pod))
+            runner.check_exit()
+            if runner.rec.state == "terminated":
+                restart = policy == "Always" or (policy == "OnFailure" and runner.rec.exit_code != 0)
+                if restart:
+                    runner.prepare_restart(self.pod)
+            if runner.rec.state == "waiting" and now >= runner.next_start:
+                runner.start(self.pod, volumes, self._facts())
+        if all(r.rec.state == "terminated" for r in self.main) and policy != "Always":
+            self.terminal = True
+
+    # -- status -------------------------------------------------------------------------------------
+    def _status(self, terminal: bool) -> JSON:
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        init_recs = [r.rec for r in self.init]
+        main_recs = [r.rec for r in self.main]
+        if not self.sandbox_ready:
+            for rec in init_recs + main_recs:
+                if rec.state == "waiting" and not rec.last_terminated:
+                    rec.reason = "ContainerCreating" if rec in main_recs else "PodInitializing"
+        elif self.init and not all(r.state == "terminated" and r.exit_code == 0 for r in init_recs):
+            for rec in main_recs:
+                if rec.state == "waiting" and rec.reason == "ContainerCreating":
+                    rec.reason = "PodInitializing"
+        else:
+            for rec in main_recs:
+                if rec.state == "waiting" and rec.reason == "PodInitializing":
+                    rec.reason = "ContainerCreating"
+        phase = pod_phase(policy, init_recs, main_recs, terminal)
+        current = (self.pod.get("status") or {}).get("phase")
+        if current in {"Succeeded", "Failed"}:
+            phase = current
+        status: JSON = {
+            "phase": phase,
+            "conditions": pod_conditions(
+                self.pod, phase, self.sandbox_ready, init_recs, main_recs, self.clock, utc_now()
+            ),
+            "hostIP": self.ctx.cfg.node_ip,
+            "hostIPs": [{"ip": self.ctx.cfg.node_ip}],
+            "startTime": self.start_time,
+            "containerStatuses": [r.to_json() for r in main_recs],
+        }
+        if self.pod_ip:
+            status["podIP"] = self.pod_ip
+            status["podIPs"] = [{"ip": self.pod_ip}]
+        if init_recs:
+            status["initContainerStatuses"] = [r.to_json() for r in init_recs]
+        return status
+
+    def _sync_status(self, terminal: bool = False) -> None:
+        if self.api_gone:
+            return
+        status = self._status(terminal or self.terminal)
+        if status == self.last_sent:
+            return
+        meta = self.pod["metadata"]
+        try:
+            updated = self.ctx.client.patch(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                {"metadata": {"uid": self.uid}, "status": status},
+            )
+            self.last_sent = status
+            if updated.get("metadata", {}).get("uid") == self.uid:
+                with self._lock:
+                    self.pod = {**self.pod, "status": updated.get("status", {})}
+        except ApiError as exc:
+            if exc.status == 404:
+                self.api_gone = True
+            else:
+                log.warning("%s: status patch failed: %s", self.key, exc)
+        except OSError as exc:
+            log.warning("%s: status patch failed: %s", self.key, exc)
+
+    # -- termination --------------------------------------------------------------------------------
+    def _terminate(self) -> None:
+        """Graceful stop of every running container in parallel (preStop, SIGTERM, grace, SIGKILL)."""
+        grace = 0.0 if self.api_gone else grace_seconds(self.pod)
+        threads = [
+            threading.Thread(
+                target=r.stop, args=(self.pod, grace, f"Stopping container {r.name}"), daemon=True
+            )
+            for r in self.init + self.main
+            if r.running
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(grace + 15)
+        for runner in self.init + self.main:
+            runner.check_exit()
+            if runner.rec.state == "waiting" and runner.rec.last_terminated is None:
+                pass
+        self.terminal = True
+        self._sync_status(terminal=True)
+
+    def _wait_for_deletion(self) -> None:
+        while not self.deleting:
+            self._wake.wait(5.0)
+            self._wake.clear()
+
+    def _teardown(self, keep_dir: bool = False) -> None:
+        for runner in self.init + self.main:
+            if runner.proc is not None:
+                runner.proc.kill()
+                runner.check_exit()
+        self.ctx.cgroups.remove_pod(self.uid)
+        if not self.pod["spec"].get("hostNetwork"):
+            try:
+                self.ctx.cni.teardown(self.uid)
+            except Exception:
+                log.exception("%s: sandbox teardown failed", self.key)
+        if not keep_dir:
+            shutil.rmtree(self.pod_dir, ignore_errors=True)
+
+    def _finish(self) -> None:
+        if any(r.running for r in self.init + self.main):
+            self._terminate()
+        self._teardown()
+        if self.api_gone:
+            return
+        meta = self.pod["metadata"]
+        try:
+            self.ctx.client.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
+            )
+        except ApiError as exc:
+            if exc.status not in {404, 409}:
+                log.warning("%s: final delete failed: %s", self.key, exc)
+
+    def shutdown(self) -> None:
+        """Agent stopping: kill everything of this pod now, without touching the API object."""
+        self.api_gone = True
+        self.wake()
