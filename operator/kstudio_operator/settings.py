@@ -1,0 +1,34 @@
+"""Operator settings, from environment variables prefixed KSTUDIO_ (documented inline)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Image of the training Jobs (and later the scorer pods). Any image whose repository is `kstudio`
+    # runs the local project on the local cluster.
+    image: str = "kstudio:dev"
+    image_pull_policy: str = "IfNotPresent"
+    # Object-storage endpoint as seen *from pods* (host:port). The operator itself uses KSTUDIO_S3_ENDPOINT
+    # (via StorageSettings.from_env); on the local cluster the two differ (127.0.0.1 vs 10.244.0.1).
+    pod_s3_endpoint: str = ""
+    pod_s3_secure: bool = False
+    # Seconds between two reconciliations of one object (Jobs progress, schedules, usage of models).
+    reconcile_interval: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+        secure = env.get("KSTUDIO_S3_SECURE", "false").lower() in {"1", "true", "yes"}
+        pod_secure = env.get("KSTUDIO_S3_POD_SECURE")
+        return cls(
+            image=env.get("KSTUDIO_IMAGE", cls.image),
+            image_pull_policy=env.get("KSTUDIO_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            pod_s3_endpoint=env.get("KSTUDIO_S3_POD_ENDPOINT") or env.get("KSTUDIO_S3_ENDPOINT", ""),
+            pod_s3_secure=secure if pod_secure is None else pod_secure.lower() in {"1", "true", "yes"},
+            reconcile_interval=float(env.get("KSTUDIO_RECONCILE_INTERVAL", cls.reconcile_interval)),
+        )
