@@ -611,8 +611,9 @@ def ensure_up(
             _repair_agent(layout, state, repo, bin_dir, timeout, log)
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
-            if _leftovers(layout):
-                log(f"cleaning up a previous cluster: {reason}")
+            left = _leftovers(layout)
+            if left:
+                log(f"cleaning up a previous cluster ({reason}): {', '.join(left)}")
                 _teardown_locked(layout, log)
             try:
                 _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log)
