@@ -1,0 +1,156 @@
+"""Pure builders: the training Job and its snapshot, TrainedModel manifests, model usage."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kstudio_operator import constants as c
+from kstudio_operator.builders.names import artifact_uri, job_name, result_uri, trained_model_name
+from kstudio_operator.builders.trainedmodel import (
+    TrainerResult,
+    models_in_use,
+    referrers,
+    trained_model_manifest,
+)
+from kstudio_operator.builders.training import RunRequest, snapshot_configmap, training_job
+from kstudio_operator.resources import ExperimentSpec
+from kstudio_operator.settings import OperatorConfig
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = ExperimentSpec.model_validate(
+    yaml.safe_load((REPO / "examples" / "penguins" / "experiment.yaml").read_text())["spec"]
+)
+CONFIG = OperatorConfig(pod_s3_endpoint="10.244.0.1:9000")
+REQUEST = RunRequest(run=3, generation=2, triggers=("spec", "annotation"), token="tok-1")
+
+
+def job() -> dict[str, Any]:
+    return training_job("team-a", "penguins", SPEC, REQUEST, CONFIG)
+
+
+def test_child_names_are_deterministic() -> None:
+    assert job_name("penguins", 3) == "penguins-run-3"
+    assert trained_model_name("penguins", 3) == "penguins-3"
+    assert artifact_uri(SPEC, "team-a", "penguins", 3) == "s3://models/team-a/penguins/penguins-3.ilearner"
+    assert result_uri("s3://m/a.ilearner") == "s3://m/a.ilearner.result.json"
+    assert job() == job()
+
+
+def test_job_fails_fast_on_bad_data_and_oom_and_retries_only_infra_errors() -> None:
+    spec = job()["spec"]
+    assert spec["backoffLimit"] == 2
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 137]},
+    }
+    assert rules[1]["action"] == "Ignore"
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert spec["activeDeadlineSeconds"] == 3600
+
+
+def test_job_runs_the_trainer_on_the_snapshot_with_the_run_and_output() -> None:
+    container = job()["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "kstudio:dev"
+    assert container["command"] == ["kstudio"]
+    args = container["args"]
+    assert args[0] == "train"
+    assert args[args.index("--snapshot") + 1] == "/etc/kstudio/snapshot/snapshot.json"
+    assert args[args.index("--run") + 1] == "3"
+    assert args[args.index("--output") + 1] == "s3://models/team-a/penguins/penguins-3.ilearner"
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+
+
+def test_job_is_restricted_and_non_root() -> None:
+    pod = job()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert not any(v.get("hostPath") for v in pod["volumes"])
+
+
+def test_job_gets_storage_keys_only_through_a_secret_volume() -> None:
+    pod = job()["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KSTUDIO_S3_ENDPOINT"] == "10.244.0.1:9000"
+    assert env["KSTUDIO_S3_CREDENTIALS_DIR"] == c.S3_CREDENTIALS_MOUNT
+    assert not any("KEY" in name for name in env)
+    secret = next(v for v in pod["volumes"] if "secret" in v)
+    assert secret["secret"]["secretName"] == "kstudio-s3"
+
+
+def test_image_comes_from_the_environment() -> None:
+    assert OperatorConfig.from_env({}).image == "kstudio:dev"
+    cfg = OperatorConfig.from_env(
+        {"KSTUDIO_IMAGE": "ghcr.io/org/kstudio:0.1.0", "KSTUDIO_S3_ENDPOINT": "h:1"}
+    )
+    assert cfg.image == "ghcr.io/org/kstudio:0.1.0" and cfg.pod_s3_endpoint == "h:1"
+    custom = training_job("ns", "penguins", SPEC, REQUEST, cfg)
+    assert custom["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/org/kstudio:0.1.0"
+
+
+def test_job_records_what_started_the_run() -> None:
+    meta = job()["metadata"]
+    assert meta["labels"][c.LABEL_EXPERIMENT] == "penguins" and meta["labels"][c.LABEL_RUN] == "3"
+    assert meta["annotations"][c.ANNOTATION_GENERATION] == "2"
+    assert meta["annotations"][c.ANNOTATION_TRIGGER] == "spec,annotation"
+    assert meta["annotations"][c.ANNOTATION_TOKEN] == "tok-1"
+    scheduled = RunRequest(
+        run=1, generation=1, triggers=("schedule",), scheduled_at=datetime(2026, 1, 1, 3, tzinfo=UTC)
+    )
+    annotations = training_job("ns", "p", SPEC, scheduled, CONFIG)["metadata"]["annotations"]
+    assert annotations[c.ANNOTATION_SCHEDULED_AT] == "2026-01-01T03:00:00Z"
+
+
+def test_snapshot_configmap_holds_the_trainer_snapshot() -> None:
+    cm = snapshot_configmap("team-a", "penguins", SPEC, REQUEST)
+    assert cm["metadata"]["name"] == "penguins-run-3-snapshot"
+    assert cm["immutable"] is True
+    assert json.loads(cm["data"]["snapshot.json"]) == SPEC.snapshot()
+    volume = next(v for v in job()["spec"]["template"]["spec"]["volumes"] if "configMap" in v)
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_trained_model_manifest_from_result() -> None:
+    result = TrainerResult.model_validate(
+        {
+            "artifact": {
+                "uri": "s3://models/a/penguins/penguins-3.ilearner",
+                "sha256": "ab" * 32,
+                "sizeBytes": 9,
+            },
+            "metrics": {"accuracy": 0.97},
+            "inputSchema": [{"name": "island", "type": "string"}],
+        }
+    )
+    tm = trained_model_manifest("a", "penguins", 3, 2, result)
+    assert tm["metadata"]["name"] == "penguins-3"
+    assert "ownerReferences" not in tm["metadata"]  # survives its Experiment when in use
+    assert tm["spec"] == {
+        "artifact": {"uri": "s3://models/a/penguins/penguins-3.ilearner", "sha256": "ab" * 32},
+        "source": {"experiment": "penguins", "run": 3, "generation": 2},
+    }
+
+
+def test_referrers_name_webservices_and_endpoints_that_use_a_model() -> None:
+    ws = [
+        {"metadata": {"name": "svc"}, "spec": {"model": "m-1"}},
+        {"metadata": {"name": "other"}, "spec": {}},
+    ]
+    eps = [
+        {"metadata": {"name": "ep2"}, "spec": {"webService": "svc"}, "status": {"model": "m-1"}},
+        {"metadata": {"name": "gone", "deletionTimestamp": "x"}, "spec": {"model": "m-1"}},
+    ]
+    assert referrers("m-1", ws, eps) == ["Endpoint/ep2", "WebService/svc"]
+    assert referrers("m-2", ws, eps) == []
+    assert models_in_use(ws, eps) == {"m-1"}

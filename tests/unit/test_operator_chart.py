@@ -1,0 +1,80 @@
+"""The Helm chart: least-privilege RBAC (no wildcards, no Secrets) and a restricted operator pod."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "kstudio"
+
+
+def _docs(template: str) -> list[dict[str, Any]]:
+    # Drop template-only lines ({{- include ... }}); the rest of our templates is plain YAML.
+    text = "\n".join(
+        line for line in (CHART / "templates" / template).read_text().splitlines() if "{{" not in line
+    )
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _rules() -> list[dict[str, Any]]:
+    role = next(d for d in _docs("rbac.yaml") if d["kind"] == "ClusterRole")
+    return list(role["rules"])
+
+
+def test_rbac_has_no_wildcards() -> None:
+    for rule in _rules():
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], rule
+
+
+def test_operator_cannot_read_secrets() -> None:
+    for rule in _rules():
+        assert not any(r.startswith("secrets") for r in rule["resources"]), rule
+
+
+def test_operator_can_do_what_the_handlers_do() -> None:
+    granted = {
+        (g, r, v)
+        for rule in _rules()
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    needed = [
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "list"),
+        ("batch", "jobs", "delete"),
+        ("", "configmaps", "create"),
+        ("", "pods", "list"),
+        ("", "pods/log", "get"),
+        ("kstudio.io", "trainedmodels", "create"),
+        ("kstudio.io", "experiments/status", "patch"),
+        ("kstudio.io", "trainedmodels/status", "patch"),
+        ("", "events", "create"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ]
+    assert [n for n in needed if n not in granted] == []
+
+
+def test_chart_carries_the_crds() -> None:
+    names = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert names == sorted(p.name for p in (CHART.parents[1] / "crds").glob("kstudio.io_*.yaml"))
+
+
+def test_chart_metadata_and_values() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "kstudio"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"] == "kstudio"
+    text = (CHART / "templates" / "deployment.yaml").read_text()
+    for needle in (
+        "runAsNonRoot: true",
+        "runAsUser: 65532",
+        "allowPrivilegeEscalation: false",
+        "drop: [ALL]",
+        "type: Recreate",
+        "KSTUDIO_S3_CREDENTIALS_DIR",
+    ):
+        assert needle in text
