@@ -34,8 +34,10 @@ class NodeAgent:
         self.ctx = NodeContext(
             cfg=cfg,
             client=client,
-            cni=CniNetwork(cfg.cni_bin_dir, cfg.bridge, cfg.pod_cidr, cfg.node_ip, cfg.state_dir),
-            cgroups=CgroupRoot(cfg.state_dir),
+            cni=CniNetwork(
+                cfg.cni_bin_dir, cfg.bridge, cfg.pod_cidr, cfg.node_ip, cfg.state_dir, cfg.pod_netns_prefix
+            ),
+            cgroups=CgroupRoot(cfg.state_dir, cfg.cgroup_parent),
             cpu=parse_quantity(cap["cpu"]),
             memory=parse_quantity(cap["memory"]),
         )

@@ -36,7 +36,7 @@ class CgroupRoot:
     """Where container cgroups live; mounts the memory hierarchy privately if this mount ns lacks it
     (`ip netns exec` remounts /sys, hiding /sys/fs/cgroup)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, parent: str = PARENT) -> None:
         found = _mountinfo_memory_root()
         if found is None:
             mnt = state_dir / "cgroup-memory"
@@ -44,7 +44,7 @@ class CgroupRoot:
             subprocess.run(["mount", "-t", "cgroup", "-o", "memory", "cgroup", str(mnt)], check=True)
             found = (mnt, 1)
         self.mount, self.version = found
-        self.base = self.mount / PARENT
+        self.base = self.mount / parent
         self.base.mkdir(exist_ok=True)
         if self.version == 2:
             with contextlib.suppress(OSError):

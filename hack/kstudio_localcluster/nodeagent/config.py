@@ -32,6 +32,8 @@ class AgentConfig:
     cpu: str = "2"
     memory: str = ""
     max_pods: int = 110
+    cgroup_parent: str = "kstudio-pods"
+    pod_netns_prefix: str = "kst-"
 
     @property
     def venv_bin(self) -> Path:
@@ -70,6 +72,8 @@ def parse_config(raw: dict[str, Any]) -> AgentConfig:
         cpu=str(raw.get("cpu") or ""),
         memory=str(raw.get("memory") or ""),
         max_pods=int(raw.get("maxPods") or 110),
+        cgroup_parent=str(raw.get("cgroupParent") or "kstudio-pods"),
+        pod_netns_prefix=str(raw.get("podNetnsPrefix") or "kst-"),
     )
 
 

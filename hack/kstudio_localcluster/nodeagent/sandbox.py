@@ -29,8 +29,8 @@ class Sandbox:
         return str(NETNS_DIR / self.netns_name)
 
 
-def netns_name(pod_uid: str) -> str:
-    return NETNS_PREFIX + pod_uid.replace("-", "")[:12]
+def netns_name(pod_uid: str, prefix: str = NETNS_PREFIX) -> str:
+    return prefix + pod_uid.replace("-", "")[:12]
 
 
 def bridge_conf(bridge: str, pod_cidr: str, gateway: str, ipam_dir: Path) -> dict[str, Any]:
@@ -55,7 +55,16 @@ def bridge_conf(bridge: str, pod_cidr: str, gateway: str, ipam_dir: Path) -> dic
 
 
 class CniNetwork:
-    def __init__(self, cni_bin_dir: Path, bridge: str, pod_cidr: str, gateway: str, state_dir: Path) -> None:
+    def __init__(
+        self,
+        cni_bin_dir: Path,
+        bridge: str,
+        pod_cidr: str,
+        gateway: str,
+        state_dir: Path,
+        prefix: str = NETNS_PREFIX,
+    ) -> None:
+        self.prefix = prefix
         self.bin_dir = cni_bin_dir
         self.conf = bridge_conf(bridge, pod_cidr, gateway, state_dir / "cni-ipam")
         self.loopback = {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
@@ -83,7 +92,7 @@ class CniNetwork:
 
     def setup(self, pod_uid: str) -> Sandbox:
         """Create the pod's netns and run CNI ADD; returns the sandbox with the pod IP."""
-        name = netns_name(pod_uid)
+        name = netns_name(pod_uid, self.prefix)
         if not (NETNS_DIR / name).exists():
             subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
         path = str(NETNS_DIR / name)
@@ -96,7 +105,7 @@ class CniNetwork:
 
     def teardown(self, pod_uid: str) -> None:
         """CNI DEL and remove the netns; idempotent (DEL of a missing netns still frees the IP)."""
-        name = netns_name(pod_uid)
+        name = netns_name(pod_uid, self.prefix)
         path = str(NETNS_DIR / name)
         with contextlib.suppress(SandboxError, subprocess.TimeoutExpired):
             self._exec("DEL", self.conf, pod_uid, path if (NETNS_DIR / name).exists() else "", "eth0")
@@ -108,7 +117,7 @@ class CniNetwork:
     def leftover_netns(self) -> list[str]:
         if not NETNS_DIR.exists():
             return []
-        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(NETNS_PREFIX))
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(self.prefix))
 
     def teardown_by_name(self, name: str, container_id: str) -> None:
         path = NETNS_DIR / name
