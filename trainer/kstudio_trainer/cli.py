@@ -34,6 +34,7 @@ from kstudio_scorer.storage import (
 )
 from kstudio_trainer.data import read_table, table_format
 from kstudio_trainer.errors import (
+    EXIT_INFRASTRUCTURE_ERROR,
     EXIT_OK,
     InfrastructureError,
     InputError,
@@ -74,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(args)
     except TrainerError as exc:
-        log.error("%s: %s", "spec/data error" if isinstance(exc, InputError) else "failed", exc)
+        kind = "spec/data error (fix the experiment)" if isinstance(exc, InputError) else "error"
+        if exc.exit_code == EXIT_INFRASTRUCTURE_ERROR:
+            kind = "infrastructure error (retry)"
+        log.error("%s: %s", kind, exc)
         _write_termination_log(
             termination_log,
             {"ok": False, "exitCode": exc.exit_code, "reason": exc.reason, "message": str(exc)},
