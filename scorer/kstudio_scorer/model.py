@@ -20,6 +20,7 @@ import pandas as pd
 from kstudio_scorer.artifact import DigestMismatchError, IlearnerManifest, load_ilearner, sha256_file
 from kstudio_scorer.columns import Column, Columns, schema_of
 from kstudio_scorer.errors import PredictionError
+from kstudio_scorer.fastpath import FastPredictor
 from kstudio_scorer.settings import ScorerSettings
 from kstudio_scorer.storage import ObjectStore, S3Uri, StorageSettings
 
@@ -94,6 +95,7 @@ class ScoringModel:
         self._as_frame = True
         self._argmax_labels = False
         self._classes_array: npt.NDArray[Any] | None = None
+        self._fast: FastPredictor | None = None
 
     @property
     def ready(self) -> bool:
@@ -164,6 +166,7 @@ class ScoringModel:
             raise ModelLoadError(f"model file {path} does not exist", 2) from exc
         self.manifest = loaded.manifest
         self._pipeline = loaded.pipeline
+        self._fast = FastPredictor(loaded.pipeline)
         self.schema = schema_of(loaded.manifest.inputSchema)
         numeric = all(c.type in ("number", "integer") for c in self.schema)
         # A pipeline fitted on a DataFrame selects columns by name; one fitted on a bare matrix wants the
@@ -208,11 +211,13 @@ class ScoringModel:
     def predict(self, columns: Columns) -> Prediction:
         """Score validated columns. Raises PredictionError if the model itself raises."""
         x = self.model_input(columns)
-        p = self._pipeline
+        p = self._fast
+        assert p is not None, "predict() before load()"
         try:
             if self.task != "classification":
                 return Prediction(values=np.asarray(p.predict(x)))
-            proba = p.predict_proba(x) if callable(getattr(p, "predict_proba", None)) else None
+            has_proba = callable(getattr(self._pipeline, "predict_proba", None))
+            proba = p.predict_proba(x) if has_proba else None
             if self._argmax_labels and proba is not None and self._classes_array is not None:
                 labels = self._classes_array[np.argmax(proba, axis=1)]
             else:
