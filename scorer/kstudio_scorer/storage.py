@@ -243,11 +243,14 @@ class ObjectStore:
             raise _map_s3_error(exc, action, uri) from exc
         except ServerError as exc:
             raise StorageUnavailableError(
-                f"{action} {uri}: server error {exc.status_code} at {self.settings.endpoint}"
+                f"{action} {uri}: server error {exc.status_code} at {self.settings.endpoint} "
+                f"(after {self.settings.retries} retries)"
             ) from exc
         except InvalidResponseError as exc:
+            status = getattr(exc, "_code", "?")
             raise StorageUnavailableError(
-                f"{action} {uri}: unexpected response from {self.settings.endpoint} (is it an S3 server?)"
+                f"{action} {uri}: HTTP {status} without an S3 error document from {self.settings.endpoint} "
+                f"(after {self.settings.retries} retries; is it an S3 server?)"
             ) from exc
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
             raise StorageUnavailableError(
@@ -409,6 +412,14 @@ def _map_s3_error(exc: S3Error, action: str, uri: S3Uri | str) -> StorageError:
         return BucketNotFoundError(f"{action} {uri}: bucket {bucket!r} does not exist")
     if code in {"NoSuchKey", "ResourceNotFound"}:
         return ObjectNotFoundError(f"{action} {uri}: object does not exist")
+    if code in {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "XMinioServerNotInitialized",
+    }:
+        return StorageUnavailableError(f"{action} {uri}: the server is failing ({code}); retry later")
     if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}:
         return AccessDeniedError(f"{action} {uri}: access denied ({code}); check the storage credentials")
     return StorageError(f"{action} {uri}: {code or 'error'}: {exc.message}")

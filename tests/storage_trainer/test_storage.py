@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import socket
 import threading
@@ -151,3 +152,44 @@ def test_server_that_never_answers_times_out_with_unavailable(silent_server: str
     store = ObjectStore(_fast(silent_server))
     with pytest.raises(StorageUnavailableError, match="unreachable"):
         store.get_bytes("s3://bucket/k")
+
+
+@pytest.fixture
+def failing_server() -> Iterator[tuple[str, list[str]]]:
+    """Answers every request with 503, as an overloaded or starting S3 endpoint does."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _fail(self) -> None:
+            seen.append(self.command)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_PUT = _fail
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.timeout(30)
+def test_server_errors_are_retried_then_unavailable(failing_server: tuple[str, list[str]]) -> None:
+    endpoint, seen = failing_server
+    store = ObjectStore(_fast(endpoint))
+    with pytest.raises(StorageUnavailableError, match=r"HTTP 503 .* \(after 2 retries"):
+        store.get_bytes("s3://bucket/k")
+    assert seen == ["GET"] * 3
+    seen.clear()
+    with pytest.raises(StorageUnavailableError, match="after 2 retries"):
+        store.put_bytes(b"data", "s3://bucket/k")
+    assert seen == ["PUT"] * 3

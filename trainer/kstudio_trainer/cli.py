@@ -52,7 +52,7 @@ RESULT_SUFFIX = ".result.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kstudio train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="kstudio train", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--snapshot", required=True, type=Path, help="experiment spec as JSON (or YAML)")
     p.add_argument("--run", required=True, type=int, help="run number (recorded in the manifest)")
     p.add_argument("--output", required=True, help="s3://bucket/key.ilearner or a local path")
