@@ -224,3 +224,27 @@ def test_cli_process_exit_codes(minio_server: MinioServer, uploaded_examples: No
     failed = subprocess.run(args, env=down, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 75, failed.stderr
     assert "unreachable" in failed.stderr
+
+
+def test_upload_examples_reads_settings_from_env(
+    minio_server: MinioServer,
+    object_store: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in minio_server.settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert examples.main(["--bucket", "datasets-from-env"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "s3://datasets-from-env/penguins.csv",
+        "s3://datasets-from-env/diabetes.csv",
+    ]
+    assert object_store.get_bytes("s3://datasets-from-env/diabetes.csv") == examples.example_csv(
+        "diabetes.csv"
+    )
+
+
+def test_upload_examples_flag_and_env_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KSTUDIO_S3_ENDPOINT", raising=False)
+    assert examples.main([]) == 2  # nothing configured
+    assert examples.main(["--endpoint", "127.0.0.1:9"]) == 2  # endpoint without key files
