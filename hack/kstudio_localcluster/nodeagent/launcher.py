@@ -75,6 +75,9 @@ def _makedirs(path: str, mode: int = 0o755) -> None:
         ) from exc
 
 
+spec_scratch: list[str] = []
+
+
 def _apply(root: str, op: dict[str, Any]) -> None:
     dst = os.path.join(root, op["dst"].lstrip("/")) if op["dst"] != "/" else root
     kind = op["op"]
@@ -105,6 +108,19 @@ def _apply(root: str, op: dict[str, Any]) -> None:
         _mount(src, dst, None, MS_BIND | MS_REC)
         if op.get("ro"):
             _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    elif kind == "overlay":
+        scratch = os.path.join(spec_scratch[0], op["dst"].strip("/").replace("/", "_"))
+        upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
+        _makedirs(upper)
+        _makedirs(work)
+        _makedirs(dst)
+        _mount(
+            "overlay",
+            dst,
+            "overlay",
+            MS_NOSUID | MS_NODEV,
+            f"lowerdir={op['lower']},upperdir={upper},workdir={work}",
+        )
     elif kind == "proc":
         _makedirs(dst)
         _mount("/proc", dst, None, MS_BIND | MS_REC)
@@ -126,6 +142,10 @@ def setup(spec: dict[str, Any]) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = spec["rootfs"]
     os.umask(0o022)
+    scratch = root + ".scratch"
+    _makedirs(scratch, 0o700)
+    _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
+    spec_scratch.append(scratch)
     for op in spec["ops"]:
         _apply(root, op)
     os.chdir(root)

@@ -38,9 +38,15 @@ def rootfs_ops(exposed: list[str], mounts: list[Mount], host_root: str = "/") ->
     /etc/hosts, termination log) shallowest first. Everything else of the host (/root, ~/.cache keys,
     other checkouts) is simply absent."""
     ops: list[dict[str, Any]] = [{"op": "tmpfs", "dst": "/", "mode": "0755"}]
+    # A volume mounted inside a host dir (e.g. /etc/config) needs a mount point there: such a dir gets a
+    # private copy-on-write overlay instead of a read-only bind, so nothing is ever created on the host.
+    overlaid = {m.target.strip("/").split("/")[0] for m in mounts if m.target.strip("/").count("/") >= 1}
     for name in _HOST_DIRS:
         if os.path.isdir(os.path.join(host_root, name)):
-            ops.append({"op": "bind", "src": f"/{name}", "dst": f"/{name}", "ro": True})
+            if name in overlaid:
+                ops.append({"op": "overlay", "lower": f"/{name}", "dst": f"/{name}"})
+            else:
+                ops.append({"op": "bind", "src": f"/{name}", "dst": f"/{name}", "ro": True})
     for name in _HOST_MAYBE_LINKS:
         path = os.path.join(host_root, name)
         if os.path.islink(path):
