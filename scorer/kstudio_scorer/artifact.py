@@ -238,11 +238,10 @@ def load_ilearner(path: str | os.PathLike[str], expected_sha256: str) -> LoadedM
         raise UntrustedContentError(f"{MODEL_MEMBER} refused by skops: {exc}") from exc
     except Exception as exc:
         raise InvalidArtifactError(f"{MODEL_MEMBER} could not be loaded: {exc}") from exc
-    for method in ("predict",):
-        if not callable(getattr(pipeline, method, None)):
-            raise InvalidArtifactError(
-                f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no {method}()"
-            )
+    if not callable(getattr(pipeline, "predict", None)):
+        raise InvalidArtifactError(
+            f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no predict()"
+        )
     return LoadedModel(manifest=manifest, pipeline=pipeline)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from fixtures.minio_server import MinioServer
 from kstudio_scorer import artifact
-from kstudio_scorer.artifact import load_ilearner, sha256_file
+from kstudio_scorer.artifact import DigestMismatchError, load_ilearner, sha256_file
 from kstudio_scorer.storage import ObjectStore
 from kstudio_trainer import cli, examples
 
@@ -248,3 +248,30 @@ def test_upload_examples_flag_and_env_errors(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("KSTUDIO_S3_ENDPOINT", raising=False)
     assert examples.main([]) == 2  # nothing configured
     assert examples.main(["--endpoint", "127.0.0.1:9"]) == 2  # endpoint without key files
+
+
+def test_artifact_tampered_in_minio_is_refused_by_the_recorded_digest(
+    uploaded_examples: None, storage_env: None, object_store: ObjectStore, tmp_path: Path
+) -> None:
+    output = "s3://models/diabetes/tampered.ilearner"
+    code, result, _ = _train(tmp_path, examples.diabetes_snapshot(), output)
+    assert code == 0
+    data = bytearray(object_store.get_bytes(output))
+    data[len(data) // 2] ^= 0x40
+    object_store.put_bytes(bytes(data), output)
+    local = tmp_path / "tampered.ilearner"
+    assert object_store.download(output, local) != result["artifact"]["sha256"]
+    with pytest.raises(DigestMismatchError, match=f"expected {result['artifact']['sha256']}"):
+        load_ilearner(local, result["artifact"]["sha256"])
+
+
+def test_binary_svc_reports_roc_auc_from_decision_scores(tmp_path: Path) -> None:
+    data = tmp_path / "two-species.csv"
+    frame = examples.penguins_frame()
+    frame[frame["species"] != "Chinstrap"].to_csv(data, index=False)
+    snapshot = examples.penguins_snapshot(str(data), algorithm={"name": "SVC", "params": {"C": 0.5}})
+    code, result, _ = _train(tmp_path, snapshot, str(tmp_path / "out" / "svc.ilearner"))
+    assert code == 0
+    assert result["classes"] == ["Adelie", "Gentoo"]
+    assert set(result["metrics"]) == {"accuracy", "f1_macro", "roc_auc"}
+    assert result["metrics"]["roc_auc"] > 0.95
