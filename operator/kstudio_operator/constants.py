@@ -40,7 +40,7 @@ PROGRESS_PREFIX: Final = f"operator.{API_GROUP}"
 
 TRAINER_CONTAINER: Final = "trainer"
 SNAPSHOT_KEY: Final = "snapshot.json"
-SNAPSHOT_MOUNT: Final = "/etc/kstudio/snapshot"
+SNAPSHOT_MOUNT: Final = "/var/run/kstudio/snapshot"
 S3_CREDENTIALS_MOUNT: Final = "/var/run/secrets/kstudio/s3"
 TERMINATION_LOG: Final = "/dev/termination-log"
 

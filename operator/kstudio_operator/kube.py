@@ -6,6 +6,9 @@ previous operator process made it) and returns the existing object; a 404 on del
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kubernetes
@@ -13,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kstudio_operator import constants as c
 
+log = logging.getLogger(__name__)
 _CLIENT: kubernetes.client.ApiClient | None = None
 
 
@@ -107,6 +111,38 @@ class Kube:
             )
         except ApiException:
             return ""
+
+    # --- events -----------------------------------------------------------------------------------------
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `obj` (kopf's own posting only carries warnings; see main.py).
+        Best effort: an Event that cannot be posted is not worth failing a reconciliation for."""
+        meta = obj.get("metadata") or {}
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": c.MANAGED_BY},
+            "reportingComponent": c.MANAGED_BY,
+            "reportingInstance": c.MANAGED_BY,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), event)
+        except ApiException as exc:
+            log.warning("cannot post event %s on %s: %s", reason, meta.get("name"), exc.reason)
 
     # --- delete (404 tolerant) ---------------------------------------------------------------------------
     def delete_job(self, namespace: str, name: str) -> None:

@@ -60,7 +60,7 @@ def test_job_runs_the_trainer_on_the_snapshot_with_the_run_and_output() -> None:
     assert container["command"] == ["kstudio"]
     args = container["args"]
     assert args[0] == "train"
-    assert args[args.index("--snapshot") + 1] == "/etc/kstudio/snapshot/snapshot.json"
+    assert args[args.index("--snapshot") + 1] == "/var/run/kstudio/snapshot/snapshot.json"
     assert args[args.index("--run") + 1] == "3"
     assert args[args.index("--output") + 1] == "s3://models/team-a/penguins/penguins-3.ilearner"
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}

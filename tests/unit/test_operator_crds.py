@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ def test_every_schema_node_is_structural(name: str) -> None:
             assert banned not in node, f"{name}{path}: {banned}"
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{name}{path} has no type"
         assert node.get("default", 0) is not None, f"{name}{path}: null default"
+        if "default" in node and "pattern" in node:  # the API server validates defaults; pydantic does not
+            assert re.match(node["pattern"], node["default"]), f"{name}{path}: default breaks the pattern"
+        if "default" in node and "enum" in node:
+            assert node["default"] in node["enum"], f"{name}{path}: default not in enum"
 
 
 def test_kinds_have_category_short_names_and_status_subresource() -> None:

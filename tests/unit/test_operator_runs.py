@@ -144,10 +144,19 @@ def test_deleted_job_fails_its_unfinished_run() -> None:
 
 
 def test_bad_data_failure_reports_the_trainers_words() -> None:
-    summary = json.dumps({"error": "column 'flipper' not found in the dataset (columns: island, sex)"})
+    summary = json.dumps(
+        {
+            "ok": False,
+            "exitCode": 2,
+            "reason": "InvalidData",
+            "message": "column 'flipper' not found (columns: sex)",
+        }
+    )
     reason, message = explain_failure(_job(1, conditions=FAILED), [_pod(2, summary)], "1Gi")
-    assert reason == "InvalidSpecOrData"
-    assert "column 'flipper' not found" in message
+    assert (reason, message) == ("InvalidData", "column 'flipper' not found (columns: sex)")
+    # Without a summary: the last line of the log, and the class of failure from the exit code.
+    reason, message = explain_failure(_job(1, conditions=FAILED), [_pod(2, "x\nno column flipper")], "1Gi")
+    assert (reason, message) == ("InvalidSpecOrData", "no column flipper")
 
 
 def test_oom_failure_names_the_memory_limit() -> None:
@@ -157,9 +166,11 @@ def test_oom_failure_names_the_memory_limit() -> None:
 
 
 def test_infra_failure_counts_attempts() -> None:
-    pods = [_pod(75, '{"error": "storage unavailable"}'), _pod(75, '{"error": "storage unavailable"}')]
+    said = '{"reason": "InfrastructureError", "message": "storage unavailable"}'
+    pods = [_pod(75, said), _pod(75, said)]
     reason, message = explain_failure(_job(1, conditions=FAILED), pods, None)
-    assert reason == "InfrastructureError" and "failed 2 attempts" in message
+    assert reason == "InfrastructureError"
+    assert message == "storage unavailable (exit 75, failed 2 attempts)"
 
 
 def test_deadline_without_pods_uses_the_job_condition() -> None:

@@ -8,6 +8,7 @@ that was down or killed between "create Job" and "write status" converges withou
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,6 +20,7 @@ from kstudio_operator.builders.training import RunRequest
 from kstudio_operator.resources.experiment import RunPhase, RunRecord, Trigger
 
 _TRIGGERS: tuple[Trigger, ...] = ("create", "spec", "annotation", "schedule")
+_REASON = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -66,23 +68,23 @@ def _job_condition(job: dict[str, Any], *types: str) -> dict[str, Any] | None:
     return None
 
 
-def _summary_error(message: str) -> str | None:
-    """The error reason from the trainer's JSON termination summary, if the message is one."""
+def _summary(message: str) -> tuple[str | None, str | None]:
+    """(reason, message) from the trainer's JSON termination summary, if the text is one.
+
+    `kstudio train` writes {"ok": false, "exitCode": 2, "reason": "InvalidData", "message": "..."}.
+    """
     try:
         doc = json.loads(message)
     except ValueError:
-        return None
+        return None, None
     if not isinstance(doc, dict):
-        return None
-    for key in ("error", "reason", "message"):
-        value = doc.get(key)
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, dict):
-            inner = value.get("message") or value.get("reason")
-            if isinstance(inner, str) and inner:
-                return inner
-    return None
+        return None, None
+    reason = doc.get("reason")
+    text = doc.get("message") or doc.get("error")
+    if isinstance(text, dict):
+        text = text.get("message")
+    reason = reason if isinstance(reason, str) and _REASON.match(reason) else None
+    return reason, (str(text) if text else None)
 
 
 def _trainer_terminations(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,7 +118,8 @@ def explain_failure(
     if last is not None:
         code = int(last.get("exitCode", 0))
         words = str(last.get("message") or "").strip()
-        said = _summary_error(words) or (words.splitlines()[-1] if words else "")
+        told_reason, told = _summary(words)
+        said = told or (words.splitlines()[-1] if words else "")
         if last.get("reason") == "OOMKilled" or code == c.EXIT_KILLED:
             limit = f" at the memory limit {memory_limit}" if memory_limit else ""
             what = "out of memory (OOMKilled)" if last.get("reason") == "OOMKilled" else "killed (SIGKILL)"
@@ -124,9 +127,14 @@ def explain_failure(
                 "OOMKilled",
                 f"the trainer was {what}{limit}, exit code {code}; raise spec.resources.memory",
             )
+        if last.get("reason") in ("StartError", "ContainerCannotRun", "CreateContainerError"):
+            return (
+                "ContainerStartError",
+                f"{said or 'the trainer container could not start'} (exit code {code})",
+            )
         if code == c.EXIT_SPEC_ERROR:
             return (
-                "InvalidSpecOrData",
+                told_reason or "InvalidSpecOrData",
                 said or "the trainer rejected the experiment spec or the dataset (exit 2)",
             )
         if code == c.EXIT_INFRA_ERROR:

@@ -86,7 +86,11 @@ def _observe(ctx: Context, namespace: str, name: str, spec: ExperimentSpec) -> l
         run = int(job["metadata"]["labels"][c.LABEL_RUN])
         job_pods = pods.get(run, [])
         observed_job = observe_job(job, job_pods, spec.resources.memory)
-        if observed_job.phase == "Failed" and observed_job.reason in ("InvalidSpecOrData", "TrainerFailed"):
+        if observed_job.phase == "Failed" and observed_job.reason in (
+            "InvalidSpecOrData",
+            "TrainerFailed",
+            "JobFailed",
+        ):
             _fill_messages_from_logs(ctx, namespace, job_pods)
             observed_job = observe_job(job, job_pods, spec.resources.memory)
         observed.append(observed_job)
@@ -120,8 +124,9 @@ def _finish_run(
     model_name = model["metadata"]["name"]
     metric = headline_metric(result.metrics, list(spec.evaluation.metrics))
     if created:
-        kopf.info(
+        ctx.kube.event(
             body,
+            "Normal",
             reason="RunSucceeded",
             message=f"run {record.run} produced TrainedModel {model_name}"
             + (f" ({metric})" if metric else ""),
@@ -185,8 +190,9 @@ def _start_run(
         message="Job created",
     )
     if created:
-        kopf.info(
+        ctx.kube.event(
             body,
+            "Normal",
             reason="RunStarted",
             message=f"run {request.run} started for generation {request.generation} "
             f"(trigger: {', '.join(request.triggers)}); Job {record.job}",
@@ -273,8 +279,9 @@ def reconcile_experiment(
     for record in records:
         old = before.get(record.run)
         if record.phase == "Failed" and (old is None or old.phase != "Failed"):
-            kopf.warn(
+            ctx.kube.event(
                 body,
+                "Warning",
                 reason="RunFailed",
                 message=f"run {record.run} failed: {record.reason}: {record.message}",
             )
@@ -349,6 +356,8 @@ def delete_experiment(
     for model in ctx.kube.list_custom(namespace, c.TRAINED_MODELS, f"{c.LABEL_EXPERIMENT}={name}"):
         model_name = model["metadata"]["name"]
         if model_name in in_use:
-            kopf.info(body, reason="ModelKept", message=f"TrainedModel {model_name} is in use and is kept")
+            ctx.kube.event(
+                body, "Normal", reason="ModelKept", message=f"TrainedModel {model_name} is in use and is kept"
+            )
         else:
             ctx.kube.delete_custom(namespace, c.TRAINED_MODELS, model_name)

@@ -149,9 +149,11 @@ def reconcile_trained_model(
         desired = desired.model_copy(update=update)
         if previous.phase != outcome.phase or previous.reason != outcome.reason:
             if outcome.phase == "Ready":
-                kopf.info(body, reason="Verified", message=f"{parsed.artifact.uri}: {outcome.message}")
+                ctx.kube.event(
+                    body, "Normal", reason="Verified", message=f"{parsed.artifact.uri}: {outcome.message}"
+                )
             else:
-                kopf.warn(body, reason=outcome.reason, message=outcome.message)
+                ctx.kube.event(body, "Warning", reason=outcome.reason, message=outcome.message)
 
     users = _users(ctx, namespace, name)
     desired = desired.model_copy(
@@ -187,7 +189,7 @@ def delete_trained_model(
             {"usedBy": users, "conditions": [cond.to_wire() for cond in conditions]},
         )
         if before is None or before.status != "True" or before.message != "used by " + ", ".join(users):
-            kopf.warn(body, reason="DeletionBlocked", message=message)
+            ctx.kube.event(body, "Warning", reason="DeletionBlocked", message=message)
         raise kopf.TemporaryError(message, delay=5)
     try:
         parsed = TrainedModelSpec.model_validate(dict(spec))

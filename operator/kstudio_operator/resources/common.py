@@ -14,6 +14,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SHA256_HEX = r"^[0-9a-f]{64}$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
+S3_PREFIX = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]*$"
 # Kubernetes resource quantity (a simplified but faithful form of resource.Quantity's grammar).
 QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
@@ -22,6 +23,7 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBD
 ShortName = Annotated[str, Field(min_length=1, max_length=52, pattern=DNS_LABEL)]
 Sha256 = Annotated[str, Field(pattern=SHA256_HEX, min_length=64, max_length=64)]
 S3Uri = Annotated[str, Field(pattern=S3_URI, max_length=1024)]
+S3Prefix = Annotated[str, Field(pattern=S3_PREFIX, max_length=512)]
 Quantity = Annotated[str, Field(pattern=QUANTITY, max_length=32)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
 

@@ -17,6 +17,7 @@ from kstudio_operator.resources.common import (
     PrinterColumn,
     Quantity,
     ResourceKind,
+    S3Prefix,
     S3Uri,
     ShortName,
     StatusModel,
@@ -153,7 +154,7 @@ class Storage(KModel):
         default="kstudio-s3",
         description="Secret in this namespace with keys accessKey and secretKey, mounted into training Jobs.",
     )
-    output_prefix: S3Uri = Field(
+    output_prefix: S3Prefix = Field(
         default="s3://models/",
         description="Where artifacts go: <prefix><namespace>/<experiment>/<experiment>-<run>.ilearner.",
     )
