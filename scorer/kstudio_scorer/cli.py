@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def main(argv: list[str]) -> int:
         server.should_exit = True
 
     app.state.kstudio.on_load_failure = on_load_failure
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with the handlers that were installed
+    # before it started; no-op handlers make a clean shutdown exit 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     server.run()
     if failure:
         message = f"model {settings.model_name} failed to load: {failure[0]}"
