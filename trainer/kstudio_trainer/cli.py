@@ -246,17 +246,26 @@ def _default_termination_log() -> Path | None:
 def _write_termination_log(path: Path | None, summary: dict[str, Any]) -> None:
     if path is None:
         return
-    text = json.dumps(summary, separators=(",", ":"))
-    if len(text.encode()) > TERMINATION_LOG_LIMIT:
-        summary = dict(summary)
-        summary.pop("metrics", None)
-        if "message" in summary:
-            summary["message"] = str(summary["message"])[:3000] + "..."
-        text = json.dumps(summary, separators=(",", ":"))[:TERMINATION_LOG_LIMIT]
     try:
-        path.write_text(text)
+        path.write_text(termination_summary(summary))
     except OSError as exc:
         log.warning("cannot write termination log %s: %s", path, exc.strerror or exc)
+
+
+def termination_summary(summary: dict[str, Any]) -> str:
+    """Compact JSON under TERMINATION_LOG_LIMIT bytes: metrics dropped first, then the message shortened."""
+    text = json.dumps(summary, separators=(",", ":"))
+    if len(text.encode()) <= TERMINATION_LOG_LIMIT:
+        return text
+    summary = {k: v for k, v in summary.items() if k != "metrics"}
+    message = str(summary.get("message", ""))
+    keep = len(message)
+    while True:
+        text = json.dumps(summary, separators=(",", ":"))
+        if len(text.encode()) <= TERMINATION_LOG_LIMIT or keep == 0:
+            return text
+        keep = keep * 3 // 4
+        summary["message"] = message[:keep] + "..."
 
 
 def _configure_logging() -> None:

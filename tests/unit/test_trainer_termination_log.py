@@ -1,0 +1,57 @@
+"""The termination-log summary stays under Kubernetes' 4 KiB limit and is only written where asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kstudio_trainer import cli
+
+
+def test_long_failure_message_is_truncated_below_4_kib(tmp_path: Path) -> None:
+    path = tmp_path / "termination-log"
+    cli._write_termination_log(
+        path, {"ok": False, "exitCode": 2, "reason": "InvalidData", "message": "column 'x' " * 2000}
+    )
+    text = path.read_text()
+    assert len(text.encode()) <= cli.TERMINATION_LOG_LIMIT
+    doc = json.loads(text)
+    assert doc["reason"] == "InvalidData" and doc["message"].startswith("column 'x'")
+
+
+def test_success_summary_is_compact_json(tmp_path: Path) -> None:
+    path = tmp_path / "termination-log"
+    summary = {
+        "ok": True,
+        "uri": "s3://m/k.ilearner",
+        "sha256": "0" * 64,
+        "sizeBytes": 10,
+        "metrics": {"r2": 0.5},
+    }
+    cli._write_termination_log(path, summary)
+    assert json.loads(path.read_text()) == summary
+    assert " " not in path.read_text()
+
+
+def test_no_path_writes_nothing(tmp_path: Path) -> None:
+    cli._write_termination_log(None, {"ok": True})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_path_is_a_warning_not_a_crash(tmp_path: Path) -> None:
+    cli._write_termination_log(tmp_path / "missing-dir" / "log", {"ok": True})
+
+
+def test_message_full_of_escaped_characters_still_fits_as_valid_json() -> None:
+    text = cli.termination_summary(
+        {
+            "ok": False,
+            "exitCode": 2,
+            "reason": "InvalidData",
+            "message": '"é\\"\n' * 3000,
+            "metrics": {"a": 1.0},
+        }
+    )
+    assert len(text.encode()) <= cli.TERMINATION_LOG_LIMIT
+    doc = json.loads(text)
+    assert "metrics" not in doc and doc["message"].endswith("...") and doc["exitCode"] == 2
