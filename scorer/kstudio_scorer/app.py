@@ -384,6 +384,7 @@ def create_app(
             lambda: state.projection or rrs.OutputProjection(("Scored Labels",)),
             settings.jobs_work_dir,
             chunk_rows=settings.jobs_chunk_rows,
+            csv_block_bytes=settings.jobs_csv_block_bytes,
             max_kept=settings.jobs_max_kept,
             on_finished=lambda job: scorer_metrics.jobs.labels(job.state).inc(),
         )

@@ -9,8 +9,10 @@ memory (a restarted scorer forgets its jobs: callers resubmit).
 
 from __future__ import annotations
 
+import csv
 import logging
 import queue
+import re
 import shutil
 import threading
 import uuid
@@ -87,6 +89,14 @@ class Job:
             "startedAt": ts(self.started_at),
             "finishedAt": ts(self.finished_at),
         }
+
+
+def _name_csv_column(message: str, names: list[str]) -> str:
+    """pyarrow says "In CSV column #2: ..."; say the column's name instead."""
+    match = re.search(r"In CSV column #(\d+)", message)
+    if match and int(match.group(1)) < len(names):
+        return message.replace(match.group(0), f"In column {names[int(match.group(1))]!r}")
+    return message
 
 
 class JobCancelledError(Exception):
@@ -248,15 +258,21 @@ class JobManager:
         if job.input_format == "csv":
             stream = store.open_stream(S3Uri.parse(job.input))
             with stream:
-                reader = pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(block_size=self._csv_block_bytes),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types={c.name: _ARROW_TYPES[c.type] for c in schema},
-                        strings_can_be_null=True,
-                    ),
-                )
-                yield from reader
+                # the header, to name columns in pyarrow's errors ("In CSV column #2")
+                first = stream.peek(64 * 1024).split(b"\n", 1)[0].decode("utf-8", "replace")
+                names = next(csv.reader([first]), [])
+                try:
+                    reader = pacsv.open_csv(
+                        stream,
+                        read_options=pacsv.ReadOptions(block_size=self._csv_block_bytes),
+                        convert_options=pacsv.ConvertOptions(
+                            column_types={c.name: _ARROW_TYPES[c.type] for c in schema},
+                            strings_can_be_null=True,
+                        ),
+                    )
+                    yield from reader
+                except pa.ArrowInvalid as exc:
+                    raise InputValidationError(f"{job.input}: {_name_csv_column(str(exc), names)}") from exc
         else:
             local = spool / "input.parquet"
             store.download(S3Uri.parse(job.input), local)

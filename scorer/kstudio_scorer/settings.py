@@ -62,7 +62,10 @@ class ScorerSettings(BaseSettings):
     )
 
     # --- batch jobs (BES) ------------------------------------------------------------------------
-    jobs_chunk_rows: int = Field(65_536, gt=0, description="rows read, scored and written per chunk")
+    jobs_chunk_rows: int = Field(65_536, gt=0, description="Parquet: rows read, scored and written per chunk")
+    jobs_csv_block_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="CSV: bytes parsed, scored and written per chunk"
+    )
     jobs_work_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-jobs",
         description="spool files of jobs",
