@@ -207,11 +207,17 @@ def _host_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 3.0)
         conn.close()
 
 
+# Seconds since the start of `up` at which each wait finished (written to state.json as "startup").
+_TIMELINE: dict[str, float] = {}
+_T0 = [0.0]
+
+
 def _wait(what: str, check: Callable[[], bool], timeout: float, layout: ClusterLayout, log_name: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
             if check():
+                _TIMELINE[what] = round(time.monotonic() - _T0[0], 2)
                 return
         except (OSError, ValueError, ssl.SSLError, netns.NetnsError):
             pass
@@ -281,7 +287,8 @@ def _component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, r
     if name == "kube-proxy":
         return [
             str(bin_dir / "kube-proxy"), f"--kubeconfig={kc / 'kube-proxy.kubeconfig'}",
-            f"--hostname-override={NODE_NAME}", "--proxy-mode=nftables", f"--cluster-cidr={CLUSTER_CIDR}",
+            f"--hostname-override={NODE_NAME}", f"--bind-address={NODE_IP}",  # node IP without waiting
+            "--proxy-mode=nftables", f"--cluster-cidr={CLUSTER_CIDR}",
             "--conntrack-max-per-core=0", "--healthz-bind-address=127.0.0.1:10256",
             "--metrics-bind-address=127.0.0.1:10249",
         ]  # fmt: skip
@@ -452,7 +459,8 @@ def _start_clean(
     timeout: float,
     log: Log,
 ) -> None:
-    t0 = time.monotonic()
+    t0 = _T0[0] = time.monotonic()
+    _TIMELINE.clear()
     for port in {layout.api_host_port, layout.minio_host_port}:
         if _port_in_use(port):
             raise ClusterError(f"127.0.0.1:{port} is already in use by another process (see `ss -ltnp`)")
@@ -501,8 +509,11 @@ def _start_clean(
     _wait("kube-apiserver /readyz", api_ok_inside, timeout, layout, "kube-apiserver")
     log(f"API server ready after {time.monotonic() - t0:.1f}s")
     _start("forward", layout, argv("forward"), env)
-    for name in ("kube-controller-manager", "kube-scheduler", "kube-proxy"):
+    for name in ("kube-controller-manager", "kube-scheduler"):
         _start(name, layout, argv(name), env)
+    if agent:
+        layout.agent_state.mkdir(parents=True, exist_ok=True)
+        _start("node-agent", layout, argv("node-agent"), env)
     _wait("host forward to the API server", lambda: _api_ready(layout, pki), timeout, layout, "forward")
     insecure = _insecure_context()
     for name, url in (
@@ -514,6 +525,14 @@ def _start_clean(
             return netns.http_get(layout.netns, url, context=insecure)[0] == 200
 
         _wait(f"{name} /healthz", ok, timeout, layout, name)
+    if agent:
+        # kube-proxy waits up to 30 s for its Node to exist before it programs anything: start it after.
+        _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent")
+        _start("kube-proxy", layout, argv("kube-proxy"), env)
+        _wait("kube-proxy's nftables table", lambda: "table ip kube-proxy" in netns.nft_tables(layout.netns),
+              timeout, layout, "kube-proxy")  # fmt: skip
+    else:
+        _start("kube-proxy", layout, argv("kube-proxy"), env)  # no Node: it syncs 30 s later
     _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio")
     _wait("the default ServiceAccount (controllers working)", lambda: _default_sa_exists(layout, pki),
           timeout, layout, "kube-controller-manager")  # fmt: skip
@@ -527,11 +546,10 @@ def _start_clean(
         "minioHostPort": layout.minio_host_port,
         "agent": agent,
         "agentFingerprint": agent_fingerprint(repo) if agent else "",
+        "startup": dict(_TIMELINE),
     }
     _write_json(layout.state_json, state)
-    if agent:
-        _start_agent(layout, pki, repo, bin_dir, timeout)
-    elif not agent_available(repo):
+    if not agent and not agent_available(repo):
         log("node agent not present yet (hack/kstudio_localcluster/nodeagent/cli.py); pods will stay Pending")
     log(f"cluster ready after {time.monotonic() - t0:.1f}s")
 
@@ -712,6 +730,9 @@ def _leftovers(layout: ClusterLayout) -> list[str]:
 
 
 def _teardown_locked(layout: ClusterLayout, log: Log) -> None:
+    # Remember the namespaces by inode first: the agent may delete pod netns names on its way out
+    # while processes still live in them.
+    ns_inodes = {i for i in (netns.inode(n) for n in [layout.netns, *_pod_netns(layout)]) if i is not None}
     records = {r.name: r for r in processes.all_records(layout.run)}
     for name in reversed(COMPONENTS):
         rec = records.pop(name, None)
@@ -721,8 +742,8 @@ def _teardown_locked(layout: ClusterLayout, log: Log) -> None:
         processes.stop(rec, grace=5.0)
     # Whatever else still lives in our namespaces or cgroups (pods of a crashed agent, stray children).
     pod_ns = _pod_netns(layout)
-    for ns in [layout.netns, *pod_ns]:
-        processes.kill_pids(netns.pids_in_netns(ns), grace=5.0)
+    ns_inodes |= {i for i in (netns.inode(n) for n in [layout.netns, *pod_ns]) if i is not None}
+    processes.kill_pids(netns.pids_in_namespaces(ns_inodes), grace=5.0)
     cgroups = _cgroup_dirs(layout.cgroup_parent)
     for d in cgroups:
         processes.kill_pids(_cgroup_pids(d), grace=5.0)

@@ -80,6 +80,35 @@ def pids_in_netns(name: str) -> list[int]:
     return [int(p) for p in proc.stdout.split() if p.isdigit()]
 
 
+def nft_tables(name: str | None) -> str:
+    """`nft list tables` inside namespace `name` (None: the host)."""
+    cmd = ["nft", "list", "tables"]
+    if name:
+        cmd = ["ip", "netns", "exec", name, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+
+
+def inode(name: str) -> int | None:
+    """Identity of a namespace that stays valid after its name is deleted (while processes hold it)."""
+    try:
+        return os.stat(NETNS_DIR / name).st_ino
+    except OSError:
+        return None
+
+
+def pids_in_namespaces(inodes: set[int]) -> list[int]:
+    """Processes whose network namespace is one of `inodes` (also finds namespaces whose name is gone)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "net").st_ino in inodes:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def routes(name: str) -> str:
     return _ip("route", "show", "table", "all", netns=name).stdout
 

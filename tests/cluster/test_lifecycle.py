@@ -1,9 +1,9 @@
 """`cluster up` reuses or replaces, `cluster down` leaves nothing behind.
 
 These tests destroy clusters, so each runs its own instance (netns `kstudio-lc`, its own state dir and
-host ports) beside the shared one, which they never touch. The instance runs without a node agent;
-what an agent leaves when it crashes (a pod netns with a process, a memory cgroup holding a process)
-is planted by the test so teardown has to clean it.
+host ports, its own cgroup parent and pod netns prefix) beside the shared one, which they never touch.
+The teardown test runs a real pod through the node agent, and also plants what a crashed agent leaves
+(a pod netns with a process, a memory cgroup holding a process), so teardown has to clean both.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _plant_crashed_pod(layout: ClusterLayout) -> list[int]:
     pod_ns = f"{layout.pod_netns_prefix}deadbeef"
     subprocess.run(["ip", "netns", "add", pod_ns], check=True)
     sleeper_in_pod = subprocess.Popen(["ip", "netns", "exec", pod_ns, "sleep", "600"], start_new_session=True)
-    cg = Path("/sys/fs/cgroup/memory") / layout.cgroup_parent / "pod-uid" / "c1"
+    cg = Path("/sys/fs/cgroup/memory") / layout.cgroup_parent / "planted-pod-uid" / "c1"
     cg.mkdir(parents=True)
     sleeper_in_cgroup = subprocess.Popen(["sleep", "600"], start_new_session=True)
     (cg / "cgroup.procs").write_text(str(sleeper_in_cgroup.pid))
@@ -86,27 +86,50 @@ def _nft_tables(ns: str | None) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper, namespace: default}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: kstudio:dev
+    command: [python, -c, "import time; time.sleep(600)"]
+    resources: {limits: {memory: 128Mi}}
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+"""
+
+
 def test_cluster_down_leaves_no_process_netns_cgroup_or_nftables_table(
     layout: ClusterLayout, go_binaries: Path
 ) -> None:
+    assert cluster.agent_available(repo_root())
     up = _cli(layout, "up")
     assert up.returncode == 0, up.stderr
     assert f"export KUBECONFIG={layout.kubeconfig}" in up.stdout
     before = _pids(layout)
-    assert set(before) == set(cluster.COMPONENTS) - {"node-agent"}
-    # kube-proxy programs its nftables tables once the node exists.
-    node = "apiVersion: v1\nkind: Node\nmetadata: {name: kst-node}\n"
+    assert set(before) == set(cluster.COMPONENTS)
+    assert "table ip kube-proxy" in _nft_tables(layout.netns)
+    kubectl = [str(go_binaries / "kubectl"), "--kubeconfig", str(layout.kubeconfig)]
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=POD, text=True, capture_output=True, check=True)
     subprocess.run(
-        [str(go_binaries / "kubectl"), "--kubeconfig", str(layout.kubeconfig), "apply", "-f", "-"],
-        input=node, text=True, capture_output=True, check=True,
+        [*kubectl, "wait", "pod/sleeper", "--for=condition=Ready", "--timeout=60s"],
+        capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert _wait_for(lambda: "table ip kube-proxy" in _nft_tables(layout.netns), 90), "no kube-proxy table"
+    assert [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix)], "agent made no pod netns"
+    assert list(Path("/sys/fs/cgroup").glob(f"*/{layout.cgroup_parent}/*")), "agent made no pod cgroup"
     planted = _plant_crashed_pod(layout)
 
     down = _cli(layout, "down")
     assert down.returncode == 0, down.stderr
 
-    alive = [p for p in [*before.values(), *planted] if processes.is_alive(p)]
+    alive = [
+        (p, Path(f"/proc/{p}/cmdline").read_bytes())
+        for p in [*before.values(), *planted]
+        if processes.is_alive(p)
+    ]
     for p in planted:  # reap the test's own children so they do not linger as zombies
         processes.wait_gone([p], 1.0)
     assert alive == []
