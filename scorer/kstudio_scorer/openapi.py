@@ -210,9 +210,13 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
             "200": {"description": "inference response"},
             **_errors(400, 401, 404, 413, 422, 429, 503),
         }
-        for param in op.get("parameters", []):
-            if param.get("name") == "name":
-                param["schema"] = {"type": "string", "enum": [settings.model_name]}
+    for path, item in paths.items():
+        for op in item.values():
+            for param in op.get("parameters", []):
+                if param.get("name") == "name":
+                    param["schema"] = {"type": "string", "enum": [settings.model_name]}
+                elif param.get("name") == "version" and loaded is not None:
+                    param["schema"] = {"type": "string", "enum": [loaded.digest]}
     if settings.auth_enabled:
         comps["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
         for path in PROTECTED:
