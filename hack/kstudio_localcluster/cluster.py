@@ -299,7 +299,7 @@ def _component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, r
         ]  # fmt: skip
     if name == "forward":
         return [
-            sys.executable, "-m", "kstudio_localcluster.forward", "--netns", layout.netns,
+            _python(repo), "-m", "kstudio_localcluster.forward", "--netns", layout.netns,
             f"127.0.0.1:{layout.api_host_port}=127.0.0.1:{API_PORT}",
             f"127.0.0.1:{layout.minio_host_port}={NODE_IP}:{MINIO_PORT}",
         ]  # fmt: skip
@@ -311,6 +311,12 @@ def _component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, r
             str(layout.node_agent_json),
         ]
     raise ValueError(name)
+
+
+def _python(repo: Path) -> str:
+    """The checkout's interpreter (stable across CLI and pytest, so flags compare equal on reuse)."""
+    venv = repo / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -426,11 +432,11 @@ def _control_plane_healthy(layout: ClusterLayout, state: dict[str, Any], repo: P
         return f"it was started from other binaries ({state.get('binDir')})"
     if not netns.exists(layout.netns):
         return f"network namespace {layout.netns} is gone"
+    pki = Pki(layout.pki)
     for name in COMPONENTS[:-1]:
         rec = processes.read_record(layout.run, name)
         if rec is None or not processes.record_alive(rec):
             return f"{name} is not running"
-    pki = Pki(layout.pki)
     try:
         if not _api_ready(layout, pki):
             return "the API server is not ready"
@@ -438,6 +444,17 @@ def _control_plane_healthy(layout: ClusterLayout, state: dict[str, Any], repo: P
             return "MinIO is not ready"
     except (OSError, ssl.SSLError) as exc:
         return f"health check failed: {exc}"
+    return ""
+
+
+def _flags_outdated(layout: ClusterLayout, repo: Path, bin_dir: Path) -> str:
+    """'' if every component runs with the flags this checkout's harness gives it, else which does not."""
+    pki = Pki(layout.pki)
+    for name in COMPONENTS[:-1]:
+        rec = processes.read_record(layout.run, name)
+        expected = _component_argv(name, bin_dir, layout, pki, repo)
+        if rec is None or list(rec.argv[-len(expected) :]) != expected:
+            return f"{name} runs with other flags than this checkout's harness gives it"
     return ""
 
 
@@ -621,6 +638,11 @@ def ensure_up(
         reason = _control_plane_healthy(layout, state, repo, bin_dir) if state else "no cluster state"
         if not reason and bool(state.get("agent")) != want_agent:
             reason = "it was started with a different node agent setting"
+        if not reason and (outdated := _flags_outdated(layout, repo, bin_dir)):
+            if _live_users(layout):  # never pull a working cluster from under running test sessions
+                log(f"warning: {outdated}; reusing it anyway while other sessions use it")
+            else:
+                reason = outdated
         if not reason:
             log(f"reusing the running cluster (started {state.get('startedAt')} by {state.get('startedBy')})")
             if started_by == "cli" and state.get("startedBy") != "cli":

@@ -8,6 +8,7 @@ The teardown test runs a real pod through the node agent, and also plants what a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -191,3 +192,20 @@ def test_up_refuses_a_host_port_taken_by_someone_else(layout: ClusterLayout, go_
         ):
             cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
     assert not netns.exists(layout.netns)  # refused before creating anything
+
+
+def test_up_restarts_a_cluster_whose_flags_differ_from_this_checkout(
+    layout: ClusterLayout, go_binaries: Path
+) -> None:
+    cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+    old = _pids(layout)
+    # As if an older harness had started kube-proxy without --bind-address.
+    pidfile = processes.pidfile(layout.run, "kube-proxy")
+    raw = json.loads(pidfile.read_text())
+    raw["argv"] = [a for a in raw["argv"] if not a.startswith("--bind-address")]
+    pidfile.write_text(json.dumps(raw))
+    messages: list[str] = []
+    info = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=messages.append)
+    assert not info.reused
+    assert any("kube-proxy runs with other flags" in m for m in messages), messages
+    assert not set(_pids(layout).values()) & set(old.values())
