@@ -43,6 +43,7 @@ class NodeAgent:
         )
         self.node = NodeRegistration(client, cfg)
         self.workers: dict[str, PodWorker] = {}
+        self.finished: dict[str, float] = {}  # uid -> when its worker ended (late watch events are ignored)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.log_server: LogServer | None = None
@@ -94,11 +95,17 @@ class NodeAgent:
     def _worker_done(self, uid: str) -> None:
         with self.lock:
             self.workers.pop(uid, None)
+            now = time.monotonic()
+            self.finished[uid] = now
+            for old in [u for u, t in self.finished.items() if now - t > 600]:
+                del self.finished[old]
 
     def _observe(self, etype: str, pod: JSON) -> None:
         uid = pod["metadata"]["uid"]
         with self.lock:
             worker = self.workers.get(uid)
+            if worker is None and uid in self.finished:
+                return
         if etype == "DELETED":
             if worker is not None:
                 worker.api_deleted()

@@ -334,6 +334,12 @@ class ContainerRunner:
         pre_stop = (self.spec.get("lifecycle") or {}).get("preStop")
         if pre_stop and grace > 0:
             self._run_hook(pre_stop, max(0.1, deadline - time.monotonic()))
+        log.info(
+            "%s/%s: SIGTERM (grace %.0fs left)",
+            pod["metadata"]["name"],
+            self.name,
+            deadline - time.monotonic(),
+        )
         proc.send(signal.SIGTERM)
         while time.monotonic() < deadline and proc.proc is not None and proc.proc.poll() is None:
             time.sleep(0.05)

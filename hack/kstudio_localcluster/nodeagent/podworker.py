@@ -260,6 +260,7 @@ class PodWorker:
     def _terminate(self) -> None:
         """Graceful stop of every running container in parallel (preStop, SIGTERM, grace, SIGKILL)."""
         grace = 0.0 if self.api_gone else grace_seconds(self.pod)
+        log.info("%s: stopping (grace %.0fs)", self.key, grace)
         threads = [
             threading.Thread(
                 target=r.stop, args=(self.pod, grace, f"Stopping container {r.name}"), daemon=True
