@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kstudio_localcluster import kubeconfig, netns, processes
+from kstudio_localcluster import forward, kubeconfig, netns, processes
 from kstudio_localcluster.certs import Pki, ensure_pki
 from kstudio_localcluster.layout import (
     API_PORT,
@@ -300,6 +300,7 @@ def _component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, r
     if name == "forward":
         return [
             _python(repo), "-m", "kstudio_localcluster.forward", "--netns", layout.netns,
+            f"--code-hash={hashlib.sha256(Path(forward.__file__).read_bytes()).hexdigest()[:12]}",
             f"127.0.0.1:{layout.api_host_port}=127.0.0.1:{API_PORT}",
             f"127.0.0.1:{layout.minio_host_port}={NODE_IP}:{MINIO_PORT}",
         ]  # fmt: skip

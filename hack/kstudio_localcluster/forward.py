@@ -36,9 +36,18 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
 
 
+# asyncio keeps only weak references to the per-connection tasks start_server creates: an idle
+# connection (a quiet watch stream) would be garbage-collected mid-flight. Hold them here.
+_LIVE: set[asyncio.Task[None]] = set()
+
+
 async def _handle(
     netns: str, target: tuple[str, int], c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
 ) -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        _LIVE.add(task)
+        task.add_done_callback(_LIVE.discard)
     loop = asyncio.get_running_loop()
     try:
         sock = socket_in_netns(netns)
@@ -81,6 +90,7 @@ async def serve(netns: str, mappings: Sequence[tuple[tuple[str, int], tuple[str,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kstudio_localcluster.forward")
     parser.add_argument("--netns", required=True)
+    parser.add_argument("--code-hash", default="", help="ignored; lets `up` notice this file changed")
     parser.add_argument("mapping", nargs="+", help="LISTEN_HOST:PORT=TARGET_HOST:PORT")
     args = parser.parse_args(argv)
     mappings = []
