@@ -136,7 +136,7 @@ def resource_ref(pod: JSON, ref: JSON, default_container: str, facts: PodFacts) 
     return str(ceil_div(value, divisor))
 
 
-def _source(lookup: Lookup, kind: str, namespace: str, name: str, optional: bool) -> Mapping[str, str] | None:
+def _source(lookup: Lookup, kind: str, name: str, optional: bool) -> Mapping[str, str] | None:
     data = lookup(kind, name)
     if data is None and not optional:
         raise EnvError(f'{kind} "{name}" not found')
@@ -165,7 +165,7 @@ def resolve_env(
             ref, kind = src["secretRef"], "secret"
         else:
             continue
-        data = _source(lookup, kind, namespace, ref["name"], bool(ref.get("optional")))
+        data = _source(lookup, kind, ref["name"], bool(ref.get("optional")))
         for key, value in (data or {}).items():
             kube_env[prefix + key] = value
     for item in container.get("env") or []:
@@ -182,14 +182,14 @@ def resolve_env(
             kind = "secret" if "secretKeyRef" in vf else "configmap"
             ref = vf["secretKeyRef"] if kind == "secret" else vf["configMapKeyRef"]
             optional = bool(ref.get("optional"))
-            data = _source(lookup, kind, namespace, ref["name"], optional)
+            data = _source(lookup, kind, ref["name"], optional)
             if data is None:
                 continue
             if ref["key"] not in data:
                 if optional:
                     continue
                 raise EnvError(
-                    f"couldn't find key {ref['key']} in {kind.capitalize()} {namespace}/{ref['name']}"
+                    f"couldn't find key {ref['key']} in {'Secret' if kind == 'secret' else 'ConfigMap'} {namespace}/{ref['name']}"
                 )
             kube_env[name] = data[ref["key"]]
     env.update(kube_env)
