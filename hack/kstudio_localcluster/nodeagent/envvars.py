@@ -188,9 +188,8 @@ def resolve_env(
             if ref["key"] not in data:
                 if optional:
                     continue
-                raise EnvError(
-                    f"couldn't find key {ref['key']} in {'Secret' if kind == 'secret' else 'ConfigMap'} {namespace}/{ref['name']}"
-                )
+                what = "Secret" if kind == "secret" else "ConfigMap"
+                raise EnvError(f"couldn't find key {ref['key']} in {what} {namespace}/{ref['name']}")
             kube_env[name] = data[ref["key"]]
     env.update(kube_env)
     return env
