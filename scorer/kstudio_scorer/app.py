@@ -406,7 +406,8 @@ def create_app(
     app = FastAPI(
         title=f"kstudio scorer: {settings.model_name}",
         version="0.1.0",
-        description="Scores rows with one trained model (.ilearner). Request schemas follow the model's input schema.",
+        description="Scores rows with one trained model (.ilearner). "
+        "Request schemas follow the model's input schema.",
         lifespan=lifespan,
     )
     app.state.kstudio = state

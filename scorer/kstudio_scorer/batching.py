@@ -45,6 +45,7 @@ class MicroBatcher:
         self._max_wait_s = max_wait_s
         self._queue: deque[_Pending] = deque()
         self._busy = False
+        self._drainer: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kstudio-predict")
         self.stats = BatcherStats()
 
@@ -54,7 +55,7 @@ class MicroBatcher:
         self._queue.append(_Pending(columns, fut))
         if not self._busy:
             self._busy = True
-            loop.create_task(self._drain())
+            self._drainer = loop.create_task(self._drain())
         return await fut
 
     def _take_batch(self) -> list[_Pending]:

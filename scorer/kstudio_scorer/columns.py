@@ -267,7 +267,8 @@ def _columns_from_matrix(tensor: Mapping[str, Any], schema: Sequence[Column], ma
         shape = [shape[0], 1]
     if len(shape) != 2 or shape[1] != ncols:
         raise MalformedRequestError(
-            f"{where}: a single input must have shape [N, {ncols}] (columns {', '.join(c.name for c in schema)}),"
+            f"{where}: a single input must have shape [N, {ncols}] "
+            f"(columns {', '.join(c.name for c in schema)}),"
             f" got {shape}"
         )
     n_rows = shape[0]

@@ -81,7 +81,8 @@ class LimitsMiddleware:
                         send,
                         413,
                         {
-                            "error": f"request body of {declared} bytes is larger than the limit of {limit} bytes",
+                            "error": f"request body of {declared} bytes is larger than the limit of "
+                            f"{limit} bytes",
                             "code": "body_too_large",
                         },
                         [],

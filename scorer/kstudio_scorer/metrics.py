@@ -56,7 +56,7 @@ class ScorerMetrics:
 
 
 class MetricsMiddleware:
-    """Counts every response (including 413/429 from the limits layer and unhandled 500s) by route template."""
+    """Counts every response by route template (including 413/429 from the limits layer and 500s)."""
 
     def __init__(self, app: ASGIApp, metrics: ScorerMetrics) -> None:
         self.app = app

@@ -122,7 +122,8 @@ def _infer_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any]:
         names = [c.name for c in model.schema]
         datatypes = sorted({d for c in model.schema for d in _V2_TYPES[c.type]})
         description = (
-            f"one tensor per column ({', '.join(names)}; shape [N] or [N, 1]) or a single 2-D tensor of shape "
+            f"one tensor per column ({', '.join(names)}; shape [N] or [N, 1]) "
+            "or a single 2-D tensor of shape "
             f"[N, {len(names)}] with the columns in that order"
         )
         outputs = list(output_names(model.task))
@@ -210,7 +211,7 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
             "200": {"description": "inference response"},
             **_errors(400, 401, 404, 413, 422, 429, 503),
         }
-    for path, item in paths.items():
+    for item in paths.values():
         for op in item.values():
             for param in op.get("parameters", []):
                 if param.get("name") == "name":

@@ -8,6 +8,7 @@ as JSON-lines objects `<prefix>/YYYY/MM/DD/HH/<time>-<random>.jsonl`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import secrets
@@ -132,8 +133,6 @@ class SampleLogger:
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop the thread."""
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
         self._thread.join(timeout)

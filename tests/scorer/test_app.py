@@ -1,4 +1,4 @@
-"""The scoring app under FastAPI's TestClient: every route, every error class, projection, metrics, OpenAPI."""
+"""The scoring app under FastAPI's TestClient: every route and error class, projection, metrics, OpenAPI."""
 
 from __future__ import annotations
 

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
 KEY = "schemathesis-key-0123456789"
@@ -49,17 +49,22 @@ def test_no_server_errors(fuzzed_scorer: ScorerProcess) -> None:
     assert len(operations) >= 12
     plan = [(op, GenerationMode.POSITIVE) for op in operations]
     plan += [(op, GenerationMode.NEGATIVE) for op in operations if op.method.upper() == "POST"]
-    for operation, mode in plan:
+
+    def make_check(operation: schemathesis.APIOperation, mode: GenerationMode) -> Callable[[], None]:
+        label = operation.label
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def check(case: schemathesis.Case) -> None:
             response = case.call(base_url=fuzzed_scorer.url, headers={"Authorization": f"Bearer {KEY}"})
-            statuses[(operation.label, response.status_code)] += 1
+            statuses[(label, response.status_code)] += 1
             if response.status_code >= 500:
-                server_errors.append(f"{operation.label} {response.status_code} {response.text[:300]}")
+                server_errors.append(f"{label} {response.status_code} {response.text[:300]}")
 
-        check()
+        return check  # type: ignore[no-any-return]
+
+    for operation, mode in plan:
+        make_check(operation, mode)()
     print("\nschemathesis:", sum(statuses.values()), "requests;", dict(sorted(statuses.items())))
     assert not server_errors, server_errors[:5]
     # the generator reached the scoring code, not only the error paths

@@ -228,7 +228,8 @@ def test_very_large_body_is_refused_with_413_and_memory_stays_flat(limited_score
     assert head.startswith(b"HTTP/1.1 413"), head[:200]
     after = sp.peak_rss_mib()
     print(
-        f"\nlarge body: sent {sent / 2**20:.0f} MiB before the server closed; peak RSS {before:.0f} -> {after:.0f} MiB"
+        f"\nlarge body: sent {sent / 2**20:.0f} MiB before the server closed; "
+        f"peak RSS {before:.0f} -> {after:.0f} MiB"
     )
     assert sent < 200 * 1024 * 1024, "the server kept reading a body far over its limit"
     assert after - before < 32, f"peak RSS grew by {after - before:.0f} MiB"
