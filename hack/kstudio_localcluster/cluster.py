@@ -481,7 +481,12 @@ def _start_clean(
     _TIMELINE.clear()
     for port in {layout.api_host_port, layout.minio_host_port}:
         if _port_in_use(port):
-            raise ClusterError(f"127.0.0.1:{port} is already in use by another process (see `ss -ltnp`)")
+            owners = ", ".join(
+                f"pid {p} ({' '.join(processes.cmdline(p))[:80]})" for p in processes.listener_pids(port)
+            )
+            raise ClusterError(
+                f"127.0.0.1:{port} is already in use by another process: {owners or 'unknown'}"
+            )
     for d in (layout.root, layout.run, layout.logs, layout.etcd_data, layout.minio_data):
         d.mkdir(parents=True, exist_ok=True)
     pki = ensure_pki(layout.pki)
@@ -736,6 +741,18 @@ def _pod_netns(layout: ClusterLayout) -> list[str]:
     return [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix) and n != layout.netns]
 
 
+def _orphan_forwards(layout: ClusterLayout) -> list[int]:
+    """Host forwards of this instance whose pidfile is gone: found by the ports they hold."""
+    found = []
+    for port in {layout.api_host_port, layout.minio_host_port}:
+        for pid in processes.listener_pids(port):
+            argv = processes.cmdline(pid)
+            ours = "kstudio_localcluster.forward" in argv and "--netns" in argv
+            if ours and argv[argv.index("--netns") + 1 :][:1] == [layout.netns]:
+                found.append(pid)
+    return found
+
+
 def _leftovers(layout: ClusterLayout) -> list[str]:
     """Human-readable list of what a previous cluster left on this machine."""
     found = [
@@ -743,6 +760,7 @@ def _leftovers(layout: ClusterLayout) -> list[str]:
         for r in processes.all_records(layout.run)
         if processes.record_alive(r)
     ]
+    found += [f"orphan forward (pid {p})" for p in _orphan_forwards(layout)]
     if netns.exists(layout.netns):
         found.append(f"netns {layout.netns}")
     found += [f"netns {n}" for n in _pod_netns(layout)]
@@ -763,6 +781,7 @@ def _teardown_locked(layout: ClusterLayout, log: Log) -> None:
             processes.stop(rec, grace=STOP_GRACE.get(name, 5.0))
     for rec in records.values():
         processes.stop(rec, grace=5.0)
+    processes.kill_pids(_orphan_forwards(layout), grace=5.0)
     # Whatever else still lives in our namespaces or cgroups (pods of a crashed agent, stray children).
     pod_ns = _pod_netns(layout)
     ns_inodes |= {i for i in (netns.inode(n) for n in [layout.netns, *pod_ns]) if i is not None}

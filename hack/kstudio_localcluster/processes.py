@@ -173,3 +173,33 @@ def kill_pids(pids: Sequence[int], *, grace: float) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
         wait_gone(targets, 5.0)
+
+
+def listener_pids(port: int) -> list[int]:
+    """PIDs holding a listening TCP socket on `port` (any address) in this network namespace."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                    inodes.add(f[9])
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        pids.append(int(proc.name))
+                        break
+    return pids
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []

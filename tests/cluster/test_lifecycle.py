@@ -209,3 +209,18 @@ def test_up_restarts_a_cluster_whose_flags_differ_from_this_checkout(
     assert not info.reused
     assert any("kube-proxy runs with other flags" in m for m in messages), messages
     assert not set(_pids(layout).values()) & set(old.values())
+
+
+def test_up_recovers_when_a_crashed_session_lost_its_pidfiles(
+    layout: ClusterLayout, go_binaries: Path
+) -> None:
+    cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+    old = _pids(layout)
+    for name in old:  # every pidfile gone; processes, netns and the host ports still held
+        processes.pidfile(layout.run, name).unlink()
+    messages: list[str] = []
+    info = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=messages.append)
+    assert not info.reused
+    assert any("orphan forward" in m and f"netns {NAME}" in m for m in messages), messages
+    assert not any(processes.is_alive(p) for p in old.values())
+    assert _port_open(layout.api_host_port)
