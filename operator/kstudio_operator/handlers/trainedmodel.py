@@ -78,11 +78,10 @@ def verify_artifact(ctx: Context, spec: TrainedModelSpec, now: datetime) -> Veri
     )
 
 
-def _in_use_condition(conditions: list[Any], users: list[str], generation: int) -> list[Any]:
+def _in_use_condition(conditions: list[Any], users: list[str], generation: int, deleting: bool) -> list[Any]:
     if users:
-        return set_condition(
-            conditions, "InUse", "True", "Referenced", "used by " + ", ".join(users), generation
-        )
+        reason = "DeletionBlocked" if deleting else "Referenced"
+        return set_condition(conditions, "InUse", "True", reason, "used by " + ", ".join(users), generation)
     return set_condition(
         conditions, "InUse", "False", "NotReferenced", "no WebService or Endpoint uses it", generation
     )
@@ -157,7 +156,10 @@ def reconcile_trained_model(
 
     users = _users(ctx, namespace, name)
     desired = desired.model_copy(
-        update={"used_by": users, "conditions": _in_use_condition(desired.conditions, users, generation)}
+        update={
+            "used_by": users,
+            "conditions": _in_use_condition(desired.conditions, users, generation, False),
+        }
     )
     write_status(patch, current, desired.to_wire())
 
@@ -182,13 +184,17 @@ def delete_trained_model(
     if users:
         message = f"deletion is blocked: in use by {', '.join(users)}"
         before = get_condition(previous.conditions, "InUse")
-        conditions = _in_use_condition(previous.conditions, users, generation)
+        conditions = _in_use_condition(previous.conditions, users, generation, True)
         write_status(
             patch,
             {"usedBy": dict(status).get("usedBy"), "conditions": dict(status).get("conditions")},
             {"usedBy": users, "conditions": [cond.to_wire() for cond in conditions]},
         )
-        if before is None or before.status != "True" or before.message != "used by " + ", ".join(users):
+        if (
+            before is None
+            or before.reason != "DeletionBlocked"
+            or before.message != "used by " + ", ".join(users)
+        ):
             ctx.kube.event(body, "Warning", reason="DeletionBlocked", message=message)
         raise kopf.TemporaryError(message, delay=5)
     try:

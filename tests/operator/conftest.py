@@ -1,0 +1,108 @@
+"""Fixtures of the operator tier: CRDs on the local cluster, example data in its MinIO, a namespace with the
+storage Secret, and the operator running as a real process watching that namespace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_support import KSTUDIO, REPO, Kubectl, OperatorProcess, operator_env
+
+KSTUDIO_KINDS = (
+    "experiments.kstudio.io",
+    "trainedmodels.kstudio.io",
+    "webservices.kstudio.io",
+    "endpoints.kstudio.io",
+)
+
+
+@pytest.fixture(scope="session")
+def kstudio_crds(local_cluster: Any) -> None:
+    """The generated CRDs, applied server-side (what `kubectl apply -f crds/` does for a user)."""
+    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    local_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k}" for k in KSTUDIO_KINDS]
+    )
+
+
+@pytest.fixture(scope="session")
+def example_data(local_cluster: Any) -> Any:
+    """penguins.csv and diabetes.csv in the cluster's MinIO (via `kstudio upload-examples`)."""
+    env = {**os.environ, **local_cluster.storage_settings().to_env()}
+    subprocess.run([str(KSTUDIO), "upload-examples"], env=env, check=True, capture_output=True, timeout=120)
+    from kstudio_scorer.storage import ObjectStore
+
+    store = ObjectStore(local_cluster.storage_settings())
+    store.ensure_bucket("models")
+    return store
+
+
+@pytest.fixture
+def namespace(kube_namespace: str, local_cluster: Any, kstudio_crds: None, example_data: Any) -> str:
+    """A restricted namespace with the Secret that training Jobs mount (keys never leave Secrets)."""
+    minio = local_cluster.minio
+    local_cluster.kubectl(
+        "-n",
+        kube_namespace,
+        "create",
+        "secret",
+        "generic",
+        "kstudio-s3",
+        f"--from-literal=accessKey={minio.access_key}",
+        f"--from-literal=secretKey={minio.secret_key}",
+    )
+    return kube_namespace
+
+
+@pytest.fixture
+def kube(local_cluster: Any, namespace: str) -> Kubectl:
+    return Kubectl(local_cluster, namespace)
+
+
+@pytest.fixture
+def operator(
+    local_cluster: Any, namespace: str, kube: Kubectl, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(operator_env(local_cluster), namespace, tmp_path / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        # Delete our objects while an operator still runs, so their finalizers are honoured and the
+        # namespace can go; whatever is left (e.g. a test that blocked deletion) is released by hand.
+        if not proc.running:
+            proc.start()
+        for kind in ("webservices", "endpoints", "experiments", "trainedmodels"):
+            kube.run("delete", kind, "--all", "--wait=false", check=False)
+        for kind in ("experiments", "trainedmodels"):
+            kube.run("wait", "--for=delete", kind, "--all", "--timeout=30s", check=False)
+        proc.stop()
+        for kind in ("experiments", "trainedmodels", "webservices", "endpoints"):
+            for obj in kube.items(kind):
+                kube.run(
+                    "patch",
+                    kind,
+                    obj["metadata"]["name"],
+                    "--type=merge",
+                    "-p",
+                    '{"metadata":{"finalizers":null}}',
+                    check=False,
+                )
+        report = request.node.stash.get(_FAILED, False)
+        if report:
+            print(f"--- operator log ({proc.log_path}) ---\n{proc.log_tail(120)}")
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_FAILED] = True
+    return report

@@ -1,0 +1,98 @@
+"""The generated CRDs on a real API server: installed with their names and category, and bad objects
+refused at admission with a message that names the problem (no operator needed for any of this)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from operator_support import Kubectl, experiment_manifest
+
+pytestmark = pytest.mark.cluster
+
+DIGEST = "ab" * 32
+
+
+def trained_model(name: str, sha256: str = DIGEST, **extra: Any) -> str:
+    spec = {"artifact": {"uri": f"s3://models/imports/{name}.ilearner", "sha256": sha256}, **extra}
+    return json.dumps(
+        {
+            "apiVersion": "kstudio.io/v1alpha1",
+            "kind": "TrainedModel",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def test_crds_install_with_short_names_and_the_kstudio_category(
+    local_cluster: Any, kstudio_crds: None
+) -> None:
+    out = local_cluster.kubectl("api-resources", "--api-group=kstudio.io", "-o", "wide").stdout
+    for plural, short in (
+        ("experiments", "kexp"),
+        ("trainedmodels", "ktm"),
+        ("webservices", "kws"),
+        ("endpoints", "kep"),
+    ):
+        line = next(line for line in out.splitlines() if line.startswith(plural))
+        assert short in line.split() and "kstudio" in line, line
+
+
+def test_wrong_type_is_refused_naming_the_field(kube: Kubectl) -> None:
+    manifest = json.loads(experiment_manifest("typo"))
+    manifest["spec"]["historyLimit"] = "ten"
+    proc = kube.apply(json.dumps(manifest))
+    assert proc.returncode != 0
+    assert "spec.historyLimit" in proc.stderr and "integer" in proc.stderr, proc.stderr
+
+
+def test_bad_digest_pattern_is_refused(kube: Kubectl) -> None:
+    proc = kube.apply(trained_model("short-digest", sha256="abc123"))
+    assert proc.returncode != 0
+    assert "spec.artifact.sha256" in proc.stderr and "at least 64 chars" in proc.stderr, proc.stderr
+    proc = kube.apply(trained_model("upper-digest", sha256="AB" * 32))
+    assert proc.returncode != 0
+    assert "spec.artifact.sha256" in proc.stderr and "^[0-9a-f]{64}$" in proc.stderr, proc.stderr
+
+
+def test_trainedmodel_spec_cannot_change(kube: Kubectl) -> None:
+    assert kube.apply(trained_model("pinned")).returncode == 0
+    proc = kube.run(
+        "patch",
+        "trainedmodel",
+        "pinned",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"artifact": {"sha256": "cd" * 32}}}),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "TrainedModel spec is immutable" in proc.stderr, proc.stderr
+    assert kube.get("trainedmodel", "pinned")["spec"]["artifact"]["sha256"] == DIGEST  # type: ignore[index]
+    kube.run("delete", "trainedmodel", "pinned", "--wait=false")
+
+
+def test_webservice_model_and_model_from_are_exclusive(kube: Kubectl) -> None:
+    manifest = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "WebService",
+        "metadata": {"name": "both"},
+        "spec": {"model": "penguins-1", "modelFrom": {"experiment": "penguins"}},
+    }
+    proc = kube.apply(json.dumps(manifest))
+    assert proc.returncode != 0
+    assert "spec.model and spec.modelFrom are mutually exclusive" in proc.stderr, proc.stderr
+
+
+def test_algorithm_must_fit_the_task(kube: Kubectl) -> None:
+    proc = kube.apply(experiment_manifest("mismatch", algorithm={"name": "Ridge"}))
+    assert proc.returncode != 0
+    assert "does not match spec.task" in proc.stderr, proc.stderr
+
+
+def test_unknown_algorithm_is_refused_listing_the_allowed_ones(kube: Kubectl) -> None:
+    proc = kube.apply(experiment_manifest("evil", algorithm={"name": "os.system"}))
+    assert proc.returncode != 0
+    assert "spec.algorithm.name" in proc.stderr and "RandomForestClassifier" in proc.stderr, proc.stderr

@@ -1,0 +1,134 @@
+"""Experiments on the local cluster: runs as Jobs on the node, TrainedModels verified, run history,
+failures that say why and do not retry."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_support import Kubectl, OperatorProcess, condition, experiment_manifest, wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+def runs(kube: Kubectl, name: str = "penguins") -> list[dict[str, Any]]:
+    return list(kube.status("experiment", name).get("runs") or [])
+
+
+def run_done(kube: Kubectl, number: int, name: str = "penguins") -> dict[str, Any] | None:
+    for run in runs(kube, name):
+        if (
+            run["run"] == number
+            and run["phase"] in ("Succeeded", "Failed")
+            and (run["phase"] == "Failed" or run.get("trainedModel"))
+        ):
+            return run
+    return None
+
+
+def test_penguins_trains_a_ready_model_then_reruns_on_spec_change_and_annotation(
+    kube: Kubectl, operator: OperatorProcess, example_data: Any, local_cluster: Any, tmp_path: Path
+) -> None:
+    assert kube.apply(experiment_manifest()).returncode == 0
+    wait_until("TrainedModel penguins-1", lambda: kube.get("trainedmodel", "penguins-1"), timeout=240)
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=120s")
+    kube.run("wait", "--for=condition=Ready", "experiment/penguins", "--timeout=60s")
+
+    model = kube.get("trainedmodel", "penguins-1")
+    assert model is not None
+    status = model["status"]
+    assert status["phase"] == "Ready"
+    assert status["metrics"]["accuracy"] > 0.8
+    assert sorted(status["classes"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert [c["name"] for c in status["inputSchema"]][:2] == ["bill_length_mm", "bill_depth_mm"]
+    # The recorded digest is the digest of the object in MinIO.
+    digest = model["spec"]["artifact"]["sha256"]
+    assert example_data.download(model["spec"]["artifact"]["uri"], tmp_path / "penguins-1.ilearner") == digest
+    assert model["spec"]["source"] == {"experiment": "penguins", "run": 1, "generation": 1}
+
+    # The training pod ran on our node, as the restricted non-root user.
+    pods = kube.items("pods", "kstudio.io/experiment=penguins,kstudio.io/run=1")
+    assert len(pods) == 1
+    assert pods[0]["spec"]["nodeName"] == "kst-node" and pods[0]["status"]["phase"] == "Succeeded"
+
+    table = local_cluster.kubectl("-n", kube.namespace, "get", "kstudio").stdout
+    assert "experiment.kstudio.io/penguins" in table and "trainedmodel.kstudio.io/penguins-1" in table
+    header = table.splitlines()[0].split()
+    assert header[:5] == ["NAME", "PHASE", "RUN", "MODEL", "METRIC"], table
+    assert "accuracy=" in table and "Ready" in table and "Succeeded" in table
+
+    # A spec change is a new generation: run 2.
+    patch = {"spec": {"algorithm": {"params": {"n_estimators": 10, "random_state": 0}}}}
+    kube.run("patch", "experiment", "penguins", "--type=merge", "-p", json.dumps(patch))
+    second = wait_until("run 2", lambda: run_done(kube, 2), timeout=240)
+    assert (second["phase"], second["generation"], second["triggers"]) == ("Succeeded", 2, ["spec"])
+
+    # The "Run" button: run 3 on the same generation.
+    kube.run("annotate", "experiment", "penguins", "kstudio.io/run=click-1")
+    third = wait_until("run 3", lambda: run_done(kube, 3), timeout=240)
+    assert (third["phase"], third["generation"], third["triggers"], third["token"]) == (
+        "Succeeded",
+        2,
+        ["annotation"],
+        "click-1",
+    )
+
+    history = [(r["run"], r["generation"], r["trainedModel"]) for r in runs(kube)]
+    assert history == [(1, 1, "penguins-1"), (2, 2, "penguins-2"), (3, 2, "penguins-3")]
+    assert kube.status("experiment", "penguins")["latestTrainedModel"] == "penguins-3"
+    for name in ("penguins-2", "penguins-3"):
+        kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
+    reasons = [e["reason"] for e in kube.events("penguins")]
+    assert reasons.count("RunStarted") == 3 and reasons.count("RunSucceeded") == 3, reasons
+
+    # The same token again starts nothing.
+    time.sleep(4)
+    assert len(runs(kube)) == 3
+    assert len(kube.items("jobs", "kstudio.io/experiment=penguins")) == 3
+
+
+def test_bad_dataset_column_fails_the_run_naming_the_column_without_retries(
+    kube: Kubectl, operator: OperatorProcess
+) -> None:
+    features = ["bill_length_mm", "flipper_len", "island"]
+    assert kube.apply(experiment_manifest("badcol", features=features, backoffLimit=3)).returncode == 0
+    run = wait_until("run 1 of badcol to fail", lambda: run_done(kube, 1, "badcol"), timeout=240)
+    assert run["phase"] == "Failed"
+    assert run["reason"] == "InvalidData", run
+    assert "flipper_len" in run["message"], run
+    ready = condition(kube.status("experiment", "badcol"), "Ready")
+    assert ready is not None and ready["status"] == "False" and "flipper_len" in ready["message"]
+    assert any(e["reason"] == "RunFailed" and "flipper_len" in e["message"] for e in kube.events("badcol"))
+    # Exit 2 fails the Job at once (podFailurePolicy): one pod, no retry storm, no new run.
+    time.sleep(4)
+    pods = kube.items("pods", "kstudio.io/experiment=badcol")
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    assert [r["run"] for r in runs(kube, "badcol")] == [1]
+
+
+def test_a_run_killed_for_memory_fails_with_the_reason(kube: Kubectl, operator: OperatorProcess) -> None:
+    manifest = experiment_manifest("tiny", resources={"cpu": "500m", "memory": "48Mi"}, backoffLimit=3)
+    assert kube.apply(manifest).returncode == 0
+    run = wait_until("run 1 of tiny to fail", lambda: run_done(kube, 1, "tiny"), timeout=240)
+    assert run["phase"] == "Failed"
+    assert run["reason"] == "OOMKilled", run
+    assert "48Mi" in run["message"] and "spec.resources.memory" in run["message"], run
+    time.sleep(3)
+    assert len(kube.items("pods", "kstudio.io/experiment=tiny")) == 1
+
+
+def test_an_invalid_spec_is_reported_and_starts_nothing(kube: Kubectl, operator: OperatorProcess) -> None:
+    # Passes the CRD schema (params are free-form) but the trainer's checks refuse it before any Job.
+    manifest = experiment_manifest(
+        "typo", algorithm={"name": "RandomForestClassifier", "params": {"n_estimatorz": 5}}
+    )
+    assert kube.apply(manifest).returncode == 0
+    status = wait_until(
+        "typo to be Invalid", lambda: (s := kube.status("experiment", "typo")).get("phase") == "Invalid" and s
+    )
+    valid = condition(status, "SpecValid")
+    assert valid is not None and valid["status"] == "False" and "n_estimatorz" in valid["message"]
+    assert kube.items("jobs", "kstudio.io/experiment=typo") == []

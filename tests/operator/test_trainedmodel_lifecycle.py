@@ -1,0 +1,163 @@
+"""TrainedModels: imports verified by digest, tampered ones refused, deletion blocked while in use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from operator_support import Kubectl, OperatorProcess, condition, experiment_manifest, wait_until
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from test_experiment_runs import run_done
+
+from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, write_ilearner
+
+pytestmark = pytest.mark.cluster
+
+
+def build_ilearner(path: Path) -> tuple[str, int]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    manifest = IlearnerManifest(
+        task="classification",
+        label="y",
+        inputSchema=[ColumnSpec(name="x1", type="number"), ColumnSpec(name="x2", type="number")],
+        classes=[0, 1],
+        metrics={"accuracy": 0.95},
+    )
+    digest = write_ilearner(path, pipeline, manifest)
+    return digest.sha256, digest.size_bytes
+
+
+def trained_model(name: str, uri: str, sha256: str, **extra: Any) -> str:
+    spec = {"artifact": {"uri": uri, "sha256": sha256}, **extra}
+    return json.dumps(
+        {
+            "apiVersion": "kstudio.io/v1alpha1",
+            "kind": "TrainedModel",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def phase(kube: Kubectl, name: str, wanted: str) -> dict[str, Any] | None:
+    status = kube.status("trainedmodel", name)
+    return status if status.get("phase") == wanted else None
+
+
+@pytest.fixture
+def imported(tmp_path: Path, example_data: Any, namespace: str) -> tuple[str, str, int]:
+    """A real .ilearner uploaded to the cluster's MinIO: (uri, sha256, size)."""
+    path = tmp_path / "good.ilearner"
+    sha, size = build_ilearner(path)
+    uri = f"s3://models/{namespace}/imports/good.ilearner"
+    example_data.upload(path, uri)
+    return uri, sha, size
+
+
+def test_imported_model_is_verified_and_tampered_or_missing_ones_are_invalid(
+    kube: Kubectl,
+    operator: OperatorProcess,
+    imported: tuple[str, str, int],
+    example_data: Any,
+    tmp_path: Path,
+) -> None:
+    uri, sha, size = imported
+    assert kube.apply(trained_model("good", uri, sha)).returncode == 0
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/good", "--timeout=60s")
+    status = kube.status("trainedmodel", "good")
+    assert (status["phase"], status["task"], status["sizeBytes"]) == ("Ready", "classification", size)
+    assert status["inputSchema"] == [{"name": "x1", "type": "number"}, {"name": "x2", "type": "number"}]
+    assert status["metrics"] == {"accuracy": 0.95} and status["classes"] == [0, 1]
+
+    # Same recorded digest, but the bytes in storage were changed.
+    data = bytearray((tmp_path / "good.ilearner").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered_uri = uri.replace("good.ilearner", "tampered.ilearner")
+    example_data.put_bytes(bytes(data), tampered_uri)
+    assert kube.apply(trained_model("tampered", tampered_uri, sha)).returncode == 0
+    invalid = wait_until("tampered to be Invalid", lambda: phase(kube, "tampered", "Invalid"), timeout=60)
+    assert invalid["reason"] == "DigestMismatch"
+    assert sha in invalid["message"], invalid["message"]
+    ready = condition(invalid, "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "DigestMismatch"
+    assert any(e["reason"] == "DigestMismatch" for e in kube.events("tampered"))
+
+    missing_uri = uri.replace("good.ilearner", "nothing-here.ilearner")
+    assert kube.apply(trained_model("missing", missing_uri, sha)).returncode == 0
+    gone = wait_until("missing to be Invalid", lambda: phase(kube, "missing", "Invalid"), timeout=60)
+    assert gone["reason"] == "ArtifactNotFound" and missing_uri in gone["message"]
+
+
+def test_deleting_a_model_in_use_is_blocked_until_unreferenced(
+    kube: Kubectl, operator: OperatorProcess, imported: tuple[str, str, int], example_data: Any
+) -> None:
+    uri, sha, _ = imported
+    assert kube.apply(trained_model("good", uri, sha, artifactDeletionPolicy="Delete")).returncode == 0
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/good", "--timeout=60s")
+    ws = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "WebService",
+        "metadata": {"name": "svc"},
+        "spec": {"model": "good"},
+    }
+    ep = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": "ep2"},
+        "spec": {"webService": "svc", "model": "good"},
+    }
+    assert kube.apply(json.dumps(ws)).returncode == 0
+    assert kube.apply(json.dumps(ep)).returncode == 0
+    wait_until(
+        "usedBy",
+        lambda: kube.status("trainedmodel", "good").get("usedBy") == ["Endpoint/ep2", "WebService/svc"],
+        30,
+    )
+
+    kube.run("delete", "trainedmodel", "good", "--wait=false")
+
+    def blocked_by(expected: str) -> dict[str, Any] | None:
+        obj = kube.get("trainedmodel", "good")
+        in_use = condition((obj or {}).get("status") or {}, "InUse")
+        ok = obj and obj["metadata"].get("deletionTimestamp") and in_use and in_use["message"] == expected
+        return obj if ok else None
+
+    wait_until("InUse naming both", lambda: blocked_by("used by Endpoint/ep2, WebService/svc"), timeout=30)
+    assert any(e["reason"] == "DeletionBlocked" for e in kube.events("good"))
+    assert example_data.exists(uri)
+
+    kube.run("delete", "webservice", "svc")
+    wait_until("InUse naming the endpoint", lambda: blocked_by("used by Endpoint/ep2"), timeout=30)
+    kube.run("delete", "endpoint", "ep2")
+    wait_until("the model to be gone", lambda: kube.get("trainedmodel", "good") is None, timeout=30)
+    # artifactDeletionPolicy: Delete removed the file too.
+    wait_until("the artifact to be removed", lambda: not example_data.exists(uri), timeout=10)
+
+
+def test_deleting_an_experiment_keeps_only_the_models_in_use(
+    kube: Kubectl, operator: OperatorProcess
+) -> None:
+    assert kube.apply(experiment_manifest()).returncode == 0
+    wait_until("run 1", lambda: run_done(kube, 1), timeout=240)
+    kube.run("annotate", "experiment", "penguins", "kstudio.io/run=again")
+    wait_until("run 2", lambda: run_done(kube, 2), timeout=240)
+    ws = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "WebService",
+        "metadata": {"name": "svc"},
+        "spec": {"model": "penguins-1"},
+    }
+    assert kube.apply(json.dumps(ws)).returncode == 0
+
+    kube.run("delete", "experiment", "penguins", "--timeout=60s")
+    wait_until("Jobs to be collected", lambda: kube.items("jobs") == [], timeout=60)
+    models = [m["metadata"]["name"] for m in kube.items("trainedmodels")]
+    assert models == ["penguins-1"]
