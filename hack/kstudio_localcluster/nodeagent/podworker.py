@@ -62,6 +62,50 @@ class PodWorker:
             for c in pod["spec"].get("containers") or []
         ]
         self.thread = threading.Thread(target=self._run_safely, name=f"pod-{self.key}", daemon=True)
+        self._adopt_reported_status()
+
+    def _adopt_reported_status(self) -> None:
+        """A pod a previous agent ran (its processes were cleaned at startup): continue its story as kubelet
+        does after losing a sandbox. Restart counts carry on; with restartPolicy Never a container that
+        had started is reported lost (ContainerStatusUnknown, 137) instead of being run a second time."""
+        st = self.pod.get("status") or {}
+        self.start_time = st.get("startTime") or self.start_time
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        reported = {s["name"]: s for s in st.get("containerStatuses") or []}
+        for init in st.get("initContainerStatuses") or []:
+            done = (init.get("state") or {}).get("terminated") or {}
+            runner = self.runner(init["name"])
+            if runner is not None and runner.is_init and done and done.get("exitCode") == 0:
+                runner.rec.state, runner.rec.reason, runner.rec.exit_code = "terminated", "Completed", 0
+                runner.rec.started_at = str(done.get("startedAt") or "")
+                runner.rec.finished_at = str(done.get("finishedAt") or "")
+        for runner in self.main:
+            prev = reported.get(runner.name)
+            if not prev:
+                continue
+            state = prev.get("state") or {}
+            runner.rec.restart_count = int(prev.get("restartCount", 0))
+            if not ("running" in state or "terminated" in state or prev.get("lastState")):
+                continue
+            lost: dict[str, Any] = {
+                "exitCode": 137,
+                "reason": "ContainerStatusUnknown",
+                "message": "The container could not be located when the pod was terminated",
+                "startedAt": (state.get("running") or state.get("terminated") or {}).get("startedAt"),
+                "finishedAt": utc_now(),
+            }
+            if "terminated" in state:
+                lost = state["terminated"]
+            if policy == "Never" or (policy == "OnFailure" and lost.get("exitCode") == 0):
+                runner.rec.state, runner.rec.reason = "terminated", str(lost.get("reason", "Error"))
+                runner.rec.exit_code = int(lost.get("exitCode", 137))
+                runner.rec.message = str(lost.get("message", ""))
+                runner.rec.started_at = str(lost.get("startedAt") or "")
+                runner.rec.finished_at = str(lost.get("finishedAt") or "")
+            else:
+                runner.rec.last_terminated = {k: v for k, v in lost.items() if v}
+                if "running" in state or "terminated" in state:
+                    runner.rec.restart_count += 1
 
     # -- inputs from the agent ----------------------------------------------------------------------
     def start(self) -> None:
@@ -191,7 +235,7 @@ class PodWorker:
                     runner.prepare_restart(self.pod)
             if runner.rec.state == "waiting" and now >= runner.next_start:
                 runner.start(self.pod, volumes, self._facts())
-        if all(r.rec.state == "terminated" for r in self.main) and policy != "Always":
+        if self.main and all(r.rec.state == "terminated" for r in self.main) and policy != "Always":
             self.terminal = True
 
     # -- status -------------------------------------------------------------------------------------
@@ -239,10 +283,18 @@ class PodWorker:
         if status == self.last_sent:
             return
         meta = self.pod["metadata"]
+        # A JSON merge patch replaces lists whole (podIPs must not accumulate across sandboxes); conditions
+        # other components own (PodScheduled, readiness gates) are carried over unchanged.
+        ours = {c["type"] for c in status["conditions"]}
+        foreign = [
+            c for c in (self.pod.get("status") or {}).get("conditions") or [] if c.get("type") not in ours
+        ]
+        body = {**status, "conditions": status["conditions"] + foreign}
         try:
             updated = self.ctx.client.patch(
                 f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
-                {"metadata": {"uid": self.uid}, "status": status},
+                {"metadata": {"uid": self.uid}, "status": body},
+                kind="merge",
             )
             self.last_sent = status
             if updated.get("metadata", {}).get("uid") == self.uid:

@@ -145,9 +145,10 @@ def pod_conditions(
         status = "True" if ok else "False"
         doc: JSON = {"type": ctype, "status": status, "lastProbeTime": None}
         doc["lastTransitionTime"] = clock.stamp(ctype, status, now)
-        # null removes a stale reason/message left by an earlier patch (strategic merge)
-        doc["reason"] = reason if not ok and reason else None
-        doc["message"] = message if not ok and message else None
+        if not ok and reason:
+            doc["reason"] = reason
+        if not ok and message:
+            doc["message"] = message
         return doc
 
     terminal = phase in {"Succeeded", "Failed"}
