@@ -553,3 +553,82 @@ def test_deleting_a_deployment_collects_replicasets_pods_processes_and_netns(
     wait_for(
         "the pods' netns to go", lambda: not set(netns_names) & set(os.listdir("/var/run/netns")), timeout=30
     )
+
+
+def test_init_containers_run_in_order_and_a_crashing_container_backs_off_with_previous_logs(
+    local_cluster: LocalCluster, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    manifest = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: crashy, namespace: {ns}}}
+spec:{RESTRICTED_POD}
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: first
+    image: kstudio:dev
+    command: [sh, -c, "echo first >> /shared/order"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    {CONTAINER_SC}
+  - name: second
+    image: kstudio:dev
+    command: [sh, -c, "echo second >> /shared/order"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    {CONTAINER_SC}
+  containers:
+  - name: main
+    image: kstudio:dev
+    command: [sh, -c, "cat /shared/order; echo attempt; exit 3"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    {CONTAINER_SC}
+"""
+    apply(local_cluster, manifest)
+
+    def backing_off() -> dict[str, Any] | None:
+        st = get_json(local_cluster, "pod", "crashy", "-n", ns).get("status", {})
+        cs = (st.get("containerStatuses") or [{}])[0]
+        waiting = cs.get("state", {}).get("waiting") or {}
+        return cs if waiting.get("reason") == "CrashLoopBackOff" and cs.get("restartCount", 0) >= 2 else None
+
+    cs = wait_for("CrashLoopBackOff after two restarts", backing_off, timeout=60)
+    assert cs["lastState"]["terminated"]["exitCode"] == 3
+    assert "back-off" in cs["state"]["waiting"]["message"]
+    pod = get_json(local_cluster, "pod", "crashy", "-n", ns)
+    assert pod["status"]["phase"] == "Running"  # restartPolicy Always: restarting, not failed
+    assert [s["state"]["terminated"]["reason"] for s in pod["status"]["initContainerStatuses"]] == [
+        "Completed"
+    ] * 2
+    previous = local_cluster.kubectl("logs", "-n", ns, "crashy", "-c", "main", "--previous").stdout
+    assert previous.startswith("first\nsecond\n") and "attempt" in previous
+
+
+def test_a_container_ignoring_sigterm_is_killed_after_the_grace_period(
+    local_cluster: LocalCluster, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    manifest = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: stubborn, namespace: {ns}}}
+spec:{RESTRICTED_POD}
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: main
+    image: kstudio:dev
+    command: [sh, -c, "trap 'echo got TERM' TERM; echo up; while true; do sleep 0.2; done"]
+    {CONTAINER_SC}
+"""
+    apply(local_cluster, manifest)
+    wait_for(
+        "stubborn running",
+        lambda: "up" in local_cluster.kubectl("logs", "-n", ns, "stubborn", check=False).stdout,
+    )
+    uid = get_json(local_cluster, "pod", "stubborn", "-n", ns)["metadata"]["uid"]
+    cgroup = Path("/sys/fs/cgroup/memory") / local_cluster.info.layout.cgroup_parent / uid / "main"
+    pids = [int(x) for x in (cgroup / "cgroup.procs").read_text().split()]
+    started = time.monotonic()
+    local_cluster.kubectl("delete", "pod", "stubborn", "-n", ns, "--wait=true", timeout=60)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 2.5  # SIGTERM was trapped: the agent waited out the grace period
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
