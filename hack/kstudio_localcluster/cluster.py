@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,43 +28,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kstudio_localcluster import forward, kubeconfig, netns, processes
+from kstudio_localcluster import cleanup, kubeconfig, netns, processes
 from kstudio_localcluster.certs import Pki, ensure_pki
+from kstudio_localcluster.components import COMPONENTS as COMPONENTS  # re-exported
+from kstudio_localcluster.components import STOP_GRACE, component_argv, component_env, start_component
+from kstudio_localcluster.components import ClusterError as ClusterError  # re-exported
 from kstudio_localcluster.layout import (
     API_PORT,
     BRIDGE,
-    CLUSTER_CIDR,
     CNI_BIN_DIR,
     KUBELET_PORT,
     MINIO_PORT,
     NODE_IP,
     NODE_NAME,
     POD_CIDR,
-    SERVICE_CIDR,
     ClusterLayout,
     repo_root,
 )
 
 StartedBy = Literal["cli", "fixture"]
 Log = Callable[[str], None]
-
-# Start order; teardown runs it backwards (node agent first, etcd and the forward last).
-COMPONENTS = (
-    "etcd",
-    "minio",
-    "kube-apiserver",
-    "forward",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kube-proxy",
-    "node-agent",
-)
-STOP_GRACE = {"node-agent": 30.0, "kube-apiserver": 15.0, "etcd": 10.0, "minio": 5.0}
-SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be brought up or torn down; the message says what and where to look."""
 
 
 @dataclass(frozen=True)
@@ -239,106 +221,6 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-# ---------------------------------------------------------------- component command lines
-
-
-def _component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, repo: Path) -> list[str]:
-    kc = layout.component_kubeconfigs
-    if name == "etcd":
-        return [
-            str(bin_dir / "etcd"), "--name=kstudio", f"--data-dir={layout.etcd_data}",
-            "--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
-            "--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-            "--initial-cluster=kstudio=http://127.0.0.1:2380", "--unsafe-no-fsync", "--log-level=warn",
-        ]  # fmt: skip
-    if name == "kube-apiserver":
-        return [
-            str(bin_dir / "kube-apiserver"), "--etcd-servers=http://127.0.0.1:2379",
-            f"--cert-dir={pki.dir}", f"--tls-cert-file={pki.crt('apiserver')}",
-            f"--tls-private-key-file={pki.key('apiserver')}", f"--client-ca-file={pki.ca_crt}",
-            f"--secure-port={API_PORT}", "--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
-            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
-            f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
-            f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
-            f"--kubelet-certificate-authority={pki.ca_crt}",
-            "--kubelet-preferred-address-types=InternalIP,Hostname", "--profiling=false",
-        ]  # fmt: skip
-    if name == "kube-controller-manager":
-        k = kc / "kube-controller-manager.kubeconfig"
-        return [
-            str(bin_dir / "kube-controller-manager"), f"--kubeconfig={k}", f"--authentication-kubeconfig={k}",
-            f"--authorization-kubeconfig={k}", f"--service-account-private-key-file={pki.sa_key}",
-            f"--root-ca-file={pki.ca_crt}", f"--cluster-signing-cert-file={pki.ca_crt}",
-            f"--cluster-signing-key-file={pki.ca_key}", "--use-service-account-credentials=true",
-            "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10257", "--controllers=*",
-            f"--cluster-cidr={CLUSTER_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--profiling=false",
-        ]  # fmt: skip
-    if name == "kube-scheduler":
-        k = kc / "kube-scheduler.kubeconfig"
-        return [
-            str(bin_dir / "kube-scheduler"), f"--kubeconfig={k}", f"--authentication-kubeconfig={k}",
-            f"--authorization-kubeconfig={k}", "--leader-elect=false", "--bind-address=127.0.0.1",
-            "--secure-port=10259", "--profiling=false",
-        ]  # fmt: skip
-    if name == "kube-proxy":
-        return [
-            str(bin_dir / "kube-proxy"), f"--kubeconfig={kc / 'kube-proxy.kubeconfig'}",
-            f"--hostname-override={NODE_NAME}", f"--bind-address={NODE_IP}",  # node IP without waiting
-            "--proxy-mode=nftables", f"--cluster-cidr={CLUSTER_CIDR}",
-            "--conntrack-max-per-core=0", "--healthz-bind-address=127.0.0.1:10256",
-            "--metrics-bind-address=127.0.0.1:10249",
-        ]  # fmt: skip
-    if name == "minio":
-        return [
-            str(bin_dir / "minio"), "server", str(layout.minio_data), "--quiet",
-            "--address", f"{NODE_IP}:{MINIO_PORT}", "--console-address", "127.0.0.1:9001",
-        ]  # fmt: skip
-    if name == "forward":
-        return [
-            _python(repo), "-m", "kstudio_localcluster.forward", "--netns", layout.netns,
-            f"--code-hash={hashlib.sha256(Path(forward.__file__).read_bytes()).hexdigest()[:12]}",
-            f"127.0.0.1:{layout.api_host_port}=127.0.0.1:{API_PORT}",
-            f"127.0.0.1:{layout.minio_host_port}={NODE_IP}:{MINIO_PORT}",
-        ]  # fmt: skip
-    if name == "node-agent":
-        return [
-            str(repo / ".venv" / "bin" / "kstudio"),
-            "node-agent",
-            "--config",
-            str(layout.node_agent_json),
-        ]
-    raise ValueError(name)
-
-
-def _python(repo: Path) -> str:
-    """The checkout's interpreter (stable across CLI and pytest, so flags compare equal on reuse)."""
-    venv = repo / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "KSTUDIO_S3_"))}
-    env["PATH"] = SYS_PATH if not env.get("PATH") else f"{env['PATH']}:{SYS_PATH}"
-    env.update(extra or {})
-    return env
-
-
-def _start(name: str, layout: ClusterLayout, argv: list[str], env: dict[str, str]) -> None:
-    processes.start(
-        name,
-        argv,
-        run_dir=layout.run,
-        log_dir=layout.logs,
-        netns=None if name == "forward" else layout.netns,
-        env=env,
-        cwd=layout.root,
-    )
-
-
 # ---------------------------------------------------------------- config files
 
 
@@ -453,7 +335,7 @@ def _flags_outdated(layout: ClusterLayout, repo: Path, bin_dir: Path) -> str:
     pki = Pki(layout.pki)
     for name in COMPONENTS[:-1]:
         rec = processes.read_record(layout.run, name)
-        expected = _component_argv(name, bin_dir, layout, pki, repo)
+        expected = component_argv(name, bin_dir, layout, pki, repo)
         if rec is None or list(rec.argv[-len(expected) :]) != expected:
             return f"{name} runs with other flags than this checkout's harness gives it"
     return ""
@@ -464,7 +346,9 @@ def _flags_outdated(layout: ClusterLayout, repo: Path, bin_dir: Path) -> str:
 
 def _start_agent(layout: ClusterLayout, pki: Pki, repo: Path, bin_dir: Path, timeout: float) -> None:
     layout.agent_state.mkdir(parents=True, exist_ok=True)
-    _start("node-agent", layout, _component_argv("node-agent", bin_dir, layout, pki, repo), _env())
+    start_component(
+        "node-agent", layout, component_argv("node-agent", bin_dir, layout, pki, repo), component_env()
+    )
     _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent")
 
 
@@ -500,15 +384,15 @@ def _start_clean(
     netns.ensure_netns(layout.netns)
 
     def argv(name: str) -> list[str]:
-        return _component_argv(name, bin_dir, layout, pki, repo)
+        return component_argv(name, bin_dir, layout, pki, repo)
 
-    env = _env()
-    _start("etcd", layout, argv("etcd"), env)
-    _start(
+    env = component_env()
+    start_component("etcd", layout, argv("etcd"), env)
+    start_component(
         "minio",
         layout,
         argv("minio"),
-        _env(
+        component_env(
             {
                 "MINIO_ROOT_USER": minio.access_key,
                 "MINIO_ROOT_PASSWORD": minio.secret_key,
@@ -522,7 +406,7 @@ def _start_clean(
         return status == 200 and '"health":"true"' in body
 
     _wait("etcd health", etcd_ok, timeout, layout, "etcd")
-    _start("kube-apiserver", layout, argv("kube-apiserver"), env)
+    start_component("kube-apiserver", layout, argv("kube-apiserver"), env)
     ctx = _api_context(pki)
 
     def api_ok_inside() -> bool:
@@ -531,12 +415,12 @@ def _start_clean(
 
     _wait("kube-apiserver /readyz", api_ok_inside, timeout, layout, "kube-apiserver")
     log(f"API server ready after {time.monotonic() - t0:.1f}s")
-    _start("forward", layout, argv("forward"), env)
+    start_component("forward", layout, argv("forward"), env)
     for name in ("kube-controller-manager", "kube-scheduler"):
-        _start(name, layout, argv(name), env)
+        start_component(name, layout, argv(name), env)
     if agent:
         layout.agent_state.mkdir(parents=True, exist_ok=True)
-        _start("node-agent", layout, argv("node-agent"), env)
+        start_component("node-agent", layout, argv("node-agent"), env)
     _wait("host forward to the API server", lambda: _api_ready(layout, pki), timeout, layout, "forward")
     insecure = _insecure_context()
     for name, url in (
@@ -551,11 +435,11 @@ def _start_clean(
     if agent:
         # kube-proxy waits up to 30 s for its Node to exist before it programs anything: start it after.
         _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent")
-        _start("kube-proxy", layout, argv("kube-proxy"), env)
+        start_component("kube-proxy", layout, argv("kube-proxy"), env)
         _wait("kube-proxy's nftables table", lambda: "table ip kube-proxy" in netns.nft_tables(layout.netns),
               timeout, layout, "kube-proxy")  # fmt: skip
     else:
-        _start("kube-proxy", layout, argv("kube-proxy"), env)  # no Node: it syncs 30 s later
+        start_component("kube-proxy", layout, argv("kube-proxy"), env)  # no Node: it syncs 30 s later
     _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio")
     _wait("the default ServiceAccount (controllers working)", lambda: _default_sa_exists(layout, pki),
           timeout, layout, "kube-controller-manager")  # fmt: skip
@@ -657,15 +541,15 @@ def ensure_up(
             _repair_agent(layout, state, repo, bin_dir, timeout, log)
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
-            left = _leftovers(layout)
+            left = cleanup.leftovers(layout)
             if left:
                 log(f"cleaning up a previous cluster ({reason}): {', '.join(left)}")
-                _teardown_locked(layout, log)
+                cleanup.teardown_locked(layout, log)
             try:
                 _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log)
             except BaseException:
                 log("start failed; tearing down what was started")
-                _teardown_locked(layout, log)
+                cleanup.teardown_locked(layout, log)
                 raise
             info = _info(layout, bin_dir, False, started_by, want_agent)
         if register_user:
@@ -684,141 +568,16 @@ def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
         (layout.users / _self_user_id()).unlink(missing_ok=True)
         state = _read_json(layout.state_json) or {}
         if state.get("startedBy") == "fixture" and not _live_users(layout):
-            _teardown_locked(layout, log)
+            cleanup.teardown_locked(layout, log)
             return True
         return False
-
-
-# ---------------------------------------------------------------- down
-
-
-def _cgroup_dirs(parent: str) -> list[Path]:
-    """Every cgroup directory named `parent` directly under a v1 controller or the v2 root."""
-    base = Path("/sys/fs/cgroup")
-    found = [base / parent] if (base / parent).is_dir() else []
-    if base.is_dir():
-        for ctrl in base.iterdir():
-            d = ctrl / parent
-            if ctrl.is_dir() and not ctrl.is_symlink() and d.is_dir():
-                found.append(d)
-    return found
-
-
-def _cgroup_pids(d: Path) -> list[int]:
-    pids: set[int] = set()
-    for sub in [d, *[p for p in d.rglob("*") if p.is_dir()]]:
-        for fname in ("cgroup.procs", "tasks"):
-            with contextlib.suppress(OSError):
-                pids.update(int(x) for x in (sub / fname).read_text().split())
-    return sorted(pids)
-
-
-def _remove_cgroup_tree(d: Path) -> None:
-    subdirs = sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-    for p in [*subdirs, d]:
-        for _ in range(50):
-            try:
-                p.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)
-
-
-def _mounts_under(root: Path) -> list[Path]:
-    out = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            mp = Path(line.split()[4].replace("\\040", " "))
-            if mp == root or root in mp.parents:
-                out.append(mp)
-    return sorted(out, key=lambda p: len(p.parts), reverse=True)
-
-
-def _pod_netns(layout: ClusterLayout) -> list[str]:
-    """The node agent's pod namespaces (named with this instance's prefix)."""
-    return [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix) and n != layout.netns]
-
-
-def _orphan_forwards(layout: ClusterLayout) -> list[int]:
-    """Host forwards of this instance whose pidfile is gone: found by the ports they hold."""
-    found = []
-    for port in {layout.api_host_port, layout.minio_host_port}:
-        for pid in processes.listener_pids(port):
-            argv = processes.cmdline(pid)
-            ours = "kstudio_localcluster.forward" in argv and "--netns" in argv
-            if ours and argv[argv.index("--netns") + 1 :][:1] == [layout.netns]:
-                found.append(pid)
-    return found
-
-
-def _leftovers(layout: ClusterLayout) -> list[str]:
-    """Human-readable list of what a previous cluster left on this machine."""
-    found = [
-        f"process {r.name} (pid {r.pid})"
-        for r in processes.all_records(layout.run)
-        if processes.record_alive(r)
-    ]
-    found += [f"orphan forward (pid {p})" for p in _orphan_forwards(layout)]
-    if netns.exists(layout.netns):
-        found.append(f"netns {layout.netns}")
-    found += [f"netns {n}" for n in _pod_netns(layout)]
-    found += [f"cgroup {d}" for d in _cgroup_dirs(layout.cgroup_parent)]
-    if layout.state_json.exists():
-        found.append(str(layout.state_json))
-    return found
-
-
-def _teardown_locked(layout: ClusterLayout, log: Log) -> None:
-    # Remember the namespaces by inode first: the agent may delete pod netns names on its way out
-    # while processes still live in them.
-    ns_inodes = {i for i in (netns.inode(n) for n in [layout.netns, *_pod_netns(layout)]) if i is not None}
-    records = {r.name: r for r in processes.all_records(layout.run)}
-    for name in reversed(COMPONENTS):
-        rec = records.pop(name, None)
-        if rec is not None:
-            processes.stop(rec, grace=STOP_GRACE.get(name, 5.0))
-    for rec in records.values():
-        processes.stop(rec, grace=5.0)
-    processes.kill_pids(_orphan_forwards(layout), grace=5.0)
-    # Whatever else still lives in our namespaces or cgroups (pods of a crashed agent, stray children).
-    pod_ns = _pod_netns(layout)
-    ns_inodes |= {i for i in (netns.inode(n) for n in [layout.netns, *pod_ns]) if i is not None}
-    processes.kill_pids(netns.pids_in_namespaces(ns_inodes), grace=5.0)
-    cgroups = _cgroup_dirs(layout.cgroup_parent)
-    for d in cgroups:
-        processes.kill_pids(_cgroup_pids(d), grace=5.0)
-    for d in cgroups:
-        _remove_cgroup_tree(d)
-    for ns in [*pod_ns, layout.netns]:
-        try:
-            netns.delete_netns(ns)
-        except netns.NetnsError as exc:
-            log(f"warning: {exc}")
-    for mp in _mounts_under(layout.root):
-        subprocess.run(["umount", "-l", str(mp)], capture_output=True, check=False)
-    for d in (
-        layout.etcd_data,
-        layout.minio_data,
-        layout.agent_state,
-        layout.run,
-        layout.component_kubeconfigs,
-    ):
-        shutil.rmtree(d, ignore_errors=True)
-    for f in (layout.state_json, layout.kubeconfig, layout.minio_json, layout.node_agent_json):
-        f.unlink(missing_ok=True)
-    shutil.rmtree(layout.users, ignore_errors=True)
-    left = _leftovers(layout)
-    if left:
-        raise ClusterError("teardown left behind: " + ", ".join(left))
 
 
 def teardown(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> None:
     """Stop every process and remove netns, pod netns, cgroups and runtime data. Idempotent."""
     layout = layout or ClusterLayout()
     with cluster_lock(layout):
-        _teardown_locked(layout, log)
+        cleanup.teardown_locked(layout, log)
 
 
 # ---------------------------------------------------------------- status
@@ -848,5 +607,5 @@ def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
         "apiReady": api_ready,
         "kubeconfig": str(layout.kubeconfig),
         "components": comps,
-        "leftovers": _leftovers(layout) if not state else [],
+        "leftovers": cleanup.leftovers(layout) if not state else [],
     }
