@@ -98,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         left, sep, right = m.partition("=")
         if not sep:
             parser.error(f"expected LISTEN=TARGET, got {m!r}")
-        mappings.append((_addr(left), _addr(right)))
+        try:
+            mappings.append((_addr(left), _addr(right)))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
     asyncio.run(serve(args.netns, mappings))
     return 0
 
