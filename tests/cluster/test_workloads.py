@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -89,10 +90,12 @@ def deployment_available(kc: LocalCluster, ns: str, name: str, replicas: int) ->
     return st.get("availableReplicas") == replicas and st.get("updatedReplicas") == replicas
 
 
-def in_cluster_netns_get(kc: LocalCluster, url: str) -> tuple[int, str]:
+def in_cluster_netns_get(
+    kc: LocalCluster, url: str, context: ssl.SSLContext | None = None
+) -> tuple[int, str]:
     from kstudio_localcluster import netns
 
-    return netns.http_get(kc.info.layout.netns, url, timeout=5.0)
+    return netns.http_get(kc.info.layout.netns, url, timeout=5.0, context=context)
 
 
 def cluster_ip_get(kc: LocalCluster, ip: str) -> tuple[int, str] | None:
@@ -140,6 +143,13 @@ def test_deployment_becomes_available_with_distinct_pod_ips_service_and_logs(
     assert '"GET / HTTP/1.1" 200' in logs  # the readiness probes' requests
     tail = local_cluster.kubectl("logs", "-n", ns, name, "--tail=1", "--timestamps").stdout.splitlines()
     assert len(tail) == 1 and tail[0][:4].isdigit() and "GET / HTTP/1.1" in tail[0]
+    # the node's log endpoint serves only clients with a certificate from the cluster CA (the API server)
+    anonymous = ssl.create_default_context()
+    anonymous.check_hostname, anonymous.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, OSError)):
+        in_cluster_netns_get(
+            local_cluster, f"https://10.244.0.1:10250/containerLogs/{ns}/{name}/web", anonymous
+        )
 
 
 def test_readiness_probe_gates_the_endpointslice(local_cluster: LocalCluster, kube_namespace: str) -> None:
@@ -370,12 +380,15 @@ print("env", e["GREETING"], e["CM_mode"], e["MEM_MI"], e["POD_IP"] == e["MY_IP"]
 print("files", pathlib.Path("/etc/sec/greeting").read_text(), pathlib.Path("/etc/cfg/mode").read_text(),
       pathlib.Path("/info/labels").read_text(), os.getuid(), flush=True)
 pathlib.Path("/scratch/x").write_text("w")
+print("hidden", [p for p in HIDDEN if os.path.exists(p)], flush=True)
 for _ in range(120):
     if pathlib.Path("/etc/cfg/mode").read_text() == "slow":
         print("refreshed", flush=True)
         break
     time.sleep(0.5)
 """
+    hidden = [str(Path.home() / ".cache"), str(local_cluster.info.layout.root)]
+    script = script.replace("HIDDEN", repr(hidden))
     manifest = f"""
 apiVersion: v1
 kind: Secret
@@ -428,6 +441,7 @@ spec:{RESTRICTED_POD}
     logs = log_text()
     assert "env hello fast 256 True hello-world KUBERNETES_SERVICE_HOST=10.96.0.1" in logs
     assert 'files hello fast tier="test" 65532' in logs
+    assert "hidden []" in logs  # the node's keys and cluster state are not in the container's filesystem
 
 
 LOADGEN = r"""

@@ -53,6 +53,7 @@ class PodWorker:
         self.start_time = utc_now()
         self.clock = ConditionClock()
         self.last_sent: JSON | None = None
+        self.last_warning = ""
         self.init = [
             ContainerRunner(ctx, self.pod_dir, c, True, self.wake)
             for c in pod["spec"].get("initContainers") or []
@@ -304,9 +305,14 @@ class PodWorker:
             if exc.status == 404:
                 self.api_gone = True
             else:
-                log.warning("%s: status patch failed: %s", self.key, exc)
+                self._warn_once(f"status patch failed: {exc}")
         except OSError as exc:
-            log.warning("%s: status patch failed: %s", self.key, exc)
+            self._warn_once(f"status patch failed: {exc}")
+
+    def _warn_once(self, message: str) -> None:
+        if message != self.last_warning:
+            self.last_warning = message
+            log.warning("%s: %s", self.key, message)
 
     # -- termination --------------------------------------------------------------------------------
     def _terminate(self) -> None:
