@@ -11,6 +11,7 @@ Stdlib only and single-threaded on purpose: no locks held across fork, no import
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -156,6 +157,11 @@ def setup(spec: dict[str, Any]) -> None:
         _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     if spec.get("noNewPrivs"):
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    cwd = spec.get("cwd") or "/"
+    if not os.path.isdir(cwd):
+        # like a runtime creating the image's WORKDIR; a read-only host dir is reported below
+        with contextlib.suppress(OSError):
+            os.makedirs(cwd, mode=0o755, exist_ok=True)
     os.setgroups([int(g) for g in spec.get("groups", [])])
     os.setgid(int(spec["gid"]))
     os.setuid(int(spec["uid"]))

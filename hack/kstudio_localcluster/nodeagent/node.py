@@ -33,8 +33,9 @@ def node_capacity(cfg: AgentConfig) -> dict[str, str]:
     return {"cpu": cpu, "memory": memory, "pods": str(cfg.max_pods), "ephemeral-storage": "20Gi"}
 
 
-def node_status(cfg: AgentConfig, ready: bool = True) -> JSON:
+def node_status(cfg: AgentConfig, ready: bool = True, since: str = "") -> JSON:
     now = utc_now()
+    since = since or now
     cap = node_capacity(cfg)
 
     def cond(ctype: str, status: str, reason: str, message: str) -> JSON:
@@ -44,7 +45,7 @@ def node_status(cfg: AgentConfig, ready: bool = True) -> JSON:
             "reason": reason,
             "message": message,
             "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
+            "lastTransitionTime": since,
         }
 
     return {
@@ -91,6 +92,7 @@ class NodeRegistration:
         self.client = client
         self.cfg = cfg
         self.stop = threading.Event()
+        self.since = utc_now()
 
     def register(self) -> None:
         name = self.cfg.node_name
@@ -119,7 +121,7 @@ class NodeRegistration:
 
     def post_status(self, ready: bool = True) -> None:
         self.client.patch(
-            f"/api/v1/nodes/{self.cfg.node_name}/status", {"status": node_status(self.cfg, ready)}
+            f"/api/v1/nodes/{self.cfg.node_name}/status", {"status": node_status(self.cfg, ready, self.since)}
         )
 
     def renew_lease(self) -> None:

@@ -6,6 +6,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class PodWorker:
         self.clock = ConditionClock()
         self.last_sent: JSON | None = None
         self.last_warning = ""
+        self.pod_reason: tuple[str, str] | None = None
         self.init = [
             ContainerRunner(ctx, self.pod_dir, c, True, self.wake)
             for c in pod["spec"].get("initContainers") or []
@@ -191,8 +193,12 @@ class PodWorker:
         last_refresh = 0.0
         last_mount_error = ""
         policy = self.pod["spec"].get("restartPolicy", "Always")
+        deadline = self.pod["spec"].get("activeDeadlineSeconds")
         while not self.deleting:
             now = time.monotonic()
+            if deadline is not None and self._active_seconds() > float(deadline):
+                self._deadline_exceeded()
+                return
             if not volumes_ready or now - last_refresh > VOLUME_REFRESH_SECONDS:
                 try:
                     volumes.sync()
@@ -211,6 +217,22 @@ class PodWorker:
             self._wake.wait(TICK_SECONDS)
             self._wake.clear()
         self._terminate()
+
+    def _active_seconds(self) -> float:
+        started = datetime.strptime(self.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return (datetime.now(UTC) - started).total_seconds()
+
+    def _deadline_exceeded(self) -> None:
+        """spec.activeDeadlineSeconds passed: kill everything, the pod fails with DeadlineExceeded."""
+        message = "Pod was active on the node longer than the specified deadline"
+        self.ctx.event(self.pod, "Normal", "DeadlineExceeded", message)
+        self.pod_reason = ("DeadlineExceeded", message)
+        for runner in self.init + self.main:
+            if runner.running:
+                runner.stop(self.pod, grace_seconds(self.pod))
+        self.terminal = True
+        self._sync_status(terminal=True)
+        self._teardown(keep_dir=True)
 
     def _step(self, volumes: PodVolumes, policy: str) -> None:
         now = time.monotonic()
@@ -275,6 +297,9 @@ class PodWorker:
             status["podIPs"] = [{"ip": self.pod_ip}]
         if init_recs:
             status["initContainerStatuses"] = [r.to_json() for r in init_recs]
+        if self.pod_reason is not None:
+            status["phase"] = "Failed"
+            status["reason"], status["message"] = self.pod_reason
         return status
 
     def _sync_status(self, terminal: bool = False) -> None:
