@@ -8,8 +8,18 @@ KSTUDIO_IMAGE for the training image; KSTUDIO_RECONCILE_INTERVAL (seconds).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+
+
+class _QuietTimers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and str(record.msg).startswith("Timer ")
+            and "succeeded" in str(record.msg)
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kopf
 
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:
+        # The reconcile timers tick every few seconds per object; their success is not news.
+        logging.getLogger("kopf.objects").addFilter(_QuietTimers())
     import kstudio_operator.main  # noqa: F401  (registers the handlers)
 
     kopf.run(

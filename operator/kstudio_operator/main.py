@@ -55,7 +55,7 @@ kopf.on.resume(*EXPERIMENTS, id="validate")(experiment.validate_experiment)
 kopf.timer(*EXPERIMENTS, id="reconcile", interval=CONFIG.reconcile_interval, sharp=False)(
     experiment.reconcile_experiment
 )
-kopf.on.delete(*EXPERIMENTS, id="cleanup")(experiment.delete_experiment)
+kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
 
 # TrainedModel: verify + usage on a timer; deletion blocked while referenced (retried until unreferenced).
 kopf.timer(*TRAINED_MODELS, id="reconcile", interval=CONFIG.reconcile_interval, sharp=False)(

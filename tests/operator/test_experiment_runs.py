@@ -132,3 +132,25 @@ def test_an_invalid_spec_is_reported_and_starts_nothing(kube: Kubectl, operator:
     valid = condition(status, "SpecValid")
     assert valid is not None and valid["status"] == "False" and "n_estimatorz" in valid["message"]
     assert kube.items("jobs", "kstudio.io/experiment=typo") == []
+
+
+def test_history_is_bounded_but_models_in_use_are_kept(kube: Kubectl, operator: OperatorProcess) -> None:
+    assert kube.apply(experiment_manifest(historyLimit=2)).returncode == 0
+    wait_until("run 1", lambda: run_done(kube, 1), timeout=240)
+    ws = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "WebService",
+        "metadata": {"name": "svc"},
+        "spec": {"model": "penguins-1"},
+    }
+    assert kube.apply(json.dumps(ws)).returncode == 0
+    for token, number in (("a", 2), ("b", 3)):
+        kube.run("annotate", "--overwrite", "experiment", "penguins", f"kstudio.io/run={token}")
+        wait_until(f"run {number}", lambda n=number: run_done(kube, n), timeout=240)
+    # Run 2 is beyond the limit of 2 and its model is unused: pruned with its Job and TrainedModel.
+    # Run 1 is older but penguins-1 is served by svc: kept.
+    wait_until("run 2 to be pruned", lambda: [r["run"] for r in runs(kube)] == [1, 3], timeout=30)
+    wait_until("penguins-2 to be deleted", lambda: kube.get("trainedmodel", "penguins-2") is None, timeout=30)
+    assert sorted(m["metadata"]["name"] for m in kube.items("trainedmodels")) == ["penguins-1", "penguins-3"]
+    jobs = sorted(j["metadata"]["name"] for j in kube.items("jobs", "kstudio.io/experiment=penguins"))
+    assert jobs == ["penguins-run-1", "penguins-run-3"]
