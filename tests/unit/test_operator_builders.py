@@ -154,3 +154,37 @@ def test_referrers_name_webservices_and_endpoints_that_use_a_model() -> None:
     assert referrers("m-1", ws, eps) == ["Endpoint/ep2", "WebService/svc"]
     assert referrers("m-2", ws, eps) == []
     assert models_in_use(ws, eps) == {"m-1"}
+
+
+def test_ready_status_from_an_artifact_manifest_round_trips_through_the_status_model() -> None:
+    import warnings
+
+    from kstudio_operator.builders.trainedmodel import status_from_manifest
+    from kstudio_operator.resources import TrainedModelStatus
+    from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest
+
+    manifest = IlearnerManifest(
+        task="classification",
+        label="species",
+        inputSchema=[
+            ColumnSpec(name="island", type="string"),
+            ColumnSpec(name="bill_length_mm", type="number"),
+        ],
+        classes=["Adelie", "Gentoo"],
+        metrics={"accuracy": 0.97, "f1_macro": 0.96},
+        experiment={"evaluation": {"metrics": ["f1_macro", "accuracy"]}},
+    )
+    fields = status_from_manifest(manifest, 1234, datetime(2026, 11, 25, tzinfo=UTC))
+    assert fields["headlineMetric"] == "f1_macro=0.9600"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wire = TrainedModelStatus.model_validate({"phase": "Ready", **fields}).to_wire()
+    assert wire["inputSchema"] == [
+        {"name": "island", "type": "string"},
+        {"name": "bill_length_mm", "type": "number"},
+    ]
+    assert (wire["sizeBytes"], wire["classes"], wire["verifiedAt"]) == (
+        1234,
+        ["Adelie", "Gentoo"],
+        "2026-11-25T00:00:00Z",
+    )

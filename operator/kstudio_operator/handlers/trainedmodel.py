@@ -143,9 +143,10 @@ def reconcile_trained_model(
                 desired.conditions, "Ready", ready, outcome.reason, outcome.message, generation
             ),
         }
-        if outcome.phase == "Ready":
-            update.update(TrainedModelStatus.model_validate(outcome.fields).model_dump(exclude_unset=True))
         desired = desired.model_copy(update=update)
+        if outcome.phase == "Ready":
+            # The manifest's fields arrive in wire form (camelCase); validate them into the model.
+            desired = TrainedModelStatus.model_validate({**desired.to_wire(), **outcome.fields})
         if previous.phase != outcome.phase or previous.reason != outcome.reason:
             if outcome.phase == "Ready":
                 ctx.kube.event(
