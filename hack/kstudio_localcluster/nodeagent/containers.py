@@ -188,6 +188,16 @@ class ContainerRunner:
         self.rec.ready = False
         self.rec.started = "startupProbe" not in self.spec
         self.ctx.event(pod, "Normal", "Started", f"Started container {self.name}", self._fp())
+        post_start = (self.spec.get("lifecycle") or {}).get("postStart")
+        if post_start:
+            ok, message = self._run_hook(post_start, 30.0)
+            if not ok:
+                # kubelet: a failed postStart hook kills the container; the restart policy decides the rest
+                self.ctx.event(pod, "Warning", "FailedPostStartHook", message, self._fp())
+                self.kill_message = f"PostStartHookError: {message}"
+                self.proc.kill()
+                self.check_exit()
+                return
         self._stop_probes = threading.Event()
         if not self.is_init:
             threading.Thread(
@@ -334,7 +344,9 @@ class ContainerRunner:
             self.ctx.event(pod, "Normal", "Killing", reason_event, self._fp())
         pre_stop = (self.spec.get("lifecycle") or {}).get("preStop")
         if pre_stop and grace > 0:
-            self._run_hook(pre_stop, max(0.1, deadline - time.monotonic()))
+            ok, message = self._run_hook(pre_stop, max(0.1, deadline - time.monotonic()))
+            if not ok:
+                self.ctx.event(pod, "Warning", "FailedPreStopHook", message, self._fp())
         log.info(
             "%s/%s: SIGTERM (grace %.0fs left)",
             pod["metadata"]["name"],
@@ -349,18 +361,17 @@ class ContainerRunner:
         proc.kill()
         self.check_exit()
 
-    def _run_hook(self, hook: JSON, timeout: float) -> None:
+    def _run_hook(self, hook: JSON, timeout: float) -> tuple[bool, str]:
+        """Run a lifecycle hook (exec, httpGet or sleep) against the current instance."""
         pod_ip = (self.pod_dir / "pod-ip").read_text().strip() if (self.pod_dir / "pod-ip").exists() else ""
         if "sleep" in hook:
             time.sleep(min(float(hook["sleep"].get("seconds", 0)), timeout))
-            return
+            return True, ""
         if "httpGet" in hook:
-            ok, msg = run_http(hook["httpGet"], pod_ip, self.spec, timeout)
-        else:
-            assert self.proc is not None
-            ok, msg = run_probe(hook, pod_ip, self.spec, self.proc.pid, self.uid, self.gid, self.env, timeout)
-        if not ok:
-            log.info("%s: preStop hook failed: %s", self.name, msg)
+            return run_http(hook["httpGet"], pod_ip, self.spec, timeout)
+        if self.proc is None:
+            return False, "container is not running"
+        return run_probe(hook, pod_ip, self.spec, self.proc.pid, self.uid, self.gid, self.env, timeout)
 
 
 def _hostname(pod: JSON) -> str:
