@@ -9,11 +9,9 @@ HTTP statuses in one place: `ERROR_STATUS` below.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,109 +23,31 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kstudio_scorer import oip, rrs
 from kstudio_scorer.auth import KeyRing
 from kstudio_scorer.batch import JobManager
-from kstudio_scorer.batching import MicroBatcher
 from kstudio_scorer.columns import v2_datatype
 from kstudio_scorer.errors import (
     InputValidationError,
-    JobNotFoundError,
-    MalformedRequestError,
     ModelNotFoundError,
-    ModelNotReadyError,
-    PredictionError,
     ScorerError,
-    TooManyRowsError,
-    UnauthorizedError,
 )
+from kstudio_scorer.hotpath import HotPathMiddleware
 from kstudio_scorer.limits import LimitsMiddleware
 from kstudio_scorer.metrics import MetricsMiddleware, ScorerMetrics
 from kstudio_scorer.model import ModelLoadError, ScoringModel
 from kstudio_scorer.openapi import build_openapi
 from kstudio_scorer.samples import SampleLogger
+from kstudio_scorer.service import (
+    JSON,
+    SERVER_NAME,
+    ScorerState,
+    error_body,
+    render_error,
+    score_rrs,
+    score_v2,
+)
 from kstudio_scorer.settings import ScorerSettings
 from kstudio_scorer.storage import ObjectStore, StorageSettings
 
 log = logging.getLogger(__name__)
-
-ERROR_STATUS: dict[type[ScorerError], int] = {
-    MalformedRequestError: 400,
-    UnauthorizedError: 401,
-    ModelNotFoundError: 404,
-    JobNotFoundError: 404,
-    TooManyRowsError: 413,
-    InputValidationError: 422,
-    PredictionError: 422,
-    ModelNotReadyError: 503,
-}
-
-JSON = "application/json"
-SERVER_NAME = "kstudio-scorer"
-
-
-def _status_of(exc: ScorerError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]
-    return 500
-
-
-def error_body(message: str, code: str, **extra: Any) -> bytes:
-    """Every error response has this shape; `error` is a string as the V2 protocol wants."""
-    doc: dict[str, Any] = {"error": message, "code": code}
-    doc.update({k: v for k, v in extra.items() if v is not None})
-    return orjson.dumps(doc)
-
-
-@dataclass
-class ScorerState:
-    """Everything the routes need, hung on app.state.kstudio (no module globals)."""
-
-    settings: ScorerSettings
-    model: ScoringModel
-    metrics: ScorerMetrics
-    store_factory: Callable[[], ObjectStore]
-    keys: KeyRing | None = None
-    batcher: MicroBatcher | None = None
-    jobs: JobManager | None = None
-    samples: SampleLogger | None = None
-    projection: rrs.OutputProjection | None = None
-    on_load_failure: Callable[[ModelLoadError], None] | None = None
-    load_task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def authorize(self, request: Request) -> None:
-        if self.keys is not None:
-            self.keys.check(request.headers.get("authorization"))
-
-    @property
-    def ready(self) -> bool:
-        """Loaded, warmed up, and wired to the batcher: only then do scoring routes accept calls."""
-        return self.model.ready and self.batcher is not None
-
-    def ready_model(self) -> ScoringModel:
-        if not self.ready:
-            reason = self.model.error or "the model is still loading"
-            raise ModelNotReadyError(f"model {self.model.name} is not ready: {reason}")
-        return self.model
-
-    def named_model(self, name: str) -> ScoringModel:
-        if name != self.model.name:
-            raise ModelNotFoundError(f"no model named {name!r}; this endpoint serves {self.model.name!r}")
-        return self.ready_model()
-
-    def model_became_ready(self) -> None:
-        m = self.model
-        assert m.manifest is not None
-        self.projection = rrs.OutputProjection.for_task(
-            m.task, self.settings.output_columns, self.settings.output_include_inputs
-        )
-        self.metrics.model_info.labels(m.name, m.digest, m.task).set(1)
-        self.metrics.ready.set(1)
-        self.batcher = MicroBatcher(
-            m.predict, self.settings.batch_max_rows, self.settings.batch_max_wait_ms / 1000.0
-        )
-        # Everything allocated so far (libraries, the model) lives as long as the process: move it out of
-        # the collector's sight, so full collections under load do not walk it (they cost tens of ms).
-        gc.collect()
-        gc.freeze()
 
 
 def _state(request: Request) -> ScorerState:
@@ -197,44 +117,31 @@ async def v2_model_ready(request: Request, name: str) -> Response:
 
 # --- scoring -----------------------------------------------------------------------------------------
 async def score(request: Request) -> Response:
-    state = _state(request)
-    state.authorize(request)
-    m = state.ready_model()
     body = await request.body()
     request.state.body = body
-    columns, records = rrs.parse_request(body, m.schema, state.settings.max_rows)
-    assert state.batcher is not None and state.projection is not None
-    pred = await state.batcher.submit(columns)
-    out = rrs.render_response(pred, records, m.classes, state.projection)
-    state.metrics.rows.labels("/score").inc(columns.n_rows)
-    if state.samples is not None and state.samples.level == "All":
-        state.samples.record(route="/score", status=200, request=body, response=out)
+    state = _state(request)
+    out = await score_rrs(state, request.headers.get("authorization"), body)
     return Response(out, media_type=JSON)
 
 
 async def v2_infer(request: Request, name: str) -> Response:
-    state = _state(request)
-    state.authorize(request)
-    m = state.named_model(name)
     body = await request.body()
     request.state.body = body
-    doc = oip.parse_request(body, request.headers.get(oip.BINARY_HEADER))
-    wanted = oip.requested_outputs(doc, m.task)
-    columns = oip.to_columns(doc, m.schema, state.settings.max_rows)
-    assert state.batcher is not None
-    pred = await state.batcher.submit(columns)
-    out = oip.render_response(doc, pred, wanted, m.name, m.digest)
-    state.metrics.rows.labels("/v2/models/{name}/infer").inc(columns.n_rows)
-    if state.samples is not None and state.samples.level == "All":
-        state.samples.record(route="/v2/models/{name}/infer", status=200, request=body, response=out)
+    headers = request.headers
+    out = await score_v2(
+        _state(request), name, None, headers.get("authorization"), headers.get(oip.BINARY_HEADER), body
+    )
     return Response(out, media_type=JSON)
 
 
 async def v2_infer_version(request: Request, name: str, version: str) -> Response:
-    state = _state(request)
-    if version != state.model.digest:
-        raise ModelNotFoundError(f"model {name!r} has no version {version!r}; it serves {state.model.digest}")
-    return await v2_infer(request, name)
+    body = await request.body()
+    request.state.body = body
+    headers = request.headers
+    out = await score_v2(
+        _state(request), name, version, headers.get("authorization"), headers.get(oip.BINARY_HEADER), body
+    )
+    return Response(out, media_type=JSON)
 
 
 # --- batch jobs --------------------------------------------------------------------------------------
@@ -251,7 +158,7 @@ class JobRequest(BaseModel):
 
 async def submit_job(request: Request, job: JobRequest) -> Response:
     state = _state(request)
-    state.authorize(request)
+    state.authorize(request.headers.get("authorization"))
     state.ready_model()
     assert state.jobs is not None
     try:
@@ -263,7 +170,7 @@ async def submit_job(request: Request, job: JobRequest) -> Response:
 
 async def get_job(request: Request, job_id: str) -> Response:
     state = _state(request)
-    state.authorize(request)
+    state.authorize(request.headers.get("authorization"))
     assert state.jobs is not None
     return _json(state.jobs.get(job_id).to_dict())
 
@@ -298,12 +205,8 @@ def _is_limited(method: str, path: str) -> bool:
 
 def _register_error_handlers(app: FastAPI) -> None:
     async def scorer_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ScorerError)
-        status = _status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        extra = {"row": getattr(exc, "row", None), "column": getattr(exc, "column", None)}
-        body = error_body(exc.message, exc.code, **extra)
-        _log_error(request, status, exc.message)
+        status, body, headers = render_error(exc)
+        _log_error(request, status, getattr(exc, "message", str(exc)))
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -316,16 +219,9 @@ def _register_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            exc.status_code, "http_error"
-        )
-        headers = dict(exc.headers or {})
-        if exc.status_code == 413:
-            headers["Connection"] = "close"
-        _log_error(request, exc.status_code, str(exc.detail))
-        return Response(
-            error_body(str(exc.detail), code), status_code=exc.status_code, media_type=JSON, headers=headers
-        )
+        status, body, headers = render_error(exc)
+        _log_error(request, status, str(exc.detail))
+        return Response(body, status_code=status, media_type=JSON, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -424,6 +320,7 @@ def create_app(
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(HotPathMiddleware, state=lambda: state)
     app.add_middleware(
         LimitsMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -79,7 +79,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, capturing_send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None) or scope.get("kstudio.route") or "unmatched"
             m = self.metrics
             m.requests.labels(template, scope["method"], str(status)).inc()
             m.latency.labels(template).observe(time.perf_counter() - start)
