@@ -646,3 +646,92 @@ spec:{RESTRICTED_POD}
     elapsed = time.monotonic() - started
     assert elapsed >= 2.5  # SIGTERM was trapped: the agent waited out the grace period
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_a_restarted_agent_cleans_what_the_dead_one_left_and_resumes_its_pods(
+    local_cluster: LocalCluster, kube_namespace: str
+) -> None:
+    from kstudio_localcluster import cluster, processes
+
+    ns = kube_namespace
+    layout = local_cluster.info.layout
+    manifest = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: server, namespace: {ns}}}
+spec:{RESTRICTED_POD}
+  containers:
+  - name: main
+    image: kstudio:dev
+    command: [python, -m, http.server, "8080"]
+    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+    {CONTAINER_SC}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: once, namespace: {ns}}}
+spec:{RESTRICTED_POD}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: kstudio:dev
+    command: [sleep, "3600"]
+    {CONTAINER_SC}
+"""
+    apply(local_cluster, manifest)
+
+    def ready(name: str) -> dict[str, Any] | None:
+        pod = get_json(local_cluster, "pod", name, "-n", ns)
+        cs = (pod.get("status", {}).get("containerStatuses") or [{}])[0]
+        return pod if cs.get("ready") else None
+
+    before = {name: wait_for(f"{name} ready", lambda name=name: ready(name)) for name in ("server", "once")}
+    pids = [
+        int(x)
+        for pod in before.values()
+        for x in (
+            Path("/sys/fs/cgroup/memory")
+            / layout.cgroup_parent
+            / pod["metadata"]["uid"]
+            / "main"
+            / "cgroup.procs"
+        )
+        .read_text()
+        .split()
+    ]
+    agent = processes.read_record(layout.run, "node-agent")
+    assert agent is not None and pids
+    os.kill(agent.pid, 9)  # a crash: no chance to clean up
+    wait_for("the agent to die", lambda: not processes.record_alive(agent), timeout=10)
+    assert all(process_alive(pid) for pid in pids)  # its containers outlive it...
+
+    cluster.ensure_up(layout, bin_dir=local_cluster.bin_dir, started_by="fixture")
+    # ...until the new agent cleans them up and takes the pods over (same pod objects, kubelet-style)
+    wait_for(
+        "the old containers to be killed", lambda: not any(process_alive(pid) for pid in pids), timeout=30
+    )
+    server = wait_for(
+        "server to run again",
+        lambda: (p := ready("server")) and p["status"]["containerStatuses"][0]["restartCount"] == 1 and p,
+        timeout=60,
+    )
+    assert server["metadata"]["uid"] == before["server"]["metadata"]["uid"]
+    assert (
+        server["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"]
+        == "ContainerStatusUnknown"
+    )
+    once = wait_for(
+        "the restartPolicy Never pod to fail",
+        lambda: (p := get_json(local_cluster, "pod", "once", "-n", ns))["status"]["phase"] == "Failed" and p,
+        timeout=60,
+    )
+    term = once["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["reason"] == "ContainerStatusUnknown" and term["exitCode"] == 137
