@@ -154,3 +154,15 @@ def test_history_is_bounded_but_models_in_use_are_kept(kube: Kubectl, operator: 
     assert sorted(m["metadata"]["name"] for m in kube.items("trainedmodels")) == ["penguins-1", "penguins-3"]
     jobs = sorted(j["metadata"]["name"] for j in kube.items("jobs", "kstudio.io/experiment=penguins"))
     assert jobs == ["penguins-run-1", "penguins-run-3"]
+
+
+def test_cron_schedule_starts_a_run_at_the_next_tick(kube: Kubectl, operator: OperatorProcess) -> None:
+    assert kube.apply(experiment_manifest(schedule="* * * * *")).returncode == 0
+    first = wait_until("run 1", lambda: run_done(kube, 1), timeout=240)
+    assert first["triggers"] == ["create"]
+    status = kube.status("experiment", "penguins")
+    assert status["nextScheduleTime"].endswith(":00Z")
+    # The next minute boundary starts run 2 (at most ~60 s away).
+    second = wait_until("the scheduled run", lambda: run_done(kube, 2), timeout=150)
+    assert second["triggers"] == ["schedule"] and second["phase"] == "Succeeded"
+    assert second["scheduledAt"] == kube.status("experiment", "penguins")["lastScheduleTime"]
