@@ -1,8 +1,9 @@
 """Local cluster figures: warm `up` to ready, reuse, `down`, and control-plane RSS per process.
 
-Runs its own instance (netns `kstudio-bench`, temporary state dir, free host ports, no node agent), so
-the shared cluster is never touched. Binaries must be built (hack/build-binaries.sh). Usage:
-    .venv/bin/python bench/cluster_up.py [--runs 3]
+Runs its own instance (netns `kstudio-bench`, temporary state dir, free host ports; with --agent its own
+node agent too), so the shared cluster is never touched. Binaries must be built (hack/build-binaries.sh).
+Usage:
+    .venv/bin/python bench/cluster_up.py [--runs 3] [--agent]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def _free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--agent", action="store_true", help="also start the node agent (Node Ready)")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds to let RSS settle before reading")
     args = parser.parse_args()
     bin_dir = cluster.resolve_bin_dir(repo_root())
@@ -44,11 +46,11 @@ def main() -> int:
             for i in range(args.runs):
                 msgs: list[str] = []
                 t0 = time.monotonic()
-                cluster.ensure_up(layout, bin_dir=bin_dir, agent=False, log=msgs.append)
+                cluster.ensure_up(layout, bin_dir=bin_dir, agent=args.agent, log=msgs.append)
                 ups.append(time.monotonic() - t0)
                 api += [float(m.split()[-1].rstrip("s")) for m in msgs if m.startswith("API server ready")]
                 t0 = time.monotonic()
-                cluster.ensure_up(layout, bin_dir=bin_dir, agent=False, log=lambda _: None)
+                cluster.ensure_up(layout, bin_dir=bin_dir, agent=args.agent, log=lambda _: None)
                 reuse.append(time.monotonic() - t0)
                 if i == args.runs - 1:
                     time.sleep(args.settle)
@@ -66,7 +68,7 @@ def main() -> int:
     def fmt(xs: list[float]) -> str:
         return f"median {statistics.median(xs):.2f}s (runs: {', '.join(f'{x:.2f}' for x in xs)})"
 
-    print(f"up (clean start to ready, no agent): {fmt(ups)}")
+    print(f"up (clean start to ready, {'with' if args.agent else 'no'} node agent): {fmt(ups)}")
     print(f"  of which API server /readyz:        {fmt(api)}")
     print(f"up (reuse of a healthy cluster):     {fmt(reuse)}")
     print(f"down:                                {fmt(downs)}")
