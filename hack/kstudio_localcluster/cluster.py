@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -371,8 +372,12 @@ def _start_clean(
             raise ClusterError(
                 f"127.0.0.1:{port} is already in use by another process: {owners or 'unknown'}"
             )
+    for d in (layout.etcd_data, layout.minio_data, layout.agent_state):
+        shutil.rmtree(d, ignore_errors=True)  # a clean start never inherits old objects or pods
     for d in (layout.root, layout.run, layout.logs, layout.etcd_data, layout.minio_data):
         d.mkdir(parents=True, exist_ok=True)
+    for old in layout.logs.glob("*.log"):
+        old.replace(old.with_suffix(".log.prev"))  # keep the previous run's logs, not all of them
     pki = ensure_pki(layout.pki)
     minio = MinioInfo(
         host_endpoint=f"127.0.0.1:{layout.minio_host_port}",
