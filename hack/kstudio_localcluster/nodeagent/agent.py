@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +196,3 @@ class NodeAgent:
 def install_signal_handlers(agent: NodeAgent) -> None:
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
-
-
-def cpu_fraction(value: str) -> Fraction:
-    return parse_quantity(value)

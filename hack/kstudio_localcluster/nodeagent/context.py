@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,7 +118,3 @@ class NodeContext:
             self.client.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
         except (ApiError, OSError) as exc:
             log.debug("event %s on %s not recorded: %s", reason, pod_key(pod), exc)
-
-
-def monotonic() -> float:
-    return time.monotonic()

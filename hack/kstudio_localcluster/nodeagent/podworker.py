@@ -357,8 +357,6 @@ class PodWorker:
             t.join(grace + 15)
         for runner in self.init + self.main:
             runner.check_exit()
-            if runner.rec.state == "waiting" and runner.rec.last_terminated is None:
-                pass
         self.terminal = True
         self._sync_status(terminal=True)
 
