@@ -80,6 +80,14 @@ def _plant_crashed_pod(layout: ClusterLayout) -> list[int]:
     return [sleeper_in_pod.pid, sleeper_in_cgroup.pid, stray_in_cluster_ns.pid]
 
 
+def _veths(ns: str | None) -> list[str]:
+    cmd = ["ip", "-o", "link", "show", "type", "veth"]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
 def _nft_tables(ns: str | None) -> str:
     cmd = ["nft", "list", "tables"]
     if ns:
@@ -103,7 +111,7 @@ spec:
 """
 
 
-def test_cluster_down_leaves_no_process_netns_cgroup_or_nftables_table(
+def test_cluster_down_leaves_no_process_netns_veth_cgroup_or_nftables_table(
     layout: ClusterLayout, go_binaries: Path
 ) -> None:
     assert cluster.agent_available(repo_root())
@@ -121,6 +129,8 @@ def test_cluster_down_leaves_no_process_netns_cgroup_or_nftables_table(
     )  # fmt: skip
     assert [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix)], "agent made no pod netns"
     assert list(Path("/sys/fs/cgroup").glob(f"*/{layout.cgroup_parent}/*")), "agent made no pod cgroup"
+    veths = _veths(layout.netns)
+    assert veths, "the pod has no veth on the cluster bridge"
     planted = _plant_crashed_pod(layout)
 
     down = _cli(layout, "down")
@@ -135,6 +145,7 @@ def test_cluster_down_leaves_no_process_netns_cgroup_or_nftables_table(
         processes.wait_gone([p], 1.0)
     assert alive == []
     assert not netns.exists(layout.netns)
+    assert not set(veths) & set(_veths(None))
     assert [n for n in netns.list_netns() if n.startswith(layout.pod_netns_prefix)] == []
     assert list(Path("/sys/fs/cgroup").glob(f"*/{layout.cgroup_parent}")) == []
     assert "kube-proxy" not in _nft_tables(None)
