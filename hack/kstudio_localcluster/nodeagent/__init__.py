@@ -10,7 +10,7 @@ Where things are (stateDir from the config):
     pods/<uid>/volumes/<name>       volume contents (secret/configMap/projected via an atomic ..data link)
     pods/<uid>/logs/<ctr>/<n>.log   CRI-format log of restart n (what /containerLogs serves)
     pods/<uid>/termination/<ctr>-n  the file bind-mounted at terminationMessagePath
-    pods/<uid>/specs/<ctr>.json     the launcher's last spec (argv, env, mounts) - handy when debugging
+    pods/<uid>/specs/<ctr>.json     the launcher's spec (0600; removed once the container has started)
     cni-ipam/                       host-local IP reservations
     /sys/fs/cgroup/memory/<cgroupParent>/<uid>/<ctr>  container cgroup (cgroup.procs = its processes)
     /var/run/netns/<podNetnsPrefix><uid[:12]>          the pod's network namespace

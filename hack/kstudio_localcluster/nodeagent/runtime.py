@@ -176,7 +176,10 @@ class ContainerProcess:
             "errorFd": w,
         }
         spec.rootfs.mkdir(parents=True, exist_ok=True)
-        self.spec_path.write_text(json.dumps(doc))
+        # The spec holds the env (Secret values too): owner-only, and removed once the launcher has read it.
+        fd = os.open(self.spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(doc))
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(LAUNCHER), str(self.spec_path)],
@@ -194,6 +197,7 @@ class ContainerProcess:
         self.log.pump("stderr", self.proc.stderr)
         with os.fdopen(r, "rb") as err:
             data = err.read()
+        self.spec_path.unlink(missing_ok=True)
         self.started_at = _utc_now()
         if data:
             self.proc.wait()
