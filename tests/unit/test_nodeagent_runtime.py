@@ -178,3 +178,18 @@ def test_cri_log_lines_render_with_and_without_timestamps(tmp_path: Path) -> Non
         == b"2026-01-01T00:00:02.000000001Z three\n"
     )
     assert render(b"2026-01-01T00:00:00Z stdout F \n", False) == b"\n"
+
+
+def test_pods_get_a_fast_failing_resolver_unless_they_bring_dns_config() -> None:
+    from kstudio_localcluster.nodeagent.podworker import hosts_file, resolv_conf
+
+    assert resolv_conf({}) == "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+    custom = {
+        "dnsConfig": {
+            "nameservers": ["10.0.0.10"],
+            "searches": ["svc.local"],
+            "options": [{"name": "ndots", "value": "2"}],
+        }
+    }
+    assert resolv_conf(custom) == "nameserver 10.0.0.10\nsearch svc.local\noptions ndots:2\n"
+    assert "10.244.0.12\tweb-0\n" in hosts_file("10.244.0.12", "web-0")

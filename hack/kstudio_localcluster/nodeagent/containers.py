@@ -218,9 +218,10 @@ class ContainerRunner:
             src = volumes.host_path(vm["name"], vm.get("subPath", ""))
             mounts.append(Mount(str(src), vm["mountPath"], bool(vm.get("readOnly"))))
             targets.add(vm["mountPath"].rstrip("/"))
-        hosts = self.pod_dir / "etc-hosts"
-        if "/etc/hosts" not in targets and hosts.exists():
-            mounts.append(Mount(str(hosts), "/etc/hosts", True))
+        for name in ("hosts", "resolv.conf"):
+            generated = self.pod_dir / f"etc-{name}"
+            if f"/etc/{name}" not in targets and generated.exists():
+                mounts.append(Mount(str(generated), f"/etc/{name}", True))
         term_path = self.spec.get("terminationMessagePath") or "/dev/termination-log"
         if term_path not in targets:
             term = self.pod_dir / "termination" / f"{self.name}-{self.rec.restart_count}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,7 +95,20 @@ class NodeRegistration:
         self.stop = threading.Event()
         self.since = utc_now()
 
-    def register(self) -> None:
+    def register(self, timeout: float = 120.0) -> None:
+        """Create (or adopt) the Node, post its status and take the Lease; retries while the API is down."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._register()
+                return
+            except (ApiError, OSError) as exc:
+                if time.monotonic() > deadline or (isinstance(exc, ApiError) and exc.status in {401, 403}):
+                    raise
+                log.warning("node registration failed (%s); retrying", exc)
+                time.sleep(2.0)
+
+    def _register(self) -> None:
         name = self.cfg.node_name
         body: JSON = {
             "apiVersion": "v1",

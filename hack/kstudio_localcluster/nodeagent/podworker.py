@@ -30,6 +30,19 @@ def hosts_file(pod_ip: str, hostname: str) -> str:
     )
 
 
+def resolv_conf(spec: JSON) -> str:
+    """The local cluster runs no DNS server: unless the pod brings its own dnsConfig, lookups go to a
+    closed loopback port and fail at once instead of timing out against an unreachable host resolver."""
+    dns = spec.get("dnsConfig") or {}
+    servers = dns.get("nameservers") or ["127.0.0.1"]
+    lines = [f"nameserver {s}" for s in servers]
+    if dns.get("searches"):
+        lines.append("search " + " ".join(dns["searches"]))
+    options = [o["name"] + (f":{o['value']}" if o.get("value") else "") for o in dns.get("options") or []]
+    lines.append("options " + " ".join(options or ["timeout:1", "attempts:1"]))
+    return "\n".join(lines) + "\n"
+
+
 def grace_seconds(pod: JSON) -> float:
     meta_grace = pod["metadata"].get("deletionGracePeriodSeconds")
     if meta_grace is not None:
@@ -167,6 +180,7 @@ class PodWorker:
                 (self.pod_dir / "pod-ip").write_text(self.pod_ip)
                 hostname = str(self.pod["spec"].get("hostname") or self.pod["metadata"]["name"])[:63]
                 (self.pod_dir / "etc-hosts").write_text(hosts_file(self.pod_ip, hostname))
+                (self.pod_dir / "etc-resolv.conf").write_text(resolv_conf(self.pod["spec"]))
                 self.sandbox_ready = True
                 self._sync_status()
                 return
