@@ -112,6 +112,10 @@ def _live_users(layout: ClusterLayout) -> list[str]:
     return live
 
 
+def _other_users(layout: ClusterLayout) -> list[str]:
+    return [u for u in _live_users(layout) if u != _self_user_id()]
+
+
 # ---------------------------------------------------------------- state files
 
 
@@ -467,9 +471,20 @@ def _start_clean(
 
 
 def _repair_agent(
-    layout: ClusterLayout, state: dict[str, Any], repo: Path, bin_dir: Path, timeout: float, log: Log
+    layout: ClusterLayout,
+    state: dict[str, Any],
+    repo: Path,
+    bin_dir: Path,
+    timeout: float,
+    log: Log,
+    *,
+    by_hand: bool,
 ) -> None:
-    """On reuse: (re)start the node agent if it is missing, dead or its code changed."""
+    """On reuse: (re)start the node agent if it is missing, dead or its code changed.
+
+    A changed agent is restarted only when no other session uses the cluster, or when asked by hand
+    (`kstudio cluster up`): its restart stops and reruns every pod, which would upset running tests.
+    """
     if not state.get("agent"):
         return
     fp = agent_fingerprint(repo)
@@ -478,6 +493,10 @@ def _repair_agent(
     if alive and state.get("agentFingerprint") == fp:
         return
     if rec is not None and alive:
+        others = _other_users(layout)
+        if others and not by_hand:
+            log(f"warning: node agent code changed; not restarting it while {len(others)} session(s) use it")
+            return
         log("node agent code changed: restarting it")
         processes.stop(rec, grace=STOP_GRACE["node-agent"])
     else:
@@ -534,7 +553,7 @@ def ensure_up(
         if not reason and bool(state.get("agent")) != want_agent:
             reason = "it was started with a different node agent setting"
         if not reason and (outdated := _flags_outdated(layout, repo, bin_dir)):
-            if _live_users(layout):  # never pull a working cluster from under running test sessions
+            if _other_users(layout):  # never pull a working cluster from under running test sessions
                 log(f"warning: {outdated}; reusing it anyway while other sessions use it")
             else:
                 reason = outdated
@@ -543,7 +562,7 @@ def ensure_up(
             if started_by == "cli" and state.get("startedBy") != "cli":
                 state["startedBy"] = "cli"  # someone asked for it by hand: no fixture may take it down
                 _write_json(layout.state_json, state)
-            _repair_agent(layout, state, repo, bin_dir, timeout, log)
+            _repair_agent(layout, state, repo, bin_dir, timeout, log, by_hand=started_by == "cli")
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
             left = cleanup.leftovers(layout)

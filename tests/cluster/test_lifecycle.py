@@ -235,3 +235,22 @@ def test_up_recovers_when_a_crashed_session_lost_its_pidfiles(
     assert any("orphan forward" in m and f"netns {NAME}" in m for m in messages), messages
     assert not any(processes.is_alive(p) for p in old.values())
     assert _port_open(layout.api_host_port)
+
+
+def test_up_restarts_a_dead_node_agent_and_keeps_the_control_plane(
+    layout: ClusterLayout, go_binaries: Path
+) -> None:
+    assert cluster.agent_available(repo_root())
+    cluster.ensure_up(layout, bin_dir=go_binaries, log=lambda _: None)
+    old = _pids(layout)
+    os.kill(old["node-agent"], signal.SIGKILL)
+    processes.wait_gone([old["node-agent"]], 5.0)
+    messages: list[str] = []
+    info = cluster.ensure_up(layout, bin_dir=go_binaries, log=messages.append)
+    assert info.reused and info.node_agent
+    assert "node agent not running: starting it" in messages
+    new = _pids(layout)
+    assert new["node-agent"] != old["node-agent"]
+    assert {k: v for k, v in new.items() if k != "node-agent"} == {
+        k: v for k, v in old.items() if k != "node-agent"
+    }
