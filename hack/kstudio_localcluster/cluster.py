@@ -477,13 +477,11 @@ def _repair_agent(
     bin_dir: Path,
     timeout: float,
     log: Log,
-    *,
-    by_hand: bool,
 ) -> None:
     """On reuse: (re)start the node agent if it is missing, dead or its code changed.
 
-    A changed agent is restarted only when no other session uses the cluster, or when asked by hand
-    (`kstudio cluster up`): its restart stops and reruns every pod, which would upset running tests.
+    A changed agent is restarted only when no other session uses the cluster: its restart stops and
+    reruns every pod, which would upset running tests (`kstudio cluster down` then `up` forces it).
     """
     if not state.get("agent"):
         return
@@ -494,7 +492,7 @@ def _repair_agent(
         return
     if rec is not None and alive:
         others = _other_users(layout)
-        if others and not by_hand:
+        if others:
             log(f"warning: node agent code changed; not restarting it while {len(others)} session(s) use it")
             return
         log("node agent code changed: restarting it")
@@ -562,7 +560,7 @@ def ensure_up(
             if started_by == "cli" and state.get("startedBy") != "cli":
                 state["startedBy"] = "cli"  # someone asked for it by hand: no fixture may take it down
                 _write_json(layout.state_json, state)
-            _repair_agent(layout, state, repo, bin_dir, timeout, log, by_hand=started_by == "cli")
+            _repair_agent(layout, state, repo, bin_dir, timeout, log)
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
             left = cleanup.leftovers(layout)
