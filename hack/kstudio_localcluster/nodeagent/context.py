@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +21,7 @@ from .volumes import decode_configmap, decode_secret
 
 JSON = dict[str, Any]
 log = logging.getLogger("kstudio.nodeagent")
+EVENT_DEDUP_SECONDS = 600.0
 
 
 def utc_now() -> str:
@@ -37,6 +40,9 @@ class NodeContext:
     cgroups: CgroupRoot
     cpu: Fraction
     memory: Fraction
+    # (pod uid, type, reason, message, fieldPath) -> (event name, count, first seen): repeats bump a count
+    recent_events: dict[tuple[str, ...], tuple[str, int, float]] = field(default_factory=dict)
+    events_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def pods_dir(self) -> Path:
@@ -114,7 +120,26 @@ class NodeContext:
             "reportingComponent": "kubelet",
             "reportingInstance": self.cfg.node_name,
         }
+        key = (meta["uid"], etype, reason, message, field_path)
+        now_s = time.monotonic()
+        with self.events_lock:
+            seen = self.recent_events.get(key)
+            if len(self.recent_events) > 2000:
+                self.recent_events.clear()
         try:
-            self.client.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
-        except (ApiError, OSError) as exc:
+            if seen is not None and now_s - seen[2] < EVENT_DEDUP_SECONDS:
+                # kubelet's correlator: the same event again updates count and lastTimestamp
+                name, count, first = seen
+                self.client.patch(
+                    f"/api/v1/namespaces/{meta['namespace']}/events/{name}",
+                    {"count": count + 1, "lastTimestamp": now},
+                    kind="merge",
+                )
+                with self.events_lock:
+                    self.recent_events[key] = (name, count + 1, first)
+                return
+            created = self.client.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
+            with self.events_lock:
+                self.recent_events[key] = (created["metadata"]["name"], 1, now_s)
+        except (ApiError, OSError, KeyError) as exc:
             log.debug("event %s on %s not recorded: %s", reason, pod_key(pod), exc)
