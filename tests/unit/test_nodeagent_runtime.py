@@ -193,3 +193,14 @@ def test_pods_get_a_fast_failing_resolver_unless_they_bring_dns_config() -> None
     }
     assert resolv_conf(custom) == "nameserver 10.0.0.10\nsearch svc.local\noptions ndots:2\n"
     assert "10.244.0.12\tweb-0\n" in hosts_file("10.244.0.12", "web-0")
+
+
+def test_read_only_root_makes_everything_but_volumes_and_dev_read_only_after_creating_mount_points() -> None:
+    ops = rootfs_ops(["/work/main"], [Mount("/state/v/tmp", "/tmp", False)], read_only_root=True)
+    kinds = [(op["op"], op["dst"]) for op in ops]
+    assert (
+        kinds.index(("mountpoint", "/tmp")) < kinds.index(("readonly", "/")) < kinds.index(("bind", "/tmp"))
+    )
+    assert {("readonly", d) for d in ("/", "/tmp", "/var/tmp", "/run")} <= set(kinds)
+    assert ("readonly", "/dev") not in kinds
+    assert not any(op == "readonly" for op, _ in [(o["op"], o["dst"]) for o in rootfs_ops(["/w"], [])])

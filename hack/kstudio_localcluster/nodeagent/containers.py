@@ -164,7 +164,9 @@ class ContainerRunner:
             hostname=_hostname(pod),
             netns=netns,
             rootfs=self.pod_dir / "rootfs" / self.name,
-            ops=rootfs_ops(self.ctx.exposed_paths, mounts),
+            ops=rootfs_ops(
+                self.ctx.exposed_paths, mounts, read_only_root=bool(csc.get("readOnlyRootFilesystem"))
+            ),
             no_new_privs=csc.get("allowPrivilegeEscalation") is False,
             drop_caps=dropped_caps(self.spec),
         )

@@ -79,6 +79,23 @@ def _makedirs(path: str, mode: int = 0o755) -> None:
 spec_scratch: list[str] = []
 
 
+def _mountpoint(src: str, dst: str) -> None:
+    """Create `dst` as a directory or an empty file, matching what will be mounted there."""
+    try:
+        is_dir = stat.S_ISDIR(os.stat(src).st_mode)
+    except OSError as exc:
+        raise LaunchError("CreateContainerError", f"mount source {src}: {exc.strerror}") from exc
+    if is_dir:
+        _makedirs(dst)
+    elif not os.path.exists(dst):
+        _makedirs(os.path.dirname(dst))
+        try:
+            with open(dst, "a"):
+                pass
+        except OSError as exc:
+            raise LaunchError("CreateContainerError", f"cannot create mount point {dst}: {exc}") from exc
+
+
 def _apply(root: str, op: dict[str, Any]) -> None:
     dst = os.path.join(root, op["dst"].lstrip("/")) if op["dst"] != "/" else root
     kind = op["op"]
@@ -91,21 +108,13 @@ def _apply(root: str, op: dict[str, Any]) -> None:
     elif kind == "symlink":
         _makedirs(os.path.dirname(dst))
         os.symlink(op["target"], dst)
+    elif kind == "mountpoint":
+        _mountpoint(op["src"], dst)
+    elif kind == "readonly":
+        _mount(None, dst, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     elif kind == "bind":
         src = op["src"]
-        try:
-            is_dir = stat.S_ISDIR(os.stat(src).st_mode)
-        except OSError as exc:
-            raise LaunchError("CreateContainerError", f"mount source {src}: {exc.strerror}") from exc
-        if is_dir:
-            _makedirs(dst)
-        elif not os.path.exists(dst):
-            _makedirs(os.path.dirname(dst))
-            try:
-                with open(dst, "a"):
-                    pass
-            except OSError as exc:
-                raise LaunchError("CreateContainerError", f"cannot create mount point {dst}: {exc}") from exc
+        _mountpoint(src, dst)
         _mount(src, dst, None, MS_BIND | MS_REC)
         if op.get("ro"):
             _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)

@@ -20,6 +20,7 @@ from .cgroups import ContainerCgroup
 LAUNCHER = Path(__file__).with_name("launcher.py")
 _HOST_DIRS = ("usr", "etc", "opt")
 _HOST_MAYBE_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_WRITABLE_TMPFS = ("/tmp", "/var/tmp", "/run")  # noqa: S108 - the container's own, not the host's
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -32,7 +33,9 @@ class Mount:
     read_only: bool = False
 
 
-def rootfs_ops(exposed: list[str], mounts: list[Mount], host_root: str = "/") -> list[dict[str, Any]]:
+def rootfs_ops(
+    exposed: list[str], mounts: list[Mount], host_root: str = "/", read_only_root: bool = False
+) -> list[dict[str, Any]]:
     """The launcher's steps to build a container root: a tmpfs holding read-only binds of the host's system
     dirs and of `exposed` (Python prefix, checkout), private /tmp, /run, /dev, then `mounts` (volumes,
     /etc/hosts, termination log) shallowest first. Everything else of the host (/root, ~/.cache keys,
@@ -73,7 +76,13 @@ def rootfs_ops(exposed: list[str], mounts: list[Mount], host_root: str = "/") ->
     for path in sorted(set(exposed)):
         if not (path + "/").startswith(covered):
             ops.append({"op": "bind", "src": path, "dst": path, "ro": True})
-    for m in sorted(mounts, key=lambda m: m.target.rstrip("/").count("/")):
+    ordered = sorted(mounts, key=lambda m: m.target.rstrip("/").count("/"))
+    if read_only_root:
+        # readOnlyRootFilesystem: mount points first, then everything but volumes and /dev turns read-only
+        ops += [{"op": "mountpoint", "src": m.source, "dst": m.target} for m in ordered]
+        ops += [{"op": "readonly", "dst": d} for d in ("/", *_WRITABLE_TMPFS)]
+        ops += [{"op": "readonly", "dst": f"/{name}"} for name in sorted(overlaid & set(_HOST_DIRS))]
+    for m in ordered:
         ops.append({"op": "bind", "src": m.source, "dst": m.target, "ro": m.read_only})
     return ops
 
