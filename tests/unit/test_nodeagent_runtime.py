@@ -204,3 +204,14 @@ def test_read_only_root_makes_everything_but_volumes_and_dev_read_only_after_cre
     assert {("readonly", d) for d in ("/", "/tmp", "/var/tmp", "/run")} <= set(kinds)
     assert ("readonly", "/dev") not in kinds
     assert not any(op == "readonly" for op, _ in [(o["op"], o["dst"]) for o in rootfs_ops(["/w"], [])])
+
+
+def test_cpu_limits_become_cfs_quota_and_requests_become_shares() -> None:
+    from kstudio_localcluster.nodeagent.containers import cpu_settings
+
+    got = cpu_settings({"resources": {"limits": {"cpu": "250m"}, "requests": {"cpu": "100m"}}})
+    assert (got.quota_us, got.shares) == (25_000, 102)
+    only_limit = cpu_settings({"resources": {"limits": {"cpu": "2"}}})
+    assert (only_limit.quota_us, only_limit.shares) == (200_000, 2048)  # the request defaults to the limit
+    assert cpu_settings({}) == cpu_settings({"resources": {}})
+    assert cpu_settings({}).quota_us is None and cpu_settings({}).shares is None

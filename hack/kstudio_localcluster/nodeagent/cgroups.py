@@ -12,57 +12,104 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 PARENT = "kstudio-pods"
+CFS_PERIOD_US = 100_000
 
 
-def _mountinfo_memory_root() -> tuple[Path, int] | None:
+def _v1_mount(controller: str) -> Path | None:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fields, rfields = left.split(), right.split()
-            if rfields[0] == "cgroup" and "memory" in rfields[2].split(","):
-                return Path(fields[4]), 1
+            if rfields[0] == "cgroup" and controller in rfields[2].split(","):
+                return Path(fields[4])
+    return None
+
+
+def _v2_mount() -> Path | None:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             if right.split()[0] == "cgroup2":
-                return Path(left.split()[4]), 2
+                return Path(left.split()[4])
     return None
 
 
+def _mount_v1(controller: str, state_dir: Path) -> Path:
+    mnt = state_dir / f"cgroup-{controller}"
+    mnt.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup", "-o", controller, "cgroup", str(mnt)], check=True)
+    return mnt
+
+
+@dataclass(frozen=True)
+class CpuSettings:
+    """cfs quota per 100 ms period from limits.cpu, relative weight from requests.cpu (kubelet's mapping)."""
+
+    quota_us: int | None = None
+    shares: int | None = None
+
+    @classmethod
+    def from_millicores(cls, limit_m: int | None, request_m: int | None) -> CpuSettings:
+        quota = max(1000, limit_m * CFS_PERIOD_US // 1000) if limit_m else None
+        shares = max(2, request_m * 1024 // 1000) if request_m else None
+        return cls(quota, shares)
+
+
 class CgroupRoot:
-    """Where container cgroups live; mounts the memory hierarchy privately if this mount ns lacks it
-    (`ip netns exec` remounts /sys, hiding /sys/fs/cgroup)."""
+    """Where container cgroups live (memory and cpu controllers). Mounts a v1 hierarchy privately when this
+    mount namespace lacks it (`ip netns exec` remounts /sys, hiding /sys/fs/cgroup)."""
 
     def __init__(self, state_dir: Path, parent: str = PARENT) -> None:
-        found = _mountinfo_memory_root()
-        if found is None:
-            mnt = state_dir / "cgroup-memory"
-            mnt.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", "-t", "cgroup", "-o", "memory", "cgroup", str(mnt)], check=True)
-            found = (mnt, 1)
-        self.mount, self.version = found
-        self.base = self.mount / parent
+        self.version = 1
+        memory = _v1_mount("memory")
+        cpu = _v1_mount("cpu")
+        if memory is None and _v2_mount() is not None:
+            self.version = 2
+            memory = cpu = _v2_mount()
+        if memory is None:
+            memory = _mount_v1("memory", state_dir)
+        if cpu is None:
+            try:
+                cpu = _mount_v1("cpu", state_dir)
+            except subprocess.CalledProcessError:
+                cpu = None  # cpu limits are then not enforced; memory still is
+        assert memory is not None
+        self.mount = memory
+        self.base = memory / parent
         self.base.mkdir(exist_ok=True)
+        self.cpu_base = cpu / parent if cpu is not None and self.version == 1 else None
+        if self.cpu_base is not None:
+            self.cpu_base.mkdir(exist_ok=True)
         if self.version == 2:
-            with contextlib.suppress(OSError):
-                (self.mount / "cgroup.subtree_control").write_text("+memory")
-            with contextlib.suppress(OSError):
-                (self.base / "cgroup.subtree_control").write_text("+memory")
+            for d in (self.mount, self.base):
+                with contextlib.suppress(OSError):
+                    (d / "cgroup.subtree_control").write_text("+memory +cpu")
 
-    def create(self, pod_uid: str, name: str, limit_bytes: int | None) -> ContainerCgroup:
+    def create(
+        self, pod_uid: str, name: str, limit_bytes: int | None, cpu: CpuSettings | None = None
+    ) -> ContainerCgroup:
         pod_dir = self.base / pod_uid
         pod_dir.mkdir(exist_ok=True)
         if self.version == 2:
             with contextlib.suppress(OSError):
-                (pod_dir / "cgroup.subtree_control").write_text("+memory")
-        cg = ContainerCgroup(pod_dir / name, self.version)
+                (pod_dir / "cgroup.subtree_control").write_text("+memory +cpu")
+        cpu_dir = None
+        if self.cpu_base is not None:
+            (self.cpu_base / pod_uid).mkdir(exist_ok=True)
+            cpu_dir = self.cpu_base / pod_uid / name
+        cg = ContainerCgroup(pod_dir / name, self.version, cpu_dir)
         cg.destroy()
         cg.path.mkdir()
+        if cpu_dir is not None:
+            cpu_dir.mkdir()
         if limit_bytes is not None:
             cg.set_limit(limit_bytes)
+        if cpu is not None:
+            cg.set_cpu(cpu)
         return cg
 
     def pod_dirs(self) -> list[Path]:
@@ -70,23 +117,65 @@ class CgroupRoot:
 
     def remove_pod(self, pod_uid: str) -> None:
         pod_dir = self.base / pod_uid
-        if not pod_dir.exists():
+        cpu_pod = self.cpu_base / pod_uid if self.cpu_base is not None else None
+        if pod_dir.exists():
+            for child in pod_dir.iterdir():
+                if child.is_dir():
+                    cpu_child = cpu_pod / child.name if cpu_pod is not None else None
+                    ContainerCgroup(child, self.version, cpu_child).destroy()
+            with contextlib.suppress(OSError):
+                pod_dir.rmdir()
+        if cpu_pod is not None and cpu_pod.exists():
+            for child in cpu_pod.iterdir():
+                if child.is_dir():
+                    _rmdir_retry(child)
+            with contextlib.suppress(OSError):
+                cpu_pod.rmdir()
+
+
+def _rmdir_retry(path: Path) -> None:
+    for _ in range(50):
+        try:
+            path.rmdir()
             return
-        for child in pod_dir.iterdir():
-            if child.is_dir():
-                ContainerCgroup(child, self.version).destroy()
-        with contextlib.suppress(OSError):
-            pod_dir.rmdir()
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 class ContainerCgroup:
-    def __init__(self, path: Path, version: int) -> None:
+    def __init__(self, path: Path, version: int, cpu_path: Path | None = None) -> None:
         self.path = path
         self.version = version
+        self.cpu_path = cpu_path
 
     @property
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """Every cgroup.procs a container process must join (memory, and cpu on v1)."""
+        extra = [self.cpu_path / "cgroup.procs"] if self.cpu_path is not None else []
+        return [self.procs_file, *extra]
+
+    def set_cpu(self, cpu: CpuSettings) -> None:
+        if self.version == 2:
+            if cpu.quota_us is not None:
+                (self.path / "cpu.max").write_text(f"{cpu.quota_us} {CFS_PERIOD_US}")
+            if cpu.shares is not None:
+                # kubelet's shares -> weight conversion
+                weight = 1 + ((cpu.shares - 2) * 9999) // 262142
+                (self.path / "cpu.weight").write_text(str(weight))
+            return
+        if self.cpu_path is None:
+            return
+        if cpu.quota_us is not None:
+            (self.cpu_path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (self.cpu_path / "cpu.cfs_quota_us").write_text(str(cpu.quota_us))
+        if cpu.shares is not None:
+            (self.cpu_path / "cpu.shares").write_text(str(cpu.shares))
 
     def set_limit(self, limit_bytes: int) -> None:
         if self.version == 2:
@@ -133,14 +222,8 @@ class ContainerCgroup:
             time.sleep(0.05)
 
     def destroy(self) -> None:
-        if not self.path.exists():
-            return
-        self.kill_all()
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.05)
+        if self.path.exists():
+            self.kill_all()
+            _rmdir_retry(self.path)
+        if self.cpu_path is not None and self.cpu_path.exists():
+            _rmdir_retry(self.cpu_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import signal
 import threading
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cgroups import CpuSettings
 from .context import NodeContext, log, utc_now
 from .envvars import EnvError, PodFacts, expand_command, resolve_env
 from .images import ImagePullError, container_argv, resolve_image
@@ -63,6 +65,16 @@ def effective_user(pod: JSON, container: JSON, image_uid: int, image_gid: int) -
     if psc.get("fsGroup") is not None:
         groups.append(int(psc["fsGroup"]))
     return int(uid), int(gid), sorted(set(groups))
+
+
+def cpu_settings(container: JSON) -> CpuSettings:
+    """limits.cpu -> cfs quota; requests.cpu (or the limit, as the API defaults it) -> shares."""
+    resources = container.get("resources") or {}
+    limit = (resources.get("limits") or {}).get("cpu")
+    request = (resources.get("requests") or {}).get("cpu", limit)
+    limit_m = math.ceil(parse_quantity(limit) * 1000) if limit else None
+    request_m = math.ceil(parse_quantity(request) * 1000) if request else None
+    return CpuSettings.from_millicores(limit_m, request_m)
 
 
 def dropped_caps(container: JSON) -> list[int]:
@@ -137,6 +149,7 @@ class ContainerRunner:
             mounts = self._mounts(pod, volumes)
             limit = ((self.spec.get("resources") or {}).get("limits") or {}).get("memory")
             limit_bytes = int(parse_quantity(limit)) if limit else None
+            cpu = cpu_settings(self.spec)
         except (ConfigError, EnvError, VolumeError, ValueError) as exc:
             self.rec.state, self.rec.reason, self.rec.message = (
                 "waiting",
@@ -150,7 +163,7 @@ class ContainerRunner:
         argv = expand_command(container_argv(self.spec, image), env)
         restart = self.rec.restart_count
         cid = hashlib.sha256(f"{meta['uid']}/{self.name}/{restart}/{time.time_ns()}".encode()).hexdigest()
-        cgroup = self.ctx.cgroups.create(meta["uid"], self.name, limit_bytes)
+        cgroup = self.ctx.cgroups.create(meta["uid"], self.name, limit_bytes, cpu)
         netns_file = self.pod_dir / "netns-path"
         netns = None if pod["spec"].get("hostNetwork") else netns_file.read_text().strip()
         csc = self.spec.get("securityContext") or {}

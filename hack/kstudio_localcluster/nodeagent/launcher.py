@@ -139,8 +139,8 @@ def _apply(root: str, op: dict[str, Any]) -> None:
 
 
 def setup(spec: dict[str, Any]) -> None:
-    if spec.get("cgroupProcs"):
-        with open(spec["cgroupProcs"], "w") as f:
+    for procs in spec.get("cgroupProcs") or []:
+        with open(procs, "w") as f:
             f.write(str(os.getpid()))
     if spec.get("netns"):
         fd = os.open(spec["netns"], os.O_RDONLY)

@@ -181,7 +181,7 @@ class ContainerProcess:
             "ops": spec.ops,
             "noNewPrivs": spec.no_new_privs,
             "dropCaps": spec.drop_caps,
-            "cgroupProcs": str(self.cgroup.procs_file),
+            "cgroupProcs": [str(p) for p in self.cgroup.procs_files],
             "errorFd": w,
         }
         spec.rootfs.mkdir(parents=True, exist_ok=True)
