@@ -21,6 +21,7 @@ if os.environ.get("KSTUDIO_BENCH_CHILD") != "1":
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 import json
+import shutil
 import subprocess
 import tempfile
 import time
@@ -272,6 +273,7 @@ def main() -> int:
     print("\nbatch scoring vs raw predict (target >= 70%):")
     for line in batch_vs_raw(models, work):
         print(line, flush=True)
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

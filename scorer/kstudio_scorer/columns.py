@@ -19,7 +19,6 @@ from kstudio_scorer.errors import InputValidationError, MalformedRequestError, T
 
 ColumnType = str  # "number" | "integer" | "string" | "boolean"
 
-_NUMBER_TYPES: frozenset[type] = frozenset({int, float})
 _ALLOWED: dict[str, frozenset[type]] = {
     "number": frozenset({int, float, type(None)}),
     "integer": frozenset({int, float, type(None)}),
@@ -295,9 +294,15 @@ def _columns_from_matrix(tensor: Mapping[str, Any], schema: Sequence[Column], ma
     if all_numeric:
         if datatype not in _V2_DATATYPES["number"]:
             raise InputValidationError(f"datatype {datatype} does not fit numeric columns (use FP64)")
-        kinds = set(map(type, values))
-        if kinds <= _NUMBER_TYPES:
-            matrix = np.array(values, dtype=np.float64).reshape(n_rows, ncols)
+        # One C-level pass: numpy infers the dtype. Numbers give kind i/u/f (JSON true/false mixed into
+        # numbers count as 1/0, as numpy has it); anything else (strings, nulls) falls through to the
+        # column-by-column check below, which names the row and the column.
+        try:
+            inferred = np.array(values)
+        except (ValueError, TypeError):
+            inferred = None
+        if inferred is not None and inferred.dtype.kind in "iuf" and inferred.ndim == 1:
+            matrix = inferred.astype(np.float64, copy=False).reshape(n_rows, ncols)
             return _split_numeric_matrix(matrix, schema)
     values = _decode_bytes(values)
     arrays = {col.name: column_array(values[j::ncols], col) for j, col in enumerate(schema)}

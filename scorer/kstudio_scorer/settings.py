@@ -55,7 +55,7 @@ class ScorerSettings(BaseSettings):
 
     # --- speed -----------------------------------------------------------------------------------
     batch_max_rows: int = Field(
-        256, gt=0, description="micro-batching: concurrent requests merged up to this many rows"
+        2048, gt=0, description="micro-batching: concurrent requests merged up to this many rows"
     )
     batch_max_wait_ms: float = Field(
         0.0, ge=0, le=100, description="extra wait for a fuller batch while a predict is already running"
