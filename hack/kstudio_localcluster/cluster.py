@@ -13,6 +13,7 @@ torn down when its last user releases it, one started by `kstudio cluster up` is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -110,6 +111,14 @@ def _live_users(layout: ClusterLayout) -> list[str]:
             else:
                 p.unlink(missing_ok=True)
     return live
+
+
+def _effective(layout: ClusterLayout) -> ClusterLayout:
+    """The layout with the MinIO host port the running cluster actually uses (see _start_clean)."""
+    state = _read_json(layout.state_json) or {}
+    if layout.minio_host_port == MINIO_PORT and state.get("minioHostPort") not in (None, MINIO_PORT):
+        return dataclasses.replace(layout, minio_host_port=int(state["minioHostPort"]))
+    return layout
 
 
 def _other_users(layout: ClusterLayout) -> list[str]:
@@ -365,9 +374,16 @@ def _start_clean(
     agent: bool,
     timeout: float,
     log: Log,
-) -> None:
+) -> ClusterLayout:
+    """Start every component and wait until ready; returns the layout actually used."""
     t0 = _T0[0] = time.monotonic()
     _TIMELINE.clear()
+    if layout.minio_host_port == MINIO_PORT and _port_in_use(MINIO_PORT):
+        # 9000 is a popular port; MinIO's host endpoint is read from minio.json, so any port will do.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            layout = dataclasses.replace(layout, minio_host_port=int(s.getsockname()[1]))
+        log(f"127.0.0.1:{MINIO_PORT} is busy: MinIO's host forward uses {layout.minio_host_port}")
     for port in {layout.api_host_port, layout.minio_host_port}:
         if _port_in_use(port):
             owners = ", ".join(
@@ -468,6 +484,7 @@ def _start_clean(
     if not agent and not agent_available(repo):
         log("node agent not present yet (hack/kstudio_localcluster/nodeagent/cli.py); pods will stay Pending")
     log(f"cluster ready after {time.monotonic() - t0:.1f}s")
+    return layout
 
 
 def _repair_agent(
@@ -546,6 +563,7 @@ def ensure_up(
     bin_dir = bin_dir or resolve_bin_dir(repo, log)
     want_agent = agent_available(repo) and agent is not False
     with cluster_lock(layout):
+        layout = _effective(layout)
         state = _read_json(layout.state_json) or {}
         reason = _control_plane_healthy(layout, state, repo, bin_dir) if state else "no cluster state"
         if not reason and bool(state.get("agent")) != want_agent:
@@ -568,7 +586,7 @@ def ensure_up(
                 log(f"cleaning up a previous cluster ({reason}): {', '.join(left)}")
                 cleanup.teardown_locked(layout, log)
             try:
-                _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log)
+                layout = _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log)
             except BaseException:
                 log("start failed; tearing down what was started")
                 cleanup.teardown_locked(layout, log)
@@ -585,7 +603,7 @@ def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
 
     Returns True if it tore the cluster down.
     """
-    layout = layout or ClusterLayout()
+    layout = _effective(layout or ClusterLayout())
     with cluster_lock(layout):
         (layout.users / _self_user_id()).unlink(missing_ok=True)
         state = _read_json(layout.state_json) or {}
@@ -597,7 +615,7 @@ def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
 
 def teardown(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> None:
     """Stop every process and remove netns, pod netns, cgroups and runtime data. Idempotent."""
-    layout = layout or ClusterLayout()
+    layout = _effective(layout or ClusterLayout())
     with cluster_lock(layout):
         cleanup.teardown_locked(layout, log)
 
@@ -607,7 +625,7 @@ def teardown(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> None
 
 def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
     """A JSON-able report: state, each component's pid/alive/RSS, namespace, API readiness."""
-    layout = layout or ClusterLayout()
+    layout = _effective(layout or ClusterLayout())
     state = _read_json(layout.state_json)
     comps: dict[str, Any] = {}
     for name in COMPONENTS:

@@ -8,6 +8,7 @@ The teardown test runs a real pod through the node agent, and also plants what a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -254,3 +255,27 @@ def test_up_restarts_a_dead_node_agent_and_keeps_the_control_plane(
     assert {k: v for k, v in new.items() if k != "node-agent"} == {
         k: v for k, v in old.items() if k != "node-agent"
     }
+
+
+def test_minio_host_forward_moves_off_a_busy_port_9000_and_reuse_keeps_it(
+    tmp_path: Path, go_binaries: Path
+) -> None:
+    layout = ClusterLayout(
+        name=NAME, root=tmp_path / "cluster", api_host_port=_free_port(), minio_host_port=9000
+    )
+    squatter = socket.socket()
+    try:
+        with contextlib.suppress(OSError):  # busy already (e.g. the shared cluster's forward) is just as good
+            squatter.bind(("127.0.0.1", 9000))
+            squatter.listen()
+        assert _port_open(9000)
+        first = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+        assert first.minio.host_endpoint != "127.0.0.1:9000"
+        port = int(first.minio.host_endpoint.rsplit(":", 1)[1])
+        assert _port_open(port)
+        again = cluster.ensure_up(layout, bin_dir=go_binaries, agent=False, log=lambda _: None)
+        assert again.reused and again.minio == first.minio
+    finally:
+        squatter.close()
+        cluster.teardown(layout)
+    assert not _port_open(port)
