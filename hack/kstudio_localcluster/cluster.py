@@ -203,17 +203,28 @@ def _host_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 3.0)
         conn.close()
 
 
-# Seconds since the start of `up` at which each wait finished (written to state.json as "startup").
-_TIMELINE: dict[str, float] = {}
-_T0 = [0.0]
+@dataclass
+class _Timeline:
+    """Seconds since the start of `up` at which each wait finished (state.json "startup")."""
+
+    t0: float = field(default_factory=time.monotonic)
+    steps: dict[str, float] = field(default_factory=dict)
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, layout: ClusterLayout, log_name: str) -> None:
+def _wait(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    layout: ClusterLayout,
+    log_name: str,
+    timeline: _Timeline | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
             if check():
-                _TIMELINE[what] = round(time.monotonic() - _T0[0], 2)
+                if timeline is not None:
+                    timeline.steps[what] = round(time.monotonic() - timeline.t0, 2)
                 return
         except (OSError, ValueError, ssl.SSLError, netns.NetnsError):
             pass
@@ -376,8 +387,8 @@ def _start_clean(
     log: Log,
 ) -> ClusterLayout:
     """Start every component and wait until ready; returns the layout actually used."""
-    t0 = _T0[0] = time.monotonic()
-    _TIMELINE.clear()
+    tl = _Timeline()
+    t0 = tl.t0
     if layout.minio_host_port == MINIO_PORT and _port_in_use(MINIO_PORT):
         # 9000 is a popular port; MinIO's host endpoint is read from minio.json, so any port will do.
         with socket.socket() as s:
@@ -430,7 +441,7 @@ def _start_clean(
         status, body = netns.http_get(layout.netns, "http://127.0.0.1:2379/health")
         return status == 200 and '"health":"true"' in body
 
-    _wait("etcd health", etcd_ok, timeout, layout, "etcd")
+    _wait("etcd health", etcd_ok, timeout, layout, "etcd", tl)
     start_component("kube-apiserver", layout, argv("kube-apiserver"), env)
     ctx = _api_context(pki)
 
@@ -438,7 +449,7 @@ def _start_clean(
         status, body = netns.http_get(layout.netns, f"https://127.0.0.1:{API_PORT}/readyz", context=ctx)
         return status == 200 and body.strip() == "ok"
 
-    _wait("kube-apiserver /readyz", api_ok_inside, timeout, layout, "kube-apiserver")
+    _wait("kube-apiserver /readyz", api_ok_inside, timeout, layout, "kube-apiserver", tl)
     log(f"API server ready after {time.monotonic() - t0:.1f}s")
     start_component("forward", layout, argv("forward"), env)
     for name in ("kube-controller-manager", "kube-scheduler"):
@@ -446,7 +457,7 @@ def _start_clean(
     if agent:
         layout.agent_state.mkdir(parents=True, exist_ok=True)
         start_component("node-agent", layout, argv("node-agent"), env)
-    _wait("host forward to the API server", lambda: _api_ready(layout, pki), timeout, layout, "forward")
+    _wait("host forward to the API server", lambda: _api_ready(layout, pki), timeout, layout, "forward", tl)
     insecure = _insecure_context()
     for name, url in (
         ("kube-controller-manager", "https://127.0.0.1:10257/healthz"),
@@ -456,18 +467,18 @@ def _start_clean(
         def ok(url: str = url) -> bool:
             return netns.http_get(layout.netns, url, context=insecure)[0] == 200
 
-        _wait(f"{name} /healthz", ok, timeout, layout, name)
+        _wait(f"{name} /healthz", ok, timeout, layout, name, tl)
     if agent:
         # kube-proxy waits up to 30 s for its Node to exist before it programs anything: start it after.
-        _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent")
+        _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent", tl)
         start_component("kube-proxy", layout, argv("kube-proxy"), env)
         _wait("kube-proxy's nftables table", lambda: "table ip kube-proxy" in netns.nft_tables(layout.netns),
-              timeout, layout, "kube-proxy")  # fmt: skip
+              timeout, layout, "kube-proxy", tl)  # fmt: skip
     else:
         start_component("kube-proxy", layout, argv("kube-proxy"), env)  # no Node: it syncs 30 s later
-    _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio")
+    _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio", tl)
     _wait("the default ServiceAccount (controllers working)", lambda: _default_sa_exists(layout, pki),
-          timeout, layout, "kube-controller-manager")  # fmt: skip
+          timeout, layout, "kube-controller-manager", tl)  # fmt: skip
     state = {
         "name": layout.name,
         "repo": str(repo),
@@ -478,7 +489,7 @@ def _start_clean(
         "minioHostPort": layout.minio_host_port,
         "agent": agent,
         "agentFingerprint": agent_fingerprint(repo) if agent else "",
-        "startup": dict(_TIMELINE),
+        "startup": tl.steps,
     }
     _write_json(layout.state_json, state)
     if not agent and not agent_available(repo):
