@@ -71,7 +71,9 @@ def _plant_crashed_pod(layout: ClusterLayout) -> list[int]:
     pod_ns = f"{layout.pod_netns_prefix}deadbeef"
     subprocess.run(["ip", "netns", "add", pod_ns], check=True)
     sleeper_in_pod = subprocess.Popen(["ip", "netns", "exec", pod_ns, "sleep", "600"], start_new_session=True)
-    cg = Path("/sys/fs/cgroup/memory") / layout.cgroup_parent / "planted-pod-uid" / "c1"
+    v1 = Path("/sys/fs/cgroup/memory")
+    base = v1 if v1.is_dir() else Path("/sys/fs/cgroup")  # cgroup v1 memory controller, else v2
+    cg = base / layout.cgroup_parent / "planted-pod-uid" / "c1"
     cg.mkdir(parents=True)
     sleeper_in_cgroup = subprocess.Popen(["sleep", "600"], start_new_session=True)
     (cg / "cgroup.procs").write_text(str(sleeper_in_cgroup.pid))
