@@ -118,3 +118,23 @@ def test_cluster_namespace_has_no_route_outside(local_cluster: LocalCluster) -> 
     assert "10.244.0.0/24 dev kst0" in main_routes
     with pytest.raises(OSError):
         netns.connect_in_netns(name, "1.1.1.1", 443, timeout=2.0)
+
+
+def test_node_identity_is_confined_by_node_authorizer_and_node_restriction(
+    local_cluster: LocalCluster,
+) -> None:
+    layout = local_cluster.info.layout
+    node_kc = layout.component_kubeconfigs / "node.kubeconfig"
+    as_node = ["--kubeconfig", str(node_kc), "--server", f"https://127.0.0.1:{layout.api_host_port}"]
+    whoami = json.loads(local_cluster.kubectl(*as_node, "auth", "whoami", "-o", "json").stdout)
+    assert whoami["status"]["userInfo"]["username"] == "system:node:kst-node"
+    assert "system:nodes" in whoami["status"]["userInfo"]["groups"]
+    denied = local_cluster.kubectl(*as_node, "get", "secrets", "-A", check=False)
+    assert (
+        denied.returncode != 0
+        and 'User "system:node:kst-node" cannot list resource "secrets"' in denied.stderr
+    )
+    other = "apiVersion: v1\nkind: Node\nmetadata: {name: some-other-node}\n"
+    refused = local_cluster.kubectl(*as_node, "create", "-f", "-", input=other, check=False)
+    assert refused.returncode != 0
+    assert 'node "kst-node" is not allowed to modify node "some-other-node"' in refused.stderr
