@@ -139,7 +139,7 @@ def teardown_locked(layout: ClusterLayout, log: Log) -> None:
         shutil.rmtree(d, ignore_errors=True)
     for f in (layout.state_json, layout.kubeconfig, layout.minio_json, layout.node_agent_json):
         f.unlink(missing_ok=True)
-    shutil.rmtree(layout.users, ignore_errors=True)
+    # layout.users stays: sessions still running keep their claim on whatever cluster comes next.
     left = leftovers(layout)
     if left:
         raise ClusterError("teardown left behind: " + ", ".join(left))
