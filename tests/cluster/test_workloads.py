@@ -653,6 +653,45 @@ spec:{RESTRICTED_POD}
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
+def test_a_job_with_a_native_sidecar_completes_once_its_main_container_is_done(
+    local_cluster: LocalCluster, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    manifest = f"""
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: sidecar, namespace: {ns}}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:{RESTRICTED}
+      restartPolicy: Never
+      initContainers:
+      - name: helper
+        image: kstudio:dev
+        restartPolicy: Always
+        command: [python, -m, http.server, "9000"]
+        startupProbe: {{tcpSocket: {{port: 9000}}, periodSeconds: 1}}
+        {CONTAINER_SC}
+      containers:
+      - name: main
+        image: kstudio:dev
+        command: [python, -c, "import urllib.request as u; print('sidecar said', u.urlopen('http://127.0.0.1:9000/').status)"]
+        {CONTAINER_SC}
+"""
+    apply(local_cluster, manifest)
+    assert (
+        wait_for("job sidecar to finish", lambda: job_condition(local_cluster, ns, "sidecar")) == "Complete"
+    )
+    (pod,) = pods(local_cluster, ns, "job-name=sidecar")
+    assert pod["status"]["phase"] == "Succeeded"
+    assert "terminated" in pod["status"]["initContainerStatuses"][0]["state"]  # stopped after main finished
+    assert (
+        local_cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", "main").stdout
+        == "sidecar said 200\n"
+    )
+
+
 def process_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

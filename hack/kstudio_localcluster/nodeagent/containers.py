@@ -95,6 +95,7 @@ class ContainerRunner:
         self.spec = container
         self.name = container["name"]
         self.is_init = is_init
+        self.sidecar = is_init and container.get("restartPolicy") == "Always"
         self.wake = wake
         self.rec = ContainerRecord(
             self.name,
@@ -214,7 +215,7 @@ class ContainerRunner:
                 self.check_exit()
                 return
         self._stop_probes = threading.Event()
-        if not self.is_init:
+        if not self.is_init or self.sidecar:
             threading.Thread(
                 target=self._probe_loop,
                 args=(pod, self.proc, self._stop_probes),

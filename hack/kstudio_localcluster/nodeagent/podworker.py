@@ -251,6 +251,13 @@ class PodWorker:
     def _step(self, volumes: PodVolumes, policy: str) -> None:
         now = time.monotonic()
         for runner in self.init:
+            if runner.sidecar:
+                # a native sidecar (init container with restartPolicy Always): started in order, kept
+                # running (restarted whenever it exits); the next container waits until it has started
+                self._keep_running(runner, volumes, now)
+                if not (runner.running and runner.rec.started):
+                    return
+                continue
             if runner.rec.state == "terminated" and runner.rec.exit_code == 0:
                 continue
             runner.check_exit()
@@ -262,6 +269,9 @@ class PodWorker:
                 else:
                     runner.prepare_restart(self.pod)
             return  # init containers run one at a time, in order
+        for runner in self.init:
+            if runner.sidecar:
+                self._keep_running(runner, volumes, now)
         for runner in self.main:
             if runner.running and runner.kill_message:
                 runner.stop(self.pod, grace_seconds(self.pod))
@@ -274,17 +284,32 @@ class PodWorker:
                 runner.start(self.pod, volumes, self._facts())
         if self.main and all(r.rec.state == "terminated" for r in self.main) and policy != "Always":
             self.terminal = True
+            sidecars = [r for r in self.init if r.sidecar and r.running]
+            for runner in reversed(sidecars):  # main containers are done: sidecars stop, last first
+                runner.stop(self.pod, grace_seconds(self.pod), f"Stopping sidecar container {runner.name}")
+
+    def _keep_running(self, runner: ContainerRunner, volumes: PodVolumes, now: float) -> None:
+        if runner.running and runner.kill_message:
+            runner.stop(self.pod, grace_seconds(self.pod))
+        runner.check_exit()
+        if runner.rec.state == "terminated":
+            runner.prepare_restart(self.pod)
+        if runner.rec.state == "waiting" and now >= runner.next_start:
+            runner.start(self.pod, volumes, self._facts())
 
     # -- status -------------------------------------------------------------------------------------
     def _status(self, terminal: bool) -> JSON:
         policy = self.pod["spec"].get("restartPolicy", "Always")
-        init_recs = [r.rec for r in self.init]
+        init_recs = [r.rec for r in self.init if not r.sidecar]
+        sidecar_recs = [r.rec for r in self.init if r.sidecar]
         main_recs = [r.rec for r in self.main]
         if not self.sandbox_ready:
             for rec in init_recs + main_recs:
                 if rec.state == "waiting" and not rec.last_terminated:
                     rec.reason = "ContainerCreating" if rec in main_recs else "PodInitializing"
-        elif self.init and not all(r.state == "terminated" and r.exit_code == 0 for r in init_recs):
+        elif not all(r.state == "terminated" and r.exit_code == 0 for r in init_recs) or not all(
+            r.started for r in sidecar_recs
+        ):
             for rec in main_recs:
                 if rec.state == "waiting" and rec.reason == "ContainerCreating":
                     rec.reason = "PodInitializing"
@@ -299,7 +324,13 @@ class PodWorker:
         status: JSON = {
             "phase": phase,
             "conditions": pod_conditions(
-                self.pod, phase, self.sandbox_ready, init_recs, main_recs, self.clock, utc_now()
+                self.pod,
+                phase,
+                self.sandbox_ready,
+                init_recs,
+                sidecar_recs + main_recs,
+                self.clock,
+                utc_now(),
             ),
             "hostIP": self.ctx.cfg.node_ip,
             "hostIPs": [{"ip": self.ctx.cfg.node_ip}],
@@ -309,8 +340,8 @@ class PodWorker:
         if self.pod_ip:
             status["podIP"] = self.pod_ip
             status["podIPs"] = [{"ip": self.pod_ip}]
-        if init_recs:
-            status["initContainerStatuses"] = [r.to_json() for r in init_recs]
+        if self.init:
+            status["initContainerStatuses"] = [r.rec.to_json() for r in self.init]
         if self.pod_reason is not None:
             status["phase"] = "Failed"
             status["reason"], status["message"] = self.pod_reason
@@ -358,21 +389,27 @@ class PodWorker:
         """Graceful stop of every running container in parallel (preStop, SIGTERM, grace, SIGKILL)."""
         grace = 0.0 if self.api_gone else grace_seconds(self.pod)
         log.info("%s: stopping (grace %.0fs)", self.key, grace)
+        deadline = time.monotonic() + grace
+        # regular containers first, then native sidecars (they outlive what they serve), in one grace period
+        self._stop_wave([r for r in self.init + self.main if not r.sidecar], grace)
+        self._stop_wave([r for r in self.init if r.sidecar], max(0.0, deadline - time.monotonic()))
+        for runner in self.init + self.main:
+            runner.check_exit()
+        self.terminal = True
+        self._sync_status(terminal=True)
+
+    def _stop_wave(self, runners: list[ContainerRunner], grace: float) -> None:
         threads = [
             threading.Thread(
                 target=r.stop, args=(self.pod, grace, f"Stopping container {r.name}"), daemon=True
             )
-            for r in self.init + self.main
+            for r in runners
             if r.running
         ]
         for t in threads:
             t.start()
         for t in threads:
             t.join(grace + 15)
-        for runner in self.init + self.main:
-            runner.check_exit()
-        self.terminal = True
-        self._sync_status(terminal=True)
 
     def _wait_for_deletion(self) -> None:
         while not self.deleting:
