@@ -9,6 +9,7 @@ reason is printed and written to the termination log.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -52,6 +53,18 @@ def write_termination_log(path: Path | None, message: str) -> None:
             f.write(message[:4000])
     except OSError:
         pass  # not in a pod, or not writable: stderr has it anyway
+
+
+def tune_gc_for_serving() -> None:
+    """Called once the model is loaded, in the serving process only.
+
+    Everything allocated so far (libraries, the model) lives as long as the process: freeze it out of
+    the collector's sight, so full collections under load do not walk it (they cost tens of ms of tail
+    latency). Requests allocate many short-lived containers: collect the young generation less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def main(argv: list[str]) -> int:
@@ -101,6 +114,7 @@ def main(argv: list[str]) -> int:
         server.should_exit = True
 
     app.state.kstudio.on_load_failure = on_load_failure
+    app.state.kstudio.on_ready = tune_gc_for_serving
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with the handlers that were installed
     # before it started; no-op handlers make a clean shutdown exit 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

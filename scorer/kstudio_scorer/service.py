@@ -8,7 +8,6 @@ mapping from domain errors to HTTP statuses exists in exactly one place (`ERROR_
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +79,7 @@ class ScorerState:
     samples: SampleLogger | None = None
     projection: rrs.OutputProjection | None = None
     on_load_failure: Callable[[ModelLoadError], None] | None = None
+    on_ready: Callable[[], None] | None = None
     load_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def authorize(self, authorization: str | None) -> None:
@@ -113,13 +113,8 @@ class ScorerState:
         self.batcher = MicroBatcher(
             m.predict, self.settings.batch_max_rows, self.settings.batch_max_wait_ms / 1000.0
         )
-        # Everything allocated so far (libraries, the model) lives as long as the process: move it out of
-        # the collector's sight, so full collections under load do not walk it (they cost tens of ms).
-        gc.collect()
-        gc.freeze()
-        # Requests allocate many short-lived containers; collect the young generation less often (the
-        # default 700 allocations means a collection every few requests under load).
-        gc.set_threshold(50_000, 20, 20)
+        if self.on_ready is not None:
+            self.on_ready()
 
 
 def render_error(exc: Exception) -> tuple[int, bytes, dict[str, str]]:
