@@ -140,7 +140,7 @@ def _write_rows(path: Path, n: int, n_features: int) -> None:
 
 
 def test_million_row_job_keeps_memory_flat(
-    batch_scorer: ScorerProcess, object_store: ObjectStore, tmp_path: Path
+    batch_scorer: ScorerProcess, object_store: ObjectStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sizes = {"100k": 100_000, "1M": 1_000_000}
     peaks: dict[str, float] = {}
@@ -159,13 +159,15 @@ def test_million_row_job_keeps_memory_flat(
         assert job["rowsDone"] == n
         peaks[label] = batch_scorer.peak_rss_mib()
         size_mib = path.stat().st_size / 2**20
-        print(
-            f"\nbatch job {label}: {n} rows, input {size_mib:.0f} MiB CSV, {seconds:.1f} s, "
-            f"{n / seconds:,.0f} rows/s, scorer peak RSS {peaks[label]:.0f} MiB"
-        )
+        with capsys.disabled():  # reported on the terminal even when output is captured
+            print(
+                f"\nbatch job {label}: {n} rows, input {size_mib:.0f} MiB CSV, {seconds:.1f} s, "
+                f"{n / seconds:,.0f} rows/s, scorer peak RSS {peaks[label]:.0f} MiB"
+            )
         path.unlink()
     out = object_store.stat(f"s3://{BUCKET}/out/1M.csv")
     assert out.size_bytes > 0
     growth = peaks["1M"] - peaks["100k"]
-    print(f"peak RSS growth from 100k to 1M rows: {growth:.0f} MiB")
+    with capsys.disabled():
+        print(f"\nscorer peak RSS growth from the 100k-row to the 1M-row job: {growth:.0f} MiB")
     assert growth < 64, f"memory grew by {growth:.0f} MiB with 10x the rows: the job is not streaming"

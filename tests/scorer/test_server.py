@@ -197,7 +197,9 @@ def _read_status(sock: socket.socket) -> bytes:
     return data
 
 
-def test_very_large_body_is_refused_with_413_and_memory_stays_flat(limited_scorer: ScorerProcess) -> None:
+def test_very_large_body_is_refused_with_413_and_memory_stays_flat(
+    limited_scorer: ScorerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     sp = limited_scorer
     before = sp.peak_rss_mib()
     # 1) declared: 10 GB Content-Length, refused before a byte of body is sent
@@ -227,10 +229,11 @@ def test_very_large_body_is_refused_with_413_and_memory_stays_flat(limited_score
         head = _read_status(s)
     assert head.startswith(b"HTTP/1.1 413"), head[:200]
     after = sp.peak_rss_mib()
-    print(
-        f"\nlarge body: sent {sent / 2**20:.0f} MiB before the server closed; "
-        f"peak RSS {before:.0f} -> {after:.0f} MiB"
-    )
+    with capsys.disabled():
+        print(
+            f"\nlarge body: sent {sent / 2**20:.0f} MiB before the server closed; "
+            f"peak RSS {before:.0f} -> {after:.0f} MiB"
+        )
     assert sent < 200 * 1024 * 1024, "the server kept reading a body far over its limit"
     assert after - before < 32, f"peak RSS grew by {after - before:.0f} MiB"
     with httpx.Client(base_url=sp.url) as c:
