@@ -244,7 +244,7 @@ def test_concurrency_limit_answers_429_with_retry_after(
     models: dict[str, BuiltModel], limited_scorer: ScorerProcess
 ) -> None:
     m = models["forest"]
-    x = m.frame.sample(5000, replace=True, random_state=0).to_numpy()
+    x = m.frame.sample(20_000, replace=True, random_state=0).to_numpy()
     body = orjson.dumps(
         {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}]}
     )
@@ -284,22 +284,27 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(
     }
     sp = start_scorer(env, tmp_path / "scorer")
     scorer_processes.append(sp)
-    x = m.frame.sample(50_000, replace=True, random_state=0).to_numpy()
+    x = m.frame.sample(2_000, replace=True, random_state=0).to_numpy()
     body = orjson.dumps(
         {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}]}
     )
-    result: dict[str, Any] = {}
-
-    def call() -> None:
-        with httpx.Client(base_url=sp.url, timeout=60) as c:
-            r = c.post("/v2/models/model/infer", content=body)
-            result["status"] = r.status_code
-            result["n"] = r.json()["outputs"][0]["shape"]
-
-    t = threading.Thread(target=call)
-    t.start()
-    time.sleep(0.15)  # the request is being received / scored
-    sp.proc.send_signal(signal.SIGTERM)
-    t.join(timeout=60)
-    assert result == {"status": 200, "n": [50_000]}
+    with socket.create_connection(("127.0.0.1", sp.port)) as s:
+        # The request is provably in flight when SIGTERM arrives: its headers and half its body are sent.
+        s.sendall(
+            b"POST /v2/models/model/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        time.sleep(0.3)
+        sp.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert sp.proc.poll() is None, "the scorer quit with a request in flight"
+        s.sendall(body[len(body) // 2 :])
+        s.settimeout(30)
+        response = b""
+        while chunk := s.recv(1 << 16):
+            response += chunk
+    head, _, payload = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert orjson.loads(payload)["outputs"][0]["shape"] == [2_000]
     assert sp.proc.wait(timeout=30) == 0
