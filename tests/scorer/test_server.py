@@ -244,7 +244,7 @@ def test_concurrency_limit_answers_429_with_retry_after(
     models: dict[str, BuiltModel], limited_scorer: ScorerProcess
 ) -> None:
     m = models["forest"]
-    x = m.frame.sample(20_000, replace=True, random_state=0).to_numpy()
+    x = m.frame.sample(7_000, replace=True, random_state=0).to_numpy()
     body = orjson.dumps(
         {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}]}
     )
