@@ -7,6 +7,7 @@ previous operator process made it) and returns the existing object; a 404 on del
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -27,7 +28,8 @@ def load_client() -> kubernetes.client.ApiClient:
         try:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+            # Read $KUBECONFIG now: the client library's default is captured when it is imported.
+            kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
         _CLIENT = kubernetes.client.ApiClient()
     return _CLIENT
 

@@ -5,7 +5,6 @@ Run it with `kstudio operator` (see kstudio_operator.cli) or `kopf run -m kstudi
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
@@ -21,6 +20,12 @@ EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
 TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else $KUBECONFIG as it is now (not as it was at import time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     settings.persistence.finalizer = c.FINALIZER
@@ -28,8 +33,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=c.PROGRESS_PREFIX, key="last-handled-configuration"
     )
-    # Our own Events say what happened; kopf's per-handler chatter is posted only when it is a problem.
-    settings.posting.level = logging.WARNING
+    # Our handlers post their own Events (kube.Kube.event); kopf's log lines stay in the log.
+    settings.posting.loggers = False
     settings.networking.request_timeout = 30
     settings.watching.server_timeout = 120
     settings.execution.max_workers = 8
@@ -47,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     memo["ctx"] = Context(kube=Kube(), config=CONFIG, store=store, store_error=store_error)
 
 
-# Experiment: validation on every spec change (PermanentError = an Event, no retries); the run loop is a
+# Experiment: validation on every spec change (PermanentError: an Event, no retries); the run loop is a
 # timer, so it also runs for objects that changed while the operator was down.
 kopf.on.create(*EXPERIMENTS, id="validate")(experiment.validate_experiment)
 kopf.on.update(*EXPERIMENTS, id="validate", field="spec")(experiment.validate_experiment)

@@ -51,11 +51,13 @@ def parse_spec(raw: dict[str, Any]) -> tuple[ExperimentSpec | None, list[str]]:
     return (spec if not problems else None), problems
 
 
-def validate_experiment(spec: kopf.Spec, **_: Any) -> None:
-    """on create/update/resume: refuse a spec that can never work, once, with a readable Event."""
+def validate_experiment(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    """on create/update/resume: refuse a spec that can never work, once per change, with a Warning Event."""
     parsed, problems = parse_spec(dict(spec))
     if parsed is None:
-        raise kopf.PermanentError("invalid Experiment spec: " + "; ".join(problems))
+        message = "invalid Experiment spec: " + "; ".join(problems)
+        context(memo).kube.event(body, "Warning", "InvalidSpec", message)
+        raise kopf.PermanentError(message)
 
 
 def _pods_by_run(pods: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
