@@ -161,3 +161,14 @@ def test_deleting_an_experiment_keeps_only_the_models_in_use(
     wait_until("Jobs to be collected", lambda: kube.items("jobs") == [], timeout=60)
     models = [m["metadata"]["name"] for m in kube.items("trainedmodels")]
     assert models == ["penguins-1"]
+
+
+def test_a_hand_made_model_is_never_taken_for_a_runs_model(
+    kube: Kubectl, operator: OperatorProcess, imported: tuple[str, str, int]
+) -> None:
+    uri, sha, _ = imported
+    assert kube.apply(trained_model("penguins-1", uri, sha)).returncode == 0
+    assert kube.apply(experiment_manifest()).returncode == 0
+    run = wait_until("run 1", lambda: run_done(kube, 1), timeout=240)
+    assert (run["phase"], run["reason"]) == ("Failed", "NameConflict"), run
+    assert kube.get("trainedmodel", "penguins-1")["spec"]["artifact"]["uri"] == uri  # type: ignore[index]

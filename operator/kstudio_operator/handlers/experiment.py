@@ -124,6 +124,15 @@ def _finish_run(
     manifest = trained_model_manifest(namespace, name, record.run, record.generation, result)
     model, created = ctx.kube.ensure_custom(c.TRAINED_MODELS, manifest)
     model_name = model["metadata"]["name"]
+    theirs = model.get("spec") or {}
+    if not created and any(theirs.get(k) != manifest["spec"][k] for k in ("artifact", "source")):
+        # Not ours from an earlier attempt (that would be identical): someone made a TrainedModel by hand
+        # under the name this run needs. Never adopt it as this run's model.
+        return _failed(
+            record,
+            "NameConflict",
+            f"TrainedModel {model_name} already exists with another artifact; delete it, then run again",
+        )
     metric = headline_metric(result.metrics, list(spec.evaluation.metrics))
     if created:
         ctx.kube.event(
@@ -178,7 +187,12 @@ def _start_run(
     job = training_job(namespace, name, spec, request, ctx.config)
     kopf.adopt([configmap, job], owner=body)
     ctx.kube.ensure_configmap(configmap)
-    _, created = ctx.kube.ensure_job(job)
+    existing, created = ctx.kube.ensure_job(job)
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    if not created and labels.get(c.LABEL_EXPERIMENT) != name:
+        raise kopf.TemporaryError(
+            f"a Job named {job['metadata']['name']} that is not this experiment's exists; delete it", delay=30
+        )
     record = RunRecord(
         run=request.run,
         generation=request.generation,
