@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kstudio_localcluster import cluster
+from kstudio_localcluster.certs import PkiError
 from kstudio_localcluster.layout import API_PORT, MINIO_PORT, ClusterLayout, cache_root
+from kstudio_localcluster.netns import NetnsError
 
 
 def main(argv: Sequence[str]) -> int:
@@ -43,7 +45,7 @@ def main(argv: Sequence[str]) -> int:
             print("kstudio cluster: down (no process, netns, cgroup or runtime data left)", file=sys.stderr)
             return 0
         report = cluster.status(layout)
-    except cluster.ClusterError as exc:
+    except (cluster.ClusterError, NetnsError, PkiError) as exc:
         print(f"kstudio cluster: error: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -570,6 +570,8 @@ def ensure_up(
     ClusterError naming the failing component and its log file.
     """
     layout = layout or ClusterLayout()
+    if os.geteuid() != 0:
+        raise ClusterError("the local cluster needs root (network namespaces, cgroups, nftables)")
     repo = repo_root()
     bin_dir = bin_dir or resolve_bin_dir(repo, log)
     want_agent = agent_available(repo) and agent is not False

@@ -140,3 +140,16 @@ def test_forward_rejects_malformed_mappings(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         forward.main(["--netns", "x", "127.0.0.1=10.0.0.1:80"])
     assert "expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_cluster_up_as_non_root_fails_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from kstudio_localcluster import cli
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["--root", str(tmp_path / "c"), "--name", "kstudio-unit", "up"]) == 1
+    assert "the local cluster needs root" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
