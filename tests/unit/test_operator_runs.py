@@ -185,3 +185,12 @@ def test_prune_keeps_history_limit_and_models_in_use() -> None:
     assert runs_to_prune(records, 10, set()) == []
     active = [*records[:2], record(3, phase="Running", trainedModel=None)]
     assert [r.run for r in runs_to_prune(active, 1, set())] == [1, 2]
+
+
+def test_prune_never_lets_the_history_overflow_the_schema() -> None:
+    from kstudio_operator.builders.runs import MAX_RUNS
+
+    records = [record(i) for i in range(1, MAX_RUNS + 6)]
+    everything = {r.trained_model for r in records if r.trained_model}
+    pruned = runs_to_prune(records, 10, protected_models=everything)
+    assert [r.run for r in pruned] == [1, 2, 3, 4, 5]

@@ -290,10 +290,16 @@ def plan_run(
     )
 
 
+MAX_RUNS = 100  # status.runs maxItems in the CRD
+
+
 def runs_to_prune(
     records: list[RunRecord], history_limit: int, protected_models: set[str]
 ) -> list[RunRecord]:
-    """Oldest final runs beyond the history limit, except runs whose TrainedModel must stay."""
+    """Oldest final runs beyond the history limit, except runs whose TrainedModel must stay.
+
+    Only if protected runs alone would overflow status.runs (MAX_RUNS) are the oldest of them dropped from
+    the history too; the caller never deletes a protected model, whatever happens to its record."""
     finished = [r for r in records if is_final(r)]
     excess = len(records) - history_limit
     out = []
@@ -304,7 +310,14 @@ def runs_to_prune(
             continue
         out.append(record)
         excess -= 1
-    return out
+    overflow = len(records) - len(out) - MAX_RUNS
+    for record in finished:
+        if overflow <= 0:
+            break
+        if record not in out:
+            out.append(record)
+            overflow -= 1
+    return sorted(out, key=lambda r: r.run)
 
 
 def headline_metric(metrics: dict[str, float], preferred: list[str]) -> str | None:

@@ -323,7 +323,7 @@ def reconcile_experiment(
     for record in runs_to_prune(records, parsed.history_limit, protected):
         ctx.kube.delete_job(namespace, record.job)
         ctx.kube.delete_configmap(namespace, names.snapshot_configmap_name(name, record.run))
-        if record.trained_model:
+        if record.trained_model and record.trained_model not in protected:
             ctx.kube.delete_custom(namespace, c.TRAINED_MODELS, record.trained_model)
         records = [r for r in records if r.run != record.run]
 
