@@ -7,6 +7,7 @@ cert) are served. Supports tailLines, follow, timestamps, limitBytes, sinceSecon
 from __future__ import annotations
 
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -143,12 +144,20 @@ def make_handler(locate: LogLocator) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # a client without a certificate from the cluster CA ends here: one line, not a traceback
+        exc = sys.exc_info()[1]
+        log.info("logserver: rejected %s: %s", client_address[0], exc)
+
+
 class LogServer:
     def __init__(
         self, host: str, port: int, cert: Path, key: Path, client_ca: Path | None, locate: LogLocator
     ) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(locate))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), make_handler(locate))
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(cert), str(key))
         if client_ca is not None:
