@@ -91,11 +91,12 @@ class NodeAgent:
         return path, running
 
     # -- pods -------------------------------------------------------------------------------------------
-    def _worker_done(self, uid: str) -> None:
+    def _worker_done(self, uid: str, crashed: bool) -> None:
         with self.lock:
             self.workers.pop(uid, None)
             now = time.monotonic()
-            self.finished[uid] = now
+            if not crashed:
+                self.finished[uid] = now
             for old in [u for u, t in self.finished.items() if now - t > 600]:
                 del self.finished[old]
 

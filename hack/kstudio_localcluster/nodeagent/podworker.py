@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +52,7 @@ def grace_seconds(pod: JSON) -> float:
 
 
 class PodWorker:
-    def __init__(self, ctx: NodeContext, pod: JSON, on_done: Callable[[str], None]) -> None:
+    def __init__(self, ctx: NodeContext, pod: JSON, on_done: Callable[[str, bool], None]) -> None:
         self.ctx = ctx
         self.pod = pod
         self.uid: str = pod["metadata"]["uid"]
@@ -148,13 +149,18 @@ class PodWorker:
 
     # -- main loop ----------------------------------------------------------------------------------
     def _run_safely(self) -> None:
+        crashed = False
         try:
             self._run()
         except Exception:
-            log.exception("pod worker %s crashed; cleaning up", self.key)
+            crashed = True
+            log.exception(
+                "pod worker %s crashed; cleaning up (the next event for the pod starts it again)", self.key
+            )
             self._teardown()
+            time.sleep(1.0)
         finally:
-            self.on_done(self.uid)
+            self.on_done(self.uid, crashed)
 
     def _run(self) -> None:
         phase = (self.pod.get("status") or {}).get("phase")
@@ -184,7 +190,7 @@ class PodWorker:
                 self.sandbox_ready = True
                 self._sync_status()
                 return
-            except (SandboxError, OSError) as exc:
+            except (SandboxError, OSError, subprocess.SubprocessError) as exc:
                 self.ctx.event(
                     self.pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}"
                 )
