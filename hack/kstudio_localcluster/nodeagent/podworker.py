@@ -221,6 +221,7 @@ class PodWorker:
                 return
             if not volumes_ready or now - last_refresh > VOLUME_REFRESH_SECONDS:
                 try:
+                    volumes.pod = self.pod  # downwardAPI files follow label/annotation changes
                     volumes.sync()
                     volumes_ready, last_refresh = True, now
                 except (VolumeError, ApiError, OSError) as exc:
