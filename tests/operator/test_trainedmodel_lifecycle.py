@@ -171,4 +171,5 @@ def test_a_hand_made_model_is_never_taken_for_a_runs_model(
     assert kube.apply(experiment_manifest()).returncode == 0
     run = wait_until("run 1", lambda: run_done(kube, 1), timeout=240)
     assert (run["phase"], run["reason"]) == ("Failed", "NameConflict"), run
+    assert any(e["reason"] == "RunFailed" and "NameConflict" in e["message"] for e in kube.events("penguins"))
     assert kube.get("trainedmodel", "penguins-1")["spec"]["artifact"]["uri"] == uri  # type: ignore[index]

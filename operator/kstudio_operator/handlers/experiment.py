@@ -311,6 +311,13 @@ def reconcile_experiment(
                 record = _finish_run(ctx, body, namespace, name, parsed, record)
             except kopf.TemporaryError as exc:
                 storage_wait = exc
+            if record.phase == "Failed":
+                ctx.kube.event(
+                    body,
+                    "Warning",
+                    "RunFailed",
+                    f"run {record.run} failed: {record.reason}: {record.message}",
+                )
         finished.append(record)
     records = finished
 
