@@ -215,3 +215,14 @@ def test_cpu_limits_become_cfs_quota_and_requests_become_shares() -> None:
     assert (only_limit.quota_us, only_limit.shares) == (200_000, 2048)  # the request defaults to the limit
     assert cpu_settings({}) == cpu_settings({"resources": {}})
     assert cpu_settings({}).quota_us is None and cpu_settings({}).shares is None
+
+
+def test_node_capacity_advertises_at_least_eight_cpus_unless_configured(tmp_path: Path) -> None:
+    from kstudio_localcluster.nodeagent.config import parse_config
+    from kstudio_localcluster.nodeagent.node import node_capacity
+
+    base = {"kubeconfig": "k", "nodeName": "n", "nodeIP": "10.244.0.1", "podCIDR": "10.244.0.0/24"}
+    base |= {"bridge": "kst0", "stateDir": str(tmp_path), "repo": str(tmp_path)}
+    cap = node_capacity(parse_config(base))
+    assert int(cap["cpu"]) >= 8 and cap["memory"].endswith("Ki") and cap["pods"] == "110"
+    assert node_capacity(parse_config({**base, "cpu": "3", "memory": "4Gi"}))["cpu"] == "3"

@@ -24,8 +24,15 @@ def _micro_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A dev/test node on a 2-core machine would fit one 1-CPU trainer and two 500m scorers and then refuse a
+# rolling update's surge pod. CPU is time-shared and limits are enforced by CFS quota, so the local node
+# advertises at least this many CPUs for scheduling (the config's "cpu" key sets an exact value).
+MIN_ADVERTISED_CPUS = 8
+
+
 def node_capacity(cfg: AgentConfig) -> dict[str, str]:
-    cpu = cfg.cpu or str(os.cpu_count() or 1)
+    """Capacity = allocatable: memory as the machine has it, CPUs at least MIN_ADVERTISED_CPUS."""
+    cpu = cfg.cpu or str(max(os.cpu_count() or 1, MIN_ADVERTISED_CPUS))
     if cfg.memory:
         memory = cfg.memory
     else:
