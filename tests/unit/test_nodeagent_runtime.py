@@ -226,3 +226,15 @@ def test_node_capacity_advertises_at_least_eight_cpus_unless_configured(tmp_path
     cap = node_capacity(parse_config(base))
     assert int(cap["cpu"]) >= 8 and cap["memory"].endswith("Ki") and cap["pods"] == "110"
     assert node_capacity(parse_config({**base, "cpu": "3", "memory": "4Gi"}))["cpu"] == "3"
+
+
+def test_bytecode_targets_are_site_packages_and_editable_source_dirs_inside_the_checkout(
+    tmp_path: Path,
+) -> None:
+    from kstudio_localcluster.nodeagent.images import bytecode_targets
+
+    site = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (tmp_path / "cli").mkdir()
+    (site / "_editable.pth").write_text(f"{tmp_path / 'cli'}\n/usr/lib/elsewhere\nimport os\n")
+    assert bytecode_targets(tmp_path) == [site, tmp_path / "cli"]

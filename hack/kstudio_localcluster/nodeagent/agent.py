@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from typing import Any
 from .cgroups import CgroupRoot
 from .config import AgentConfig
 from .context import NodeContext, log
+from .images import compile_image
 from .kubeapi import ApiError, KubeClient
 from .logserver import LogServer
 from .node import NodeRegistration, node_capacity
@@ -156,6 +159,7 @@ class NodeAgent:
     # -- run --------------------------------------------------------------------------------------------
     def run(self) -> int:
         self.clean_leftovers()
+        threading.Thread(target=self._compile_image, name="compile-image", daemon=True).start()
         self.node.register()
         if self.cfg.serving_cert and self.cfg.serving_key:
             self.log_server = LogServer(
@@ -174,6 +178,13 @@ class NodeAgent:
         self.stopping.wait()
         self.shutdown()
         return 0
+
+    def _compile_image(self) -> None:
+        try:
+            seconds = compile_image(self.cfg.repo, sys.executable)
+            log.info("kstudio image byte-compiled in %.1fs", seconds)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("byte-compiling the kstudio image failed: %s", exc)
 
     def request_stop(self, *_: object) -> None:
         self.stopping.set()
