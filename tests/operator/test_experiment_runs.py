@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, OperatorProcess, condition, experiment_manifest, wait_until
+from operator_support import REPO, Kubectl, OperatorProcess, condition, experiment_manifest, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -166,3 +166,14 @@ def test_cron_schedule_starts_a_run_at_the_next_tick(kube: Kubectl, operator: Op
     second = wait_until("the scheduled run", lambda: run_done(kube, 2), timeout=150)
     assert second["triggers"] == ["schedule"] and second["phase"] == "Succeeded"
     assert second["scheduledAt"] == kube.status("experiment", "penguins")["lastScheduleTime"]
+
+
+def test_diabetes_example_trains_a_regression_model(kube: Kubectl, operator: OperatorProcess) -> None:
+    assert kube.apply((REPO / "examples" / "diabetes" / "experiment.yaml").read_text()).returncode == 0
+    wait_until("TrainedModel diabetes-1", lambda: kube.get("trainedmodel", "diabetes-1"), timeout=240)
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/diabetes-1", "--timeout=120s")
+    status = kube.status("trainedmodel", "diabetes-1")
+    assert status["task"] == "regression" and status["classes"] == []
+    assert set(status["metrics"]) == {"r2", "rmse", "mae"} and 0.0 < status["metrics"]["r2"] < 1.0
+    assert status["headlineMetric"].startswith("r2=")
+    assert kube.status("experiment", "diabetes")["latestMetric"].startswith("r2=")
