@@ -133,7 +133,7 @@ def experiment_manifest(name: str = "penguins", **spec_overrides: Any) -> str:
         "algorithm": {"name": "RandomForestClassifier", "params": {"n_estimators": 20, "random_state": 0}},
         "evaluation": {"testFraction": 0.2, "seed": 42, "metrics": ["accuracy", "f1_macro"]},
         "resources": {"cpu": "500m", "memory": "1Gi"},
-        "backoffLimit": 1,
+        "backoffLimit": 2,
     }
     spec.update(spec_overrides)
     return json.dumps(
