@@ -37,6 +37,7 @@ def main(argv: Sequence[str]) -> int:
         if args.command == "up":
             info = cluster.ensure_up(layout, timeout=args.timeout)
             print(f"export KUBECONFIG={info.kubeconfig}")
+            print(f"export PATH={info.bin_dir}:$PATH  # kubectl v1.36.3, built with the cluster")
             print(f"# MinIO: {info.minio.host_endpoint} (host), {info.minio.pod_endpoint} (pods); "
                   f"credentials in {info.layout.minio_json}")  # fmt: skip
             return 0
