@@ -238,3 +238,20 @@ def test_bytecode_targets_are_site_packages_and_editable_source_dirs_inside_the_
     (tmp_path / "cli").mkdir()
     (site / "_editable.pth").write_text(f"{tmp_path / 'cli'}\n/usr/lib/elsewhere\nimport os\n")
     assert bytecode_targets(tmp_path) == [site, tmp_path / "cli"]
+
+
+def test_image_content_under_a_volume_target_stays_visible_above_the_volume() -> None:
+    # A checkout cloned under /tmp (as CI may do) is the "image"; a pod mounting an emptyDir at /tmp must
+    # not hide it, or `kstudio` is not found in $PATH.
+    for read_only_root in (False, True):
+        ops = rootfs_ops(
+            ["/tmp/ci/checkout", "/srv/py"],
+            [Mount("/state/v/tmp", "/tmp", False)],
+            read_only_root=read_only_root,
+        )
+        kinds = [(op["op"], op["dst"]) for op in ops]
+        assert kinds.index(("bind", "/tmp")) < kinds.index(("bind", "/tmp/ci/checkout"))
+        rebind = ops[kinds.index(("bind", "/tmp/ci/checkout"))]
+        assert rebind["ro"] is True and rebind["src"] == "/tmp/ci/checkout"
+        # not shadowed: content outside volume targets keeps its place before the volumes
+        assert kinds.index(("bind", "/srv/py")) < kinds.index(("bind", "/tmp"))

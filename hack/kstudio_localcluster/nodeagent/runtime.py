@@ -73,10 +73,16 @@ def rootfs_ops(
     ops.append({"op": "mkdir", "dst": "/root", "mode": "0755" if root_needed else "0700"})
     ops.append({"op": "mkdir", "dst": "/home", "mode": "0755"})
     covered = tuple(f"/{d}/" for d in _HOST_DIRS + _HOST_MAYBE_LINKS)
-    for path in sorted(set(exposed)):
-        if not (path + "/").startswith(covered):
-            ops.append({"op": "bind", "src": path, "dst": path, "ro": True})
     ordered = sorted(mounts, key=lambda m: m.target.rstrip("/").count("/"))
+    # The "image" (checkout, Python prefix) must keep its absolute paths (shebangs, .pth files). Where it
+    # lies under a volume's target (a checkout in /tmp, a pod with an emptyDir at /tmp) it is bound again
+    # above the volume, or the volume would hide it and `kstudio` would not be found.
+    targets = tuple(m.target.rstrip("/") + "/" for m in ordered)
+    image = [p for p in sorted(set(exposed)) if not (p + "/").startswith(covered)]
+    shadowed = [p for p in image if (p + "/").startswith(targets)]
+    for path in image:
+        if path not in shadowed:
+            ops.append({"op": "bind", "src": path, "dst": path, "ro": True})
     if read_only_root:
         # readOnlyRootFilesystem: mount points first, then everything but volumes and /dev turns read-only
         ops += [{"op": "mountpoint", "src": m.source, "dst": m.target} for m in ordered]
@@ -84,6 +90,8 @@ def rootfs_ops(
         ops += [{"op": "readonly", "dst": f"/{name}"} for name in sorted(overlaid & set(_HOST_DIRS))]
     for m in ordered:
         ops.append({"op": "bind", "src": m.source, "dst": m.target, "ro": m.read_only})
+    for path in shadowed:
+        ops.append({"op": "bind", "src": path, "dst": path, "ro": True})
     return ops
 
 
