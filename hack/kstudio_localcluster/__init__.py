@@ -10,7 +10,7 @@ are forwards into it. Files live in $KSTUDIO_CACHE/cluster (default ~/.cache/kst
 minio.json, node-agent.json, state.json, pki/, logs/<component>.log, run/<component>.pid.json.
 
 Modules: layout (names, addresses, paths), certs (openssl PKI), kubeconfig, netns (iproute2 + setns),
-processes (pidfiles), components (command lines), forward (host -> netns TCP forward), cluster
-(ensure_up / release / teardown / status), cleanup (teardown and leftovers), cli, nodeagent (the kubelet
-stand-in).
+processes (pidfiles), components (command lines), forward (host -> netns TCP forward), health (readiness
+checks), sessions (lock, pytest sessions as users, state files), cluster (ensure_up / release / teardown /
+status), cleanup (teardown and leftovers), cli, nodeagent (the kubelet stand-in).
 """

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -25,12 +23,12 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kstudio_localcluster import cleanup, kubeconfig, netns, processes
+from kstudio_localcluster import cleanup, health, kubeconfig, netns, processes, sessions
 from kstudio_localcluster.certs import Pki, ensure_pki
 from kstudio_localcluster.components import COMPONENTS as COMPONENTS  # re-exported
 from kstudio_localcluster.components import STOP_GRACE, component_argv, component_env, start_component
@@ -80,71 +78,6 @@ def _stderr(msg: str) -> None:
     print(f"kstudio cluster: {msg}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- locking and users
-
-
-@contextlib.contextmanager
-def cluster_lock(layout: ClusterLayout) -> Iterator[None]:
-    """Exclusive lock for up/down/release across processes (pytest sessions, CLI)."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock_file, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _self_user_id() -> str:
-    ticks = processes._start_ticks(os.getpid())
-    return f"{os.getpid()}-{ticks}"
-
-
-def _live_users(layout: ClusterLayout) -> list[str]:
-    live = []
-    if layout.users.is_dir():
-        for p in layout.users.iterdir():
-            pid_s, _, ticks_s = p.name.partition("-")
-            rec = processes.ProcessRecord("user", int(pid_s), int(ticks_s or -1), ())
-            if pid_s.isdigit() and processes.record_alive(rec):
-                live.append(p.name)
-            else:
-                p.unlink(missing_ok=True)
-    return live
-
-
-def _effective(layout: ClusterLayout) -> ClusterLayout:
-    """The layout with the MinIO host port the running cluster actually uses (see _start_clean)."""
-    state = _read_json(layout.state_json) or {}
-    if layout.minio_host_port == MINIO_PORT and state.get("minioHostPort") not in (None, MINIO_PORT):
-        return dataclasses.replace(layout, minio_host_port=int(state["minioHostPort"]))
-    return layout
-
-
-def _other_users(layout: ClusterLayout) -> list[str]:
-    return [u for u in _live_users(layout) if u != _self_user_id()]
-
-
-# ---------------------------------------------------------------- state files
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    tmp.replace(path)
-
-
 def agent_available(repo: Path) -> bool:
     """The node agent is started only once its CLI module exists in the checkout."""
     return (repo / "hack" / "kstudio_localcluster" / "nodeagent" / "cli.py").exists()
@@ -167,40 +100,6 @@ def resolve_bin_dir(repo: Path, log: Log = _stderr) -> Path:
     if proc.returncode != 0:
         raise ClusterError(f"{script} failed with exit code {proc.returncode}")
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------- HTTP checks
-
-
-def _api_context(pki: Pki) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.ca_crt))
-    ctx.load_cert_chain(str(pki.crt("admin")), str(pki.key("admin")))
-    return ctx
-
-
-def _insecure_context() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # KCM/scheduler healthz serve self-signed certs
-    return ctx
-
-
-def _host_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 3.0) -> tuple[int, str]:
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=ctx)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
-    try:
-        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -240,12 +139,6 @@ def _wait(
         time.sleep(0.2)
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 # ---------------------------------------------------------------- config files
 
 
@@ -258,7 +151,7 @@ def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo
     node_kc = kubeconfig.write(
         kc / "node.kubeconfig", pki, "node", f"https://{NODE_IP}:{API_PORT}", f"system:node:{NODE_NAME}"
     )
-    _write_json(
+    sessions.write_json(
         layout.minio_json,
         {
             "hostEndpoint": minio.host_endpoint,
@@ -267,7 +160,7 @@ def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo
             "secretKey": minio.secret_key,
         },
     )
-    _write_json(
+    sessions.write_json(
         layout.node_agent_json,
         {
             "kubeconfig": str(node_kc),
@@ -292,44 +185,13 @@ def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo
 
 
 def _minio_info(layout: ClusterLayout) -> MinioInfo | None:
-    raw = _read_json(layout.minio_json)
+    raw = sessions.read_json(layout.minio_json)
     if not raw:
         return None
     try:
         return MinioInfo(raw["hostEndpoint"], raw["podEndpoint"], raw["accessKey"], raw["secretKey"])
     except KeyError:
         return None
-
-
-# ---------------------------------------------------------------- health
-
-
-def _api_ready(layout: ClusterLayout, pki: Pki) -> bool:
-    status, body = _host_get(f"https://127.0.0.1:{layout.api_host_port}/readyz", _api_context(pki))
-    return status == 200 and body.strip() == "ok"
-
-
-def _minio_ready(layout: ClusterLayout) -> bool:
-    status, _ = _host_get(f"http://127.0.0.1:{layout.minio_host_port}/minio/health/ready")
-    return status == 200
-
-
-def _node_ready(layout: ClusterLayout, pki: Pki) -> bool:
-    status, body = _host_get(
-        f"https://127.0.0.1:{layout.api_host_port}/api/v1/nodes/{NODE_NAME}", _api_context(pki)
-    )
-    if status != 200:
-        return False
-    conds = json.loads(body).get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-
-
-def _default_sa_exists(layout: ClusterLayout, pki: Pki) -> bool:
-    status, _ = _host_get(
-        f"https://127.0.0.1:{layout.api_host_port}/api/v1/namespaces/default/serviceaccounts/default",
-        _api_context(pki),
-    )
-    return status == 200
 
 
 def _control_plane_healthy(layout: ClusterLayout, state: dict[str, Any], repo: Path, bin_dir: Path) -> str:
@@ -346,9 +208,9 @@ def _control_plane_healthy(layout: ClusterLayout, state: dict[str, Any], repo: P
         if rec is None or not processes.record_alive(rec):
             return f"{name} is not running"
     try:
-        if not _api_ready(layout, pki):
+        if not health.api_ready(layout, pki):
             return "the API server is not ready"
-        if not _minio_ready(layout):
+        if not health.minio_ready(layout):
             return "MinIO is not ready"
     except (OSError, ssl.SSLError) as exc:
         return f"health check failed: {exc}"
@@ -374,7 +236,7 @@ def _start_agent(layout: ClusterLayout, pki: Pki, repo: Path, bin_dir: Path, tim
     start_component(
         "node-agent", layout, component_argv("node-agent", bin_dir, layout, pki, repo), component_env()
     )
-    _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent")
+    _wait(f"node {NODE_NAME} Ready", lambda: health.node_ready(layout, pki), timeout, layout, "node-agent")
 
 
 def _start_clean(
@@ -389,14 +251,14 @@ def _start_clean(
     """Start every component and wait until ready; returns the layout actually used."""
     tl = _Timeline()
     t0 = tl.t0
-    if layout.minio_host_port == MINIO_PORT and _port_in_use(MINIO_PORT):
+    if layout.minio_host_port == MINIO_PORT and health.port_in_use(MINIO_PORT):
         # 9000 is a popular port; MinIO's host endpoint is read from minio.json, so any port will do.
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             layout = dataclasses.replace(layout, minio_host_port=int(s.getsockname()[1]))
         log(f"127.0.0.1:{MINIO_PORT} is busy: MinIO's host forward uses {layout.minio_host_port}")
     for port in {layout.api_host_port, layout.minio_host_port}:
-        if _port_in_use(port):
+        if health.port_in_use(port):
             owners = ", ".join(
                 f"pid {p} ({' '.join(processes.cmdline(p))[:80]})" for p in processes.listener_pids(port)
             )
@@ -443,7 +305,7 @@ def _start_clean(
 
     _wait("etcd health", etcd_ok, timeout, layout, "etcd", tl)
     start_component("kube-apiserver", layout, argv("kube-apiserver"), env)
-    ctx = _api_context(pki)
+    ctx = health.api_context(pki)
 
     def api_ok_inside() -> bool:
         status, body = netns.http_get(layout.netns, f"https://127.0.0.1:{API_PORT}/readyz", context=ctx)
@@ -457,8 +319,15 @@ def _start_clean(
     if agent:
         layout.agent_state.mkdir(parents=True, exist_ok=True)
         start_component("node-agent", layout, argv("node-agent"), env)
-    _wait("host forward to the API server", lambda: _api_ready(layout, pki), timeout, layout, "forward", tl)
-    insecure = _insecure_context()
+    _wait(
+        "host forward to the API server",
+        lambda: health.api_ready(layout, pki),
+        timeout,
+        layout,
+        "forward",
+        tl,
+    )
+    insecure = health.insecure_context()
     for name, url in (
         ("kube-controller-manager", "https://127.0.0.1:10257/healthz"),
         ("kube-scheduler", "https://127.0.0.1:10259/healthz"),
@@ -470,14 +339,21 @@ def _start_clean(
         _wait(f"{name} /healthz", ok, timeout, layout, name, tl)
     if agent:
         # kube-proxy waits up to 30 s for its Node to exist before it programs anything: start it after.
-        _wait(f"node {NODE_NAME} Ready", lambda: _node_ready(layout, pki), timeout, layout, "node-agent", tl)
+        _wait(
+            f"node {NODE_NAME} Ready",
+            lambda: health.node_ready(layout, pki),
+            timeout,
+            layout,
+            "node-agent",
+            tl,
+        )
         start_component("kube-proxy", layout, argv("kube-proxy"), env)
         _wait("kube-proxy's nftables table", lambda: "table ip kube-proxy" in netns.nft_tables(layout.netns),
               timeout, layout, "kube-proxy", tl)  # fmt: skip
     else:
         start_component("kube-proxy", layout, argv("kube-proxy"), env)  # no Node: it syncs 30 s later
-    _wait("MinIO ready", lambda: _minio_ready(layout), timeout, layout, "minio", tl)
-    _wait("the default ServiceAccount (controllers working)", lambda: _default_sa_exists(layout, pki),
+    _wait("MinIO ready", lambda: health.minio_ready(layout), timeout, layout, "minio", tl)
+    _wait("the default ServiceAccount (controllers working)", lambda: health.default_sa_exists(layout, pki),
           timeout, layout, "kube-controller-manager", tl)  # fmt: skip
     state = {
         "name": layout.name,
@@ -491,7 +367,7 @@ def _start_clean(
         "agentFingerprint": agent_fingerprint(repo) if agent else "",
         "startup": tl.steps,
     }
-    _write_json(layout.state_json, state)
+    sessions.write_json(layout.state_json, state)
     if not agent and not agent_available(repo):
         log("node agent not present yet (hack/kstudio_localcluster/nodeagent/cli.py); pods will stay Pending")
     log(f"cluster ready after {time.monotonic() - t0:.1f}s")
@@ -519,7 +395,7 @@ def _repair_agent(
     if alive and state.get("agentFingerprint") == fp:
         return
     if rec is not None and alive:
-        others = _other_users(layout)
+        others = sessions.other_users(layout)
         if others:
             log(f"warning: node agent code changed; not restarting it while {len(others)} session(s) use it")
             return
@@ -529,7 +405,7 @@ def _repair_agent(
         log("node agent not running: starting it")
     _write_configs(layout, Pki(layout.pki), repo, _minio_info(layout) or _missing_minio(layout))
     state["agentFingerprint"] = fp
-    _write_json(layout.state_json, state)
+    sessions.write_json(layout.state_json, state)
     _start_agent(layout, Pki(layout.pki), repo, bin_dir, timeout)
 
 
@@ -575,14 +451,14 @@ def ensure_up(
     repo = repo_root()
     bin_dir = bin_dir or resolve_bin_dir(repo, log)
     want_agent = agent_available(repo) and agent is not False
-    with cluster_lock(layout):
-        layout = _effective(layout)
-        state = _read_json(layout.state_json) or {}
+    with sessions.cluster_lock(layout):
+        layout = sessions.effective(layout)
+        state = sessions.read_json(layout.state_json) or {}
         reason = _control_plane_healthy(layout, state, repo, bin_dir) if state else "no cluster state"
         if not reason and bool(state.get("agent")) != want_agent:
             reason = "it was started with a different node agent setting"
         if not reason and (outdated := _flags_outdated(layout, repo, bin_dir)):
-            if _other_users(layout):  # never pull a working cluster from under running test sessions
+            if sessions.other_users(layout):  # never pull a working cluster from under running test sessions
                 log(f"warning: {outdated}; reusing it anyway while other sessions use it")
             else:
                 reason = outdated
@@ -590,7 +466,7 @@ def ensure_up(
             log(f"reusing the running cluster (started {state.get('startedAt')} by {state.get('startedBy')})")
             if started_by == "cli" and state.get("startedBy") != "cli":
                 state["startedBy"] = "cli"  # someone asked for it by hand: no fixture may take it down
-                _write_json(layout.state_json, state)
+                sessions.write_json(layout.state_json, state)
             _repair_agent(layout, state, repo, bin_dir, timeout, log)
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
@@ -607,7 +483,7 @@ def ensure_up(
             info = _info(layout, bin_dir, False, started_by, want_agent)
         if register_user:
             layout.users.mkdir(parents=True, exist_ok=True)
-            (layout.users / _self_user_id()).touch()
+            (layout.users / sessions.self_user_id()).touch()
         return info
 
 
@@ -616,11 +492,11 @@ def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
 
     Returns True if it tore the cluster down.
     """
-    layout = _effective(layout or ClusterLayout())
-    with cluster_lock(layout):
-        (layout.users / _self_user_id()).unlink(missing_ok=True)
-        state = _read_json(layout.state_json) or {}
-        if state.get("startedBy") == "fixture" and not _live_users(layout):
+    layout = sessions.effective(layout or ClusterLayout())
+    with sessions.cluster_lock(layout):
+        (layout.users / sessions.self_user_id()).unlink(missing_ok=True)
+        state = sessions.read_json(layout.state_json) or {}
+        if state.get("startedBy") == "fixture" and not sessions.live_users(layout):
             cleanup.teardown_locked(layout, log)
             return True
         return False
@@ -628,8 +504,8 @@ def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
 
 def teardown(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> None:
     """Stop every process and remove netns, pod netns, cgroups and runtime data. Idempotent."""
-    layout = _effective(layout or ClusterLayout())
-    with cluster_lock(layout):
+    layout = sessions.effective(layout or ClusterLayout())
+    with sessions.cluster_lock(layout):
         cleanup.teardown_locked(layout, log)
 
 
@@ -638,8 +514,8 @@ def teardown(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> None
 
 def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
     """A JSON-able report: state, each component's pid/alive/RSS, namespace, API readiness."""
-    layout = _effective(layout or ClusterLayout())
-    state = _read_json(layout.state_json)
+    layout = sessions.effective(layout or ClusterLayout())
+    state = sessions.read_json(layout.state_json)
     comps: dict[str, Any] = {}
     for name in COMPONENTS:
         rec = processes.read_record(layout.run, name)
@@ -652,7 +528,7 @@ def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
     api_ready = False
     if state:
         with contextlib.suppress(OSError, ssl.SSLError):
-            api_ready = _api_ready(layout, Pki(layout.pki))
+            api_ready = health.api_ready(layout, Pki(layout.pki))
     return {
         "running": bool(state) and api_ready,
         "state": state,
