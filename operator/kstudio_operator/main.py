@@ -5,6 +5,8 @@ Run it with `kstudio operator` (see kstudio_operator.cli) or `kopf run -m kstudi
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
 import kopf
@@ -23,7 +25,16 @@ TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else $KUBECONFIG as it is now (not as it was at import time)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    info = kopf.login_with_service_account(**kwargs)
+    if info is None:
+        return kopf.login_with_kubeconfig(**kwargs)
+    # kopf dials https://kubernetes.default.svc, which needs cluster DNS; like client-go's in-cluster config,
+    # use the API service's address from the environment the kubelet sets (works without DNS).
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:
+        host = f"[{host}]" if ":" in host else host
+        info = dataclasses.replace(info, server=f"https://{host}:{port}")
+    return info
 
 
 @kopf.on.startup()
