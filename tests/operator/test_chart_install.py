@@ -1,0 +1,148 @@
+"""The Helm chart, for real: `helm lint`, `helm template`, then `helm install` into a restricted namespace of
+the local cluster, where the operator runs as the chart's Deployment (in a pod, with the chart's
+ServiceAccount and RBAC) and trains the penguins Experiment to a Ready TrainedModel; `helm uninstall` at
+the end removes the cluster-scoped objects too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_support import REPO, Kubectl, experiment_manifest, wait_until
+from test_experiment_runs import run_done
+
+pytestmark = pytest.mark.cluster
+
+CHART = REPO / "charts" / "kstudio"
+RELEASE = "kstudio"
+
+
+class Helm:
+    """The helm binary built by hack/build-binaries.sh, against the local cluster, with its own homes."""
+
+    def __init__(self, cluster: Any, home: Path) -> None:
+        self.binary = cluster.bin_dir / "helm"
+        self.env = cluster.env() | {
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.binary), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert proc.returncode == 0, (
+                f"helm {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+
+def chart_values(namespace: str, pod_endpoint: str) -> list[str]:
+    """What a user sets on this cluster: the local image, MinIO as pods reach it (no cluster DNS here),
+    one watched namespace (other tests run their own operators on the same cluster)."""
+    return [
+        "--set",
+        "image.repository=kstudio",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        f"storage.endpoint={pod_endpoint}",
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        "operator.reconcileInterval=1",
+    ]
+
+
+def test_chart_lints_renders_installs_and_trains_in_cluster(
+    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    helm = Helm(local_cluster, tmp_path / "helm")
+    assert helm("version", "--short").stdout.startswith("v4.3.1")
+    values = chart_values(namespace, local_cluster.minio.pod_endpoint)
+
+    lint = helm("lint", "--strict", str(CHART), "--namespace", namespace, *values)
+    assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout, lint.stdout
+
+    rendered = helm("template", RELEASE, str(CHART), "--namespace", namespace, *values).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    assert sorted(by_kind) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    scoped = f"{RELEASE}-{namespace}-operator"
+    assert by_kind["ClusterRole"]["metadata"]["name"] == scoped
+    assert by_kind["ClusterRoleBinding"]["roleRef"]["name"] == scoped
+    for rule in by_kind["ClusterRole"]["rules"]:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
+        assert "secrets" not in rule["resources"], rule
+    container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "kstudio:dev"
+    assert f"--namespace={namespace}" in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KSTUDIO_S3_ENDPOINT"] == env["KSTUDIO_S3_POD_ENDPOINT"] == local_cluster.minio.pod_endpoint
+
+    labels = json.loads(local_cluster.kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]
+    assert labels["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    installed = False
+    try:
+        # The Secret the chart's README asks for (accessKey, secretKey): the `namespace` fixture's kstudio-s3.
+        helm("install", RELEASE, str(CHART), "--namespace", namespace, *values)
+        installed = True
+        kube.run("rollout", "status", "deployment/kstudio-operator", "--timeout=120s")
+        pods = kube.items("pods", "app.kubernetes.io/component=operator")
+        assert len(pods) == 1
+        pod = pods[0]
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", pod["status"]
+        assert pod["spec"]["serviceAccountName"] == "kstudio-operator"
+        assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+
+        assert kube.apply(experiment_manifest()).returncode == 0
+        run = wait_until("run 1 of penguins (operator in-cluster)", lambda: run_done(kube, 1), timeout=150)
+        assert run["phase"] == "Succeeded", (run, operator_log(kube))
+        kube.run("wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=60s")
+        model = kube.get("trainedmodel", "penguins-1")
+        assert model is not None and model["status"]["phase"] == "Ready"
+        assert model["status"]["metrics"]["accuracy"] > 0.8
+
+        # The in-cluster operator did it (it alone watches this fresh namespace): its pod's log shows our
+        # handlers processing the Experiment, and it never lacked a permission.
+        log = operator_log(kube)
+        assert "Handler 'validate' succeeded" in log and "Creation is processed" in log, log
+        assert "Forbidden" not in log, log
+        kube.run("delete", "experiment", "penguins", "--timeout=60s")
+        wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
+
+        helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "60s")
+        installed = False
+        gone = local_cluster.kubectl("get", "clusterrole,clusterrolebinding", scoped, check=False)
+        assert "NotFound" in gone.stderr, gone
+    finally:
+        for kind in ("experiments", "trainedmodels"):
+            for obj in kube.items(kind):
+                kube.run(
+                    "patch",
+                    kind,
+                    obj["metadata"]["name"],
+                    "--type=merge",
+                    "-p",
+                    '{"metadata":{"finalizers":null}}',
+                    check=False,
+                )
+        if installed:
+            helm("uninstall", RELEASE, "--namespace", namespace, "--timeout", "60s", check=False)
+        local_cluster.kubectl(
+            "delete", "clusterrole,clusterrolebinding", scoped, "--ignore-not-found", check=False
+        )
+
+
+def operator_log(kube: Kubectl) -> str:
+    return kube.run("logs", "deployment/kstudio-operator", "--tail=400", check=False).stdout
