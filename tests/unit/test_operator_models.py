@@ -4,7 +4,7 @@ agree with the trainer's allowlists."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -17,6 +17,8 @@ from kstudio_operator.resources.experiment import (
     CLASSIFIERS,
     REGRESSION_METRICS,
     REGRESSORS,
+    AlgorithmName,
+    MetricName,
 )
 from kstudio_trainer import algorithms, metrics
 from kstudio_trainer.spec import validate_snapshot
@@ -34,6 +36,9 @@ def test_allowlists_match_the_trainer() -> None:
     assert set(REGRESSORS) == set(algorithms.REGRESSORS)
     assert set(CLASSIFICATION_METRICS) == set(metrics.CLASSIFICATION_METRICS)
     assert set(REGRESSION_METRICS) == set(metrics.REGRESSION_METRICS)
+    # the static types the CRD enums come from name exactly the trainer's allowlists
+    assert set(get_args(AlgorithmName)) == set(algorithms.CLASSIFIERS) | set(algorithms.REGRESSORS)
+    assert set(get_args(MetricName)) == set(metrics.CLASSIFICATION_METRICS) | set(metrics.REGRESSION_METRICS)
 
 
 @pytest.mark.parametrize(

@@ -23,31 +23,17 @@ from kstudio_operator.resources.common import (
     StatusModel,
     conditions_field,
 )
+from kstudio_trainer import algorithms, metrics
 
 Task = Literal["classification", "regression"]
 
-# The algorithm allowlist, by task. The trainer builds exactly these scikit-learn estimators; nothing else
-# can be named, so a spec can never make the trainer import arbitrary code.
-CLASSIFIERS: tuple[str, ...] = (
-    "LogisticRegression",
-    "RandomForestClassifier",
-    "GradientBoostingClassifier",
-    "HistGradientBoostingClassifier",
-    "DecisionTreeClassifier",
-    "SVC",
-    "KNeighborsClassifier",
-)
-REGRESSORS: tuple[str, ...] = (
-    "LinearRegression",
-    "Ridge",
-    "Lasso",
-    "RandomForestRegressor",
-    "GradientBoostingRegressor",
-    "HistGradientBoostingRegressor",
-    "DecisionTreeRegressor",
-    "SVR",
-    "KNeighborsRegressor",
-)
+# The algorithm and metric allowlists, by task, are the trainer's own (one source of truth): it builds
+# exactly these scikit-learn estimators, so a spec can never make the trainer import arbitrary code.
+CLASSIFIERS: tuple[str, ...] = tuple(algorithms.CLASSIFIERS)
+REGRESSORS: tuple[str, ...] = tuple(algorithms.REGRESSORS)
+CLASSIFICATION_METRICS: tuple[str, ...] = metrics.CLASSIFICATION_METRICS
+REGRESSION_METRICS: tuple[str, ...] = metrics.REGRESSION_METRICS
+# The same names as static types, for the pydantic models and mypy (a unit test keeps them equal).
 AlgorithmName = Literal[
     "LogisticRegression",
     "RandomForestClassifier",
@@ -66,18 +52,6 @@ AlgorithmName = Literal[
     "SVR",
     "KNeighborsRegressor",
 ]
-CLASSIFICATION_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "f1_weighted",
-    "roc_auc",
-    "roc_auc_ovr",
-    "log_loss",
-)
-REGRESSION_METRICS: tuple[str, ...] = ("rmse", "mae", "mse", "r2", "mape")
 MetricName = Literal[
     "accuracy",
     "balanced_accuracy",
