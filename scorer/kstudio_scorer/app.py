@@ -125,16 +125,14 @@ async def score(request: Request) -> Response:
 
 
 async def v2_infer(request: Request, name: str) -> Response:
-    body = await request.body()
-    request.state.body = body
-    headers = request.headers
-    out = await score_v2(
-        _state(request), name, None, headers.get("authorization"), headers.get(oip.BINARY_HEADER), body
-    )
-    return Response(out, media_type=JSON)
+    return await _v2_infer(request, name, None)
 
 
 async def v2_infer_version(request: Request, name: str, version: str) -> Response:
+    return await _v2_infer(request, name, version)
+
+
+async def _v2_infer(request: Request, name: str, version: str | None) -> Response:
     body = await request.body()
     request.state.body = body
     headers = request.headers
