@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fixtures.local_cluster import LocalCluster
+from fixtures.local_cluster import LocalCluster, wait_until
 
 T = TypeVar("T")
 RESTRICTED = """
@@ -20,14 +19,7 @@ CONTAINER_SC = "securityContext: {allowPrivilegeEscalation: false, capabilities:
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float = 90.0, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return wait_until(what, check, timeout, interval)
 
 
 def apply(kc: LocalCluster, manifest: str) -> None:
