@@ -81,17 +81,7 @@ def operator(
         for kind in ("experiments", "trainedmodels"):
             kube.run("wait", "--for=delete", kind, "--all", "--timeout=30s", check=False)
         proc.stop()
-        for kind in ("experiments", "trainedmodels", "webservices", "endpoints"):
-            for obj in kube.items(kind):
-                kube.run(
-                    "patch",
-                    kind,
-                    obj["metadata"]["name"],
-                    "--type=merge",
-                    "-p",
-                    '{"metadata":{"finalizers":null}}',
-                    check=False,
-                )
+        kube.release_finalizers("experiments", "trainedmodels", "webservices", "endpoints")
         report = request.node.stash.get(_FAILED, False)
         if report:
             print(f"--- operator log ({proc.log_path}) ---\n{proc.log_tail(120)}")

@@ -45,6 +45,21 @@ class Kubectl:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.items("events") if e["involvedObject"].get("name") == name]
 
+    def release_finalizers(self, *kinds: str) -> None:
+        """Clean-up: drop the finalizers of every object of `kinds` left in the namespace (no operator
+        may be running to honour them)."""
+        for kind in kinds:
+            for obj in self.items(kind):
+                self.run(
+                    "patch",
+                    kind,
+                    obj["metadata"]["name"],
+                    "--type=merge",
+                    "-p",
+                    '{"metadata":{"finalizers":null}}',
+                    check=False,
+                )
+
 
 def condition(obj_status: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in obj_status.get("conditions") or [] if c.get("type") == type_), None)

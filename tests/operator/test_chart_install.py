@@ -126,17 +126,7 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         gone = local_cluster.kubectl("get", "clusterrole,clusterrolebinding", scoped, check=False)
         assert "NotFound" in gone.stderr, gone
     finally:
-        for kind in ("experiments", "trainedmodels"):
-            for obj in kube.items(kind):
-                kube.run(
-                    "patch",
-                    kind,
-                    obj["metadata"]["name"],
-                    "--type=merge",
-                    "-p",
-                    '{"metadata":{"finalizers":null}}',
-                    check=False,
-                )
+        kube.release_finalizers("experiments", "trainedmodels")
         if installed:
             helm("uninstall", RELEASE, "--namespace", namespace, "--timeout", "60s", check=False)
         local_cluster.kubectl(

@@ -70,16 +70,7 @@ def test_operator_works_with_only_the_charts_rbac(
     finally:
         if proc is not None:
             proc.stop()
-        for kind in ("experiments", "trainedmodels"):
-            for obj in kube.items(kind):
-                kube.run(
-                    "patch",
-                    kind,
-                    obj["metadata"]["name"],
-                    "--type=merge",
-                    "-p",
-                    '{"metadata":{"finalizers":null}}',
-                )
+        kube.release_finalizers("experiments", "trainedmodels")
         local_cluster.kubectl(
             "delete",
             "clusterrole,clusterrolebinding",
