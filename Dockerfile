@@ -8,6 +8,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY cli cli
 COPY operator operator
+COPY core core
 COPY scorer scorer
 COPY trainer trainer
 COPY hack/kstudio_localcluster hack/kstudio_localcluster

@@ -25,7 +25,7 @@ binaries:  ## build etcd, Kubernetes and MinIO from Go modules into ~/.cache/kst
 lint: install  ## ruff + mypy on the packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy cli operator scorer trainer hack
+	$(VENV)/bin/mypy core cli operator scorer trainer hack
 
 test: install binaries  ## every test tier (starts MinIO and the local cluster itself)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

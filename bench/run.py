@@ -40,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 import servers
 
-from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, load_ilearner, write_ilearner
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_scorer.artifact import load_ilearner
+from kstudio_trainer.artifact_writer import write_ilearner
 
 N_FEATURES = 10
 ROWS = (1, 100, 10_000)
@@ -138,7 +140,7 @@ def batch_vs_raw(models: dict[str, dict[str, Any]], work: Path) -> list[str]:
     """1M rows through POST /jobs (MinIO in, MinIO out) vs raw predict_proba in memory, same core."""
     sys.path.insert(0, str(servers.REPO / "tests"))
     from fixtures.minio_server import start_minio, stop_minio
-    from kstudio_scorer.storage import ObjectStore
+    from kstudio_core.storage import ObjectStore
 
     bin_dir = (
         subprocess.run(

@@ -51,7 +51,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.execution.max_workers = 8
     store, store_error = None, None
     try:
-        from kstudio_scorer.storage import ObjectStore, StorageError, StorageSettings
+        from kstudio_core.storage import ObjectStore, StorageError, StorageSettings
 
         try:
             store = ObjectStore(StorageSettings.from_env())

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kstudio_core.storage import ObjectStore, StorageSettings
 from kstudio_scorer import oip, rrs
 from kstudio_scorer.auth import KeyRing
 from kstudio_scorer.batch import JobManager
@@ -45,7 +46,6 @@ from kstudio_scorer.service import (
     score_v2,
 )
 from kstudio_scorer.settings import ScorerSettings
-from kstudio_scorer.storage import ObjectStore, StorageSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,168 +1,38 @@
-"""The `.ilearner` artifact: the only module that writes or reads trained models.
+"""Loading a verified `.ilearner` into a scikit-learn pipeline: the scorer's half of the artifact format.
 
-An `.ilearner` is a zip holding exactly two members:
-
-- `manifest.json` — what the model is: format name and version, task, label, input schema, classes,
-  metrics, framework versions, the experiment snapshot and run that produced it;
-- `model.skops` — the fitted scikit-learn pipeline, serialized with skops.
-
-Readers always get an expected sha256 (from the TrainedModel) and check the *whole file* against it
-before anything inside is parsed. The file is read into memory once and every later step works on those
-same bytes, so a file swapped after the check cannot be loaded. The pipeline is then loaded by skops with
-the fixed trusted-type list below; any other type in the payload is refused before construction. We never
-unpickle: skops cannot run `__reduce__` payloads, which is why joblib/pickle is not offered at all (every
-estimator on the trainer's allowlist round-trips through skops with this list).
+The container (layout, manifest, digest rules) is `kstudio_core.ilearner`. Here the file is read into
+memory once and its sha256 checked before anything inside is parsed; every later step works on those same
+bytes, so a file swapped after the check cannot be loaded. The pipeline is then loaded by skops with the
+fixed TRUSTED_TYPES list; any other type in the payload is refused before construction. We never
+unpickle: skops cannot run `__reduce__` payloads, which is why joblib/pickle is not offered at all.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import io
-import json
 import os
-import platform
-import re
-import tempfile
-import zipfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any
 
-import pydantic
 import skops.io as skops_io
-from pydantic import BaseModel, ConfigDict, Field
 from skops.io.exceptions import UntrustedTypesFoundException
 
-FORMAT_NAME: Final = "kstudio.ilearner"
-FORMAT_VERSION: Final = 1
-MANIFEST_MEMBER = "manifest.json"
-MODEL_MEMBER = "model.skops"
-SERIALIZATION: Final = "skops"
-
-# Upper bounds on what a reader will inflate, so a crafted zip cannot exhaust memory.
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_MODEL_BYTES = 2 * 1024 * 1024 * 1024
-
-_CHUNK = 1024 * 1024
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-# Types trusted beyond skops' defaults (skops already trusts builtins, numpy arrays/scalars, scipy sparse
-# matrices and every public sklearn estimator). Checked with scikit-learn 1.9.1 + skops 0.16.0 on every
-# estimator of the trainer's allowlist fitted on penguins and diabetes (tests/unit/test_artifact_trust.py
-# keeps that true). Adding a name here is a security decision: it must be a data-only type whose
-# construction cannot run arbitrary code.
-TRUSTED_TYPES: tuple[str, ...] = (
-    "numpy.dtype",
-    "numpy.number",
-    "sklearn.compose._column_transformer.make_column_selector",
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    # k-nearest neighbours: the fitted search tree and its distance metric.
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.metrics._dist_metrics.ManhattanDistance64",
-    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
-    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+from kstudio_core.ilearner import (
+    MAX_MODEL_BYTES,
+    MODEL_MEMBER,
+    TRUSTED_TYPES,
+    IlearnerManifest,
+    InvalidArtifactError,
+    UntrustedContentError,
+    open_verified,
+    parse_manifest,
+    read_member,
 )
-
-
-class ArtifactError(Exception):
-    """Base class: the artifact cannot be used. The message names the reason."""
-
-
-class DigestMismatchError(ArtifactError):
-    """The file's sha256 is not the expected one: it is corrupt or not the artifact that was recorded."""
-
-
-class UntrustedContentError(ArtifactError):
-    """The serialized pipeline contains types outside TRUSTED_TYPES; nothing was constructed."""
-
-
-class InvalidArtifactError(ArtifactError):
-    """The file is not a well-formed .ilearner (not a zip, missing members, bad or unknown manifest)."""
-
-
-ColumnType = Literal["number", "integer", "string", "boolean"]
-Task = Literal["classification", "regression"]
-ClassLabel = bool | int | float | str
-
-
-class ColumnSpec(BaseModel):
-    """One input column the model expects."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    type: ColumnType
-    # For string columns, the categories seen in training (sorted), if known. Purely informative: the
-    # pipeline's one-hot encoder ignores unseen values.
-    categories: list[str] | None = None
-
-
-class IlearnerManifest(BaseModel):
-    """`manifest.json` of an .ilearner. Field names are the JSON keys (camelCase, as in the CRDs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["kstudio.ilearner"] = FORMAT_NAME
-    formatVersion: Literal[1] = FORMAT_VERSION
-    serialization: Literal["skops"] = SERIALIZATION
-    task: Task
-    label: str = Field(min_length=1)
-    inputSchema: list[ColumnSpec] = Field(min_length=1)
-    classes: list[ClassLabel] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    frameworks: dict[str, str] = Field(default_factory=dict)
-    experiment: dict[str, Any] = Field(default_factory=dict)
-    run: int | None = None
-    createdAt: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [c.name for c in self.inputSchema]
-
-
-@dataclass(frozen=True)
-class ArtifactDigest:
-    sha256: str
-    size_bytes: int
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     manifest: IlearnerManifest
     pipeline: Any
-
-
-def framework_versions() -> dict[str, str]:
-    """Versions recorded in every manifest (the scorer reports them; a mismatch is worth a warning)."""
-    import numpy
-    import sklearn
-
-    return {
-        "python": platform.python_version(),
-        "sklearn": sklearn.__version__,
-        "skops": _skops_version(),
-        "numpy": numpy.__version__,
-    }
-
-
-def _skops_version() -> str:
-    import skops
-
-    return str(skops.__version__)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def untrusted_types_in(payload: bytes) -> list[str]:
@@ -174,58 +44,16 @@ def untrusted_types_in(payload: bytes) -> list[str]:
     return sorted(set(found) - set(TRUSTED_TYPES))
 
 
-def write_ilearner(path: str | os.PathLike[str], pipeline: Any, manifest: IlearnerManifest) -> ArtifactDigest:
-    """Serialize `pipeline` with `manifest` to `path` (written atomically) and return its digest.
-
-    Refuses (UntrustedContentError) a pipeline that readers would refuse, so a trainer never produces
-    an artifact that cannot be loaded.
-    """
-    payload = skops_io.dumps(pipeline, compression=zipfile.ZIP_DEFLATED)
-    untrusted = untrusted_types_in(payload)
-    if untrusted:
-        raise UntrustedContentError(
-            "pipeline contains types outside the trusted list, readers would refuse it: "
-            + ", ".join(untrusted)
-        )
-    manifest_bytes = manifest.model_dump_json(indent=2).encode()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".ilearner-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as zf:
-            # Fixed member timestamps: the outer zip adds no wall-clock noise (skops' payload has its own).
-            zf.writestr(_member(MANIFEST_MEMBER), manifest_bytes, compress_type=zipfile.ZIP_DEFLATED)
-            zf.writestr(_member(MODEL_MEMBER), payload, compress_type=zipfile.ZIP_STORED)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return ArtifactDigest(sha256=sha256_file(target), size_bytes=target.stat().st_size)
-
-
-def _member(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.external_attr = 0o644 << 16
-    return info
-
-
-def read_manifest(path: str | os.PathLike[str], expected_sha256: str) -> IlearnerManifest:
-    """Verify the file against `expected_sha256`, then parse its manifest (the pipeline is not loaded)."""
-    archive = _open_verified(path, expected_sha256)
-    with archive:
-        return _parse_manifest(archive)
-
-
 def load_ilearner(path: str | os.PathLike[str], expected_sha256: str) -> LoadedModel:
     """Verify, then load manifest and pipeline.
 
     Raises DigestMismatchError (checked before anything is parsed), InvalidArtifactError,
     UntrustedContentError (payload types outside TRUSTED_TYPES; nothing constructed).
     """
-    archive = _open_verified(path, expected_sha256)
+    archive = open_verified(path, expected_sha256)
     with archive:
-        manifest = _parse_manifest(archive)
-        payload = _read_member(archive, MODEL_MEMBER, MAX_MODEL_BYTES)
+        manifest = parse_manifest(archive)
+        payload = read_member(archive, MODEL_MEMBER, MAX_MODEL_BYTES)
     untrusted = untrusted_types_in(payload)
     if untrusted:
         raise UntrustedContentError(
@@ -243,68 +71,3 @@ def load_ilearner(path: str | os.PathLike[str], expected_sha256: str) -> LoadedM
             f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no predict()"
         )
     return LoadedModel(manifest=manifest, pipeline=pipeline)
-
-
-def _open_verified(path: str | os.PathLike[str], expected_sha256: str) -> zipfile.ZipFile:
-    expected = expected_sha256.strip().lower()
-    if not _SHA256_RE.match(expected):
-        raise ArtifactError(f"expected sha256 must be 64 hex characters, got {expected_sha256!r}")
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InvalidArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if not hmac.compare_digest(actual, expected):
-        raise DigestMismatchError(
-            f"artifact {Path(path).name} has sha256 {actual}, expected {expected}; refusing to read it"
-        )
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise InvalidArtifactError(f"artifact is not a zip archive: {exc}") from exc
-    names = set(archive.namelist())
-    expected_names = {MANIFEST_MEMBER, MODEL_MEMBER}
-    if names != expected_names:
-        archive.close()
-        missing = sorted(expected_names - names)
-        extra = sorted(names - expected_names)
-        raise InvalidArtifactError(
-            f"artifact must hold exactly {sorted(expected_names)}; missing {missing}, unexpected {extra}"
-        )
-    return archive
-
-
-def _read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    info = archive.getinfo(name)
-    if info.file_size > limit:
-        raise InvalidArtifactError(f"{name} declares {info.file_size} bytes, more than the {limit} allowed")
-    try:
-        with archive.open(info) as member:
-            data = member.read(limit + 1)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise InvalidArtifactError(f"{name} is damaged: {exc}") from exc
-    if len(data) > limit:
-        raise InvalidArtifactError(f"{name} inflates to more than the {limit} bytes allowed")
-    return data
-
-
-def _parse_manifest(archive: zipfile.ZipFile) -> IlearnerManifest:
-    raw = _read_member(archive, MANIFEST_MEMBER, MAX_MANIFEST_BYTES)
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArtifactError(f"{MANIFEST_MEMBER} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise InvalidArtifactError(f"{MANIFEST_MEMBER} must be a JSON object")
-    if doc.get("format") != FORMAT_NAME:
-        raise InvalidArtifactError(f"unknown artifact format {doc.get('format')!r}, expected {FORMAT_NAME!r}")
-    if doc.get("formatVersion") != FORMAT_VERSION:
-        raise InvalidArtifactError(
-            f"unsupported {FORMAT_NAME} formatVersion {doc.get('formatVersion')!r}; "
-            f"this reader knows {FORMAT_VERSION}"
-        )
-    try:
-        return IlearnerManifest.model_validate(doc)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidArtifactError(f"{MANIFEST_MEMBER} is invalid: {problems}") from exc

@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from kstudio_core.storage import ObjectStore, S3Uri, StorageError
 from kstudio_scorer.columns import Column, Columns
 from kstudio_scorer.errors import InputValidationError, JobNotFoundError, ScorerError
 from kstudio_scorer.model import Prediction, ScoringModel
 from kstudio_scorer.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
-from kstudio_scorer.storage import ObjectStore, S3Uri, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from kstudio_scorer.artifact import DigestMismatchError, IlearnerManifest, load_ilearner, sha256_file
+from kstudio_core.ilearner import DigestMismatchError, IlearnerManifest, sha256_file
+from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
+from kstudio_scorer.artifact import load_ilearner
 from kstudio_scorer.columns import Column, Columns, schema_of
 from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.fastpath import FastPredictor
 from kstudio_scorer.settings import ScorerSettings
-from kstudio_scorer.storage import ObjectStore, S3Uri, StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ScoringModel:
         uri = self.settings.model_uri
         if not uri.startswith("s3://"):
             return Path(uri)
-        from kstudio_scorer.storage import StorageError
+        from kstudio_core.storage import StorageError
 
         target = self.settings.model_dir / f"{self.digest}.ilearner"
         if target.exists() and sha256_file(target) == self.digest:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from kstudio_scorer.storage import ObjectStore, S3Uri, StorageError
+from kstudio_core.storage import ObjectStore, S3Uri, StorageError
 
 log = logging.getLogger(__name__)
 

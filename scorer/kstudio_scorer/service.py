@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kstudio_core.storage import ObjectStore
 from kstudio_scorer import oip, rrs
 from kstudio_scorer.auth import KeyRing
 from kstudio_scorer.batch import JobManager
@@ -34,7 +35,6 @@ from kstudio_scorer.metrics import ScorerMetrics
 from kstudio_scorer.model import ModelLoadError, ScoringModel
 from kstudio_scorer.samples import SampleLogger
 from kstudio_scorer.settings import ScorerSettings
-from kstudio_scorer.storage import ObjectStore
 
 ERROR_STATUS: dict[type[ScorerError], int] = {
     MalformedRequestError: 400,

@@ -34,7 +34,7 @@ def example_data(local_cluster: Any) -> Any:
     """penguins.csv and diabetes.csv in the cluster's MinIO (via `kstudio upload-examples`)."""
     env = {**os.environ, **local_cluster.storage_settings().to_env()}
     subprocess.run([str(KSTUDIO), "upload-examples"], env=env, check=True, capture_output=True, timeout=120)
-    from kstudio_scorer.storage import ObjectStore
+    from kstudio_core.storage import ObjectStore
 
     store = ObjectStore(local_cluster.storage_settings())
     store.ensure_bucket("models")

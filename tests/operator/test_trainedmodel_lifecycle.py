@@ -14,7 +14,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from test_experiment_runs import run_done
 
-from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, write_ilearner
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_trainer.artifact_writer import write_ilearner
 
 pytestmark = pytest.mark.cluster
 

@@ -25,8 +25,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, write_ilearner
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
 from kstudio_scorer.settings import ScorerSettings
+from kstudio_trainer.artifact_writer import write_ilearner
 
 REPO = Path(__file__).resolve().parents[2]
 KSTUDIO = REPO / ".venv" / "bin" / "kstudio"

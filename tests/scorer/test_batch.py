@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
-from kstudio_scorer.storage import ObjectStore
+from kstudio_core.storage import ObjectStore
 
 BUCKET = "batch-tests"
 

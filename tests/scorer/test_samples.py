@@ -11,7 +11,7 @@ import orjson
 import pytest
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
-from kstudio_scorer.storage import ObjectStore
+from kstudio_core.storage import ObjectStore
 
 KEY = "sample-logging-key-5f3c"
 

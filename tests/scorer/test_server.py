@@ -18,7 +18,7 @@ import orjson
 import pytest
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
-from kstudio_scorer.storage import ObjectStore
+from kstudio_core.storage import ObjectStore
 
 
 def rows(model: BuiltModel, n: int) -> dict[str, Any]:

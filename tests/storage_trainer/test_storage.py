@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.minio_server import MinioServer, free_port
-from kstudio_scorer.storage import (
+from kstudio_core.storage import (
     AccessDeniedError,
     BucketNotFoundError,
     ObjectNotFoundError,

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from fixtures.minio_server import MinioServer
-from kstudio_scorer import artifact
-from kstudio_scorer.artifact import DigestMismatchError, load_ilearner, sha256_file
-from kstudio_scorer.storage import ObjectStore
-from kstudio_trainer import cli, examples
+from kstudio_core.ilearner import DigestMismatchError, sha256_file
+from kstudio_core.storage import ObjectStore
+from kstudio_scorer.artifact import load_ilearner
+from kstudio_trainer import artifact_writer, cli, examples
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ class PipelineSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pipelines: list[Any] = []
-        real = artifact.write_ilearner
+        real = artifact_writer.write_ilearner
 
         def spy(path: Any, pipeline: Any, manifest: Any) -> Any:
             self.pipelines.append(pipeline)

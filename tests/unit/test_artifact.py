@@ -21,19 +21,20 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from kstudio_scorer import artifact
-from kstudio_scorer.artifact import (
+from kstudio_core.ilearner import (
     ArtifactError,
     ColumnSpec,
     DigestMismatchError,
     IlearnerManifest,
     InvalidArtifactError,
     UntrustedContentError,
-    load_ilearner,
     read_manifest,
     sha256_file,
-    write_ilearner,
 )
+from kstudio_scorer import artifact
+from kstudio_scorer.artifact import load_ilearner
+from kstudio_trainer import artifact_writer
+from kstudio_trainer.artifact_writer import write_ilearner
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def _manifest(**overrides: Any) -> IlearnerManifest:
         "inputSchema": [ColumnSpec(name="size", type="number"), ColumnSpec(name="colour", type="string")],
         "classes": ["big", "small"],
         "metrics": {"accuracy": 0.9},
-        "frameworks": artifact.framework_versions(),
+        "frameworks": artifact_writer.framework_versions(),
         "experiment": {"label": "kind"},
         "run": 3,
     }

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kstudio_scorer.artifact import IlearnerManifest, load_ilearner, write_ilearner
+from kstudio_core.ilearner import IlearnerManifest
+from kstudio_scorer.artifact import load_ilearner
 from kstudio_trainer.algorithms import CLASSIFIERS, REGRESSORS
+from kstudio_trainer.artifact_writer import write_ilearner
 from kstudio_trainer.data import prepare
 from kstudio_trainer.pipeline import build_pipeline
 from kstudio_trainer.spec import parse_snapshot

@@ -159,9 +159,9 @@ def test_referrers_name_webservices_and_endpoints_that_use_a_model() -> None:
 def test_ready_status_from_an_artifact_manifest_round_trips_through_the_status_model() -> None:
     import warnings
 
+    from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
     from kstudio_operator.builders.trainedmodel import status_from_manifest
     from kstudio_operator.resources import TrainedModelStatus
-    from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest
 
     manifest = IlearnerManifest(
         task="classification",

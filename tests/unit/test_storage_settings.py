@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kstudio_scorer.storage import ObjectStore, S3Uri, StorageError, StorageSettings
+from kstudio_core.storage import ObjectStore, S3Uri, StorageError, StorageSettings
 
 
 def test_s3_uri_parses_bucket_and_nested_key() -> None:

@@ -4,7 +4,7 @@
         [--result-file result.json] [--termination-log /dev/termination-log]
 
 Exit codes: 0 trained; 2 the spec or the data is wrong (do not retry); 75 infrastructure failed (retry).
-Storage settings come from KSTUDIO_S3_* (see kstudio_scorer.storage.StorageSettings.from_env).
+Storage settings come from KSTUDIO_S3_* (see kstudio_core.storage.StorageSettings.from_env).
 Progress goes to stderr, one line per step; keys are never logged.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from kstudio_scorer.artifact import ArtifactDigest, write_ilearner
-from kstudio_scorer.storage import (
+from kstudio_core.ilearner import ArtifactDigest
+from kstudio_core.storage import (
     BucketNotFoundError,
     ObjectNotFoundError,
     ObjectStore,
@@ -32,6 +32,7 @@ from kstudio_scorer.storage import (
     StorageError,
     StorageSettings,
 )
+from kstudio_trainer.artifact_writer import write_ilearner
 from kstudio_trainer.data import read_table, table_format
 from kstudio_trainer.errors import (
     EXIT_INFRASTRUCTURE_ERROR,

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from pandas.api import types as ptypes
 
-from kstudio_scorer.artifact import ColumnSpec
+from kstudio_core.ilearner import ColumnSpec
 from kstudio_trainer.errors import DataError
 from kstudio_trainer.spec import ExperimentSnapshot
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from kstudio_scorer.storage import ObjectStore, S3Uri, StorageError, StorageSettings
+from kstudio_core.storage import ObjectStore, S3Uri, StorageError, StorageSettings
 from kstudio_trainer.errors import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_OK
 
 log = logging.getLogger("kstudio.examples")

@@ -11,7 +11,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, framework_versions
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_trainer.artifact_writer import framework_versions
 from kstudio_trainer.data import TrainingData, prepare
 from kstudio_trainer.errors import DataError
 from kstudio_trainer.metrics import evaluate

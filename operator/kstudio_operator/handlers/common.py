@@ -18,7 +18,7 @@ class Context:
 
     kube: Kube
     config: OperatorConfig
-    store: Any | None  # kstudio_scorer.storage.ObjectStore; None when storage is not configured
+    store: Any | None  # kstudio_core.storage.ObjectStore; None when storage is not configured
     store_error: str | None = None
 
 

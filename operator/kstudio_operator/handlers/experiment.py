@@ -103,7 +103,7 @@ def _finish_run(
     ctx: Context, body: kopf.Body, namespace: str, name: str, spec: ExperimentSpec, record: RunRecord
 ) -> RunRecord:
     """Read the trainer's result of a succeeded run and create its TrainedModel (idempotent)."""
-    from kstudio_scorer.storage import ObjectNotFoundError, StorageError
+    from kstudio_core.storage import ObjectNotFoundError, StorageError
 
     if ctx.store is None:
         raise kopf.TemporaryError(f"object storage is not configured: {ctx.store_error}", delay=30)

@@ -16,19 +16,19 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from kstudio_operator import constants as c
-from kstudio_operator.builders.trainedmodel import referrers, status_from_manifest
-from kstudio_operator.handlers.common import Context, context, describe_validation_error, write_status
-from kstudio_operator.resources.common import ConditionStatus, get_condition, set_condition
-from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
-from kstudio_scorer.artifact import ArtifactError, DigestMismatchError, read_manifest
-from kstudio_scorer.storage import (
+from kstudio_core.ilearner import ArtifactError, DigestMismatchError, read_manifest
+from kstudio_core.storage import (
     AccessDeniedError,
     BucketNotFoundError,
     ObjectNotFoundError,
     StorageError,
     StorageUnavailableError,
 )
+from kstudio_operator import constants as c
+from kstudio_operator.builders.trainedmodel import referrers, status_from_manifest
+from kstudio_operator.handlers.common import Context, context, describe_validation_error, write_status
+from kstudio_operator.resources.common import ConditionStatus, get_condition, set_condition
+from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
 
 # Reasons after which verification is tried again on later ticks (the cause may go away by itself).
 RETRYABLE = {"ArtifactNotFound", "StorageUnavailable", "AccessDenied", "StorageNotConfigured"}
