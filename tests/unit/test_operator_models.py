@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from kstudio_core.snapshot import validate_snapshot
 from kstudio_operator.handlers.experiment import parse_spec
 from kstudio_operator.resources import ExperimentSpec, TrainedModelSpec
 from kstudio_operator.resources.experiment import (
@@ -21,7 +22,6 @@ from kstudio_operator.resources.experiment import (
     MetricName,
 )
 from kstudio_trainer import algorithms, metrics
-from kstudio_trainer.spec import validate_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,11 +34,13 @@ def penguins() -> dict[str, Any]:
 def test_allowlists_match_the_trainer() -> None:
     assert set(CLASSIFIERS) == set(algorithms.CLASSIFIERS)
     assert set(REGRESSORS) == set(algorithms.REGRESSORS)
-    assert set(CLASSIFICATION_METRICS) == set(metrics.CLASSIFICATION_METRICS)
-    assert set(REGRESSION_METRICS) == set(metrics.REGRESSION_METRICS)
+    assert set(CLASSIFICATION_METRICS) == set(metrics.METRICS["classification"])
+    assert set(REGRESSION_METRICS) == set(metrics.METRICS["regression"])
     # the static types the CRD enums come from name exactly the trainer's allowlists
     assert set(get_args(AlgorithmName)) == set(algorithms.CLASSIFIERS) | set(algorithms.REGRESSORS)
-    assert set(get_args(MetricName)) == set(metrics.CLASSIFICATION_METRICS) | set(metrics.REGRESSION_METRICS)
+    assert set(get_args(MetricName)) == set(metrics.METRICS["classification"]) | set(
+        metrics.METRICS["regression"]
+    )
 
 
 @pytest.mark.parametrize(

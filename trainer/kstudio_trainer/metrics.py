@@ -10,30 +10,14 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from kstudio_core import vocabulary
+
 log = logging.getLogger("kstudio.train")
 
-CLASSIFICATION_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "f1_weighted",
-    "roc_auc",
-    "roc_auc_ovr",
-    "log_loss",
-)
-REGRESSION_METRICS: tuple[str, ...] = ("rmse", "mae", "mse", "r2", "mape")
-METRICS: dict[str, tuple[str, ...]] = {
-    "classification": CLASSIFICATION_METRICS,
-    "regression": REGRESSION_METRICS,
-}
-DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"),
-    "regression": ("rmse", "mae", "r2"),
-}
-# Metrics where smaller is better (reported as is; the sweep maximises sklearn's negated scorer).
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "mape", "log_loss"})
+# The metric names, defaults and directions are part of the spec contract: kstudio_core.vocabulary.
+METRICS = vocabulary.METRICS
+DEFAULT_METRICS = vocabulary.DEFAULT_METRICS
+LOWER_IS_BETTER = vocabulary.LOWER_IS_BETTER
 
 # sklearn scorer used by GridSearchCV for each metric; values of "neg_*" scorers are negated back.
 SWEEP_SCORERS: dict[str, str] = {
@@ -52,18 +36,6 @@ SWEEP_SCORERS: dict[str, str] = {
     "r2": "r2",
     "mape": "neg_mean_absolute_percentage_error",
 }
-
-
-def metric_problems(task: str, names: list[str], where: str) -> list[str]:
-    valid = METRICS.get(task)
-    if valid is None:
-        return []
-    bad = [n for n in names if n not in valid]
-    if not bad:
-        return []
-    other = [n for n in bad if n in METRICS["regression" if task == "classification" else "classification"]]
-    hint = f" ({', '.join(other)} {'is' if len(other) == 1 else 'are'} for the other task)" if other else ""
-    return [f"{where}: metric(s) {', '.join(bad)} not valid for {task}{hint}; choose from {', '.join(valid)}"]
 
 
 def evaluate(task: str, names: list[str], pipeline: Any, x_test: Any, y_test: Any) -> dict[str, float]:

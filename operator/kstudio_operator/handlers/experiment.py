@@ -16,6 +16,8 @@ import kopf
 from croniter import croniter
 from pydantic import ValidationError
 
+from kstudio_core.snapshot import validate_snapshot
+from kstudio_core.storage import ObjectNotFoundError, StorageError
 from kstudio_operator import constants as c
 from kstudio_operator.builders import names
 from kstudio_operator.builders.runs import (
@@ -34,7 +36,6 @@ from kstudio_operator.builders.training import snapshot_configmap, training_job
 from kstudio_operator.handlers.common import Context, context, describe_validation_error, write_status
 from kstudio_operator.resources.common import Condition, set_condition
 from kstudio_operator.resources.experiment import ExperimentSpec, ExperimentStatus, RunRecord
-from kstudio_trainer.spec import validate_snapshot
 
 
 def parse_spec(raw: dict[str, Any]) -> tuple[ExperimentSpec | None, list[str]]:
@@ -103,8 +104,6 @@ def _finish_run(
     ctx: Context, body: kopf.Body, namespace: str, name: str, spec: ExperimentSpec, record: RunRecord
 ) -> RunRecord:
     """Read the trainer's result of a succeeded run and create its TrainedModel (idempotent)."""
-    from kstudio_core.storage import ObjectNotFoundError, StorageError
-
     if ctx.store is None:
         raise kopf.TemporaryError(f"object storage is not configured: {ctx.store_error}", delay=30)
     artifact = record.artifact or names.artifact_uri(spec, namespace, name, record.run)

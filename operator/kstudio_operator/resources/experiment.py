@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from kstudio_core import vocabulary
 from kstudio_operator.constants import EXPERIMENTS
 from kstudio_operator.resources.common import (
     CelRule,
@@ -23,16 +24,15 @@ from kstudio_operator.resources.common import (
     StatusModel,
     conditions_field,
 )
-from kstudio_trainer import algorithms, metrics
 
 Task = Literal["classification", "regression"]
 
-# The algorithm and metric allowlists, by task, are the trainer's own (one source of truth): it builds
-# exactly these scikit-learn estimators, so a spec can never make the trainer import arbitrary code.
-CLASSIFIERS: tuple[str, ...] = tuple(algorithms.CLASSIFIERS)
-REGRESSORS: tuple[str, ...] = tuple(algorithms.REGRESSORS)
-CLASSIFICATION_METRICS: tuple[str, ...] = metrics.CLASSIFICATION_METRICS
-REGRESSION_METRICS: tuple[str, ...] = metrics.REGRESSION_METRICS
+# The algorithm and metric allowlists, by task, are the shared vocabulary (one source of truth, generated
+# from the estimators the trainer builds), so a spec can never make the trainer import arbitrary code.
+CLASSIFIERS: tuple[str, ...] = vocabulary.algorithm_names("classification")
+REGRESSORS: tuple[str, ...] = vocabulary.algorithm_names("regression")
+CLASSIFICATION_METRICS: tuple[str, ...] = vocabulary.CLASSIFICATION_METRICS
+REGRESSION_METRICS: tuple[str, ...] = vocabulary.REGRESSION_METRICS
 # The same names as static types, for the pydantic models and mypy (a unit test keeps them equal).
 AlgorithmName = Literal[
     "LogisticRegression",
