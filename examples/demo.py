@@ -101,7 +101,6 @@ def main() -> int:
     step("start the operator")
     log_path = layout.root / "demo-operator.log"
     operator_env = {**env, **storage_env, "KSTUDIO_S3_POD_ENDPOINT": minio["podEndpoint"]}
-    operator_env["KSTUDIO_RECONCILE_INTERVAL"] = "2"
     with log_path.open("ab") as log:
         operator = subprocess.Popen(
             [str(KSTUDIO), "operator", "--namespace", NAMESPACE], env=operator_env, stdout=log, stderr=log

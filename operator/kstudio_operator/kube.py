@@ -1,123 +1,188 @@
-"""Kubernetes I/O for the handlers: idempotent create, tolerant delete, label-selected lists.
+"""Kubernetes I/O for the handlers: an async REST client on aiohttp, with kopf's own credentials.
 
-Every write uses a deterministic name. A 409 on create means "already there" (a previous attempt or a
-previous operator process made it) and returns the existing object; a 404 on delete means "already gone".
+Async, so that no handler waits for another's API call (kopf runs async handlers on its event loop; a
+sync client would hold one of a few worker threads per call). It speaks plain JSON dicts, the shape of
+manifests and of what kopf hands to handlers, and imports nothing heavy (no `kubernetes` client package).
+
+Every write uses a deterministic name. A 409 on create means "already there" (an earlier attempt or an
+earlier operator process made it) and returns the existing object; a 404 on delete means "already gone".
+Requests are counted by verb (`requests`) for the operator's metrics and the scale benchmark.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
-import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
+from urllib.parse import quote, urlencode
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 from kstudio_operator import constants as c
 
 log = logging.getLogger(__name__)
-_CLIENT: kubernetes.client.ApiClient | None = None
+Login = Callable[[], Awaitable[kopf.ConnectionInfo | None]]
 
 
-def load_client() -> kubernetes.client.ApiClient:
-    """One shared API client: in-cluster credentials if present, else the kubeconfig ($KUBECONFIG)."""
-    global _CLIENT
-    if _CLIENT is None:
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            # Read $KUBECONFIG now: the client library's default is captured when it is imported.
-            kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
-        _CLIENT = kubernetes.client.ApiClient()
-    return _CLIENT
+class ApiError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status (0 for transport errors)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """/api/v1/namespaces/ns/pods/name or /apis/group/version/namespaces/ns/plural/name."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = base + (f"/namespaces/{quote(namespace)}" if namespace else "") + f"/{plural}"
+    return path + (f"/{quote(name)}" if name else "")
+
+
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "Service": "services",
+    "Pod": "pods",
+    "Event": "events",
+    "Job": "jobs",
+    "Deployment": "deployments",
+    "Experiment": c.EXPERIMENTS,
+    "TrainedModel": c.TRAINED_MODELS,
+    "WebService": c.WEB_SERVICES,
+    "Endpoint": c.ENDPOINTS,
+}
+
+
+def object_path(obj: Mapping[str, Any], *, collection: bool = False) -> str:
+    meta = obj.get("metadata") or {}
+    plural = PLURALS[str(obj["kind"])]
+    return resource_path(
+        str(obj["apiVersion"]), plural, meta.get("namespace"), None if collection else meta.get("name")
+    )
 
 
 class Kube:
-    def __init__(self, client: kubernetes.client.ApiClient | None = None) -> None:
-        # Typed as Any: we pass and receive plain dicts (manifests), not the client's model classes.
-        self.client: Any = client or load_client()
-        self.core: Any = kubernetes.client.CoreV1Api(self.client)
-        self.batch: Any = kubernetes.client.BatchV1Api(self.client)
-        self.custom: Any = kubernetes.client.CustomObjectsApi(self.client)
+    """One aiohttp session per operator; `login` re-reads credentials after a 401 (rotated tokens)."""
 
-    def _dict(self, obj: Any) -> dict[str, Any]:
-        return cast(dict[str, Any], self.client.sanitize_for_serialization(obj))
+    def __init__(self, info: kopf.ConnectionInfo, login: Login | None = None, timeout: float = 30) -> None:
+        self._info = info
+        self._login = login
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self.requests: collections.Counter[str] = collections.Counter()
 
-    # --- create (409 tolerant) ---------------------------------------------------------------------
-    def ensure_configmap(self, body: dict[str, Any]) -> dict[str, Any]:
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            return self._dict(self.core.create_namespaced_config_map(ns, body))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return self._dict(self.core.read_namespaced_config_map(name, ns))
-
-    def ensure_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(the Job, created-now). An existing Job is returned as it is: a run's Job never changes."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            return self._dict(self.batch.create_namespaced_job(ns, body)), True
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return self._dict(self.batch.read_namespaced_job(name, ns)), False
-
-    def ensure_custom(self, plural: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            created = self.custom.create_namespaced_custom_object(
-                c.API_GROUP, c.API_VERSION, ns, plural, body
-            )
-            return cast(dict[str, Any], created), True
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            existing = self.custom.get_namespaced_custom_object(c.API_GROUP, c.API_VERSION, ns, plural, name)
-            return cast(dict[str, Any], existing), False
-
-    # --- read ------------------------------------------------------------------------------------------
-    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        items = self.batch.list_namespaced_job(namespace, label_selector=selector).items
-        return [self._dict(j) for j in items]
-
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
-        return [self._dict(p) for p in items]
-
-    def list_custom(self, namespace: str, plural: str, selector: str | None = None) -> list[dict[str, Any]]:
-        result = self.custom.list_namespaced_custom_object(
-            c.API_GROUP, c.API_VERSION, namespace, plural, label_selector=selector or ""
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._info.as_ssl_context(), limit=32),
+            headers={**self._info.as_http_headers(), "User-Agent": c.MANAGED_BY},
+            timeout=self._timeout,
         )
-        return cast(list[dict[str, Any]], result.get("items", []))
 
-    def get_custom(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: Mapping[str, str] | None = None,
+        text: bool = False,
+    ) -> Any:
+        """The decoded JSON (or text) answer; ApiError on any non-2xx status or transport failure."""
+        url = self._info.server.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
+        data = None if body is None else json.dumps(body)
+        for attempt in (1, 2):
+            if self._session is None:
+                self._session = self._new_session()
+            self.requests[method] += 1
+            try:
+                async with self._session.request(
+                    method, url, data=data, headers={"Content-Type": content_type}
+                ) as resp:
+                    payload = await resp.text()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ApiError(0, f"{method} {path}: {exc or type(exc).__name__}") from exc
+            if status == 401 and attempt == 1 and self._login is not None:
+                fresh = await self._login()
+                if fresh is not None:
+                    self._info = fresh
+                    await self.close()
+                    continue
+            if status >= 300:
+                raise ApiError(status, f"{method} {path}: {_message(payload)}")
+            if text:
+                return payload
+            return json.loads(payload) if payload else {}
+        raise ApiError(401, f"{method} {path}: unauthorized")
+
+    # --- objects ---------------------------------------------------------------------------------
+    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(the object, created-now). An existing object of that name is returned as it is."""
         try:
-            return cast(
-                dict[str, Any],
-                self.custom.get_namespaced_custom_object(c.API_GROUP, c.API_VERSION, namespace, plural, name),
+            return await self.request("POST", object_path(obj, collection=True), obj), True
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        return await self.request("GET", object_path(obj)), False
+
+    async def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self.request(
+                "GET", resource_path(api_version, plural, namespace, name)
             )
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
+        return found
 
-    def pod_log_tail(self, namespace: str, pod: str, lines: int = 5) -> str:
+    async def patch(
+        self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any], *, status: bool
+    ) -> dict[str, Any]:
+        """JSON merge patch of the object, or of its status subresource."""
+        path = resource_path(api_version, plural, namespace, name) + ("/status" if status else "")
+        result: dict[str, Any] = await self.request(
+            "PATCH", path, patch, content_type="application/merge-patch+json"
+        )
+        return result
+
+    async def delete(self, api_version: str, plural: str, namespace: str, name: str) -> None:
         try:
+            await self.request(
+                "DELETE",
+                resource_path(api_version, plural, namespace, name),
+                {"propagationPolicy": "Background"},
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int = 5) -> str:
+        try:
+            path = resource_path("v1", "pods", namespace, pod) + "/log"
             return str(
-                self.core.read_namespaced_pod_log(
-                    pod, namespace, container=c.TRAINER_CONTAINER, tail_lines=lines
+                await self.request(
+                    "GET", path, query={"container": container, "tailLines": str(lines)}, text=True
                 )
             )
-        except ApiException:
+        except ApiError:
             return ""
 
-    # --- events -----------------------------------------------------------------------------------------
-    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        """Post a core/v1 Event about `obj` (kopf's own posting only carries warnings; see main.py).
-        Best effort: an Event that cannot be posted is not worth failing a reconciliation for."""
+    # --- events ------------------------------------------------------------------------------------
+    async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `obj`. Best effort: an Event that cannot be posted is not worth
+        failing a reconciliation for."""
         meta = obj.get("metadata") or {}
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         event = {
@@ -142,30 +207,14 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta.get("namespace"), event)
-        except ApiException as exc:
-            log.warning("cannot post event %s on %s: %s", reason, meta.get("name"), exc.reason)
+            await self.request("POST", resource_path("v1", "events", str(meta.get("namespace"))), event)
+        except ApiError as exc:
+            log.warning("cannot post event %s on %s: %s", reason, meta.get("name"), exc)
 
-    # --- delete (404 tolerant) ---------------------------------------------------------------------------
-    def delete_job(self, namespace: str, name: str) -> None:
-        self._tolerate_404(
-            lambda: self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        )
 
-    def delete_configmap(self, namespace: str, name: str) -> None:
-        self._tolerate_404(lambda: self.core.delete_namespaced_config_map(name, namespace))
-
-    def delete_custom(self, namespace: str, plural: str, name: str) -> None:
-        self._tolerate_404(
-            lambda: self.custom.delete_namespaced_custom_object(
-                c.API_GROUP, c.API_VERSION, namespace, plural, name
-            )
-        )
-
-    @staticmethod
-    def _tolerate_404(call: Any) -> None:
-        try:
-            call()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+def _message(payload: str) -> str:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return payload[:300]
+    return str(doc.get("message") or payload[:300]) if isinstance(doc, dict) else payload[:300]

@@ -1,6 +1,11 @@
 """The operator: registers the kopf handlers (and nothing else; each delegates to handlers/<kind>.py).
 
 Run it with `kstudio operator` (see kstudio_operator.cli) or `kopf run -m kstudio_operator.main`.
+
+How it stays cheap (DESIGN.md §5): one watch per kind feeds the indexes (indexes.py); every kstudio
+object has a reconcile loop (a kopf daemon, runtime.reconcile_loop) that sleeps until an `on.event`
+handler below wakes it: its own changes, and those of the Jobs/pods it owns or the objects that reference
+it. Reconciles read the indexes, never LIST; an idle operator makes no API requests beyond the watches.
 """
 
 from __future__ import annotations
@@ -12,28 +17,44 @@ from typing import Any
 import kopf
 
 from kstudio_operator import constants as c
+from kstudio_operator import indexes
 from kstudio_operator.handlers import experiment, trainedmodel
-from kstudio_operator.handlers.common import Context
 from kstudio_operator.kube import Kube
+from kstudio_operator.runtime import Runtime, runtime
 from kstudio_operator.settings import OperatorConfig
 
-CONFIG = OperatorConfig.from_env()
 EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
 TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
+WEB_SERVICES = (c.API_GROUP, c.API_VERSION, c.WEB_SERVICES)
+ENDPOINTS = (c.API_GROUP, c.API_VERSION, c.ENDPOINTS)
+RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
 
 
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else $KUBECONFIG as it is now (not as it was at import time)."""
-    info = kopf.login_with_service_account(**kwargs)
+    info = kopf.login_with_service_account(settings=settings)
     if info is None:
-        return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_kubeconfig(settings=settings)
     # kopf dials https://kubernetes.default.svc, which needs cluster DNS; like client-go's in-cluster config,
     # use the API service's address from the environment the kubelet sets (works without DNS).
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
     if host and port:
         host = f"[{host}]" if ":" in host else host
         info = dataclasses.replace(info, server=f"https://{host}:{port}")
+    return info
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf's watches and our own client (kube.Kube) use the same credentials."""
+    info = _login(settings)
+
+    async def relogin() -> kopf.ConnectionInfo | None:
+        return _login(settings)
+
+    rt = memo.get("rt")
+    if info is not None and isinstance(rt, Runtime) and rt.kube_or_none is None:
+        rt.kube_or_none = Kube(info, login=relogin)
     return info
 
 
@@ -47,34 +68,72 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # Our handlers post their own Events (kube.Kube.event); kopf's log lines stay in the log.
     settings.posting.loggers = False
     settings.networking.request_timeout = 30
-    settings.watching.server_timeout = 120
-    settings.execution.max_workers = 8
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
     store, store_error = None, None
+    from kstudio_core.storage import ObjectStore, StorageError, StorageSettings
+
     try:
-        from kstudio_core.storage import ObjectStore, StorageError, StorageSettings
-
-        try:
-            store = ObjectStore(StorageSettings.from_env())
-        except StorageError as exc:
-            store_error = str(exc)
-            logger.warning(f"object storage not configured ({exc}); TrainedModels stay Pending")
-    except ImportError as exc:  # pragma: no cover
+        store = ObjectStore(StorageSettings.from_env())
+    except StorageError as exc:
         store_error = str(exc)
-    memo["ctx"] = Context(kube=Kube(), config=CONFIG, store=store, store_error=store_error)
+        logger.warning(f"object storage not configured ({exc}); TrainedModels stay Pending")
+    memo["rt"] = Runtime(config=OperatorConfig.from_env(), store=store, store_error=store_error)
 
 
-# Experiment: validation on every spec change (PermanentError: an Event, no retries); the run loop is a
-# timer, so it also runs for objects that changed while the operator was down.
-kopf.on.create(*EXPERIMENTS, id="validate")(experiment.validate_experiment)
-kopf.on.update(*EXPERIMENTS, id="validate", field="spec")(experiment.validate_experiment)
-kopf.on.resume(*EXPERIMENTS, id="validate")(experiment.validate_experiment)
-kopf.timer(*EXPERIMENTS, id="reconcile", interval=CONFIG.reconcile_interval, sharp=False)(
-    experiment.reconcile_experiment
-)
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    rt = memo.get("rt")
+    if isinstance(rt, Runtime) and rt.kube_or_none is not None:
+        await rt.kube_or_none.close()
+
+
+# --- indexes (watch-fed lookups; handlers receive them by these names) ---------------------------------
+kopf.index("batch", "v1", "jobs", id="experiment_jobs", labels=RUN_LABELS)(indexes.experiment_jobs)
+kopf.index("", "v1", "pods", id="experiment_pods", labels=RUN_LABELS)(indexes.experiment_pods)
+kopf.index(*TRAINED_MODELS, id="trained_models")(indexes.trained_models)
+kopf.index(*WEB_SERVICES, id="model_users")(indexes.model_users)
+kopf.index(*ENDPOINTS, id="model_users")(indexes.model_users)
+
+
+# --- wake-ups: a change reaches the loop of the object it concerns -------------------------------------
+@kopf.on.event(*EXPERIMENTS)
+def experiment_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).wake(("Experiment", str(namespace), str(name)))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=RUN_LABELS)
+@kopf.on.event("", "v1", "pods", labels=RUN_LABELS)
+def run_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).wake(("Experiment", str(namespace), str(labels[c.LABEL_EXPERIMENT])))
+
+
+@kopf.on.event(*TRAINED_MODELS)
+def trained_model_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).wake(("TrainedModel", str(namespace), str(name)))
+
+
+@kopf.on.event(*WEB_SERVICES)
+@kopf.on.event(*ENDPOINTS)
+def model_user_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Models this object used before or uses now re-check their usedBy (and the Experiments that made
+    them their pruning)."""
+    rt = runtime(memo)
+    referrer = (str(body.get("kind")), str(namespace), str(name))
+    now = set() if type == "DELETED" else indexes.model_references(body)
+    before = rt.references.get(referrer, set())
+    rt.references[referrer] = now
+    if not now:
+        rt.references.pop(referrer, None)
+    for model in before | now:
+        rt.wake(("TrainedModel", str(namespace), model))
+
+
+# --- reconcile loops --------------------------------------------------------------------------------------
+kopf.daemon(*EXPERIMENTS, id="reconcile", cancellation_backoff=None)(experiment.experiment_loop)
 kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
 
-# TrainedModel: verify + usage on a timer; deletion blocked while referenced (retried until unreferenced).
-kopf.timer(*TRAINED_MODELS, id="reconcile", interval=CONFIG.reconcile_interval, sharp=False)(
-    trainedmodel.reconcile_trained_model
-)
+kopf.daemon(*TRAINED_MODELS, id="reconcile")(trainedmodel.trained_model_loop)
 kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmodel.delete_trained_model)

@@ -17,8 +17,9 @@ class OperatorConfig:
     # (via StorageSettings.from_env); on the local cluster the two differ (127.0.0.1 vs 10.244.0.1).
     pod_s3_endpoint: str = ""
     pod_s3_secure: bool = False
-    # Seconds between two reconciliations of one object (Jobs progress, schedules, usage of models).
-    reconcile_interval: float = 5.0
+    # Seconds between two unprompted reconciliations of one object: the safety net behind the watch
+    # events that wake reconciles (schedules have their own precise wake-up).
+    resync_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -30,5 +31,5 @@ class OperatorConfig:
             image_pull_policy=env.get("KSTUDIO_IMAGE_PULL_POLICY", cls.image_pull_policy),
             pod_s3_endpoint=env.get("KSTUDIO_S3_POD_ENDPOINT") or env.get("KSTUDIO_S3_ENDPOINT", ""),
             pod_s3_secure=secure if pod_secure is None else pod_secure.lower() in {"1", "true", "yes"},
-            reconcile_interval=float(env.get("KSTUDIO_RECONCILE_INTERVAL", cls.reconcile_interval)),
+            resync_seconds=float(env.get("KSTUDIO_RESYNC_SECONDS", cls.resync_seconds)),
         )

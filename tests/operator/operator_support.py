@@ -111,7 +111,7 @@ class OperatorProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def operator_env(cluster: Any, interval: float = 1.0) -> dict[str, str]:
+def operator_env(cluster: Any) -> dict[str, str]:
     storage = cluster.storage_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KSTUDIO_")}
     env.update(cluster.env())
@@ -119,7 +119,6 @@ def operator_env(cluster: Any, interval: float = 1.0) -> dict[str, str]:
     env.update(
         {
             "KSTUDIO_S3_POD_ENDPOINT": cluster.minio.pod_endpoint,
-            "KSTUDIO_RECONCILE_INTERVAL": str(interval),
             "KSTUDIO_IMAGE": "kstudio:dev",
         }
     )

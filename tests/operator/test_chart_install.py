@@ -58,7 +58,6 @@ def chart_values(namespace: str, pod_endpoint: str) -> list[str]:
         "--set",
         f"operator.watchNamespaces={{{namespace}}}",
         "--set",
-        "operator.reconcileInterval=1",
     ]
 
 

@@ -9,15 +9,14 @@ from typing import Any
 
 import yaml
 
+from kstudio_core.runresult import RunResult
 from kstudio_operator import constants as c
 from kstudio_operator.builders.names import artifact_uri, job_name, result_uri, trained_model_name
 from kstudio_operator.builders.trainedmodel import (
-    TrainerResult,
-    models_in_use,
-    referrers,
     trained_model_manifest,
 )
 from kstudio_operator.builders.training import RunRequest, snapshot_configmap, training_job
+from kstudio_operator.indexes import model_users
 from kstudio_operator.resources import ExperimentSpec
 from kstudio_operator.settings import OperatorConfig
 
@@ -122,7 +121,7 @@ def test_snapshot_configmap_holds_the_trainer_snapshot() -> None:
 
 
 def test_trained_model_manifest_from_result() -> None:
-    result = TrainerResult.model_validate(
+    result = RunResult.model_validate(
         {
             "artifact": {
                 "uri": "s3://models/a/penguins/penguins-3.ilearner",
@@ -142,18 +141,21 @@ def test_trained_model_manifest_from_result() -> None:
     }
 
 
-def test_referrers_name_webservices_and_endpoints_that_use_a_model() -> None:
-    ws = [
-        {"metadata": {"name": "svc"}, "spec": {"model": "m-1"}},
-        {"metadata": {"name": "other"}, "spec": {}},
-    ]
-    eps = [
-        {"metadata": {"name": "ep2"}, "spec": {"webService": "svc"}, "status": {"model": "m-1"}},
-        {"metadata": {"name": "gone", "deletionTimestamp": "x"}, "spec": {"model": "m-1"}},
-    ]
-    assert referrers("m-1", ws, eps) == ["Endpoint/ep2", "WebService/svc"]
-    assert referrers("m-2", ws, eps) == []
-    assert models_in_use(ws, eps) == {"m-1"}
+def test_model_users_index_names_webservices_and_endpoints_that_use_a_model() -> None:
+    def index(kind: str, body: dict[str, Any]) -> dict[Any, Any]:
+        body = {"kind": kind, **body}
+        return model_users(namespace="ns", name=body["metadata"]["name"], body=body)  # type: ignore[arg-type]
+
+    assert index("WebService", {"metadata": {"name": "svc"}, "spec": {"model": "m-1"}}) == {
+        ("ns", "m-1"): "WebService/svc"
+    }
+    assert index("WebService", {"metadata": {"name": "other"}, "spec": {}}) == {}
+    # an Endpoint uses both the model it is pinned to and the one its pods still serve
+    served = {"metadata": {"name": "ep2"}, "spec": {"model": "m-2"}, "status": {"model": "m-1"}}
+    assert index("Endpoint", served) == {("ns", "m-1"): "Endpoint/ep2", ("ns", "m-2"): "Endpoint/ep2"}
+    # one being deleted no longer holds its model
+    gone = {"metadata": {"name": "gone", "deletionTimestamp": "x"}, "spec": {"model": "m-1"}}
+    assert index("Endpoint", gone) == {}
 
 
 def test_ready_status_from_an_artifact_manifest_round_trips_through_the_status_model() -> None:

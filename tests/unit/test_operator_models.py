@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from kstudio_core.snapshot import validate_snapshot
-from kstudio_operator.handlers.experiment import parse_spec
+from kstudio_operator.decisions.experiment import parse_spec
 from kstudio_operator.resources import ExperimentSpec, TrainedModelSpec
 from kstudio_operator.resources.experiment import (
     CLASSIFICATION_METRICS,

@@ -1,43 +1,15 @@
-"""What every handler needs: the per-operator context (from kopf's memo) and status diffing."""
+"""What every handler shares: posting a decision's Events, and naming the fields of a validation error."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import kopf
 from pydantic import ValidationError
 
-from kstudio_operator.kube import Kube
-from kstudio_operator.settings import OperatorConfig
-
-
-@dataclass
-class Context:
-    """Created once at operator startup and handed to handlers through kopf's memo."""
-
-    kube: Kube
-    config: OperatorConfig
-    store: Any | None  # kstudio_core.storage.ObjectStore; None when storage is not configured
-    store_error: str | None = None
-
-
-def context(memo: kopf.Memo) -> Context:
-    ctx = memo.get("ctx")
-    if not isinstance(ctx, Context):
-        raise kopf.TemporaryError("operator context is not initialised yet", delay=2)
-    return ctx
-
-
-def write_status(patch: kopf.Patch, current: dict[str, Any], desired: dict[str, Any]) -> bool:
-    """Merge-patch the status keys whose value changed (None removes a key). Returns whether any did."""
-    changed = False
-    for key in sorted(set(current) | set(desired)):
-        new = desired.get(key)
-        if current.get(key) != new:
-            patch.status[key] = new
-            changed = True
-    return changed
+if TYPE_CHECKING:
+    from kstudio_operator.decisions import Event
+    from kstudio_operator.kube import Kube
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -47,3 +19,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"spec.{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
     return "; ".join(parts)
+
+
+async def post_events(kube: Kube, obj: Mapping[str, Any], events: list[Event]) -> None:
+    for event in events:
+        await kube.event(obj, event.type, event.reason, event.message)

@@ -1,20 +1,21 @@
-"""TrainedModel handlers: verify the artifact once, keep `usedBy` current, block deletion while in use.
+"""TrainedModel: a reconcile loop that verifies the artifact once per generation and keeps `usedBy`
+current from the index of WebServices/Endpoints; deletion blocked while the model is in use.
 
-Verification downloads the .ilearner, compares its sha256 with spec.artifact.sha256 *before* reading
-anything inside, then reads the manifest through kstudio_scorer.artifact (which checks the digest again).
-Nothing is ever deserialized here: the manifest is JSON; the pipeline is not loaded.
+Verification streams: the artifact is downloaded to a private temp file while its sha256 is computed,
+compared with spec.artifact.sha256, and only then is `manifest.json` read from it (kstudio_core.ilearner);
+memory stays flat in the artifact's size, and at most four verifications run at once. Nothing is ever
+deserialized here: the manifest is JSON; the pipeline is not loaded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from kstudio_core.ilearner import ArtifactError, DigestMismatchError, read_manifest
 from kstudio_core.storage import (
@@ -25,33 +26,35 @@ from kstudio_core.storage import (
     StorageUnavailableError,
 )
 from kstudio_operator import constants as c
-from kstudio_operator.builders.trainedmodel import referrers, status_from_manifest
-from kstudio_operator.handlers.common import Context, context, describe_validation_error, write_status
-from kstudio_operator.resources.common import ConditionStatus, get_condition, set_condition
+from kstudio_operator.builders.trainedmodel import status_from_manifest
+from kstudio_operator.decisions.trainedmodel import (
+    RETRYABLE,
+    Verification,
+    decide_trained_model,
+    in_use_condition,
+    needs_verification,
+    parse_spec,
+)
+from kstudio_operator.handlers.common import post_events
+from kstudio_operator.indexes import values
+from kstudio_operator.resources.common import get_condition
 from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
-
-# Reasons after which verification is tried again on later ticks (the cause may go away by itself).
-RETRYABLE = {"ArtifactNotFound", "StorageUnavailable", "AccessDenied", "StorageNotConfigured"}
+from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
 
 
-@dataclass(frozen=True)
-class Verification:
-    phase: str  # Ready | Invalid | Pending
-    reason: str
-    message: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-def verify_artifact(ctx: Context, spec: TrainedModelSpec, now: datetime) -> Verification:
-    if ctx.store is None:
+def verify_artifact(
+    store: Any, store_error: str | None, spec: TrainedModelSpec, now: datetime
+) -> Verification:
+    """Download (streaming digest), compare, read the manifest. Blocking: run it in a thread."""
+    if store is None:
         return Verification(
-            "Pending", "StorageNotConfigured", f"object storage is not configured: {ctx.store_error}"
+            "Pending", "StorageNotConfigured", f"object storage is not configured: {store_error}"
         )
     uri, expected = spec.artifact.uri, spec.artifact.sha256
     with tempfile.TemporaryDirectory(prefix="kstudio-verify-") as tmp:
         path = Path(tmp) / "model.ilearner"
         try:
-            actual = ctx.store.download(uri, path)
+            actual = store.download(uri, path)
         except (ObjectNotFoundError, BucketNotFoundError):
             return Verification("Invalid", "ArtifactNotFound", f"{uri} does not exist")
         except AccessDeniedError as exc:
@@ -78,135 +81,69 @@ def verify_artifact(ctx: Context, spec: TrainedModelSpec, now: datetime) -> Veri
     )
 
 
-def _in_use_condition(conditions: list[Any], users: list[str], generation: int, deleting: bool) -> list[Any]:
-    if users:
-        reason = "DeletionBlocked" if deleting else "Referenced"
-        return set_condition(conditions, "InUse", "True", reason, "used by " + ", ".join(users), generation)
-    return set_condition(
-        conditions, "InUse", "False", "NotReferenced", "no WebService or Endpoint uses it", generation
-    )
+def users_of(model_users: Any, namespace: str, name: str) -> list[str]:
+    return sorted(set(values(model_users, (namespace, name))))
 
 
-def _users(ctx: Context, namespace: str, name: str) -> list[str]:
-    return referrers(
-        name, ctx.kube.list_custom(namespace, c.WEB_SERVICES), ctx.kube.list_custom(namespace, c.ENDPOINTS)
-    )
-
-
-def reconcile_trained_model(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    name: str | None,
-    namespace: str | None,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    assert name is not None and namespace is not None
-    ctx = context(memo)
-    now = datetime.now(UTC)
+async def reconcile_once(rt: Runtime, key: Key, body: kopf.Body, model_users: Any) -> float | None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 1)
-    current = dict(status)
-    previous = TrainedModelStatus.model_validate(current)
-    desired = previous.model_copy()
-
-    try:
-        parsed = TrainedModelSpec.model_validate(dict(spec))
-    except ValidationError as exc:
-        message = describe_validation_error(exc)
-        desired = desired.model_copy(
-            update={
-                "phase": "Invalid",
-                "reason": "InvalidSpec",
-                "message": message,
-                "observed_generation": generation,
-                "conditions": set_condition(
-                    desired.conditions, "Ready", "False", "InvalidSpec", message, generation
-                ),
-            }
-        )
-        write_status(patch, current, desired.to_wire())
-        return
-
-    stale = previous.observed_generation != generation or previous.phase is None
-    if stale or (previous.phase != "Ready" and previous.reason in RETRYABLE):
-        outcome = verify_artifact(ctx, parsed, now)
-        ready: ConditionStatus = "True" if outcome.phase == "Ready" else "False"
-        update: dict[str, Any] = {
-            "phase": outcome.phase,
-            "reason": outcome.reason,
-            "message": outcome.message,
-            "observed_generation": generation,
-            "conditions": set_condition(
-                desired.conditions, "Ready", ready, outcome.reason, outcome.message, generation
-            ),
-        }
-        desired = desired.model_copy(update=update)
-        if outcome.phase == "Ready":
-            # The manifest's fields arrive in wire form (camelCase); validate them into the model.
-            desired = TrainedModelStatus.model_validate({**desired.to_wire(), **outcome.fields})
-        if previous.phase != outcome.phase or previous.reason != outcome.reason:
-            if outcome.phase == "Ready":
-                ctx.kube.event(
-                    body, "Normal", reason="Verified", message=f"{parsed.artifact.uri}: {outcome.message}"
-                )
-            else:
-                ctx.kube.event(body, "Warning", reason=outcome.reason, message=outcome.message)
-
-    users = _users(ctx, namespace, name)
-    desired = desired.model_copy(
-        update={
-            "used_by": users,
-            "conditions": _in_use_condition(desired.conditions, users, generation, False),
-        }
+    status = rt.current_status(key, body)
+    verification = None
+    spec, _ = parse_spec(dict(body.get("spec") or {}))
+    if spec is not None and needs_verification(status, generation):
+        async with rt.verify_slots:
+            verification = await asyncio.to_thread(
+                verify_artifact, rt.store, rt.store_error, spec, datetime.now(UTC)
+            )
+    decision = decide_trained_model(
+        dict(body.get("spec") or {}), status, generation, verification, users_of(model_users, namespace, name)
     )
-    write_status(patch, current, desired.to_wire())
+    await post_events(rt.kube, body, decision.events)
+    await rt.write_status(key, body, c.TRAINED_MODELS, decision.status)
+    if verification is not None and verification.reason in RETRYABLE:
+        # Retryable: back off exponentially (2 s, 4 s, ... 5 min) instead of re-downloading every tick.
+        return rt.backoff(key, base=2.0, cap=300.0)
+    rt.succeeded(key)
+    return None
 
 
-def delete_trained_model(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    name: str | None,
-    namespace: str | None,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    **_: Any,
+async def trained_model_loop(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
 ) -> None:
+    rt = runtime(memo)
+    model_users = kwargs["model_users"]
+    key: Key = ("TrainedModel", body["metadata"]["namespace"], body["metadata"]["name"])
+    await reconcile_loop(rt, key, stopped, lambda: reconcile_once(rt, key, body, model_users))
+
+
+async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Blocks deletion (keeps the finalizer) while a WebService or Endpoint references the model."""
-    assert name is not None and namespace is not None
-    ctx = context(memo)
+    rt = runtime(memo)
+    model_users = kwargs["model_users"]
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 1)
-    users = _users(ctx, namespace, name)
-    previous = TrainedModelStatus.model_validate(dict(status))
+    users = users_of(model_users, namespace, name)
+    key: Key = ("TrainedModel", namespace, name)
     if users:
         message = f"deletion is blocked: in use by {', '.join(users)}"
+        previous = TrainedModelStatus.model_validate(rt.current_status(key, body))
         before = get_condition(previous.conditions, "InUse")
-        conditions = _in_use_condition(previous.conditions, users, generation, True)
-        write_status(
-            patch,
-            {"usedBy": dict(status).get("usedBy"), "conditions": dict(status).get("conditions")},
-            {"usedBy": users, "conditions": [cond.to_wire() for cond in conditions]},
-        )
-        if (
-            before is None
-            or before.reason != "DeletionBlocked"
-            or before.message != "used by " + ", ".join(users)
-        ):
-            ctx.kube.event(body, "Warning", reason="DeletionBlocked", message=message)
+        conditions = in_use_condition(previous.conditions, users, generation, True)
+        wire = {**previous.to_wire(), "usedBy": users, "conditions": [x.to_wire() for x in conditions]}
+        await rt.write_status(key, body, c.TRAINED_MODELS, wire)
+        said = "used by " + ", ".join(users)
+        if before is None or before.reason != "DeletionBlocked" or before.message != said:
+            await rt.kube.event(body, "Warning", "DeletionBlocked", message)
         raise kopf.TemporaryError(message, delay=5)
-    try:
-        parsed = TrainedModelSpec.model_validate(dict(spec))
-    except ValidationError:
-        return
-    if parsed.artifact_deletion_policy == "Delete" and ctx.store is not None:
+    spec, _ = parse_spec(dict(body.get("spec") or {}))
+    if spec is not None and spec.artifact_deletion_policy == "Delete" and rt.store is not None:
         try:
-            ctx.store.remove(parsed.artifact.uri)
-            ctx.store.remove(parsed.artifact.uri + ".result.json")
+            await asyncio.to_thread(rt.store.remove, spec.artifact.uri)
+            await asyncio.to_thread(rt.store.remove, spec.artifact.uri + ".result.json")
         except ObjectNotFoundError:
             pass
         except StorageError as exc:
-            raise kopf.TemporaryError(f"cannot delete {parsed.artifact.uri}: {exc}", delay=15) from exc
+            raise kopf.TemporaryError(f"cannot delete {spec.artifact.uri}: {exc}", delay=15) from exc

@@ -1,0 +1,31 @@
+"""Pure decisions, one per kind: `decide(spec, status, observed, now) -> Decision`.
+
+No I/O here: a handler observes (from indexes and, where it must, object storage), calls its decide
+function, applies the actions, posts the events and writes the status. Unit tests cover every decision
+without a cluster; the cluster tier proves the wiring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    """What a reconcile must do: `actions` in order, then post `events`, then write `status` (wire form).
+    `requeue`: seconds until the object wants another look without any change (None: only on changes)."""
+
+    status: dict[str, Any]
+    actions: list[Any] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue: float | None = None

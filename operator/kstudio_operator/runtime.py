@@ -1,0 +1,136 @@
+"""The operator's per-process state and its one reconcile loop.
+
+Each kstudio object has a reconcile loop (a kopf daemon) that runs `once()` when something relevant
+changes and otherwise sleeps: watch events of the object itself and of what it owns or references
+`wake()` its key (see main.py), and a slow resync (KSTUDIO_RESYNC_SECONDS, default 300 s) is the safety
+net. Loops read everything from watch-fed indexes, so an idle operator makes no API requests; one loop
+per object serialises its reconciles, and triggers that arrive during a reconcile coalesce into one more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from kstudio_operator.kube import Kube
+from kstudio_operator.settings import OperatorConfig
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass
+class Runtime:
+    """Created once at startup and handed to handlers through kopf's memo (`runtime(memo)`)."""
+
+    config: OperatorConfig
+    store: Any | None  # kstudio_core.storage.ObjectStore; None when storage is not configured
+    store_error: str | None = None
+    kube_or_none: Kube | None = None
+    wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
+    # The status each loop wrote last, with the resourceVersion the API server answered: a reconcile
+    # woken before the watch delivered our own write reads this instead of the older body.
+    written: dict[Key, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    failures: dict[Key, int] = field(default_factory=dict)
+    # Models each WebService/Endpoint referenced at its last event: who to wake when that changes.
+    references: dict[Key, set[str]] = field(default_factory=dict)
+    verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+
+    @property
+    def kube(self) -> Kube:
+        if self.kube_or_none is None:
+            raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
+        return self.kube_or_none
+
+    def wake(self, key: Key) -> None:
+        event = self.wakeups.get(key)
+        if event is not None:
+            event.set()
+
+    def backoff(self, key: Key, base: float = 2.0, cap: float = 300.0) -> float:
+        """Seconds to wait after another failure of `key`: base, 2 base, 4 base, ... at most `cap`."""
+        n = self.failures.get(key, 0)
+        self.failures[key] = n + 1
+        return float(min(cap, base * 2**n))
+
+    def succeeded(self, key: Key) -> None:
+        self.failures.pop(key, None)
+
+    def current_status(self, key: Key, body: kopf.Body) -> dict[str, Any]:
+        """The object's status as we last know it: the body's, unless our own later write is newer."""
+        status = dict(body.get("status") or {})
+        mine = self.written.get(key)
+        if mine is not None:
+            seen = _rv(body.get("metadata", {}).get("resourceVersion"))
+            if seen is not None and seen < mine[0]:
+                return dict(mine[1])
+        return status
+
+    async def write_status(self, key: Key, body: kopf.Body, plural: str, desired: dict[str, Any]) -> bool:
+        """Merge-patch the status keys whose value differs from the current status; nothing when none
+        does (so an unchanged object is never written). Returns whether it wrote."""
+        current = self.current_status(key, body)
+        patch = {k: desired.get(k) for k in set(current) | set(desired) if current.get(k) != desired.get(k)}
+        if not patch:
+            return False
+        meta = body["metadata"]
+        answer = await self.kube.patch(
+            str(body["apiVersion"]), plural, meta["namespace"], meta["name"], {"status": patch}, status=True
+        )
+        rv = _rv((answer.get("metadata") or {}).get("resourceVersion"))
+        if rv is not None:
+            self.written[key] = (rv, dict(answer.get("status") or {}))
+        return True
+
+
+def runtime(memo: kopf.Memo) -> Runtime:
+    rt = memo.get("rt")
+    if not isinstance(rt, Runtime):
+        raise kopf.TemporaryError("operator runtime is not initialised yet", delay=1)
+    return rt
+
+
+def _rv(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+async def reconcile_loop(
+    rt: Runtime, key: Key, stopped: kopf.DaemonStopped, once: Callable[[], Awaitable[float | None]]
+) -> None:
+    """Run `once()` now, then whenever `key` is woken, at the delay it asks for, or at the resync.
+
+    `once()` returns the seconds until it wants to run again (None: only on a change or the resync). An
+    exception is logged and retried with exponential backoff; it never ends the loop.
+    """
+    event = rt.wakeups.setdefault(key, asyncio.Event())
+    errors = 0
+    try:
+        while not stopped:
+            event.clear()
+            try:
+                delay = await once()
+                errors = 0
+            except kopf.TemporaryError as exc:
+                delay = exc.delay if exc.delay is not None else 2.0
+                log.info("%s/%s/%s: %s; again in %.0fs", *key, exc, delay)
+            except Exception as exc:  # an API or programming error: log it, back off, never end the loop
+                errors += 1
+                delay = min(300.0, 2.0**errors)
+                log.exception("%s/%s/%s: reconcile failed (%s); again in %.0fs", *key, exc, delay)
+            timeout = rt.config.resync_seconds if delay is None else min(delay, rt.config.resync_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.05))
+    finally:
+        if rt.wakeups.get(key) is event:
+            del rt.wakeups[key]
+        rt.written.pop(key, None)
+        rt.failures.pop(key, None)
