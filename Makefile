@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/kstudio
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries lint test test-unit test-scorer test-cluster cluster-up cluster-down demo bench crds
+.PHONY: help install binaries lint test test-unit test-scorer test-cluster cluster-up cluster-down demo bench bench-operator crds
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ demo: cluster-up  ## the full lifecycle on the local cluster
 
 bench: install binaries  ## scorer vs MLServer: req/s, p50, p99 and ratios
 	$(VENV)/bin/python bench/run.py
+
+bench-operator: cluster-up  ## operator at N = 100, 300, 1000 TrainedModels + Endpoints: Ready time, idle cost, restart
+	$(VENV)/bin/python bench/operator_scale.py

@@ -23,6 +23,7 @@ import aiohttp
 import kopf
 
 from kstudio_operator import constants as c
+from kstudio_operator import metrics
 
 log = logging.getLogger(__name__)
 Login = Callable[[], Awaitable[kopf.ConnectionInfo | None]]
@@ -105,6 +106,7 @@ class Kube:
             if self._session is None:
                 self._session = self._new_session()
             self.requests[method] += 1
+            metrics.API_REQUESTS.labels(method).inc()
             try:
                 async with self._session.request(
                     method, url, data=data, headers={"Content-Type": content_type}

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from kstudio_operator import constants as c
-from kstudio_operator import indexes
+from kstudio_operator import indexes, metrics
 from kstudio_operator.handlers import experiment, trainedmodel
 from kstudio_operator.kube import Kube
 from kstudio_operator.runtime import Runtime, runtime
@@ -78,7 +78,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     except StorageError as exc:
         store_error = str(exc)
         logger.warning(f"object storage not configured ({exc}); TrainedModels stay Pending")
-    memo["rt"] = Runtime(config=OperatorConfig.from_env(), store=store, store_error=store_error)
+    config = OperatorConfig.from_env()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    memo["rt"] = Runtime(config=config, store=store, store_error=store_error)
 
 
 @kopf.on.cleanup()

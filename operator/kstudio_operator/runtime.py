@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+from kstudio_operator import metrics
 from kstudio_operator.kube import Kube
 from kstudio_operator.settings import OperatorConfig
 
@@ -113,23 +115,35 @@ async def reconcile_loop(
     """
     event = rt.wakeups.setdefault(key, asyncio.Event())
     errors = 0
+    kind = key[0]
+    metrics.LOOPS.labels(kind).inc()
     try:
         while not stopped:
             event.clear()
+            outcome = "ok"
+            started = time.monotonic()
+            metrics.IN_FLIGHT.inc()
             try:
                 delay = await once()
                 errors = 0
             except kopf.TemporaryError as exc:
+                outcome = "retry"
                 delay = exc.delay if exc.delay is not None else 2.0
                 log.info("%s/%s/%s: %s; again in %.0fs", *key, exc, delay)
             except Exception as exc:  # an API or programming error: log it, back off, never end the loop
+                outcome = "error"
                 errors += 1
                 delay = min(300.0, 2.0**errors)
                 log.exception("%s/%s/%s: reconcile failed (%s); again in %.0fs", *key, exc, delay)
+            finally:
+                metrics.IN_FLIGHT.dec()
+            metrics.RECONCILES.labels(kind, outcome).inc()
+            metrics.RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
             timeout = rt.config.resync_seconds if delay is None else min(delay, rt.config.resync_seconds)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.05))
     finally:
+        metrics.LOOPS.labels(kind).dec()
         if rt.wakeups.get(key) is event:
             del rt.wakeups[key]
         rt.written.pop(key, None)

@@ -20,6 +20,8 @@ class OperatorConfig:
     # Seconds between two unprompted reconciliations of one object: the safety net behind the watch
     # events that wake reconciles (schedules have their own precise wake-up).
     resync_seconds: float = 300.0
+    # Port of the operator's Prometheus /metrics (0: not served).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -32,4 +34,5 @@ class OperatorConfig:
             pod_s3_endpoint=env.get("KSTUDIO_S3_POD_ENDPOINT") or env.get("KSTUDIO_S3_ENDPOINT", ""),
             pod_s3_secure=secure if pod_secure is None else pod_secure.lower() in {"1", "true", "yes"},
             resync_seconds=float(env.get("KSTUDIO_RESYNC_SECONDS", cls.resync_seconds)),
+            metrics_port=int(env.get("KSTUDIO_METRICS_PORT") or 0),
         )

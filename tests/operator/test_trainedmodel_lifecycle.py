@@ -174,3 +174,26 @@ def test_a_hand_made_model_is_never_taken_for_a_runs_model(
     assert (run["phase"], run["reason"]) == ("Failed", "NameConflict"), run
     assert any(e["reason"] == "RunFailed" and "NameConflict" in e["message"] for e in kube.events("penguins"))
     assert kube.get("trainedmodel", "penguins-1")["spec"]["artifact"]["uri"] == uri  # type: ignore[index]
+
+
+def test_an_endpoint_created_after_the_model_marks_it_in_use_from_the_watch_not_a_timer(
+    kube: Kubectl, operator: OperatorProcess, imported: tuple[str, str, int]
+) -> None:
+    """The operator runs with its default 300 s resync: only the Endpoint's watch event (through the
+    model_users index) can mark the model InUse within the 15 s allowed here."""
+    uri, sha, _ = imported
+    assert kube.apply(trained_model("late", uri, sha)).returncode == 0
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/late", "--timeout=60s")
+    assert kube.status("trainedmodel", "late").get("usedBy") in (None, [])
+    ep = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": "late-ep"},
+        "spec": {"webService": "svc", "model": "late"},
+    }
+    assert kube.apply(json.dumps(ep)).returncode == 0
+    wait_until("usedBy", lambda: kube.status("trainedmodel", "late").get("usedBy") == ["Endpoint/late-ep"], 15)
+    in_use = condition(kube.status("trainedmodel", "late"), "InUse")
+    assert in_use is not None and (in_use["status"], in_use["reason"]) == ("True", "Referenced")
+    kube.run("delete", "endpoint", "late-ep")
+    wait_until("usedBy emptied", lambda: not kube.status("trainedmodel", "late").get("usedBy"), 15)
