@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from kstudio_core import exitcodes
+
 API_GROUP: Final = "kstudio.io"
 API_VERSION: Final = "v1alpha1"
 GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
@@ -15,16 +17,32 @@ TRAINED_MODELS: Final = "trainedmodels"
 WEB_SERVICES: Final = "webservices"
 ENDPOINTS: Final = "endpoints"
 
-# Labels on every child object (app.kubernetes.io/* as recommended by Kubernetes).
-LABEL_NAME: Final = "app.kubernetes.io/name"
-LABEL_COMPONENT: Final = "app.kubernetes.io/component"
-LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
-MANAGED_BY: Final = "kstudio-operator"
-APP_NAME: Final = "kstudio"
+__all__ = [
+    "APP_NAME",
+    "LABEL_COMPONENT",
+    "LABEL_ENDPOINT",
+    "LABEL_EXPERIMENT",
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "LABEL_PART_OF",
+    "LABEL_RUN",
+    "LABEL_WEB_SERVICE",
+    "MANAGED_BY",
+]
 
-LABEL_EXPERIMENT: Final = f"{API_GROUP}/experiment"
-LABEL_RUN: Final = f"{API_GROUP}/run"
+# Labels on every child object (app.kubernetes.io/* as recommended by Kubernetes): shared with the pods.
+from kstudio_core.labels import (  # noqa: E402
+    APP_NAME,
+    LABEL_COMPONENT,
+    LABEL_ENDPOINT,
+    LABEL_EXPERIMENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    LABEL_RUN,
+    LABEL_WEB_SERVICE,
+    MANAGED_BY,
+)
 
 # The "Run" button: set or change this annotation on an Experiment to start a run.
 ANNOTATION_RUN: Final = f"{API_GROUP}/run"
@@ -44,10 +62,9 @@ SNAPSHOT_MOUNT: Final = "/var/run/kstudio/snapshot"
 S3_CREDENTIALS_MOUNT: Final = "/var/run/secrets/kstudio/s3"
 TERMINATION_LOG: Final = "/dev/termination-log"
 
-# Trainer exit codes (contract with `kstudio train`).
-EXIT_SPEC_ERROR: Final = 2
-EXIT_INFRA_ERROR: Final = 75
-# 128 + SIGKILL: what a container killed by the kernel's OOM killer (or any SIGKILL) exits with.
-EXIT_KILLED: Final = 137
+# Exit codes of the pods (contract with `kstudio train` / `kstudio serve`).
+EXIT_SPEC_ERROR: Final = exitcodes.EXIT_INPUT_ERROR
+EXIT_INFRA_ERROR: Final = exitcodes.EXIT_INFRASTRUCTURE_ERROR
+EXIT_KILLED: Final = exitcodes.EXIT_KILLED
 
 RUNTIME_UID: Final = 65532

@@ -68,12 +68,96 @@ def model_users(namespace: str | None, name: str | None, body: kopf.Body, **_: A
 
 
 def trained_models(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """(namespace, name) → the TrainedModel's spec, labels and usedBy (runs check their model exists)."""
+    """(namespace, name) → the TrainedModel's spec, labels and the status fields serving decisions read."""
+    status = body.get("status") or {}
     return {
         (namespace, name): {
             "spec": dict(body.get("spec") or {}),
             "labels": dict((body.get("metadata") or {}).get("labels") or {}),
-            "usedBy": list((body.get("status") or {}).get("usedBy") or []),
+            "status": _pick(status, "phase", "reason", "message", "inputSchema", "metrics", "usedBy"),
+        }
+    }
+
+
+def web_services(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, name) → the WebService's spec and status (its Endpoints follow its model)."""
+    return {
+        (namespace, name): {"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    }
+
+
+def endpoints_by_service(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    """(namespace, web service) → each of its Endpoints: name, spec, status."""
+    ws = (body.get("spec") or {}).get("webService")
+    entry = {"name": name, "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    return {(namespace, ws): entry} if ws else {}
+
+
+def services_by_experiment(
+    namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    """(namespace, experiment) → WebServices that follow its models (spec.modelFrom)."""
+    experiment = ((body.get("spec") or {}).get("modelFrom") or {}).get("experiment")
+    return {(namespace, experiment): name} if experiment else {}
+
+
+def experiments_latest(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, experiment) → its latest TrainedModel (what a following WebService may promote)."""
+    return {(namespace, name): (body.get("status") or {}).get("latestTrainedModel")}
+
+
+def endpoint_deployments(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    """(namespace, endpoint) → its scorer Deployment: annotations and rollout status."""
+    endpoint = labels.get(c.LABEL_ENDPOINT)
+    meta = body.get("metadata") or {}
+    entry = {
+        "name": meta.get("name"),
+        "annotations": dict(meta.get("annotations") or {}),
+        "status": _pick(
+            body.get("status") or {}, "replicas", "readyReplicas", "updatedReplicas", "conditions"
+        ),
+    }
+    return {(namespace, endpoint): entry} if endpoint else {}
+
+
+def endpoint_services(
+    namespace: str | None, labels: kopf.Labels, name: str | None, **_: Any
+) -> dict[Any, Any]:
+    endpoint = labels.get(c.LABEL_ENDPOINT)
+    return {(namespace, endpoint): name} if endpoint else {}
+
+
+def endpoint_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, endpoint) → its scorer pods: the model each serves, ready or not, and why not."""
+    endpoint = labels.get(c.LABEL_ENDPOINT)
+    if not endpoint:
+        return {}
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    ready = any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in status.get("conditions") or []
+    )
+    waiting, last = None, None
+    for cs in status.get("containerStatuses") or []:
+        waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason") or waiting
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            last = _pick(term, "exitCode", "reason", "message")
+    return {
+        (namespace, endpoint): {
+            "name": meta.get("name"),
+            "model": annotations.get(f"{c.API_GROUP}/model"),
+            "sha256": annotations.get(f"{c.API_GROUP}/model-sha256"),
+            "ready": ready,
+            "deleting": bool(meta.get("deletionTimestamp")),
+            "waiting": waiting,
+            "lastTerminated": last,
         }
     }
 

@@ -18,7 +18,7 @@ import kopf
 
 from kstudio_operator import constants as c
 from kstudio_operator import indexes, metrics
-from kstudio_operator.handlers import experiment, trainedmodel
+from kstudio_operator.handlers import experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
 from kstudio_operator.runtime import Runtime, runtime
 from kstudio_operator.settings import OperatorConfig
@@ -28,6 +28,7 @@ TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
 WEB_SERVICES = (c.API_GROUP, c.API_VERSION, c.WEB_SERVICES)
 ENDPOINTS = (c.API_GROUP, c.API_VERSION, c.ENDPOINTS)
 RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
+SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
 
 
 def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
@@ -97,12 +98,24 @@ kopf.index("", "v1", "pods", id="experiment_pods", labels=RUN_LABELS)(indexes.ex
 kopf.index(*TRAINED_MODELS, id="trained_models")(indexes.trained_models)
 kopf.index(*WEB_SERVICES, id="model_users")(indexes.model_users)
 kopf.index(*ENDPOINTS, id="model_users")(indexes.model_users)
+kopf.index(*WEB_SERVICES, id="web_services")(indexes.web_services)
+kopf.index(*WEB_SERVICES, id="services_by_experiment")(indexes.services_by_experiment)
+kopf.index(*ENDPOINTS, id="endpoints_by_service")(indexes.endpoints_by_service)
+kopf.index(*EXPERIMENTS, id="experiments_latest")(indexes.experiments_latest)
+kopf.index("apps", "v1", "deployments", id="endpoint_deployments", labels=SCORER_LABELS)(
+    indexes.endpoint_deployments
+)
+kopf.index("", "v1", "pods", id="endpoint_pods", labels=SCORER_LABELS)(indexes.endpoint_pods)
+kopf.index("", "v1", "services", id="endpoint_services", labels=SCORER_LABELS)(indexes.endpoint_services)
 
 
 # --- wake-ups: a change reaches the loop of the object it concerns -------------------------------------
 @kopf.on.event(*EXPERIMENTS)
-def experiment_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
-    runtime(memo).wake(("Experiment", str(namespace), str(name)))
+def experiment_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    rt = runtime(memo)
+    rt.wake(("Experiment", str(namespace), str(name)))
+    for service in indexes.values(kwargs["services_by_experiment"], (namespace, name)):
+        rt.wake(("WebService", str(namespace), service))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=RUN_LABELS)
@@ -112,8 +125,43 @@ def run_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_
 
 
 @kopf.on.event(*TRAINED_MODELS)
-def trained_model_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
-    runtime(memo).wake(("TrainedModel", str(namespace), str(name)))
+def trained_model_changed(
+    namespace: str | None, name: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """The model itself; whoever serves or references it; services following the Experiment it came from."""
+    rt = runtime(memo)
+    rt.wake(("TrainedModel", str(namespace), str(name)))
+    for user in indexes.values(kwargs["model_users"], (namespace, name)):
+        kind, _, user_name = str(user).partition("/")
+        rt.wake((kind, str(namespace), user_name))
+    experiment = labels.get(c.LABEL_EXPERIMENT)
+    for service in indexes.values(kwargs["services_by_experiment"], (namespace, experiment)):
+        rt.wake(("WebService", str(namespace), service))
+
+
+@kopf.on.event(*WEB_SERVICES)
+def web_service_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The service and its Endpoints (the ones that follow it take its model)."""
+    rt = runtime(memo)
+    rt.wake(("WebService", str(namespace), str(name)))
+    for endpoint in indexes.values(kwargs["endpoints_by_service"], (namespace, name)):
+        rt.wake(("Endpoint", str(namespace), str(endpoint["name"])))
+
+
+@kopf.on.event(*ENDPOINTS)
+def endpoint_changed(
+    namespace: str | None, name: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    rt = runtime(memo)
+    rt.wake(("Endpoint", str(namespace), str(name)))
+    rt.wake(("WebService", str(namespace), str(spec.get("webService"))))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SCORER_LABELS)
+@kopf.on.event("", "v1", "pods", labels=SCORER_LABELS)
+@kopf.on.event("", "v1", "services", labels=SCORER_LABELS)
+def scorer_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).wake(("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT])))
 
 
 @kopf.on.event(*WEB_SERVICES)
@@ -138,5 +186,8 @@ def model_user_changed(
 kopf.daemon(*EXPERIMENTS, id="reconcile", cancellation_backoff=None)(experiment.experiment_loop)
 kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
 
-kopf.daemon(*TRAINED_MODELS, id="reconcile")(trainedmodel.trained_model_loop)
+kopf.daemon(*TRAINED_MODELS, id="reconcile", cancellation_backoff=None)(trainedmodel.trained_model_loop)
 kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmodel.delete_trained_model)
+
+kopf.daemon(*WEB_SERVICES, id="reconcile", cancellation_backoff=None)(serving.web_service_loop)
+kopf.daemon(*ENDPOINTS, id="reconcile", cancellation_backoff=None)(serving.endpoint_loop)

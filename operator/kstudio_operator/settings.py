@@ -20,6 +20,8 @@ class OperatorConfig:
     # Seconds between two unprompted reconciliations of one object: the safety net behind the watch
     # events that wake reconciles (schedules have their own precise wake-up).
     resync_seconds: float = 300.0
+    # Bucket where endpoints with logging level Error/All write request samples (<ns>/<endpoint>/...).
+    logs_bucket: str = "kstudio-logs"
     # Port of the operator's Prometheus /metrics (0: not served).
     metrics_port: int = 0
 
@@ -35,4 +37,5 @@ class OperatorConfig:
             pod_s3_secure=secure if pod_secure is None else pod_secure.lower() in {"1", "true", "yes"},
             resync_seconds=float(env.get("KSTUDIO_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("KSTUDIO_METRICS_PORT") or 0),
+            logs_bucket=env.get("KSTUDIO_LOGS_BUCKET", cls.logs_bucket),
         )

@@ -18,6 +18,7 @@ from kstudio_core.runresult import RunResult, result_uri
 from kstudio_core.snapshot import validate_snapshot
 from kstudio_operator import constants as c
 from kstudio_operator.builders import names
+from kstudio_operator.builders.ownership import own
 from kstudio_operator.builders.runs import (
     ObservedJob,
     headline_metric,
@@ -163,7 +164,7 @@ def decide_experiment(
             configmap = snapshot_configmap(observed.namespace, observed.name, spec, request)
             job_manifest = training_job(observed.namespace, observed.name, spec, request, config)
             for child in (configmap, job_manifest):
-                _own(child, owner)
+                own(child, owner)
             decision.actions.append(StartRun(configmap, job_manifest))
             record = RunRecord(
                 run=request.run,
@@ -217,21 +218,6 @@ def decide_experiment(
         next_schedule_time=next_schedule,
     ).to_wire()
     return decision
-
-
-def _own(child: dict[str, Any], owner: dict[str, Any]) -> None:
-    """Owner reference to the Experiment (what kopf.adopt does, minus the namespace/labels it copies)."""
-    meta = owner.get("metadata") or {}
-    child.setdefault("metadata", {})["ownerReferences"] = [
-        {
-            "apiVersion": owner.get("apiVersion"),
-            "kind": owner.get("kind"),
-            "name": meta.get("name"),
-            "uid": meta.get("uid"),
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
 
 
 def _latest(records: list[RunRecord]) -> RunRecord | None:

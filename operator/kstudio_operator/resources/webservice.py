@@ -67,7 +67,9 @@ class Promotion(StatusModel):
     from_model: str | None = Field(default=None, alias="from", max_length=253)
     to_model: str = Field(alias="to", max_length=253)
     metric: str | None = Field(default=None, max_length=64)
-    delta: float | None = None
+    delta: float | None = Field(default=None, description="candidate minus served value of the metric")
+    promoted: bool = True
+    reason: str | None = Field(default=None, max_length=512, description="the gate's comparison, in words")
     at: datetime
 
 

@@ -1,0 +1,210 @@
+"""The children of an Endpoint, as pure functions: scorer Deployment, Service, keys Secret.
+
+A model change is a change of the pod template (the model's URI and sha256 are in its env and annotations),
+so the Deployment rolls with maxUnavailable 0: a new pod takes traffic only once its readiness probe
+passes, which the scorer allows after download, digest check, load and warm-up; an old pod, on SIGTERM,
+stays ready-for-its-connections during the drain (Connection: close) while the EndpointSlice change
+propagates, then finishes its in-flight requests.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from kstudio_operator import constants as c
+from kstudio_operator.builders.training import (
+    SCRATCH,
+    restricted_container_security_context,
+    restricted_pod_security_context,
+)
+from kstudio_operator.resources.endpoint import EndpointSpec
+from kstudio_operator.settings import OperatorConfig
+
+SCORER_CONTAINER = "scorer"
+SCORER_PORT = 8080
+SERVICE_PORT = 80
+KEYS_MOUNT = "/var/run/secrets/kstudio/keys"
+# SIGTERM → not ready at once, keep answering (Connection: close) for DRAIN_SECONDS while kube-proxy
+# drops the pod from the Service, then finish in-flight requests within SHUTDOWN_GRACE_SECONDS.
+DRAIN_SECONDS = 3
+SHUTDOWN_GRACE_SECONDS = 20
+ANNOTATION_MODEL = f"{c.API_GROUP}/model"
+ANNOTATION_MODEL_SHA256 = f"{c.API_GROUP}/model-sha256"
+ANNOTATION_ROTATED = f"{c.API_GROUP}/rotated"
+KEY_NAMES = ("primaryKey", "secondaryKey")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What an Endpoint's pods are told to serve."""
+
+    name: str
+    uri: str
+    sha256: str
+
+
+def keys_secret_name(endpoint: str) -> str:
+    return f"{endpoint}-keys"
+
+
+def default_endpoint_name(web_service: str) -> str:
+    return f"{web_service}-default"
+
+
+def endpoint_labels(endpoint: str, web_service: str) -> dict[str, str]:
+    return {
+        c.LABEL_NAME: c.APP_NAME,
+        c.LABEL_COMPONENT: "scorer",
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_PART_OF: web_service,
+        c.LABEL_ENDPOINT: endpoint,
+        c.LABEL_WEB_SERVICE: web_service,
+    }
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def keys_secret(
+    namespace: str, endpoint: str, web_service: str, keys: dict[str, str], rotated: str = ""
+) -> dict[str, Any]:
+    """The Secret `<endpoint>-keys` with primaryKey and secondaryKey (values never leave Secrets)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": keys_secret_name(endpoint),
+            "namespace": namespace,
+            "labels": endpoint_labels(endpoint, web_service),
+            "annotations": {ANNOTATION_ROTATED: rotated} if rotated else {},
+        },
+        "stringData": {k: keys[k] for k in KEY_NAMES},
+    }
+
+
+def service(namespace: str, endpoint: str, web_service: str) -> dict[str, Any]:
+    labels = endpoint_labels(endpoint, web_service)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": endpoint, "namespace": namespace, "labels": labels},
+        "spec": {
+            "selector": {c.LABEL_ENDPOINT: endpoint, c.LABEL_COMPONENT: "scorer"},
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SCORER_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def service_url(namespace: str, endpoint: str) -> str:
+    return f"http://{endpoint}.{namespace}.svc:{SERVICE_PORT}"
+
+
+def deployment(
+    namespace: str,
+    endpoint: str,
+    web_service: str,
+    spec: EndpointSpec,
+    model: ServedModel,
+    output: dict[str, Any],
+    config: OperatorConfig,
+    credentials_secret: str = "kstudio-s3",  # noqa: S107  (a Secret's name, not a password)
+) -> dict[str, Any]:
+    """The scorer Deployment of an Endpoint serving `model`. `output`: the WebService's output spec."""
+    labels = endpoint_labels(endpoint, web_service)
+    env = [
+        {"name": "KSTUDIO_MODEL_URI", "value": model.uri},
+        {"name": "KSTUDIO_MODEL_SHA256", "value": model.sha256},
+        {"name": "KSTUDIO_MODEL_NAME", "value": model.name},
+        {"name": "KSTUDIO_PORT", "value": str(SCORER_PORT)},
+        {"name": "KSTUDIO_S3_ENDPOINT", "value": config.pod_s3_endpoint},
+        {"name": "KSTUDIO_S3_SECURE", "value": "true" if config.pod_s3_secure else "false"},
+        {"name": "KSTUDIO_S3_CREDENTIALS_DIR", "value": c.S3_CREDENTIALS_MOUNT},
+        {"name": "KSTUDIO_AUTH_ENABLED", "value": "true" if spec.auth.enabled else "false"},
+        {"name": "KSTUDIO_KEYS_DIR", "value": KEYS_MOUNT},
+        {"name": "KSTUDIO_MAX_CONCURRENT_CALLS", "value": str(spec.max_concurrent_calls)},
+        {"name": "KSTUDIO_LOGGING_LEVEL", "value": spec.logging.level},
+        {"name": "KSTUDIO_LOGGING_URI", "value": f"s3://{config.logs_bucket}/{namespace}/{endpoint}"},
+        {"name": "KSTUDIO_OUTPUT_COLUMNS", "value": json.dumps(list(output.get("columns") or []))},
+        {
+            "name": "KSTUDIO_OUTPUT_INCLUDE_INPUTS",
+            "value": "true" if output.get("includeInputs") else "false",
+        },
+        {"name": "KSTUDIO_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
+        {"name": "KSTUDIO_SHUTDOWN_GRACE_SECONDS", "value": str(SHUTDOWN_GRACE_SECONDS)},
+        {"name": "KSTUDIO_MODEL_DIR", "value": f"{SCRATCH}/model"},
+        {"name": "KSTUDIO_JOBS_WORK_DIR", "value": f"{SCRATCH}/jobs"},
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "TMPDIR", "value": SCRATCH},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    probe = {"httpGet": {"path": "/readyz", "port": SCORER_PORT}, "periodSeconds": 1, "failureThreshold": 2}
+    container = {
+        "name": SCORER_CONTAINER,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["kstudio"],
+        "args": ["serve"],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": SCORER_PORT, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": SCORER_PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "initialDelaySeconds": 30,
+        },
+        "resources": {
+            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+            "limits": {"memory": spec.resources.memory},
+        },
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": c.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "keys", "mountPath": KEYS_MOUNT, "readOnly": True},
+            {"name": "s3-credentials", "mountPath": c.S3_CREDENTIALS_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": SCRATCH},
+        ],
+    }
+    template_annotations = {ANNOTATION_MODEL: model.name, ANNOTATION_MODEL_SHA256: model.sha256}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": endpoint, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": 600,
+            "selector": {"matchLabels": {c.LABEL_ENDPOINT: endpoint, c.LABEL_COMPONENT: "scorer"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": template_annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": DRAIN_SECONDS + SHUTDOWN_GRACE_SECONDS + 5,
+                    "securityContext": restricted_pod_security_context(),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "keys", "secret": {"secretName": keys_secret_name(endpoint)}},
+                        {
+                            "name": "s3-credentials",
+                            "secret": {
+                                "secretName": credentials_secret,
+                                "items": [
+                                    {"key": "accessKey", "path": "accessKey"},
+                                    {"key": "secretKey", "path": "secretKey"},
+                                ],
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+                    ],
+                },
+            },
+        },
+    }

@@ -1,0 +1,199 @@
+"""The WebService decision: the model it serves (pinned, or followed from an Experiment behind a metric
+gate), its default Endpoint `<name>-default` (created, kept following the service), and its status.
+
+Every promotion decision is recorded in status.promotions with both metric values and the reason, the
+refused ones too (once per candidate), so "why is this model (not) served?" has an answer in the status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kstudio_core.vocabulary import LOWER_IS_BETTER
+from kstudio_operator import constants as c
+from kstudio_operator.builders.ownership import own
+from kstudio_operator.builders.scorer import default_endpoint_name
+from kstudio_operator.decisions import Decision, Event
+from kstudio_operator.decisions.endpoint import CreateChild
+from kstudio_operator.handlers.common import describe_validation_error
+from kstudio_operator.resources.common import set_condition
+from kstudio_operator.resources.webservice import Promotion, WebServiceSpec, WebServiceStatus
+
+PROMOTIONS = 50
+
+
+@dataclass(frozen=True)
+class PatchEndpointSpec:
+    """Merge-patch the spec of the operator-owned default Endpoint (users' Endpoints are never written)."""
+
+    name: str
+    patch: dict[str, Any]
+
+
+@dataclass
+class WebServiceObserved:
+    namespace: str
+    name: str
+    generation: int
+    models: dict[str, dict[str, Any]]  # TrainedModel name → {"spec", "status", "labels"}
+    experiment_latest: str | None = None  # modelFrom: the Experiment's status.latestTrainedModel
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # this service's Endpoints by name
+
+
+def _metric(model: dict[str, Any] | None, metric: str) -> float | None:
+    value = ((model or {}).get("status") or {}).get("metrics", {}).get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def gate(metric: str, min_delta: float, served: float | None, candidate: float | None) -> tuple[bool, str]:
+    """(promote?, why). Higher is better unless the metric is an error (rmse, log_loss, ...)."""
+    if candidate is None:
+        return False, f"the candidate has no {metric}"
+    if served is None:
+        return True, f"nothing with a {metric} is served yet"
+    lower = metric in LOWER_IS_BETTER
+    gain = (served - candidate) if lower else (candidate - served)
+    direction = "lower" if lower else "higher"
+    words = f"{metric} {candidate:.4f} vs {served:.4f} served ({direction} is better): gain {gain:+.4f}"
+    if gain >= min_delta:
+        return True, f"{words} >= minDelta {min_delta}"
+    return False, f"{words} < minDelta {min_delta}"
+
+
+def decide_web_service(
+    spec_raw: dict[str, Any],
+    status: dict[str, Any],
+    observed: WebServiceObserved,
+    now: datetime,
+    owner: dict[str, Any],
+) -> Decision:
+    previous = WebServiceStatus.model_validate(status)
+    gen = observed.generation
+    decision = Decision(status={})
+    conds = list(previous.conditions)
+    try:
+        spec = WebServiceSpec.model_validate(spec_raw)
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+        conds = set_condition(conds, "Ready", "False", "InvalidSpec", message, gen)
+        decision.status = previous.model_copy(
+            update={"observed_generation": gen, "phase": "Failed", "conditions": conds}
+        ).to_wire()
+        return decision
+
+    model = previous.model
+    promotions = list(previous.promotions)
+    if spec.model is not None:
+        model = spec.model
+    elif spec.model_from is not None:
+        candidate = observed.experiment_latest
+        cand = observed.models.get(candidate or "")
+        ready = ((cand or {}).get("status") or {}).get("phase") == "Ready"
+        already = any(p.to_model == candidate and p.from_model == model for p in promotions)
+        if candidate and candidate != model and ready and not already:
+            promote, why = True, "following the experiment's latest model (no gate)"
+            metric = delta = None
+            if spec.model_from.promote is not None and model is not None:
+                metric = spec.model_from.promote.metric
+                served_v, cand_v = _metric(observed.models.get(model), metric), _metric(cand, metric)
+                promote, why = gate(metric, spec.model_from.promote.min_delta, served_v, cand_v)
+                if served_v is not None and cand_v is not None:
+                    delta = cand_v - served_v
+            record = Promotion.model_validate(
+                {
+                    "from": model,
+                    "to": candidate,
+                    "metric": metric,
+                    "delta": delta,
+                    "at": now,
+                    "promoted": promote,
+                    "reason": why,
+                }
+            )
+            promotions = [*promotions, record][-PROMOTIONS:]
+            if promote:
+                decision.events.append(
+                    Event("Normal", "Promoted", f"serving {candidate} instead of {model}: {why}")
+                )
+                model = candidate
+            else:
+                decision.events.append(
+                    Event("Normal", "PromotionRefused", f"keeping {model}, not {candidate}: {why}")
+                )
+
+    # The default Endpoint: created by us, follows the service (its spec names no model).
+    default = default_endpoint_name(observed.name)
+    mine = observed.endpoints.get(default)
+    if mine is None:
+        endpoint = {
+            "apiVersion": c.GROUP_VERSION,
+            "kind": "Endpoint",
+            "metadata": {
+                "name": default,
+                "namespace": observed.namespace,
+                "labels": {c.LABEL_WEB_SERVICE: observed.name, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            },
+            "spec": {
+                "webService": observed.name,
+                "replicas": spec.scorer.replicas,
+                "resources": spec.scorer.resources.to_wire(),
+            },
+        }
+        decision.actions.append(CreateChild(own(endpoint, owner)))
+    else:
+        their = mine.get("spec") or {}
+        patch: dict[str, Any] = {}
+        if their.get("model"):
+            patch["model"] = None
+            decision.events.append(
+                Event(
+                    "Warning",
+                    "DefaultEndpointReverted",
+                    f"Endpoint {default} follows the WebService; its spec.model {their['model']} was removed "
+                    "(create another Endpoint to pin a model)",
+                )
+            )
+        if their.get("replicas") != spec.scorer.replicas:
+            patch["replicas"] = spec.scorer.replicas
+        if their.get("resources") != spec.scorer.resources.to_wire():
+            patch["resources"] = spec.scorer.resources.to_wire()
+        if patch:
+            decision.actions.append(PatchEndpointSpec(default, patch))
+
+    ep_status = (mine or {}).get("status") or {}
+    serving = ep_status.get("model")
+    if model is None:
+        phase, reason, message, ready = "Pending", "NoModel", "no model to serve yet", "False"
+    elif ep_status.get("phase") == "Ready" and serving == model:
+        phase, reason, message, ready = "Ready", "Serving", f"{default} serves {model}", "True"
+    elif serving:
+        phase, reason, message, ready = (
+            "Degraded",
+            "RollingOut",
+            f"{default} serves {serving}; rolling to {model}",
+            "True",
+        )
+    else:
+        phase, reason, message, ready = (
+            "Pending",
+            "EndpointNotReady",
+            f"{default} is not serving yet",
+            "False",
+        )
+    conds = set_condition(conds, "Ready", ready, reason, message, gen)  # type: ignore[arg-type]
+    decision.status = WebServiceStatus(
+        observed_generation=gen,
+        phase=phase,
+        conditions=conds,
+        model=model,
+        model_digest=ep_status.get("modelDigest"),
+        default_endpoint=default,
+        url=ep_status.get("url"),
+        endpoints=sorted(observed.endpoints),
+        promotions=promotions,
+    ).to_wire()
+    return decision

@@ -1,0 +1,163 @@
+"""WebService and Endpoint: reconcile loops over the serving decisions (decisions/webservice.py,
+decisions/endpoint.py), reading the indexes and writing children, keys, Events and status.
+
+Keys: the Secret `<endpoint>-keys` holds primaryKey and secondaryKey, generated here and never written
+anywhere else (not in spec, status, Events, annotations or logs). Annotating the Endpoint with
+`kstudio.io/rotate-key: primaryKey/<token>` (or secondaryKey/...) regenerates that one key once per
+token; the other keeps working, and the scorer re-reads the mounted files within seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kstudio_operator import constants as c
+from kstudio_operator.builders import scorer
+from kstudio_operator.builders.ownership import own
+from kstudio_operator.decisions.endpoint import (
+    CreateChild,
+    EndpointObserved,
+    ReplaceDeployment,
+    decide_endpoint,
+)
+from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
+from kstudio_operator.handlers.common import post_events
+from kstudio_operator.indexes import values
+from kstudio_operator.kube import ApiError
+from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
+
+ANNOTATION_ROTATE = f"{c.API_GROUP}/rotate-key"
+ENDPOINT_INDEXES = (
+    "web_services",
+    "trained_models",
+    "endpoint_deployments",
+    "endpoint_pods",
+    "endpoint_services",
+)
+WEB_SERVICE_INDEXES = ("trained_models", "endpoints_by_service", "experiments_latest")
+
+
+def _models(index: Any, namespace: str) -> dict[str, dict[str, Any]]:
+    return {m: next(iter(v)) for (ns, m), v in index.items() if ns == namespace and v}
+
+
+def _first(index: Any, key: Any) -> Any:
+    found = values(index, key)
+    return found[0] if found else None
+
+
+async def ensure_keys(rt: Runtime, body: kopf.Body, web_service: str) -> None:
+    """The keys Secret exists; a requested rotation of one key has been done (once per token)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    secret = await rt.kube.get("v1", "secrets", namespace, scorer.keys_secret_name(name))
+    request = str((meta.get("annotations") or {}).get(ANNOTATION_ROTATE) or "")
+    if secret is None:
+        keys = {k: scorer.new_key() for k in scorer.KEY_NAMES}
+        manifest = scorer.keys_secret(namespace, name, web_service, keys, rotated=request)
+        await rt.kube.create(own(manifest, body))
+        return
+    done = ((secret.get("metadata") or {}).get("annotations") or {}).get(scorer.ANNOTATION_ROTATED, "")
+    which = request.split("/", 1)[0]
+    if request and request != done:
+        if which not in scorer.KEY_NAMES:
+            await rt.kube.event(
+                body,
+                "Warning",
+                "InvalidRotation",
+                f"{ANNOTATION_ROTATE} must be primaryKey/<token> or secondaryKey/<token>",
+            )
+            return
+        patch = {
+            "metadata": {"annotations": {scorer.ANNOTATION_ROTATED: request}},
+            "stringData": {which: scorer.new_key()},
+        }
+        await rt.kube.patch("v1", "secrets", namespace, scorer.keys_secret_name(name), patch, status=False)
+        await rt.kube.event(
+            body, "Normal", "KeyRotated", f"{which} was regenerated; the other key is unchanged"
+        )
+
+
+async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, Any]) -> float | None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    spec_raw = dict(body.get("spec") or {})
+    ws_name = str(spec_raw.get("webService") or "")
+    observed = EndpointObserved(
+        namespace=namespace,
+        name=name,
+        generation=int(meta.get("generation") or 1),
+        web_service=_first(idx["web_services"], (namespace, ws_name)),
+        models=_models(idx["trained_models"], namespace),
+        deployment=_first(idx["endpoint_deployments"], (namespace, name)),
+        pods=values(idx["endpoint_pods"], (namespace, name)),
+        has_service=bool(values(idx["endpoint_services"], (namespace, name))),
+        is_default=name == scorer.default_endpoint_name(ws_name)
+        and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
+    )
+    if observed.web_service is not None:
+        await ensure_keys(rt, body, ws_name)
+    decision = decide_endpoint(
+        spec_raw, rt.current_status(key, body), observed, datetime.now(UTC), rt.config, dict(body)
+    )
+    for action in decision.actions:
+        if isinstance(action, CreateChild):
+            await rt.kube.create(action.manifest)
+        elif isinstance(action, ReplaceDeployment):
+            m = action.manifest
+            patch = {"metadata": {"annotations": m["metadata"]["annotations"]}, "spec": m["spec"]}
+            await rt.kube.patch("apps/v1", "deployments", namespace, name, patch, status=False)
+    await post_events(rt.kube, body, decision.events)
+    await rt.write_status(key, body, c.ENDPOINTS, decision.status)
+    return None
+
+
+async def endpoint_loop(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any) -> None:
+    rt = runtime(memo)
+    key: Key = ("Endpoint", body["metadata"]["namespace"], body["metadata"]["name"])
+    idx = {k: kwargs[k] for k in ENDPOINT_INDEXES}
+    await reconcile_loop(rt, key, stopped, lambda: endpoint_once(rt, key, body, idx))
+
+
+async def web_service_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, Any]) -> float | None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    spec_raw = dict(body.get("spec") or {})
+    experiment = (spec_raw.get("modelFrom") or {}).get("experiment")
+    observed = WebServiceObserved(
+        namespace=namespace,
+        name=name,
+        generation=int(meta.get("generation") or 1),
+        models=_models(idx["trained_models"], namespace),
+        experiment_latest=_first(idx["experiments_latest"], (namespace, experiment)) if experiment else None,
+        endpoints={e["name"]: e for e in values(idx["endpoints_by_service"], (namespace, name))},
+    )
+    decision = decide_web_service(
+        spec_raw, rt.current_status(key, body), observed, datetime.now(UTC), dict(body)
+    )
+    for action in decision.actions:
+        if isinstance(action, CreateChild):
+            await rt.kube.create(action.manifest)
+        elif isinstance(action, PatchEndpointSpec):
+            try:
+                await rt.kube.patch(
+                    c.GROUP_VERSION, c.ENDPOINTS, namespace, action.name, {"spec": action.patch}, status=False
+                )
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+    await post_events(rt.kube, body, decision.events)
+    await rt.write_status(key, body, c.WEB_SERVICES, decision.status)
+    return None
+
+
+async def web_service_loop(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    rt = runtime(memo)
+    key: Key = ("WebService", body["metadata"]["namespace"], body["metadata"]["name"])
+    idx = {k: kwargs[k] for k in WEB_SERVICE_INDEXES}
+    await reconcile_loop(rt, key, stopped, lambda: web_service_once(rt, key, body, idx))

@@ -1,0 +1,276 @@
+"""The serving decisions: what an Endpoint and a WebService reconcile do, given what they observed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kstudio_operator.builders.scorer import ANNOTATION_MODEL_SHA256
+from kstudio_operator.decisions.endpoint import (
+    ANNOTATION_SPEC_HASH,
+    CreateChild,
+    EndpointObserved,
+    ReplaceDeployment,
+    decide_endpoint,
+    spec_hash,
+)
+from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
+from kstudio_operator.settings import OperatorConfig
+
+CONFIG = OperatorConfig(pod_s3_endpoint="10.244.0.1:9000")
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+SCHEMA = [{"name": "x1", "type": "number"}, {"name": "x2", "type": "number"}]
+EP_OWNER = {
+    "apiVersion": "kstudio.io/v1alpha1",
+    "kind": "Endpoint",
+    "metadata": {"name": "ep2", "uid": "u-e"},
+}
+WS_OWNER = {
+    "apiVersion": "kstudio.io/v1alpha1",
+    "kind": "WebService",
+    "metadata": {"name": "svc", "uid": "u-w"},
+}
+
+
+def model(
+    n: int, schema: list[dict[str, Any]] = SCHEMA, phase: str = "Ready", **metrics: float
+) -> dict[str, Any]:
+    return {
+        "spec": {"artifact": {"uri": f"s3://models/m-{n}.ilearner", "sha256": f"{n:x}" * 64}},
+        "status": {"phase": phase, "inputSchema": schema, "metrics": metrics},
+        "labels": {"kstudio.io/experiment": "exp"},
+    }
+
+
+def sha(n: int) -> str:
+    return f"{n:x}" * 64
+
+
+def pod(n: int, name: str, ready: bool = True, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "model": f"m-{n}", "sha256": sha(n), "ready": ready, "deleting": False} | kw
+
+
+WS = {"spec": {"output": {"columns": ["Scored Labels"]}}, "status": {"model": "m-1"}}
+
+
+def observe(
+    pods: list[dict[str, Any]], deployment: dict[str, Any] | None = None, **kw: Any
+) -> EndpointObserved:
+    base: dict[str, Any] = {
+        "namespace": "ns",
+        "name": "ep2",
+        "generation": 1,
+        "web_service": WS,
+        "models": {"m-1": model(1), "m-2": model(2)},
+        "deployment": deployment,
+        "pods": pods,
+        "has_service": True,
+    }
+    return EndpointObserved(**(base | kw))
+
+
+def deployment_for(decision: Any) -> dict[str, Any]:
+    manifest = next(a.manifest for a in decision.actions if a.manifest["kind"] == "Deployment")
+    return {"annotations": manifest["metadata"]["annotations"], "manifest": manifest}
+
+
+def test_a_new_endpoint_creates_its_service_and_a_rolling_deployment_of_non_root_scorers() -> None:
+    decision = decide_endpoint(
+        {"webService": "svc", "replicas": 2}, {}, observe([], has_service=False), T0, CONFIG, EP_OWNER
+    )
+    kinds = [a.manifest["kind"] for a in decision.actions if isinstance(a, CreateChild)]
+    assert kinds == ["Service", "Deployment"]
+    dep = deployment_for(decision)["manifest"]
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    template = dep["spec"]["template"]
+    assert template["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(1)
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+    assert (env["KSTUDIO_MODEL_URI"], env["KSTUDIO_MODEL_SHA256"]) == ("s3://models/m-1.ilearner", sha(1))
+    assert not any("Key" in v and len(v) > 30 for v in env.values())  # keys only through the Secret volume
+    assert decision.status["phase"] == "Pending" and "model" not in decision.status
+
+
+def test_status_names_the_model_the_ready_pods_serve() -> None:
+    first = decide_endpoint({"webService": "svc", "replicas": 2}, {}, observe([]), T0, CONFIG, EP_OWNER)
+    dep = deployment_for(first)
+    ready = decide_endpoint(
+        {"webService": "svc", "replicas": 2},
+        first.status,
+        observe([pod(1, "a"), pod(1, "b")], dep),
+        T0,
+        CONFIG,
+        EP_OWNER,
+    )
+    assert ready.actions == []
+    assert (ready.status["phase"], ready.status["model"], ready.status["modelDigest"]) == (
+        "Ready",
+        "m-1",
+        sha(1),
+    )
+    assert ready.status["readyReplicas"] == 2
+
+
+def _serving_m1() -> tuple[dict[str, Any], dict[str, Any]]:
+    first = decide_endpoint({"webService": "svc", "replicas": 2}, {}, observe([]), T0, CONFIG, EP_OWNER)
+    dep = deployment_for(first)
+    ready = decide_endpoint(
+        {"webService": "svc", "replicas": 2},
+        first.status,
+        observe([pod(1, "a"), pod(1, "b")], dep),
+        T0,
+        CONFIG,
+        EP_OWNER,
+    )
+    return ready.status, dep
+
+
+def test_patching_the_model_rolls_the_deployment_and_records_the_rollout() -> None:
+    status, dep = _serving_m1()
+    spec = {"webService": "svc", "replicas": 2, "model": "m-2"}
+    rolling = decide_endpoint(spec, status, observe([pod(1, "a"), pod(1, "b")], dep), T0, CONFIG, EP_OWNER)
+    [action] = rolling.actions
+    assert isinstance(action, ReplaceDeployment)
+    assert action.manifest["spec"]["template"]["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(2)
+    assert rolling.status["phase"] == "RollingOut" and rolling.status["model"] == "m-1"
+    assert rolling.status["rollout"]["from"] == "m-1" and rolling.status["rollout"]["to"] == "m-2"
+    new_dep = {"annotations": {ANNOTATION_SPEC_HASH: spec_hash(action.manifest)}}
+    halfway = decide_endpoint(
+        spec, rolling.status, observe([pod(1, "a"), pod(1, "b"), pod(2, "c")], new_dep), T0, CONFIG, EP_OWNER
+    )
+    assert halfway.status["model"] == "m-1" and halfway.actions == []
+    done = decide_endpoint(
+        spec,
+        halfway.status,
+        observe([pod(2, "c"), pod(2, "d")], new_dep),
+        T0 + timedelta(seconds=4),
+        CONFIG,
+        EP_OWNER,
+    )
+    assert (done.status["phase"], done.status["model"], done.status["modelDigest"]) == (
+        "Ready",
+        "m-2",
+        sha(2),
+    )
+    assert done.status["rollout"]["seconds"] == 4.0 and done.status["history"][-1]["to"] == "m-2"
+
+
+def test_a_model_that_cannot_load_stalls_the_rollout_and_the_old_pods_keep_serving() -> None:
+    status, dep = _serving_m1()
+    spec = {"webService": "svc", "replicas": 2, "model": "m-2"}
+    crashing = pod(
+        2,
+        "c",
+        ready=False,
+        waiting="CrashLoopBackOff",
+        lastTerminated={"exitCode": 2, "message": "artifact has sha256 00.., expected 22.."},
+    )
+    stalled = decide_endpoint(
+        spec, status, observe([pod(1, "a"), pod(1, "b"), crashing], dep), T0, CONFIG, EP_OWNER
+    )
+    assert stalled.status["phase"] == "Stalled" and stalled.status["model"] == "m-1"
+    ready = next(c for c in stalled.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and "expected 22" in ready["message"]
+    assert [e.reason for e in stalled.events] == ["RolloutStarted", "RolloutStalled"]
+
+
+def test_a_model_with_another_input_schema_is_refused_naming_the_columns() -> None:
+    status, dep = _serving_m1()
+    other = model(3, schema=[{"name": "x1", "type": "number"}, {"name": "x3", "type": "string"}])
+    obs = observe([pod(1, "a"), pod(1, "b")], dep, models={"m-1": model(1), "m-3": other})
+    refused = decide_endpoint(
+        {"webService": "svc", "replicas": 2, "model": "m-3"}, status, obs, T0, CONFIG, EP_OWNER
+    )
+    assert refused.actions == [] and refused.status["model"] == "m-1"
+    accepted = next(c for c in refused.status["conditions"] if c["type"] == "ModelAccepted")
+    assert accepted["reason"] == "SchemaChanged" and "added x3" in accepted["message"]
+    assert "removed x2" in accepted["message"]
+    allowed = decide_endpoint(
+        {"webService": "svc", "replicas": 2, "model": "m-3", "allowSchemaChange": True},
+        status,
+        obs,
+        T0,
+        CONFIG,
+        EP_OWNER,
+    )
+    assert isinstance(allowed.actions[0], ReplaceDeployment)
+
+
+def test_a_model_not_ready_yet_changes_nothing() -> None:
+    status, dep = _serving_m1()
+    obs = observe([pod(1, "a"), pod(1, "b")], dep, models={"m-1": model(1), "m-2": model(2, phase="Pending")})
+    waiting = decide_endpoint(
+        {"webService": "svc", "replicas": 2, "model": "m-2"}, status, obs, T0, CONFIG, EP_OWNER
+    )
+    assert waiting.actions == [] and waiting.status["model"] == "m-1"
+
+
+def test_the_default_endpoint_follows_its_service_whatever_its_spec_says() -> None:
+    obs = observe([], is_default=True)
+    decision = decide_endpoint({"webService": "svc", "model": "m-2"}, {}, obs, T0, CONFIG, EP_OWNER)
+    template = deployment_for(decision)["manifest"]["spec"]["template"]
+    assert template["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(1)
+
+
+def ws_observed(**kw: Any) -> WebServiceObserved:
+    base: dict[str, Any] = {"namespace": "ns", "name": "svc", "generation": 1, "models": {}}
+    return WebServiceObserved(**(base | kw))
+
+
+def test_a_web_service_creates_its_default_endpoint_and_reverts_edits_to_its_model() -> None:
+    created = decide_web_service({"model": "m-1"}, {}, ws_observed(models={"m-1": model(1)}), T0, WS_OWNER)
+    [action] = created.actions
+    assert isinstance(action, CreateChild) and action.manifest["metadata"]["name"] == "svc-default"
+    assert "model" not in action.manifest["spec"]
+    assert action.manifest["metadata"]["ownerReferences"][0]["uid"] == "u-w"
+    edited = {
+        "svc-default": {
+            "spec": {
+                "webService": "svc",
+                "model": "m-9",
+                "replicas": 1,
+                "resources": {"cpu": "500m", "memory": "512Mi"},
+            }
+        }
+    }
+    reverted = decide_web_service(
+        {"model": "m-1"}, created.status, ws_observed(endpoints=edited), T0, WS_OWNER
+    )
+    assert reverted.actions == [PatchEndpointSpec("svc-default", {"model": None})]
+    assert [e.reason for e in reverted.events] == ["DefaultEndpointReverted"]
+
+
+def test_model_from_promotes_a_better_model_and_refuses_a_worse_one_with_reasons() -> None:
+    spec = {"modelFrom": {"experiment": "exp", "promote": {"metric": "accuracy", "minDelta": 0.01}}}
+    models = {"m-1": model(1, accuracy=0.90), "m-2": model(2, accuracy=0.95), "m-3": model(3, accuracy=0.93)}
+    first = decide_web_service(spec, {}, ws_observed(models=models, experiment_latest="m-1"), T0, WS_OWNER)
+    assert first.status["model"] == "m-1"
+    better = decide_web_service(
+        spec, first.status, ws_observed(models=models, experiment_latest="m-2"), T0, WS_OWNER
+    )
+    assert better.status["model"] == "m-2"
+    promotion = better.status["promotions"][-1]
+    assert (promotion["from"], promotion["to"], promotion["promoted"]) == ("m-1", "m-2", True)
+    assert abs(promotion["delta"] - 0.05) < 1e-9 and "0.9500 vs 0.9000" in promotion["reason"]
+    worse = decide_web_service(
+        spec, better.status, ws_observed(models=models, experiment_latest="m-3"), T0, WS_OWNER
+    )
+    assert worse.status["model"] == "m-2"
+    refusal = worse.status["promotions"][-1]
+    assert (refusal["to"], refusal["promoted"]) == ("m-3", False) and "< minDelta" in refusal["reason"]
+    again = decide_web_service(
+        spec, worse.status, ws_observed(models=models, experiment_latest="m-3"), T0, WS_OWNER
+    )
+    assert again.status["promotions"] == worse.status["promotions"] and again.events == []
+
+
+def test_an_error_metric_promotes_when_it_goes_down() -> None:
+    spec = {"modelFrom": {"experiment": "exp", "promote": {"metric": "rmse"}}}
+    models = {"m-1": model(1, rmse=50.0), "m-2": model(2, rmse=45.0)}
+    status = decide_web_service(
+        spec, {}, ws_observed(models=models, experiment_latest="m-1"), T0, WS_OWNER
+    ).status
+    lower = decide_web_service(
+        spec, status, ws_observed(models=models, experiment_latest="m-2"), T0, WS_OWNER
+    )
+    assert lower.status["model"] == "m-2"
