@@ -192,7 +192,9 @@ def test_an_endpoint_created_after_the_model_marks_it_in_use_from_the_watch_not_
         "spec": {"webService": "svc", "model": "late"},
     }
     assert kube.apply(json.dumps(ep)).returncode == 0
-    wait_until("usedBy", lambda: kube.status("trainedmodel", "late").get("usedBy") == ["Endpoint/late-ep"], 15)
+    wait_until(
+        "usedBy", lambda: kube.status("trainedmodel", "late").get("usedBy") == ["Endpoint/late-ep"], 15
+    )
     in_use = condition(kube.status("trainedmodel", "late"), "InUse")
     assert in_use is not None and (in_use["status"], in_use["reason"]) == ("True", "Referenced")
     kube.run("delete", "endpoint", "late-ep")

@@ -33,7 +33,6 @@ DRAIN_SECONDS = 3
 SHUTDOWN_GRACE_SECONDS = 20
 ANNOTATION_MODEL = f"{c.API_GROUP}/model"
 ANNOTATION_MODEL_SHA256 = f"{c.API_GROUP}/model-sha256"
-ANNOTATION_ROTATED = f"{c.API_GROUP}/rotated"
 KEY_NAMES = ("primaryKey", "secondaryKey")
 
 
@@ -69,9 +68,7 @@ def new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def keys_secret(
-    namespace: str, endpoint: str, web_service: str, keys: dict[str, str], rotated: str = ""
-) -> dict[str, Any]:
+def keys_secret(namespace: str, endpoint: str, web_service: str, keys: dict[str, str]) -> dict[str, Any]:
     """The Secret `<endpoint>-keys` with primaryKey and secondaryKey (values never leave Secrets)."""
     return {
         "apiVersion": "v1",
@@ -81,7 +78,6 @@ def keys_secret(
             "name": keys_secret_name(endpoint),
             "namespace": namespace,
             "labels": endpoint_labels(endpoint, web_service),
-            "annotations": {ANNOTATION_ROTATED: rotated} if rotated else {},
         },
         "stringData": {k: keys[k] for k in KEY_NAMES},
     }

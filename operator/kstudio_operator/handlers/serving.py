@@ -49,36 +49,35 @@ def _first(index: Any, key: Any) -> Any:
     return found[0] if found else None
 
 
-async def ensure_keys(rt: Runtime, body: kopf.Body, web_service: str) -> None:
-    """The keys Secret exists; a requested rotation of one key has been done (once per token)."""
+async def ensure_keys(
+    rt: Runtime, body: kopf.Body, web_service: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """The keys Secret exists and a requested rotation of one key is done (once per request). Never reads
+    the Secret: what was done is remembered in the status (names and request tokens, never key values).
+    Returns the status fields to write."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    secret = await rt.kube.get("v1", "secrets", namespace, scorer.keys_secret_name(name))
+    secret_name = scorer.keys_secret_name(name)
     request = str((meta.get("annotations") or {}).get(ANNOTATION_ROTATE) or "")
-    if secret is None:
+    done = {"keysSecret": status.get("keysSecret"), "keysRotation": status.get("keysRotation")}
+    if done["keysSecret"] != secret_name:
         keys = {k: scorer.new_key() for k in scorer.KEY_NAMES}
-        manifest = scorer.keys_secret(namespace, name, web_service, keys, rotated=request)
-        await rt.kube.create(own(manifest, body))
-        return
-    done = ((secret.get("metadata") or {}).get("annotations") or {}).get(scorer.ANNOTATION_ROTATED, "")
-    which = request.split("/", 1)[0]
-    if request and request != done:
+        await rt.kube.create(own(scorer.keys_secret(namespace, name, web_service, keys), body))
+        done = {"keysSecret": secret_name, "keysRotation": request or None}
+    if request and request != done["keysRotation"]:
+        which = request.split("/", 1)[0]
         if which not in scorer.KEY_NAMES:
-            await rt.kube.event(
-                body,
-                "Warning",
-                "InvalidRotation",
-                f"{ANNOTATION_ROTATE} must be primaryKey/<token> or secondaryKey/<token>",
+            message = (
+                f"{ANNOTATION_ROTATE} must be primaryKey/<token> or secondaryKey/<token>, got {request!r}"
             )
-            return
-        patch = {
-            "metadata": {"annotations": {scorer.ANNOTATION_ROTATED: request}},
-            "stringData": {which: scorer.new_key()},
-        }
-        await rt.kube.patch("v1", "secrets", namespace, scorer.keys_secret_name(name), patch, status=False)
-        await rt.kube.event(
-            body, "Normal", "KeyRotated", f"{which} was regenerated; the other key is unchanged"
-        )
+            await rt.kube.event(body, "Warning", "InvalidRotation", message)
+        else:
+            patch = {"stringData": {which: scorer.new_key()}}
+            await rt.kube.patch("v1", "secrets", namespace, secret_name, patch, status=False)
+            said = f"{which} of {secret_name} was regenerated; the other key is unchanged"
+            await rt.kube.event(body, "Normal", "KeyRotated", said)
+        done["keysRotation"] = request
+    return done
 
 
 async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, Any]) -> float | None:
@@ -98,11 +97,9 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         is_default=name == scorer.default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
     )
-    if observed.web_service is not None:
-        await ensure_keys(rt, body, ws_name)
-    decision = decide_endpoint(
-        spec_raw, rt.current_status(key, body), observed, datetime.now(UTC), rt.config, dict(body)
-    )
+    status = rt.current_status(key, body)
+    keys = await ensure_keys(rt, body, ws_name, status) if observed.web_service is not None else {}
+    decision = decide_endpoint(spec_raw, status, observed, datetime.now(UTC), rt.config, dict(body))
     for action in decision.actions:
         if isinstance(action, CreateChild):
             await rt.kube.create(action.manifest)
@@ -111,7 +108,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
             patch = {"metadata": {"annotations": m["metadata"]["annotations"]}, "spec": m["spec"]}
             await rt.kube.patch("apps/v1", "deployments", namespace, name, patch, status=False)
     await post_events(rt.kube, body, decision.events)
-    await rt.write_status(key, body, c.ENDPOINTS, decision.status)
+    await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
     return None
 
 

@@ -71,6 +71,10 @@ class EndpointStatus(StatusModel):
     ready_replicas: int | None = Field(default=None, ge=0)
     rollout: Rollout | None = None
     history: list[Rollout] = Field(default_factory=list, max_length=50)
+    keys_secret: str | None = Field(default=None, max_length=253, description="Secret with the API keys")
+    keys_rotation: str | None = Field(
+        default=None, max_length=253, description="the last kstudio.io/rotate-key request handled"
+    )
 
 
 ENDPOINT = ResourceKind(
