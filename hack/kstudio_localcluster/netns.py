@@ -185,6 +185,21 @@ def http_get(
     netns: str, url: str, *, timeout: float = 3.0, context: ssl.SSLContext | None = None
 ) -> tuple[int, str]:
     """GET `url` from inside the namespace; returns (status, body). Raises OSError if unreachable."""
+    return http_request(netns, "GET", url, timeout=timeout, context=context)
+
+
+def http_request(
+    netns: str,
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 3.0,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, str]:
+    """One HTTP request from inside the namespace (e.g. to a ClusterIP); returns (status, body).
+    Raises OSError if unreachable."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     conn: http.client.HTTPConnection
@@ -195,7 +210,7 @@ def http_get(
         conn = _NetnsHTTPConnection(netns, host, parts.port or 80, timeout)
     try:
         path = parts.path or "/"
-        conn.request("GET", path + (f"?{parts.query}" if parts.query else ""))
+        conn.request(method, path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:

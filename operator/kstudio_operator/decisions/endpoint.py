@@ -61,11 +61,12 @@ def spec_hash(manifest: dict[str, Any]) -> str:
 
 
 def _ready(pod: dict[str, Any]) -> bool:
-    return bool(pod.get("ready")) and not pod.get("deleting")
+    return bool(pod.get("ready"))
 
 
 def served(pods: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
-    """sha256 → (model name, ready pods serving it), from the pods' template annotations."""
+    """sha256 → (model name, ready pods serving it), from the pods' template annotations. A terminating
+    pod that is still ready counts: while it drains, it still answers."""
     out: dict[str, tuple[str, int]] = {}
     for pod in pods:
         if _ready(pod) and pod.get("sha256"):
@@ -180,9 +181,11 @@ def decide_endpoint(
             Event("Normal", "RolloutStarted", f"rolling out {model.name} (was {current_model})")
         )
     history = list(previous.history)
-    done = on_target >= max(spec.replicas, 1) and len(now_serving) == 1
+    # Switched only when no pod of another model is left at all (a draining pod may still answer).
+    others = [p for p in observed.pods if p.get("sha256") != model.sha256]
+    done = on_target >= max(spec.replicas, 1) and not others
     if spec.replicas == 0:
-        done = not now_serving
+        done = not observed.pods
     served_sha, served_name = (model.sha256, model.name) if done else (current_sha, current_model)
     if done and rollout is not None and rollout.finished_at is None and rollout.to_model == model.name:
         started = rollout.started_at or now

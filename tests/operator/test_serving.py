@@ -1,0 +1,328 @@
+"""WebService and Endpoint on the local cluster: real scorer pods behind a Service, keys from the Secret,
+a model patched in under load with zero failed requests, a bad model that stalls without harm."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from operator_support import Kubectl, OperatorProcess, condition, wait_until
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_localcluster import netns
+from kstudio_trainer.artifact_writer import write_ilearner
+
+pytestmark = pytest.mark.cluster
+
+# A client inside the cluster's network namespace: OIP V2 infer against a ClusterIP at a fixed rate until
+# stdin closes; prints one JSON line: counts, failures and, per second, the model versions that answered.
+LOADGEN = r"""
+import http.client, json, sys, threading, time
+host, key, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+body = json.dumps({"inputs": [{"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
+                              {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]}]})
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+ok, failed, errors, answers = 0, 0, [], []
+t0 = time.monotonic()
+conn = None
+print("started", t0, flush=True)
+while not stop.is_set():
+    started = time.monotonic()
+    try:
+        if conn is None:
+            conn = http.client.HTTPConnection(host, 80, timeout=10)
+        conn.request("POST", "/v2/models/model/infer", body=body,
+                     headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.getheader("Connection", "").lower() == "close":
+            conn.close(); conn = None
+        if resp.status == 200:
+            ok += 1
+            answers.append((round(started - t0, 3), json.loads(data)["model_version"]))
+        else:
+            failed += 1; errors.append(f"{resp.status} {data[:200]!r}")
+    except Exception as exc:
+        failed += 1; errors.append(repr(exc)); conn = None
+    time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+print(json.dumps({"ok": ok, "failed": failed, "errors": errors[:20], "seconds": time.monotonic() - t0,
+                  "answers": answers}))
+"""
+
+
+def build_model(path: Path, flip: bool) -> str:
+    """A small real .ilearner over x1, x2; `flip` trains the opposite decision, so answers differ."""
+    x = np.random.default_rng(0).normal(size=(80, 2))
+    y = ((x[:, 0] + x[:, 1] > 0) ^ flip).astype(int)
+    manifest = IlearnerManifest(
+        task="classification",
+        label="y",
+        inputSchema=[ColumnSpec(name="x1", type="number"), ColumnSpec(name="x2", type="number")],
+        classes=[0, 1],
+        metrics={"accuracy": 0.9 if flip else 0.95},
+    )
+    return write_ilearner(
+        path, make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), manifest
+    ).sha256
+
+
+def _doc(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> str:
+    return json.dumps(
+        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name, **meta}, "spec": spec}
+    )
+
+
+@pytest.fixture
+def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> dict[str, str]:
+    """Three TrainedModels in the namespace: m-a, m-b (same schema, different answers) and m-bad (its
+    recorded digest does not match the file: scorer pods refuse to load it). name → sha256."""
+    out = {}
+    for name, flip in (("m-a", False), ("m-b", True)):
+        path = tmp_path / f"{name}.ilearner"
+        sha = build_model(path, flip)
+        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
+        example_data.upload(path, uri)
+        assert (
+            kube.apply(_doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+        )
+        out[name] = sha
+    return out
+
+
+def secret_key(kube: Kubectl, endpoint: str, which: str = "primaryKey") -> str:
+    secret = kube.get("secret", f"{endpoint}-keys")
+    assert secret is not None
+    return base64.b64decode(secret["data"][which]).decode()
+
+
+def endpoint_ready(kube: Kubectl, name: str, model: str) -> dict[str, Any] | None:
+    status = kube.status("endpoint", name)
+    return status if status.get("phase") == "Ready" and status.get("model") == model else None
+
+
+def cluster_ip(kube: Kubectl, service: str) -> str:
+    svc = kube.get("service", service)
+    assert svc is not None
+    return str(svc["spec"]["clusterIP"])
+
+
+def infer(
+    local_cluster: Any, ip: str, key: str | None, path: str = "/v2/models/model/infer"
+) -> tuple[int, str]:
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
+                {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]},
+            ]
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    return netns.http_request(local_cluster.info.layout.netns, "POST", f"http://{ip}{path}", body, headers)
+
+
+def test_a_web_service_serves_its_model_through_its_default_endpoint_with_generated_keys(
+    kube: Kubectl, operator: OperatorProcess, models: dict[str, str], local_cluster: Any
+) -> None:
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "--timeout=60s")
+    assert kube.apply(_doc("WebService", "svc", {"model": "m-a"})).returncode == 0
+    status = wait_until("svc-default serving m-a", lambda: endpoint_ready(kube, "svc-default", "m-a"), 180)
+    assert status["modelDigest"] == models["m-a"] and status["readyReplicas"] == 1
+    ws = wait_until(
+        "svc Ready", lambda: (s := kube.status("webservice", "svc")).get("phase") == "Ready" and s, 30
+    )
+    assert (
+        ws["model"] == "m-a" and ws["defaultEndpoint"] == "svc-default" and ws["modelDigest"] == models["m-a"]
+    )
+    ready = condition(ws, "Ready")
+    assert ready is not None and ready["status"] == "True" and ws["observedGeneration"] == 1
+
+    ip = cluster_ip(kube, "svc-default")
+    key = secret_key(kube, "svc-default")
+    code, body = wait_until(
+        "the Service to answer", lambda: (r := infer(local_cluster, ip, key))[0] == 200 and r, 30
+    )
+    assert json.loads(body)["model_version"] == models["m-a"]
+    rrs = json.dumps({"Inputs": {"input1": [{"x1": 0.3, "x2": -0.1}]}, "GlobalParameters": {}}).encode()
+    code, body = netns.http_request(
+        local_cluster.info.layout.netns,
+        "POST",
+        f"http://{ip}/score",
+        rrs,
+        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    assert code == 200 and "Scored Labels" in body
+    assert infer(local_cluster, ip, None)[0] == 401
+    assert infer(local_cluster, ip, "not-the-key")[0] == 401
+
+    # The key appears nowhere but in its Secret.
+    dumped = kube.run("get", "endpoints.kstudio.io,webservices,deployments,pods,events", "-o", "json").stdout
+    assert key not in dumped
+    assert key not in operator.log_tail(100_000)
+
+    # A user pointing the default endpoint elsewhere is reverted, and told why.
+    kube.run("patch", "endpoints.kstudio.io", "svc-default", "--type=merge", "-p", '{"spec":{"model":"m-b"}}')
+    wait_until(
+        "the revert",
+        lambda: not (kube.get("endpoints.kstudio.io", "svc-default") or {})["spec"].get("model"),
+        30,
+    )
+    assert any(e["reason"] == "DefaultEndpointReverted" for e in kube.events("svc"))
+    assert kube.status("endpoint", "svc-default")["model"] == "m-a"
+
+
+def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_requests(
+    kube: Kubectl, operator: OperatorProcess, models: dict[str, str], local_cluster: Any
+) -> None:
+    for name in ("m-a", "m-b"):
+        kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
+    assert kube.apply(_doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 1}})).returncode == 0
+    assert (
+        kube.apply(_doc("Endpoint", "ep2", {"webService": "svc", "model": "m-a", "replicas": 2})).returncode
+        == 0
+    )
+    wait_until(
+        "ep2 serving m-a on 2 pods",
+        lambda: (s := endpoint_ready(kube, "ep2", "m-a")) and s["readyReplicas"] == 2 and s,
+        240,
+    )
+    ip = cluster_ip(kube, "ep2")
+    key = secret_key(kube, "ep2")
+    wait_until("the Service to answer", lambda: infer(local_cluster, ip, key)[0] == 200, 30)
+    gen = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            local_cluster.info.layout.netns,
+            sys.executable,
+            "-c",
+            LOADGEN,
+            ip,
+            key,
+            "60",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gen.stdout is not None
+        word, t0 = gen.stdout.readline().split()
+        assert word == "started"
+        time.sleep(3)
+        patched_at = time.monotonic()
+        kube.run("patch", "endpoints.kstudio.io", "ep2", "--type=merge", "-p", '{"spec":{"model":"m-b"}}')
+        status = wait_until("ep2 serving m-b", lambda: endpoint_ready(kube, "ep2", "m-b"), 240)
+        shown_at = time.monotonic() - float(t0)  # on the load generator's clock (both CLOCK_MONOTONIC)
+        switched = time.monotonic() - patched_at
+        time.sleep(3)
+        out, _ = gen.communicate(input="", timeout=60)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    result = json.loads(out.strip().splitlines()[-1])
+    rate = (result["ok"] + result["failed"]) / result["seconds"]
+    answers = result["answers"]
+    first_new = next(t for t, v in answers if v == models["m-b"])
+    last_old = max(t for t, v in answers if v == models["m-a"])
+    counts = f"{result['ok']} ok, {result['failed']} failed at {rate:.0f} req/s"
+    timeline = f"m-a last answered at {last_old:.1f}s, m-b first at {first_new:.1f}s (load clock)"
+    print(f"\npatch under load: {counts}; status showed m-b {switched:.1f}s after the patch; {timeline}")
+    assert result["failed"] == 0, result["errors"]
+    assert rate >= 50
+    assert status["modelDigest"] == models["m-b"] and status["rollout"]["from"] == "m-a"
+    assert status["history"][-1]["to"] == "m-b" and status["history"][-1]["seconds"] > 0
+    # Once the status says m-b, every answer is from m-b: the last m-a request started before that.
+    assert last_old < shown_at, (last_old, shown_at)
+    assert answers[-1][1] == models["m-b"]
+
+
+def test_a_model_that_cannot_load_stalls_the_rollout_and_patching_back_recovers(
+    kube: Kubectl,
+    operator: OperatorProcess,
+    models: dict[str, str],
+    local_cluster: Any,
+    example_data: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    # A TrainedModel whose file changes after verification: pods refuse it (digest mismatch, exit 2).
+    path = tmp_path / "m-c.ilearner"
+    sha = build_model(path, flip=True)
+    uri = f"s3://models/{namespace}/imports/m-c.ilearner"
+    example_data.upload(path, uri)
+    assert kube.apply(_doc("TrainedModel", "m-c", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/m-c", "--timeout=60s")
+    example_data.put_bytes(b"not the model", uri)
+
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "--timeout=60s")
+    assert kube.apply(_doc("WebService", "svc", {"model": "m-a"})).returncode == 0
+    assert kube.apply(_doc("Endpoint", "ep3", {"webService": "svc", "model": "m-a"})).returncode == 0
+    wait_until("ep3 serving m-a", lambda: endpoint_ready(kube, "ep3", "m-a"), 180)
+    ip = cluster_ip(kube, "ep3")
+    key = secret_key(kube, "ep3")
+    kube.run("patch", "endpoints.kstudio.io", "ep3", "--type=merge", "-p", '{"spec":{"model":"m-c"}}')
+    stalled = wait_until(
+        "ep3 Stalled", lambda: (s := kube.status("endpoint", "ep3")).get("phase") == "Stalled" and s, 120
+    )
+    assert stalled["model"] == "m-a"
+    ready = condition(stalled, "Ready")
+    assert ready is not None and ready["status"] == "True" and "m-c" in ready["message"], ready
+    assert "sha256" in ready["message"] or "exit code 2" in ready["message"], ready["message"]
+    assert any(e["reason"] == "RolloutStalled" for e in kube.events("ep3"))
+    code, body = infer(local_cluster, ip, key)
+    assert code == 200 and json.loads(body)["model_version"] == models["m-a"]
+
+    kube.run("patch", "endpoints.kstudio.io", "ep3", "--type=merge", "-p", '{"spec":{"model":"m-a"}}')
+    wait_until("ep3 Ready on m-a again", lambda: endpoint_ready(kube, "ep3", "m-a"), 120)
+
+    def pods_on_m_c() -> list[str]:
+        pods = kube.items("pods", "kstudio.io/endpoint=ep3")
+        return [
+            p["metadata"]["name"]
+            for p in pods
+            if p["metadata"]["annotations"].get("kstudio.io/model") == "m-c"
+        ]
+
+    wait_until("the m-c pods to go", lambda: not pods_on_m_c(), 60)
+
+
+def test_rotating_one_key_keeps_the_other_working_and_keys_are_per_endpoint(
+    kube: Kubectl, operator: OperatorProcess, models: dict[str, str], local_cluster: Any
+) -> None:
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "--timeout=60s")
+    assert kube.apply(_doc("WebService", "svc", {"model": "m-a"})).returncode == 0
+    assert kube.apply(_doc("Endpoint", "ep4", {"webService": "svc", "model": "m-a"})).returncode == 0
+    wait_until("svc-default serving", lambda: endpoint_ready(kube, "svc-default", "m-a"), 180)
+    wait_until("ep4 serving", lambda: endpoint_ready(kube, "ep4", "m-a"), 180)
+    ip_default, ip4 = cluster_ip(kube, "svc-default"), cluster_ip(kube, "ep4")
+    primary, secondary = secret_key(kube, "ep4"), secret_key(kube, "ep4", "secondaryKey")
+    wait_until("ep4 answers", lambda: infer(local_cluster, ip4, primary)[0] == 200, 30)
+    assert infer(local_cluster, ip4, secondary)[0] == 200
+    assert infer(local_cluster, ip_default, primary)[0] == 401  # endpoint A's key on endpoint B
+
+    kube.run("annotate", "endpoints.kstudio.io", "ep4", "kstudio.io/rotate-key=secondaryKey/1")
+    wait_until("a new secondary key", lambda: secret_key(kube, "ep4", "secondaryKey") != secondary, 30)
+    new_secondary = secret_key(kube, "ep4", "secondaryKey")
+    assert secret_key(kube, "ep4") == primary
+    wait_until("the old secondary refused", lambda: infer(local_cluster, ip4, secondary)[0] == 401, 60)
+    assert infer(local_cluster, ip4, new_secondary)[0] == 200
+    assert infer(local_cluster, ip4, primary)[0] == 200
+    assert any(e["reason"] == "KeyRotated" for e in kube.events("ep4"))
+    everything = kube.run("get", "endpoints.kstudio.io,webservices,events", "-o", "json").stdout
+    everything += json.dumps(kube.get("endpoints.kstudio.io", "ep4"))
+    for key in (primary, secondary, new_secondary):
+        assert key not in everything and key not in operator.log_tail(100_000)
