@@ -1,9 +1,10 @@
 """`kstudio serve`: run the scorer (FastAPI on uvicorn, one process per pod).
 
-Exit codes: 0 after a clean shutdown (SIGTERM: stop accepting, finish in-flight requests within
-KSTUDIO_SHUTDOWN_GRACE_SECONDS); 2 when the configuration or the model is wrong (digest mismatch,
-unreadable artifact: do not retry); 75 when object storage was unreachable (a restart may help). The
-reason is printed and written to the termination log.
+Exit codes: 0 after a clean shutdown (SIGTERM: drain for KSTUDIO_DRAIN_SECONDS — not ready, still
+serving, every response with `Connection: close` — then stop accepting and finish in-flight requests
+within KSTUDIO_SHUTDOWN_GRACE_SECONDS; see drain.py); 2 when the configuration or the model is wrong
+(digest mismatch, unreadable artifact: do not retry); 75 when object storage was unreachable (a restart
+may help). The reason is printed and written to the termination log.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import pydantic
 import uvicorn
 
 from kstudio_scorer.app import create_app
+from kstudio_scorer.drain import Drain, DrainingServer, DrainMiddleware
 from kstudio_scorer.model import ModelLoadError
+from kstudio_scorer.service import ScorerState
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger("kstudio_scorer")
@@ -94,27 +97,33 @@ def main(argv: list[str]) -> int:
         return 2
 
     app = create_app(settings)
+    drain = Drain(settings.drain_seconds)
+    app.add_middleware(DrainMiddleware, drain=drain)  # outermost: sees every response
+    state: ScorerState = app.state.kstudio
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        ws="none",  # no websocket routes: skip importing a websocket library at start
         lifespan="on",
         access_log=False,
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(
+        config, drain, serving=lambda: bool(state.ready), on_drain=lambda: state.metrics.ready.set(0)
+    )
     failure: list[ModelLoadError] = []
 
     def on_load_failure(exc: ModelLoadError) -> None:
         failure.append(exc)
         server.should_exit = True
 
-    app.state.kstudio.on_load_failure = on_load_failure
-    app.state.kstudio.on_ready = tune_gc_for_serving
+    state.on_load_failure = on_load_failure
+    state.on_ready = tune_gc_for_serving
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, with the handlers that were installed
     # before it started; no-op handlers make a clean shutdown exit 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,7 +32,15 @@ class ScorerSettings(BaseSettings):
     # --- HTTP ------------------------------------------------------------------------------------
     host: str = "0.0.0.0"  # noqa: S104 - one process per pod, the pod network is the boundary
     port: int = Field(8080, ge=0, le=65535)
-    shutdown_grace_seconds: float = Field(25.0, ge=0, description="in-flight requests get this long")
+    drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="after SIGTERM: keep serving this long, not ready and closing every connection, "
+        "while the pod's removal from the Service propagates (0 = shut down at once)",
+    )
+    shutdown_grace_seconds: float = Field(
+        25.0, ge=0, description="after the drain: in-flight requests get this long to finish"
+    )
 
     # --- auth ------------------------------------------------------------------------------------
     auth_enabled: bool = Field(True, description="false disables auth; it is never off by accident")
