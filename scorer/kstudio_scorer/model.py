@@ -8,6 +8,7 @@ worker thread by the micro-batcher.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,9 +140,12 @@ class ScoringModel:
 
     def load(self) -> None:
         """Fetch, verify, load and warm up. Sets state to ready, or to failed with `error` (and raises)."""
+        started = time.monotonic()
         try:
             path = self.fetch()
+            fetched = time.monotonic()
             self._install(path)
+            installed = time.monotonic()
             self._warm_up()
         except ModelLoadError as exc:
             self._fail(str(exc))
@@ -153,7 +157,17 @@ class ScoringModel:
             self._fail(f"{type(exc).__name__}: {exc}")
             raise ModelLoadError(f"cannot load the model: {exc}", 2) from exc
         self.state = "ready"
-        log.info("model %s ready (sha256 %s, task %s)", self.name, self.digest, self.task)
+        done = time.monotonic()
+        log.info(
+            "model %s ready (sha256 %s, task %s) in %.2f s: fetch %.2f s, verify+load %.2f s, warm-up %.2f s",
+            self.name,
+            self.digest,
+            self.task,
+            done - started,
+            fetched - started,
+            installed - fetched,
+            done - installed,
+        )
 
     def _fail(self, message: str) -> None:
         self.state = "failed"
