@@ -177,7 +177,7 @@ def main() -> int:
 def upload_to_minio(artifact: Path, work: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     sys.path.insert(0, str(REPO / "tests"))
     from fixtures.minio_server import start_minio
-    from kstudio_scorer.storage import ObjectStore
+    from kstudio_core.storage import ObjectStore
 
     bin_dir = (
         subprocess.run(
