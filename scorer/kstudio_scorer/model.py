@@ -24,6 +24,7 @@ from kstudio_scorer.artifact import load_ilearner
 from kstudio_scorer.columns import Column, Columns, schema_of
 from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.fastpath import FastPredictor
+from kstudio_scorer.inflation import model_size_limit
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class ScoringModel:
 
     def _install(self, path: Path) -> None:
         try:
-            loaded = load_ilearner(path, self.digest)
+            loaded = load_ilearner(path, self.digest, model_size_limit(self.settings.max_model_bytes))
         except FileNotFoundError as exc:
             raise ModelLoadError(f"model file {path} does not exist", 2) from exc
         self.manifest = loaded.manifest

@@ -28,6 +28,12 @@ class ScorerSettings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-model",
         description="where a downloaded artifact is kept",
     )
+    max_model_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="largest inflated model.skops loaded (refused before inflating beyond it); default: "
+        "half the container's memory limit (cgroup), else half the machine's memory, at most 2 GiB",
+    )
 
     # --- HTTP ------------------------------------------------------------------------------------
     host: str = "0.0.0.0"  # noqa: S104 - one process per pod, the pod network is the boundary
