@@ -37,6 +37,9 @@ SKLEARN_TYPES: Final[tuple[str, ...]] = (
     "sklearn.preprocessing._data.RobustScaler",
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._encoders.OrdinalEncoder",
+    # What a fitted ColumnTransformer holds for "passthrough" columns. Its `func` is a child that skops
+    # audits like any other (a function is never trusted: no ufuncs, no builtins).
+    "sklearn.preprocessing._function_transformer.FunctionTransformer",
     # The algorithms of kstudio_core.vocabulary.
     "sklearn.tree._classes.DecisionTreeClassifier",
     "sklearn.tree._classes.DecisionTreeRegressor",
