@@ -91,6 +91,12 @@ class ScorerSettings(BaseSettings):
     logging_uri: str | None = Field(None, description="s3://bucket/prefix for samples (level Error/All)")
     logging_flush_seconds: float = Field(5.0, gt=0)
     logging_max_body_bytes: int = Field(64 * 1024, gt=0, description="samples larger are truncated")
+    sample_data: bool = Field(
+        False,
+        description="Azure's 'sample data' switch: the OpenAPI document shows values seen in training "
+        "(the categories of string columns) as examples; off, only placeholders (training data may be "
+        "confidential)",
+    )
 
     # --- process ---------------------------------------------------------------------------------
     termination_log: Path | None = Field(
