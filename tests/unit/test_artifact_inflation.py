@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import skops.io as skops_io
+from sklearn.linear_model import LogisticRegression
 
 from fixtures.zip_bombs import MIB, inner_bomb_payload, stored_member, write_bomb, zeros_member
 from kstudio_core.ilearner import (
@@ -13,6 +17,7 @@ from kstudio_core.ilearner import (
     DigestMismatchError,
     IlearnerManifest,
     InvalidArtifactError,
+    sha256_file,
 )
 from kstudio_scorer.artifact import load_ilearner
 from kstudio_scorer.inflation import (
@@ -120,3 +125,16 @@ def test_bomb_with_the_wrong_digest_is_refused_before_its_zip_is_read(
     write_bomb(path, manifest_json, zeros_member("model.skops", BOMB_MIB))
     with pytest.raises(DigestMismatchError):
         load_ilearner(path, "ab" * 32, LIMIT)
+
+
+def test_deflated_model_member_within_the_limit_loads(tmp_path: Path, manifest_json: bytes) -> None:
+    """The trainer stores model.skops uncompressed (read in place); another writer may deflate it."""
+    x = np.random.default_rng(0).normal(size=(60, 1))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    path = tmp_path / "deflated.ilearner"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", manifest_json)
+        zf.writestr("model.skops", skops_io.dumps(model))
+    assert zipfile.ZipFile(path).getinfo("model.skops").compress_type == zipfile.ZIP_DEFLATED
+    loaded = load_ilearner(path, sha256_file(path), LIMIT)
+    np.testing.assert_array_equal(loaded.pipeline.predict(x), model.predict(x))
