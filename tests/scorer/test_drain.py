@@ -12,7 +12,7 @@ import httpx
 import orjson
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
-DRAIN_SECONDS = 3.0
+DRAIN_SECONDS = 5.0  # room for a loaded machine: every step below must fit inside it
 
 
 def _infer_body(model: BuiltModel, n_rows: int) -> bytes:
@@ -116,7 +116,7 @@ def test_sigterm_drains_then_finishes_in_flight_requests_and_exits_0(
         assert _closed_by_server(keepalive)
 
         # Still serving near the end of the drain.
-        time.sleep(max(0.0, signalled + DRAIN_SECONDS - 0.8 - time.monotonic()))
+        time.sleep(max(0.0, signalled + DRAIN_SECONDS - 1.5 - time.monotonic()))
         assert sp.proc.poll() is None and _accepts_connections(sp.port)
         with httpx.Client(base_url=sp.url, timeout=10) as late:
             assert late.post("/v2/models/model/infer", content=small_body).status_code == 200
