@@ -199,7 +199,7 @@ def read_manifest(path: str | os.PathLike[str], expected_sha256: str) -> Ilearne
     except (zipfile.BadZipFile, OSError) as exc:
         raise InvalidArtifactError(f"artifact is not a zip archive: {exc}") from exc
     with archive:
-        _check_members(archive)
+        check_members(archive)
         return parse_manifest(archive)
 
 
@@ -219,14 +219,15 @@ def open_verified(path: str | os.PathLike[str], expected_sha256: str) -> zipfile
     except zipfile.BadZipFile as exc:
         raise InvalidArtifactError(f"artifact is not a zip archive: {exc}") from exc
     try:
-        _check_members(archive)
+        check_members(archive)
     except InvalidArtifactError:
         archive.close()
         raise
     return archive
 
 
-def _check_members(archive: zipfile.ZipFile) -> None:
+def check_members(archive: zipfile.ZipFile) -> None:
+    """InvalidArtifactError unless the archive holds exactly the manifest and the model."""
     names = set(archive.namelist())
     expected_names = {MANIFEST_MEMBER, MODEL_MEMBER}
     if names != expected_names:

@@ -8,6 +8,7 @@ worker thread by the micro-batcher.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from kstudio_scorer.artifact import load_ilearner
 from kstudio_scorer.columns import Column, Columns, schema_of
 from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.fastpath import FastPredictor
+from kstudio_scorer.inflation import model_size_limit
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -139,9 +141,12 @@ class ScoringModel:
 
     def load(self) -> None:
         """Fetch, verify, load and warm up. Sets state to ready, or to failed with `error` (and raises)."""
+        started = time.monotonic()
         try:
             path = self.fetch()
+            fetched = time.monotonic()
             self._install(path)
+            installed = time.monotonic()
             self._warm_up()
         except ModelLoadError as exc:
             self._fail(str(exc))
@@ -153,7 +158,17 @@ class ScoringModel:
             self._fail(f"{type(exc).__name__}: {exc}")
             raise ModelLoadError(f"cannot load the model: {exc}", 2) from exc
         self.state = "ready"
-        log.info("model %s ready (sha256 %s, task %s)", self.name, self.digest, self.task)
+        done = time.monotonic()
+        log.info(
+            "model %s ready (sha256 %s, task %s) in %.2f s: fetch %.2f s, verify+load %.2f s, warm-up %.2f s",
+            self.name,
+            self.digest,
+            self.task,
+            done - started,
+            fetched - started,
+            installed - fetched,
+            done - installed,
+        )
 
     def _fail(self, message: str) -> None:
         self.state = "failed"
@@ -162,7 +177,7 @@ class ScoringModel:
 
     def _install(self, path: Path) -> None:
         try:
-            loaded = load_ilearner(path, self.digest)
+            loaded = load_ilearner(path, self.digest, model_size_limit(self.settings.max_model_bytes))
         except FileNotFoundError as exc:
             raise ModelLoadError(f"model file {path} does not exist", 2) from exc
         self.manifest = loaded.manifest

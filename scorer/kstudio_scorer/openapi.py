@@ -63,9 +63,10 @@ def _example_value(col: Column, categories: list[str] | None) -> Any:
     return {"number": 1.0, "integer": 1, "boolean": False}[col.type]
 
 
-def _row_schema(model: ScoringModel) -> dict[str, Any]:
+def _row_schema(model: ScoringModel, sample_data: bool) -> dict[str, Any]:
     assert model.manifest is not None
-    cats = {c.name: c.categories for c in model.manifest.inputSchema}
+    # Categories are values of the training data: shown only when the endpoint enables sample data.
+    cats = {c.name: c.categories for c in model.manifest.inputSchema} if sample_data else {}
     return {
         "type": "object",
         "description": "one row: every input column of the model, no other",
@@ -76,8 +77,8 @@ def _row_schema(model: ScoringModel) -> dict[str, Any]:
     }
 
 
-def _score_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any]:
-    row: dict[str, Any] = _row_schema(model) if model is not None else {"type": "object"}
+def _score_request(model: ScoringModel | None, max_rows: int, sample_data: bool) -> dict[str, Any]:
+    row: dict[str, Any] = _row_schema(model, sample_data) if model is not None else {"type": "object"}
     return {
         "type": "object",
         "required": ["Inputs"],
@@ -188,7 +189,7 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
     loaded = model if model.ready else None
     comps = doc.setdefault("components", {})
     schemas = comps.setdefault("schemas", {})
-    schemas["ScoreRequest"] = _score_request(loaded, settings.max_rows)
+    schemas["ScoreRequest"] = _score_request(loaded, settings.max_rows, settings.sample_data)
     schemas["ScoreResponse"] = _score_response(loaded.task if loaded else None)
     schemas["InferenceRequest"] = _infer_request(loaded, settings.max_rows)
     schemas["Error"] = ERROR_SCHEMA

@@ -28,11 +28,25 @@ class ScorerSettings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-model",
         description="where a downloaded artifact is kept",
     )
+    max_model_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="largest inflated model.skops loaded (refused before inflating beyond it); default: "
+        "half the container's memory limit (cgroup), else half the machine's memory, at most 2 GiB",
+    )
 
     # --- HTTP ------------------------------------------------------------------------------------
     host: str = "0.0.0.0"  # noqa: S104 - one process per pod, the pod network is the boundary
     port: int = Field(8080, ge=0, le=65535)
-    shutdown_grace_seconds: float = Field(25.0, ge=0, description="in-flight requests get this long")
+    drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="after SIGTERM: keep serving this long, not ready and closing every connection, "
+        "while the pod's removal from the Service propagates (0 = shut down at once)",
+    )
+    shutdown_grace_seconds: float = Field(
+        25.0, ge=0, description="after the drain: in-flight requests get this long to finish"
+    )
 
     # --- auth ------------------------------------------------------------------------------------
     auth_enabled: bool = Field(True, description="false disables auth; it is never off by accident")
@@ -77,6 +91,12 @@ class ScorerSettings(BaseSettings):
     logging_uri: str | None = Field(None, description="s3://bucket/prefix for samples (level Error/All)")
     logging_flush_seconds: float = Field(5.0, gt=0)
     logging_max_body_bytes: int = Field(64 * 1024, gt=0, description="samples larger are truncated")
+    sample_data: bool = Field(
+        False,
+        description="Azure's 'sample data' switch: the OpenAPI document shows values seen in training "
+        "(the categories of string columns) as examples; off, only placeholders (training data may be "
+        "confidential)",
+    )
 
     # --- process ---------------------------------------------------------------------------------
     termination_log: Path | None = Field(

@@ -206,6 +206,7 @@ def start_scorer(env_overrides: dict[str, str], work_dir: Path, *, wait: bool = 
             "KSTUDIO_JOBS_WORK_DIR": str(work_dir / "jobs"),
             "KSTUDIO_TERMINATION_LOG": str(work_dir / "termination-log"),
             "KSTUDIO_SHUTDOWN_GRACE_SECONDS": "10",
+            "KSTUDIO_DRAIN_SECONDS": "0",  # tests that stop scorers do not wait; test_drain.py sets it
         }
     )
     env.update(env_overrides)

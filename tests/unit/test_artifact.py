@@ -31,8 +31,8 @@ from kstudio_core.ilearner import (
     read_manifest,
     sha256_file,
 )
-from kstudio_scorer import artifact
 from kstudio_scorer.artifact import load_ilearner
+from kstudio_scorer.inflation import ArtifactTooLargeError, ModelSizeLimit
 from kstudio_trainer import artifact_writer
 from kstudio_trainer.artifact_writer import write_ilearner
 
@@ -281,13 +281,10 @@ def test_manifest_that_is_not_json_is_refused(tmp_path: Path, pipeline: Pipeline
         read_manifest(path, sha)
 
 
-def test_oversized_member_is_refused_before_inflating(
-    tmp_path: Path, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_oversized_member_is_refused_before_inflating(tmp_path: Path, pipeline: Pipeline) -> None:
     digest = write_ilearner(tmp_path / "m.ilearner", pipeline, _manifest())
-    monkeypatch.setattr(artifact, "MAX_MODEL_BYTES", 1000)
-    with pytest.raises(InvalidArtifactError, match="more than the 1000"):
-        load_ilearner(tmp_path / "m.ilearner", digest.sha256)
+    with pytest.raises(ArtifactTooLargeError, match="more than the limit of 1000 bytes"):
+        load_ilearner(tmp_path / "m.ilearner", digest.sha256, ModelSizeLimit(1000, "test"))
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path, pipeline: Pipeline) -> None:

@@ -53,14 +53,14 @@ def frame() -> pd.DataFrame:
     return f
 
 
-def _spec(task: str, name: str, label: str, categorical: str = "onehot") -> Any:
+def _spec(task: str, name: str, label: str, categorical: str = "onehot", **preprocessing: str) -> Any:
     return parse_snapshot(
         {
             "dataset": {"uri": "unused.csv"},
             "label": label,
             "features": ["length", "count", "colour", "flag"],
             "task": task,
-            "preprocessing": {"categorical": categorical},
+            "preprocessing": {"categorical": categorical, **preprocessing},
             "algorithm": {"name": name, "params": SMALL.get(name, {})},
         }
     )
@@ -90,6 +90,25 @@ def test_ordinal_encoding_round_trips(tmp_path: Path, frame: pd.DataFrame) -> No
         tmp_path / "m.ilearner",
         pipeline,
         IlearnerManifest(task="classification", label="kind", inputSchema=data.schema),
+    )
+    loaded = load_ilearner(tmp_path / "m.ilearner", digest.sha256)
+    np.testing.assert_array_equal(loaded.pipeline.predict(data.x), pipeline.predict(data.x))
+
+
+@pytest.mark.parametrize(
+    ("impute", "scale"), [("none", "none"), ("mean", "minmax"), ("most_frequent", "robust")]
+)
+def test_every_preprocessing_round_trips(
+    tmp_path: Path, frame: pd.DataFrame, impute: str, scale: str
+) -> None:
+    """ "none"/"none" leaves numeric columns as "passthrough", fitted as a FunctionTransformer."""
+    spec = _spec("regression", "HistGradientBoostingRegressor", "size", impute=impute, scale=scale)
+    data = prepare(frame, spec)
+    pipeline = build_pipeline(spec, data.plan).fit(data.x, data.y)
+    digest = write_ilearner(
+        tmp_path / "m.ilearner",
+        pipeline,
+        IlearnerManifest(task="regression", label="size", inputSchema=data.schema),
     )
     loaded = load_ilearner(tmp_path / "m.ilearner", digest.sha256)
     np.testing.assert_array_equal(loaded.pipeline.predict(data.x), pipeline.predict(data.x))
