@@ -274,3 +274,21 @@ def test_an_error_metric_promotes_when_it_goes_down() -> None:
         spec, status, ws_observed(models=models, experiment_latest="m-2"), T0, WS_OWNER
     )
     assert lower.status["model"] == "m-2"
+
+
+def test_endpoint_settings_reach_the_scorer_environment() -> None:
+    spec = {
+        "webService": "svc",
+        "replicas": 1,
+        "maxConcurrentCalls": 7,
+        "logging": {"level": "All", "sampleData": True},
+        "resources": {"cpu": "1", "memory": "1Gi"},
+    }
+    decision = decide_endpoint(spec, {}, observe([]), T0, CONFIG, EP_OWNER)
+    container = deployment_for(decision)["manifest"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KSTUDIO_MAX_CONCURRENT_CALLS"] == "7"
+    assert (env["KSTUDIO_LOGGING_LEVEL"], env["KSTUDIO_SAMPLE_DATA"]) == ("All", "true")
+    assert env["KSTUDIO_LOGGING_URI"] == "s3://kstudio-logs/ns/ep2"
+    assert env["KSTUDIO_MAX_MODEL_BYTES"] == str(512 * 2**20)
+    assert container["resources"]["limits"]["memory"] == "1Gi"

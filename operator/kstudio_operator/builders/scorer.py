@@ -45,6 +45,17 @@ class ServedModel:
     sha256: str
 
 
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A memory quantity ("512Mi", "1G", "2147483648") in bytes (the CRD schema has checked its form)."""
+    for suffix, factor in _UNITS.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity))
+
+
 def keys_secret_name(endpoint: str) -> str:
     return f"{endpoint}-keys"
 
@@ -124,6 +135,9 @@ def deployment(
         {"name": "KSTUDIO_KEYS_DIR", "value": KEYS_MOUNT},
         {"name": "KSTUDIO_MAX_CONCURRENT_CALLS", "value": str(spec.max_concurrent_calls)},
         {"name": "KSTUDIO_LOGGING_LEVEL", "value": spec.logging.level},
+        {"name": "KSTUDIO_SAMPLE_DATA", "value": str(spec.logging.sample_data).lower()},
+        # The scorer refuses models that inflate beyond this, before allocating (half the memory limit).
+        {"name": "KSTUDIO_MAX_MODEL_BYTES", "value": str(quantity_bytes(spec.resources.memory) // 2)},
         {"name": "KSTUDIO_LOGGING_URI", "value": f"s3://{config.logs_bucket}/{namespace}/{endpoint}"},
         {"name": "KSTUDIO_OUTPUT_COLUMNS", "value": json.dumps(list(output.get("columns") or []))},
         {
