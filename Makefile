@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/kstudio
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries lint test test-unit test-scorer test-cluster cluster-up cluster-down demo bench bench-operator crds
+.PHONY: help install binaries lint test test-unit test-scorer test-cluster cluster-up cluster-down demo bench bench-operator bench-patch crds
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,3 +50,6 @@ bench: install binaries  ## scorer vs MLServer: req/s, p50, p99 and ratios
 
 bench-operator: cluster-up  ## operator at N = 100, 300, 1000 TrainedModels + Endpoints: Ready time, idle cost, restart
 	$(VENV)/bin/python bench/operator_scale.py
+
+bench-patch: cluster-up  ## patch a 2-replica endpoint's model under load: seconds to 100% new model, failed requests
+	$(VENV)/bin/python bench/patch.py

@@ -1,26 +1,31 @@
-"""`make demo`: the kstudio lifecycle on the local cluster, as far as it is built.
+"""`make demo`: the whole kstudio lifecycle on the local cluster, with real data, printed as it happens.
 
-1. upload the example datasets to the cluster's MinIO (`kstudio upload-examples`);
-2. install the CRDs (generated from the models in operator/kstudio_operator/resources);
-3. create namespace kstudio-demo (Pod Security `restricted`) and the Secret kstudio-s3 that Jobs mount;
-4. run the operator (`kstudio operator -n kstudio-demo`) as a local process;
-5. apply examples/penguins/experiment.yaml, wait for TrainedModel penguins-1 to be Ready;
-6. print the experiment's run history, the model's status, and `kubectl get kstudio`.
+Setup: upload the example datasets to the cluster's MinIO, install the CRDs, create namespace kstudio-demo
+(Pod Security `restricted`) with the storage Secret, run the operator as a local process, and delete what
+an earlier demo left, so every run tells the same story:
 
-The operator is stopped at the end; the objects stay for you to look at (`kubectl -n kstudio-demo get kstudio`
-with KUBECONFIG=~/.cache/kstudio/cluster/kubeconfig). Run it again at will: every step is idempotent.
-Needs a running cluster (`make cluster-up`, which `make demo` runs first).
+train penguins on the 2007-2008 field seasons → TrainedModel penguins-1 → WebService penguins (default
+Endpoint penguins-default) → score through the Service (RRS /score and OIP V2, with the generated key) →
+Endpoint ep2 → retrain on all three seasons → penguins-2 → patch ep2 to penguins-2 (rolling, zero downtime)
+→ the default endpoint and ep2 answer from different models → roll ep2 back → `kubectl get kstudio`.
+
+The operator is stopped at the end; the objects and scorer pods stay, and the last lines say how to use
+kubectl and curl against them. Needs a running cluster (`make cluster-up`, which `make demo` runs first).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kstudio_localcluster.layout import ClusterLayout
 
@@ -29,8 +34,179 @@ KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
 NAMESPACE = "kstudio-demo"
 
 
+RRS = {
+    "Inputs": {
+        "input1": [
+            {
+                "bill_length_mm": 46.5,
+                "bill_depth_mm": 17.9,
+                "flipper_length_mm": 192,
+                "body_mass_g": 3500,
+                "island": "Dream",
+                "sex": "female",
+            }
+        ]
+    },
+    "GlobalParameters": {},
+}
+V2 = {
+    "inputs": [
+        {"name": "bill_length_mm", "shape": [1], "datatype": "FP64", "data": [46.5]},
+        {"name": "bill_depth_mm", "shape": [1], "datatype": "FP64", "data": [17.9]},
+        {"name": "flipper_length_mm", "shape": [1], "datatype": "FP64", "data": [192]},
+        {"name": "body_mass_g", "shape": [1], "datatype": "FP64", "data": [3500]},
+        {"name": "island", "shape": [1], "datatype": "BYTES", "data": ["Dream"]},
+        {"name": "sex", "shape": [1], "datatype": "BYTES", "data": ["female"]},
+    ]
+}
+Kubectl = Callable[..., str]
+
+
 def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
+
+
+def wait(what: str, probe: Callable[[], Any], timeout: float = 300.0, log: Path | None = None) -> Any:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        value = probe()
+        if value:
+            print(f"   {what}: {time.monotonic() - started:.1f} s")
+            return value
+        time.sleep(1)
+    raise SystemExit(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f"; operator log: {log}" if log else "")
+    )
+
+
+def status(kubectl: Kubectl, kind: str, name: str) -> dict[str, Any]:
+    out = kubectl("-n", NAMESPACE, "get", kind, name, "-o", "json", "--ignore-not-found")
+    return dict(json.loads(out).get("status") or {}) if out.strip() else {}
+
+
+def trained(kubectl: Kubectl, experiment: str, run: int, log: Path) -> str:
+    """Wait for run `run` of the Experiment to leave a Ready TrainedModel; its name."""
+    name = f"{experiment}-{run}"
+
+    def done() -> bool:
+        runs = {r["run"]: r for r in status(kubectl, "experiment", experiment).get("runs") or []}
+        if runs.get(run, {}).get("phase") == "Failed":
+            raise SystemExit(f"run {run} failed: {runs[run].get('reason')}: {runs[run].get('message')}")
+        return status(kubectl, "trainedmodel", name).get("phase") == "Ready"
+
+    wait(f"TrainedModel {name} Ready", done, 600, log)
+    st = status(kubectl, "trainedmodel", name)
+    inputs = ", ".join(c["name"] for c in st.get("inputSchema", []))
+    print(f"   {name}: {st.get('headlineMetric')}, inputs {inputs}")
+    return name
+
+
+def serving(kubectl: Kubectl, endpoint: str, model: str, log: Path) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        st = status(kubectl, "endpoints.kstudio.io", endpoint)
+        return st if st.get("phase") == "Ready" and st.get("model") == model else None
+
+    st: dict[str, Any] = wait(f"Endpoint {endpoint} serving {model}", ready, 300, log)
+    digest = str(st["modelDigest"])[:12]
+    print(f"   {endpoint}: {st['model']} sha256 {digest}..., {st['readyReplicas']} ready, {st['url']}")
+    return st
+
+
+def score(kubectl: Kubectl, netns_name: str, endpoint: str) -> tuple[str, str]:
+    """RRS and OIP V2 through the endpoint's Service with its primary key: (label, model digest)."""
+    from kstudio_localcluster import netns
+
+    ip = json.loads(kubectl("-n", NAMESPACE, "get", "service", endpoint, "-o", "json"))["spec"]["clusterIP"]
+    secret = json.loads(kubectl("-n", NAMESPACE, "get", "secret", f"{endpoint}-keys", "-o", "json"))
+    key = base64.b64decode(secret["data"]["primaryKey"]).decode()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(path: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            code, body = netns.http_request(
+                netns_name, "POST", f"http://{ip}{path}", json.dumps(doc).encode(), headers
+            )
+        except OSError:
+            return None
+        return dict(json.loads(body)) if code == 200 else None
+
+    rrs = wait(f"{endpoint} /score", lambda: post("/score", RRS), 30)
+    v2 = post("/v2/models/model/infer", V2) or {}
+    row = rrs["Results"]["output1"][0]
+    label = row["Scored Labels"]
+    print(
+        f"   POST http://{ip}/score -> Scored Labels {label!r}, probabilities "
+        f"{ {k: round(v, 3) for k, v in row.items() if k.startswith('Scored Prob')} }"
+    )
+    print(
+        f"   POST http://{ip}/v2/models/model/infer -> model_version {str(v2.get('model_version'))[:12]}..., "
+        f"outputs {[o['name'] for o in v2.get('outputs', [])]}"
+    )
+    return str(label), str(v2.get("model_version"))
+
+
+def lifecycle(kubectl: Kubectl, netns_name: str, log: Path) -> None:
+    step("train: the penguins Experiment on the 2007-2008 field seasons")
+    doc = yaml.safe_load((REPO / "examples" / "penguins" / "experiment.yaml").read_text())
+    doc["spec"]["dataset"]["uri"] = "s3://datasets/penguins-2007-2008.csv"
+    print(kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(doc)), end="")
+    first = trained(kubectl, "penguins", 1, log)
+
+    step(f"deploy: WebService penguins serving {first} (its default Endpoint follows it)")
+    kubectl("-n", NAMESPACE, "apply", "-f", str(REPO / "examples" / "penguins" / "webservice.yaml"))
+    serving(kubectl, "penguins-default", first, log)
+    score(kubectl, netns_name, "penguins-default")
+
+    step(f"add Endpoint ep2, pinned to {first}, with its own keys")
+    kubectl("-n", NAMESPACE, "apply", "-f", str(REPO / "examples" / "penguins" / "endpoint-ep2.yaml"))
+    serving(kubectl, "ep2", first, log)
+
+    step("retrain on new data: all three field seasons (2007-2009)")
+    patch = {"spec": {"dataset": {"uri": "s3://datasets/penguins.csv"}}}
+    kubectl("-n", NAMESPACE, "patch", "experiment", "penguins", "--type=merge", "-p", json.dumps(patch))
+    second = trained(kubectl, "penguins", 2, log)
+
+    step(f"patch ep2 to {second}: a rolling update, the old pods serve until the new ones are ready")
+    started = time.monotonic()
+    kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "endpoints.kstudio.io",
+        "ep2",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"model": second}}),
+    )
+    st = serving(kubectl, "ep2", second, log)
+    print(
+        f"   rollout {st['rollout']['from']} -> {st['rollout']['to']}: {st['rollout']['seconds']} s "
+        f"(status shown {time.monotonic() - started:.1f} s after the patch)"
+    )
+
+    step("the default endpoint and ep2 answer from different models")
+    _, default_digest = score(kubectl, netns_name, "penguins-default")
+    _, ep2_digest = score(kubectl, netns_name, "ep2")
+    print(
+        f"   penguins-default: {default_digest[:12]}...  ep2: {ep2_digest[:12]}...  "
+        f"{'different' if default_digest != ep2_digest else 'THE SAME (unexpected)'}"
+    )
+
+    step(f"roll ep2 back to {first}")
+    kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "endpoints.kstudio.io",
+        "ep2",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"model": first}}),
+    )
+    serving(kubectl, "ep2", first, log)
+
+    step(f"kubectl -n {NAMESPACE} get kstudio")
+    print(kubectl("-n", NAMESPACE, "get", "kstudio"), end="")
 
 
 def main() -> int:
@@ -107,56 +283,26 @@ def main() -> int:
         )
     print(f"pid {operator.pid}, log {log_path}")
     try:
-        step("apply the penguins Experiment")
-        print(
-            kubectl("-n", NAMESPACE, "apply", "-f", str(REPO / "examples" / "penguins" / "experiment.yaml")),
-            end="",
-        )
-
-        step("wait for TrainedModel penguins-1 to be Ready")
-        started = time.monotonic()
-        while not kubectl(
-            "-n", NAMESPACE, "get", "trainedmodel", "penguins-1", "--ignore-not-found", "-o", "name"
-        ):
-            status = json.loads(kubectl("-n", NAMESPACE, "get", "experiment", "penguins", "-o", "json")).get(
-                "status", {}
-            )
-            last = (status.get("runs") or [{}])[-1]
-            if last.get("phase") == "Failed":
-                raise SystemExit(f"run {last.get('run')} failed: {last.get('reason')}: {last.get('message')}")
-            if time.monotonic() - started > 300:
-                raise SystemExit(f"no TrainedModel after 300 s; operator log: {log_path}")
-            time.sleep(2)
-        kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=120s")
-        print(f"ready after {time.monotonic() - started:.1f} s")
-
-        step("run history")
-        exp: dict[str, Any] = json.loads(
-            kubectl("-n", NAMESPACE, "get", "experiment", "penguins", "-o", "json")
-        )
-        for run in exp["status"].get("runs", []):
-            print(
-                f"  run {run['run']}  generation {run['generation']}  {run['phase']:<9}  "
-                f"{run.get('trainedModel') or '-':<12}  {json.dumps(run.get('metrics') or {})}"
-            )
-        step("TrainedModel penguins-1")
-        model = json.loads(kubectl("-n", NAMESPACE, "get", "trainedmodel", "penguins-1", "-o", "json"))
-        st = model["status"]
-        print(f"  artifact  {model['spec']['artifact']['uri']}")
-        print(f"  sha256    {model['spec']['artifact']['sha256']} ({st.get('sizeBytes')} bytes, verified)")
-        print(f"  task      {st.get('task')}, label {st.get('label')}, classes {st.get('classes')}")
-        print(f"  inputs    {', '.join(c['name'] + ':' + c['type'] for c in st.get('inputSchema', []))}")
-        print(f"  metrics   {json.dumps(st.get('metrics'))}")
-
-        step(f"kubectl -n {NAMESPACE} get kstudio")
-        print(kubectl("-n", NAMESPACE, "get", "kstudio"), end="")
+        step("clean up what an earlier demo left")
+        for kinds in ("webservices,endpoints.kstudio.io", "experiments", "trainedmodels"):
+            kubectl("-n", NAMESPACE, "delete", kinds, "--all", "--wait=true", "--timeout=120s")
+        lifecycle(kubectl, layout.netns, log_path)
     finally:
         operator.terminate()
         try:
             operator.wait(20)
         except subprocess.TimeoutExpired:
             operator.kill()
-    print("\noperator stopped; the objects stay in namespace", NAMESPACE)
+    print(f"""
+operator stopped; the objects and the scorer pods stay in namespace {NAMESPACE}. To look around:
+  eval "$(.venv/bin/kstudio cluster up)"      # KUBECONFIG and kubectl on PATH (reuses the running cluster)
+  kubectl -n {NAMESPACE} get kstudio
+  .venv/bin/kstudio operator -n {NAMESPACE}    # the operator again (patch ep2, retrain, ...)
+  KEY=$(kubectl -n {NAMESPACE} get secret ep2-keys -o jsonpath='{{.data.primaryKey}}' | base64 -d)
+  IP=$(kubectl -n {NAMESPACE} get service ep2 -o jsonpath='{{.spec.clusterIP}}')
+  ip netns exec kstudio curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+      -d '{json.dumps(RRS)}' http://$IP/score
+  make cluster-down                                # stops everything""")
     return 0
 
 

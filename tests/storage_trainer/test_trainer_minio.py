@@ -87,10 +87,12 @@ def _train(
     return code, result, json.loads(term.read_text())
 
 
-def test_upload_examples_puts_both_datasets(uploaded_examples: None, object_store: ObjectStore) -> None:
+def test_upload_examples_puts_the_datasets(uploaded_examples: None, object_store: ObjectStore) -> None:
     penguins = pd.read_csv(io.BytesIO(object_store.get_bytes("s3://datasets/penguins.csv")))
+    early = pd.read_csv(io.BytesIO(object_store.get_bytes("s3://datasets/penguins-2007-2008.csv")))
     diabetes = pd.read_csv(io.BytesIO(object_store.get_bytes("s3://datasets/diabetes.csv")))
     assert penguins.shape == (344, 8) and penguins.isna().any().any()
+    assert len(early) == (penguins["year"] < 2009).sum() and set(early["year"]) == {2007, 2008}
     assert diabetes.shape == (442, 11) and "target" in diabetes
 
 
@@ -237,6 +239,7 @@ def test_upload_examples_reads_settings_from_env(
     assert examples.main(["--bucket", "datasets-from-env"]) == 0
     assert capsys.readouterr().out.split() == [
         "s3://datasets-from-env/penguins.csv",
+        "s3://datasets-from-env/penguins-2007-2008.csv",
         "s3://datasets-from-env/diabetes.csv",
     ]
     assert object_store.get_bytes("s3://datasets-from-env/diabetes.csv") == examples.example_csv(

@@ -45,8 +45,16 @@ def diabetes_frame() -> pd.DataFrame:
     return frame
 
 
+def penguins_early_frame() -> pd.DataFrame:
+    """The penguins of the 2007 and 2008 field seasons only: the demo's first training set, before the
+    2009 season arrives as new data."""
+    frame = penguins_frame()
+    return frame[frame["year"] < 2009].reset_index(drop=True)
+
+
 EXAMPLES: dict[str, Callable[[], pd.DataFrame]] = {
     "penguins.csv": penguins_frame,
+    "penguins-2007-2008.csv": penguins_early_frame,
     "diabetes.csv": diabetes_frame,
 }
 

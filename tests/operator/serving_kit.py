@@ -1,0 +1,65 @@
+"""Shared by the serving tests and bench/patch.py: a small real model pair and an in-cluster load client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_trainer.artifact_writer import write_ilearner
+
+# A client inside the cluster's network namespace: OIP V2 infer against a ClusterIP at a fixed rate until
+# stdin closes; prints one JSON line: counts, failures and, per second, the model versions that answered.
+LOADGEN = r"""
+import http.client, json, sys, threading, time
+host, key, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+body = json.dumps({"inputs": [{"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
+                              {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]}]})
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+ok, failed, errors, answers = 0, 0, [], []
+t0 = time.monotonic()
+conn = None
+print("started", t0, flush=True)
+while not stop.is_set():
+    started = time.monotonic()
+    try:
+        if conn is None:
+            conn = http.client.HTTPConnection(host, 80, timeout=10)
+        conn.request("POST", "/v2/models/model/infer", body=body,
+                     headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.getheader("Connection", "").lower() == "close":
+            conn.close(); conn = None
+        if resp.status == 200:
+            ok += 1
+            answers.append((round(started - t0, 3), json.loads(data)["model_version"]))
+        else:
+            failed += 1; errors.append(f"{resp.status} {data[:200]!r}")
+    except Exception as exc:
+        failed += 1; errors.append(repr(exc)); conn = None
+    time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+print(json.dumps({"ok": ok, "failed": failed, "errors": errors[:20], "seconds": time.monotonic() - t0,
+                  "answers": answers}))
+"""
+
+
+def build_model(path: Path, flip: bool) -> str:
+    """A small real .ilearner over x1, x2; `flip` trains the opposite decision, so answers differ."""
+    x = np.random.default_rng(0).normal(size=(80, 2))
+    y = ((x[:, 0] + x[:, 1] > 0) ^ flip).astype(int)
+    manifest = IlearnerManifest(
+        task="classification",
+        label="y",
+        inputSchema=[ColumnSpec(name="x1", type="number"), ColumnSpec(name="x2", type="number")],
+        classes=[0, 1],
+        metrics={"accuracy": 0.9 if flip else 0.95},
+    )
+    return write_ilearner(
+        path, make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), manifest
+    ).sha256
