@@ -114,6 +114,18 @@ def test_a_web_service_serves_its_model_through_its_default_endpoint_with_genera
     assert key not in dumped
     assert key not in operator.log_tail(100_000)
 
+    # GitOps: the operator wrote no spec of the user's objects; applying them again changes nothing.
+    ep2 = _doc("Endpoint", "ep-gitops", {"webService": "svc", "model": "m-a", "replicas": 0})
+    for manifest in (_doc("WebService", "svc", {"model": "m-a"}), ep2):
+        for _ in range(2):
+            kube.run("apply", "--server-side", "-f", "-", input=manifest)
+    wait_until(
+        "ep-gitops reconciled", lambda: kube.status("endpoint", "ep-gitops").get("observedGeneration"), 30
+    )
+    for manifest in (_doc("WebService", "svc", {"model": "m-a"}), ep2):
+        diff = kube.run("diff", "--server-side", "-f", "-", input=manifest, check=False)
+        assert diff.returncode == 0, diff.stdout + diff.stderr
+
     # A user pointing the default endpoint elsewhere is reverted, and told why.
     kube.run("patch", "endpoints.kstudio.io", "svc-default", "--type=merge", "-p", '{"spec":{"model":"m-b"}}')
     wait_until(
