@@ -1,7 +1,7 @@
 """The local control plane for dev and tests: real Kubernetes components plus our node agent.
 
-    make cluster-up        # = kstudio cluster up; prints `export KUBECONFIG=.../cluster/kubeconfig`
-    kstudio cluster status # each component's pid and RSS; exit 0 when the API server is ready
+    make cluster-up        # = kstudio-dev cluster up; prints `export KUBECONFIG=.../cluster/kubeconfig`
+    kstudio-dev cluster status # each component's pid and RSS; exit 0 when the API server is ready
     make cluster-down      # stops everything; no process, netns, veth, cgroup or nftables table is left
 
 Everything runs in network namespace `kstudio` (bridge kst0, node IP 10.244.0.1, pods 10.244.0.0/24,
