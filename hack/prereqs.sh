@@ -38,7 +38,9 @@ for entry in "${tools[@]}"; do
   [[ " ${need[*]-} " == *" $pkg "* ]] || need+=("$pkg")
 done
 python=python3.11
-command -v "$python" >/dev/null || need+=(python3.11 python3.11-venv)
+command -v "$python" >/dev/null || need+=(python3.11)
+# uv comes from pip; Debian's python3.11 has no pip of its own.
+if ! command -v uv >/dev/null && ! "$python" -m pip --version >/dev/null 2>&1; then need+=(python3-pip); fi
 if [ ${#need[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || stop "missing ${need[*]} and no apt-get here: install these Debian packages' equivalents"
   note "installing ${need[*]} (apt-get)"
