@@ -108,10 +108,17 @@ ready() { # the assembled directory holds every wanted binary, helm from its cur
 if ready; then echo "$bin"; exit 0; fi
 [ "$check" -eq 0 ] || exit 1
 
+missing=()
+for c in "${components[@]}"; do
+  read -r -a bins <<<"$(binaries_of "$c")"
+  complete "${part_of[$c]}" "${bins[@]}" || missing+=("$c")
+done
+
 # One builder at a time (concurrent test sessions call this script); the others wait, then reuse.
+# Assembling links from built parts needs no lock: a session never waits for a build it does not need.
 mkdir -p "$cache/bin/parts"
 exec 9>"$cache/bin/.lock"
-if ! flock -n 9; then
+if [ ${#missing[@]} -gt 0 ] && ! flock -n 9; then
   log "another build is running; waiting for it (lock $cache/bin/.lock)"
   flock 9
 fi
@@ -142,9 +149,9 @@ build_one() { # component: builds into its part directory, output to part.log
 pids=()
 names=()
 started=$SECONDS
-for c in "${components[@]}"; do
+for c in "${missing[@]}"; do
   read -r -a bins <<<"$(binaries_of "$c")"
-  complete "${part_of[$c]}" "${bins[@]}" && continue
+  complete "${part_of[$c]}" "${bins[@]}" && continue  # built by the session we waited for
   log "$c: building (about $(( ($(estimate "$c") + 59) / 60 )) min cold here; log ${part_of[$c]}.log)"
   build_one "$c" &
   pids+=($!)
@@ -183,14 +190,15 @@ for c in "${cluster_components[@]}"; do
   cluster_bins+=("${bins[@]}")
 done
 if ! complete "$bin" "${cluster_bins[@]}"; then
-  rm -rf "$bin.partial"
-  mkdir -p "$bin.partial"
+  partial="$bin.partial.$$"
+  rm -rf "$partial"
+  mkdir -p "$partial"
   for c in "${cluster_components[@]}"; do
     read -r -a bins <<<"$(binaries_of "$c")"
-    link_all "${part_of[$c]}" "$bin.partial" "${bins[@]}"
+    link_all "${part_of[$c]}" "$partial" "${bins[@]}"
   done
   rm -rf "$bin"
-  mv "$bin.partial" "$bin"
+  mv -T "$partial" "$bin" 2>/dev/null || rm -rf "$partial"  # a concurrent session assembled it first
   log "assembled $bin"
 fi
 if [[ " ${components[*]} " == *" helm "* ]]; then
