@@ -15,7 +15,7 @@
 #
 # Cold, the missing components build concurrently: each downloads its modules while the others compile,
 # so the network and both cores stay busy; helm runs at a lower CPU priority so the cluster's components
-# finish first. Progress goes to stderr with an estimate per component (the last cold build's time on
+# finish first. Progress goes to stderr with an estimate per component (the last build's time on
 # this machine, kept in $KSTUDIO_CACHE/bin/timings); each build's output is in parts/<c>-<key>.log.
 set -euo pipefail
 
@@ -133,8 +133,11 @@ build_one() { # component: builds into its part directory, output to part.log
   mkdir -p "$part.partial"
   local prio=0
   [[ "$c" == helm ]] && prio=10  # the cluster's components first
-  if (cd "$here/gobuild/$c" && out="$part.partial" && nice -n "$prio" bash -c "go mod download && $(recipe "$c")") \
-    >"$part.log" 2>&1; then
+  local bins
+  read -r -a bins <<<"$(binaries_of "$c")"
+  # The recipe's $out is the child shell's: pass it in its environment.
+  if (cd "$here/gobuild/$c" && out="$part.partial" nice -n "$prio" bash -c "go mod download && $(recipe "$c")") \
+    >"$part.log" 2>&1 && complete "$part.partial" "${bins[@]}"; then
     rm -rf "$part"
     mv "$part.partial" "$part"
     echo "$c $((SECONDS - start))" >>"$timings"
