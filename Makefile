@@ -7,27 +7,37 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/kstudio
 PYTEST_ARGS ?=
 
-.PHONY: help install binaries lint test test-unit test-scorer test-cluster cluster-up cluster-down demo bench bench-operator bench-patch crds
+.PHONY: help prereqs install binaries binaries-all lint test test-unit cluster-up cluster-down demo bench bench-operator bench-patch crds
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.synced: pyproject.toml uv.lock
+# Runs before anything long: root, Debian packages (installed as root), Python 3.11, uv, Go >= 1.26, disk.
+prereqs:  ## check what demo/test/cluster-up need; as root install missing Debian packages
+	@bash hack/prereqs.sh $(or $(firstword $(filter demo test cluster-up,$(MAKECMDGOALS))),prereqs)
+
+$(VENV)/.synced: pyproject.toml uv.lock hack/pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet 'uv>=0.13,<0.14'
 	uv sync --frozen --python python3.11
 	@touch $@
 
-install: $(VENV)/.synced  ## create .venv from uv.lock (the CLI is .venv/bin/kstudio)
+install: $(VENV)/.synced  ## .venv from uv.lock: the product (`kstudio`) and the dev tools (`kstudio-dev`)
 
 binaries:  ## build etcd, Kubernetes and MinIO from Go modules into ~/.cache/kstudio (once per machine)
 	bash hack/build-binaries.sh >/dev/null
 
-lint: install  ## ruff + mypy on the packages
+binaries-all:  ## the same plus helm (the chart test needs it)
+	bash hack/build-binaries.sh helm >/dev/null
+
+lint: install  ## ruff + mypy on the packages, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy core cli operator scorer trainer hack
+	$(VENV)/bin/hadolint Dockerfile
 
-test: install binaries  ## every test tier (starts MinIO and the local cluster itself)
+# The Python environment and the Go build overlap (network vs CPU), hence the -j2 sub-make.
+test: prereqs  ## every test tier (starts MinIO and the local cluster itself)
+	@$(MAKE) --no-print-directory -j2 install binaries-all
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: install  ## pure tests only, no servers
@@ -36,11 +46,12 @@ test-unit: install  ## pure tests only, no servers
 crds: install  ## regenerate crds/*.yaml and the chart's copy from the resource models
 	$(VENV)/bin/kstudio crds
 
-cluster-up: install binaries  ## start the local control plane, MinIO and the node agent (idempotent)
-	$(VENV)/bin/kstudio cluster up
+cluster-up: prereqs  ## start the local control plane, MinIO and the node agent (idempotent)
+	@$(MAKE) --no-print-directory -j2 install binaries
+	$(VENV)/bin/kstudio-dev cluster up
 
 cluster-down: install  ## stop the local cluster and remove everything it created
-	$(VENV)/bin/kstudio cluster down
+	$(VENV)/bin/kstudio-dev cluster down
 
 demo: cluster-up  ## the full lifecycle on the local cluster
 	$(VENV)/bin/python examples/demo.py

@@ -295,7 +295,7 @@ def main() -> int:
             operator.kill()
     print(f"""
 operator stopped; the objects and the scorer pods stay in namespace {NAMESPACE}. To look around:
-  eval "$(.venv/bin/kstudio cluster up)"      # KUBECONFIG and kubectl on PATH (reuses the running cluster)
+  eval "$(.venv/bin/kstudio-dev cluster up)"  # KUBECONFIG and kubectl on PATH (reuses the running cluster)
   kubectl -n {NAMESPACE} get kstudio
   .venv/bin/kstudio operator -n {NAMESPACE}    # the operator again (patch ep2, retrain, ...)
   KEY=$(kubectl -n {NAMESPACE} get secret ep2-keys -o jsonpath='{{.data.primaryKey}}' | base64 -d)

@@ -1,24 +1,44 @@
 #!/usr/bin/env bash
 # Build the local cluster's real components (and helm) from Go modules, once per machine.
 #
+#   bash hack/build-binaries.sh            the cluster: kubernetes, etcd, minio (what `make demo` needs)
+#   bash hack/build-binaries.sh helm       the same plus helm (the chart test, `make test`)
+#   bash hack/build-binaries.sh --check    exit 0 and print the directory if already built, 1 otherwise
+#
 # Each component is built and cached on its own, keyed by its wrapper module (hack/gobuild/<c>/go.mod
 # and go.sum), its build recipe below and the Go version:
 #   $KSTUDIO_CACHE/bin/parts/<component>-<key>/   kubernetes (kube-apiserver, kube-controller-manager,
 #                                                 kube-scheduler, kube-proxy, kubectl), etcd, minio, helm
 # so bumping one module rebuilds only that component. The one directory the tests and
-# kstudio_localcluster read, $KSTUDIO_CACHE/bin/<key>/ (<key> hashes the component keys), holds hard
-# links to all eight binaries; it is printed on stdout.
+# kstudio_localcluster read, $KSTUDIO_CACHE/bin/<key>/ (<key> hashes the cluster components' keys), holds
+# hard links to the binaries (helm's once it is built); it is printed on stdout.
+#
+# Cold, the missing components build concurrently: each downloads its modules while the others compile,
+# so the network and both cores stay busy; helm runs at a lower CPU priority so the cluster's components
+# finish first. Progress goes to stderr with an estimate per component (the last build's time on
+# this machine, kept in $KSTUDIO_CACHE/bin/timings); each build's output is in parts/<c>-<key>.log.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${KSTUDIO_CACHE:-$HOME/.cache/kstudio}"
 k8s_version="v1.36.3"
 helm_version="v4.3.1"
+command -v go >/dev/null || { echo "build-binaries: go not found: run  bash hack/prereqs.sh" >&2; exit 1; }
 goversion="$(go version)"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { echo "build-binaries: $*" >&2; }
 
-components=(kubernetes etcd minio helm)
+check=0
+components=(kubernetes etcd minio)
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=1 ;;
+    helm) components+=(helm) ;;
+    *) echo "usage: build-binaries.sh [--check] [helm]" >&2; exit 2 ;;
+  esac
+done
+cluster_components=(kubernetes etcd minio)
+
 binaries_of() {
   case "$1" in
     kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl ;;
@@ -26,7 +46,13 @@ binaries_of() {
   esac
 }
 
-# The build of one component into directory $2. Its text is part of the component's key.
+# Seconds a cold build of each component took on the reference machine (2 cores), used until this
+# machine has its own figure in $cache/bin/timings.
+default_estimate() {
+  case "$1" in kubernetes) echo 600 ;; minio) echo 240 ;; helm) echo 200 ;; *) echo 60 ;; esac
+}
+
+# The build of one component into directory $out. Its text is part of the component's key.
 recipe() {
   case "$1" in
     kubernetes) cat <<EOF
@@ -50,15 +76,6 @@ component_key() {
     cat "$here/gobuild/$1/go.mod" "$here/gobuild/$1/go.sum") | sha256sum | cut -c1-16
 }
 
-# Binaries built by the previous single-key layout of this script (bin/829fc5c1ddef43e7, go1.26.8,
-# the same kubernetes/etcd/minio modules and flags): adopted by hard link when a component's key is
-# the one those modules give, so that layout change costs no rebuild.
-declare -A adopt=(
-  [kubernetes-b823401b27f1b165]="$cache/bin/829fc5c1ddef43e7"
-  [etcd-3e03314411036e25]="$cache/bin/829fc5c1ddef43e7"
-  [minio-c6fbf964e1717641]="$cache/bin/829fc5c1ddef43e7"
-)
-
 complete() { # dir binaries...
   local d="$1"; shift
   for b in "$@"; do [ -x "$d/$b" ] || return 1; done
@@ -69,55 +86,125 @@ link_all() { # from to binaries...
   for b in "$@"; do ln -f "$from/$b" "$to/$b" 2>/dev/null || cp -f "$from/$b" "$to/$b"; done
 }
 
+declare -A part_of
 keys=""
-parts=()
-all=()
-for c in "${components[@]}"; do
+for c in "${cluster_components[@]}" helm; do
   k="$(component_key "$c")"
-  keys+="$c-$k "
-  parts+=("$cache/bin/parts/$c-$k")
-  read -r -a bins <<<"$(binaries_of "$c")"
-  all+=("${bins[@]}")
+  part_of[$c]="$cache/bin/parts/$c-$k"
+  [[ "$c" == helm ]] || keys+="$c-$k "
 done
 bin="$cache/bin/$(echo "$keys" | sha256sum | cut -c1-16)"
-if complete "$bin" "${all[@]}"; then echo "$bin"; exit 0; fi
 
-# One builder at a time (concurrent test sessions call this script); the others wait, then reuse.
-mkdir -p "$cache/bin"
-exec 9>"$cache/bin/.lock"
-flock 9
-
-for i in "${!components[@]}"; do
-  c="${components[$i]}"
-  part="${parts[$i]}"
-  k="${part##*/$c-}"
+wanted=()
+for c in "${components[@]}"; do
   read -r -a bins <<<"$(binaries_of "$c")"
-  complete "$part" "${bins[@]}" && continue
-  rm -rf "$part.partial"
-  mkdir -p "$part.partial"
-  legacy="${adopt[$c-$k]:-}"
-  if [ -n "$legacy" ] && complete "$legacy" "${bins[@]}"; then
-    log "$c: adopting $legacy"
-    link_all "$legacy" "$part.partial" "${bins[@]}"
-  else
-    log "$c: building (kubernetes about 5 min cold on 2 cores, helm about 2 min, etcd/minio 1-2 min)"
-    start=$SECONDS
-    (cd "$here/gobuild/$c" && out="$part.partial" && eval "$(recipe "$c")")
-    log "$c: built in $((SECONDS - start)) s"
-  fi
-  rm -rf "$part"
-  mv "$part.partial" "$part"
+  wanted+=("${bins[@]}")
+done
+same_file() { [ "$(stat -c %i "$1" 2>/dev/null)" = "$(stat -c %i "$2" 2>/dev/null)" ]; }
+ready() { # the assembled directory holds every wanted binary, helm from its current part
+  complete "$bin" "${wanted[@]}" || return 1
+  [[ " ${components[*]} " != *" helm "* ]] || same_file "$bin/helm" "${part_of[helm]}/helm"
+}
+if ready; then echo "$bin"; exit 0; fi
+[ "$check" -eq 0 ] || exit 1
+
+missing=()
+for c in "${components[@]}"; do
+  read -r -a bins <<<"$(binaries_of "$c")"
+  complete "${part_of[$c]}" "${bins[@]}" || missing+=("$c")
 done
 
-if ! complete "$bin" "${all[@]}"; then
-  rm -rf "$bin.partial"
-  mkdir -p "$bin.partial"
-  for i in "${!components[@]}"; do
-    read -r -a bins <<<"$(binaries_of "${components[$i]}")"
-    link_all "${parts[$i]}" "$bin.partial" "${bins[@]}"
+# One builder at a time (concurrent test sessions call this script); the others wait, then reuse.
+# Assembling links from built parts needs no lock: a session never waits for a build it does not need.
+mkdir -p "$cache/bin/parts"
+exec 9>"$cache/bin/.lock"
+if [ ${#missing[@]} -gt 0 ] && ! flock -n 9; then
+  log "another build is running; waiting for it (lock $cache/bin/.lock)"
+  flock 9
+fi
+
+timings="$cache/bin/timings"
+touch "$timings"
+estimate() { awk -v c="$1" '$1 == c {s = $2} END {print s}' "$timings" | grep . || default_estimate "$1"; }
+
+build_one() { # component: builds into its part directory, output to part.log
+  local c="$1" part="${part_of[$1]}" start=$SECONDS
+  rm -rf "$part.partial"
+  mkdir -p "$part.partial"
+  local prio=0
+  [[ "$c" == helm ]] && prio=10  # the cluster's components first
+  local bins
+  read -r -a bins <<<"$(binaries_of "$c")"
+  # The recipe's $out is the child shell's: pass it in its environment.
+  if (cd "$here/gobuild/$c" && out="$part.partial" nice -n "$prio" bash -c "go mod download && $(recipe "$c")") \
+    >"$part.log" 2>&1 && complete "$part.partial" "${bins[@]}"; then
+    rm -rf "$part"
+    mv "$part.partial" "$part"
+    echo "$c $((SECONDS - start))" >>"$timings"
+    log "$c: built in $((SECONDS - start)) s"
+  else
+    log "$c: FAILED after $((SECONDS - start)) s; last lines of $part.log:"
+    tail -n 15 "$part.log" >&2
+    return 1
+  fi
+}
+
+pids=()
+names=()
+started=$SECONDS
+for c in "${missing[@]}"; do
+  read -r -a bins <<<"$(binaries_of "$c")"
+  complete "${part_of[$c]}" "${bins[@]}" && continue  # built by the session we waited for
+  log "$c: building (about $(( ($(estimate "$c") + 59) / 60 )) min cold here; log ${part_of[$c]}.log)"
+  build_one "$c" &
+  pids+=($!)
+  names+=("$c")
+done
+
+failed=()
+if [ ${#pids[@]} -gt 0 ]; then
+  # Heartbeat while anything builds: which are done, which still run against their estimate.
+  (
+    while sleep 60; do
+      line=""
+      for c in "${names[@]}"; do
+        if [ -d "${part_of[$c]}" ]; then line+=" $c done;"
+        else line+=" $c building (est. $(( ($(estimate "$c") + 59) / 60 )) min);"; fi
+      done
+      log "$(( (SECONDS - started) / 60 )) min elapsed:${line%;}"
+    done
+  ) &
+  heartbeat=$!
+  for i in "${!pids[@]}"; do
+    c="${names[$i]}"
+    wait "${pids[$i]}" || failed+=("$c")
+  done
+  kill "$heartbeat" 2>/dev/null || true
+  wait "$heartbeat" 2>/dev/null || true
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+  log "building ${failed[*]} failed (logs above); rerun: bash hack/build-binaries.sh"
+  exit 1
+fi
+
+cluster_bins=()
+for c in "${cluster_components[@]}"; do
+  read -r -a bins <<<"$(binaries_of "$c")"
+  cluster_bins+=("${bins[@]}")
+done
+if ! complete "$bin" "${cluster_bins[@]}"; then
+  partial="$bin.partial.$$"
+  rm -rf "$partial"
+  mkdir -p "$partial"
+  for c in "${cluster_components[@]}"; do
+    read -r -a bins <<<"$(binaries_of "$c")"
+    link_all "${part_of[$c]}" "$partial" "${bins[@]}"
   done
   rm -rf "$bin"
-  mv "$bin.partial" "$bin"
+  mv -T "$partial" "$bin" 2>/dev/null || rm -rf "$partial"  # a concurrent session assembled it first
   log "assembled $bin"
+fi
+if [[ " ${components[*]} " == *" helm "* ]]; then
+  link_all "${part_of[helm]}" "$bin" helm
 fi
 echo "$bin"

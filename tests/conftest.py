@@ -17,14 +17,24 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["fixtures.minio_server", "fixtures.local_cluster"]
 
 
-@pytest.fixture(scope="session")
-def go_binaries() -> Path:
-    """Directory of etcd, the Kubernetes binaries and MinIO, built from Go modules once per machine."""
+def _build_binaries(*components: str) -> Path:
     out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-binaries.sh")],
+        ["bash", str(REPO / "hack" / "build-binaries.sh"), *components],
         check=True,
         capture_output=True,
         text=True,
         env=os.environ,
     )
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def go_binaries() -> Path:
+    """Directory of etcd, the Kubernetes binaries and MinIO, built from Go modules once per machine."""
+    return _build_binaries()
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    """helm, built like the cluster's binaries but only for the sessions that use it (the chart test)."""
+    return _build_binaries("helm") / "helm"

@@ -25,8 +25,6 @@ register("upload-examples", "kstudio_trainer.examples:main", "upload the example
 register("serve", "kstudio_scorer.cli:main", "serve a trained model (.ilearner) over HTTP")
 register("operator", "kstudio_operator.cli:main", "run the kopf operator")
 register("crds", "kstudio_operator.crdgen:main", "generate crds/*.yaml from the resource models")
-register("cluster", "kstudio_localcluster.cli:main", "start/stop the local control plane (dev and tests)")
-register("node-agent", "kstudio_localcluster.nodeagent.cli:main", "run the local node agent (dev and tests)")
 
 
 def _usage() -> str:

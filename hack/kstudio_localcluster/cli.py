@@ -1,4 +1,4 @@
-"""`kstudio cluster up|down|status`: the local control plane, MinIO and the node agent."""
+"""`kstudio-dev cluster up|down|status`: the local control plane, MinIO and the node agent."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kstudio_localcluster.netns import NetnsError
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="kstudio cluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kstudio-dev cluster", description=__doc__)
     parser.add_argument("--name", default="kstudio", help="instance name = its netns (default kstudio)")
     parser.add_argument("--root", type=Path, help="state directory (default $KSTUDIO_CACHE/cluster)")
     parser.add_argument("--api-port", type=int, default=API_PORT, help="host port of the API forward")
@@ -23,6 +23,8 @@ def main(argv: Sequence[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster (or reuse a healthy one); prints the KUBECONFIG export")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each component")
+    up.add_argument("--image-venv", type=Path, help="venv that `kstudio` images run (default: the checkout's "
+                    ".venv; `kstudio-dev image-venv` builds the product wheel's)")  # fmt: skip
     sub.add_parser("down", help="stop everything and remove netns, cgroups and runtime data")
     st = sub.add_parser("status", help="what runs, with RSS; exit 0 if the API server is ready")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -35,7 +37,7 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         if args.command == "up":
-            info = cluster.ensure_up(layout, timeout=args.timeout)
+            info = cluster.ensure_up(layout, timeout=args.timeout, image_venv=args.image_venv)
             print(f"export KUBECONFIG={info.kubeconfig}")
             print(f"export PATH={info.bin_dir}:$PATH  # kubectl v1.36.3, built with the cluster")
             print(f"# MinIO: {info.minio.host_endpoint} (host), {info.minio.pod_endpoint} (pods); "
@@ -43,11 +45,12 @@ def main(argv: Sequence[str]) -> int:
             return 0
         if args.command == "down":
             cluster.teardown(layout)
-            print("kstudio cluster: down (no process, netns, cgroup or runtime data left)", file=sys.stderr)
+            print("kstudio-dev cluster: down (no process, netns, cgroup or runtime data left)",
+                  file=sys.stderr)  # fmt: skip
             return 0
         report = cluster.status(layout)
     except (cluster.ClusterError, NetnsError, PkiError) as exc:
-        print(f"kstudio cluster: error: {exc}", file=sys.stderr)
+        print(f"kstudio-dev cluster: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2))

@@ -7,7 +7,7 @@ or tears down whatever an earlier session left (pidfiles, namespace, cgroups, po
 removes the namespace, the pod namespaces, the agent's cgroups and the runtime data.
 
 Pytest sessions share one cluster: each registers itself as a user; a cluster that a fixture started is
-torn down when its last user releases it, one started by `kstudio cluster up` is left running.
+torn down when its last user releases it, one started by `kstudio-dev cluster up` is left running.
 """
 
 from __future__ import annotations
@@ -28,10 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kstudio_localcluster import cleanup, health, kubeconfig, netns, processes, sessions
+from kstudio_localcluster import cleanup, health, hosttools, kubeconfig, netns, processes, sessions
 from kstudio_localcluster.certs import Pki, ensure_pki
 from kstudio_localcluster.components import COMPONENTS as COMPONENTS  # re-exported
-from kstudio_localcluster.components import STOP_GRACE, component_argv, component_env, start_component
+from kstudio_localcluster.components import (
+    STOP_GRACE,
+    component_argv,
+    component_env,
+    failure_summary,
+    start_component,
+)
 from kstudio_localcluster.components import ClusterError as ClusterError  # re-exported
 from kstudio_localcluster.layout import (
     API_PORT,
@@ -75,7 +81,7 @@ class ClusterInfo:
 
 
 def _stderr(msg: str) -> None:
-    print(f"kstudio cluster: {msg}", file=sys.stderr, flush=True)
+    print(f"kstudio-dev cluster: {msg}", file=sys.stderr, flush=True)
 
 
 def agent_available(repo: Path) -> bool:
@@ -83,9 +89,10 @@ def agent_available(repo: Path) -> bool:
     return (repo / "hack" / "kstudio_localcluster" / "nodeagent" / "cli.py").exists()
 
 
-def agent_fingerprint(repo: Path) -> str:
-    """Hash of the node agent's sources: a reused cluster restarts an agent whose code changed."""
-    h = hashlib.sha256()
+def agent_fingerprint(repo: Path, image_venv: Path | None = None) -> str:
+    """Hash of the node agent's sources and image venv: a reused cluster restarts an agent whose code or
+    image venv changed."""
+    h = hashlib.sha256(str(image_venv or "").encode())
     base = repo / "hack" / "kstudio_localcluster" / "nodeagent"
     for p in sorted(base.rglob("*.py")) if base.is_dir() else []:
         h.update(str(p.relative_to(base)).encode())
@@ -128,13 +135,15 @@ def _wait(
         except (OSError, ValueError, ssl.SSLError, netns.NetnsError):
             pass
         rec = processes.read_record(layout.run, log_name)
+        log_file = layout.logs / f"{log_name}.log"
         if rec is not None and not processes.record_alive(rec):
             raise ClusterError(
-                f"{log_name} exited while waiting for {what}; see {layout.logs / log_name}.log"
+                f"{log_name} exited while waiting for {what}: {failure_summary(log_file)} (log: {log_file})"
             )
         if time.monotonic() >= deadline:
             raise ClusterError(
-                f"timed out after {timeout:.0f}s waiting for {what}; see {layout.logs / log_name}.log"
+                f"timed out after {timeout:.0f}s waiting for {what}: {failure_summary(log_file)} "
+                f"(log: {log_file})"
             )
         time.sleep(0.2)
 
@@ -142,7 +151,9 @@ def _wait(
 # ---------------------------------------------------------------- config files
 
 
-def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo) -> None:
+def _write_configs(
+    layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo, image_venv: Path | None = None
+) -> None:
     inside = f"https://127.0.0.1:{API_PORT}"
     kubeconfig.write(layout.kubeconfig, pki, "admin", f"https://127.0.0.1:{layout.api_host_port}", "admin")
     kc = layout.component_kubeconfigs
@@ -180,6 +191,7 @@ def _write_configs(layout: ClusterLayout, pki: Pki, repo: Path, minio: MinioInfo
             "cgroupParent": layout.cgroup_parent,
             "podNetnsPrefix": layout.pod_netns_prefix,
             "repo": str(repo),
+            "imageVenv": str(image_venv or ""),
         },
     )
 
@@ -247,6 +259,7 @@ def _start_clean(
     agent: bool,
     timeout: float,
     log: Log,
+    image_venv: Path | None,
 ) -> ClusterLayout:
     """Start every component and wait until ready; returns the layout actually used."""
     tl = _Timeline()
@@ -278,7 +291,7 @@ def _start_clean(
         access_key="kstudio-" + secrets.token_hex(6),
         secret_key=secrets.token_urlsafe(30),
     )
-    _write_configs(layout, pki, repo, minio)
+    _write_configs(layout, pki, repo, minio, image_venv)
     netns.ensure_netns(layout.netns)
 
     def argv(name: str) -> list[str]:
@@ -364,7 +377,8 @@ def _start_clean(
         "apiHostPort": layout.api_host_port,
         "minioHostPort": layout.minio_host_port,
         "agent": agent,
-        "agentFingerprint": agent_fingerprint(repo) if agent else "",
+        "agentFingerprint": agent_fingerprint(repo, image_venv) if agent else "",
+        "imageVenv": str(image_venv or ""),
         "startup": tl.steps,
     }
     sessions.write_json(layout.state_json, state)
@@ -381,15 +395,16 @@ def _repair_agent(
     bin_dir: Path,
     timeout: float,
     log: Log,
+    image_venv: Path | None,
 ) -> None:
-    """On reuse: (re)start the node agent if it is missing, dead or its code changed.
+    """On reuse: (re)start the node agent if it is missing, dead or its code or image venv changed.
 
     A changed agent is restarted only when no other session uses the cluster: its restart stops and
-    reruns every pod, which would upset running tests (`kstudio cluster down` then `up` forces it).
+    reruns every pod, which would upset running tests (`kstudio-dev cluster down` then `up` forces it).
     """
     if not state.get("agent"):
         return
-    fp = agent_fingerprint(repo)
+    fp = agent_fingerprint(repo, image_venv)
     rec = processes.read_record(layout.run, "node-agent")
     alive = rec is not None and processes.record_alive(rec)
     if alive and state.get("agentFingerprint") == fp:
@@ -397,14 +412,18 @@ def _repair_agent(
     if rec is not None and alive:
         others = sessions.other_users(layout)
         if others:
-            log(f"warning: node agent code changed; not restarting it while {len(others)} session(s) use it")
+            log(
+                f"warning: node agent code or image venv changed; not restarting it while {len(others)} "
+                "session(s) use it"
+            )
             return
-        log("node agent code changed: restarting it")
+        log("node agent code or image venv changed: restarting it")
         processes.stop(rec, grace=STOP_GRACE["node-agent"])
     else:
         log("node agent not running: starting it")
-    _write_configs(layout, Pki(layout.pki), repo, _minio_info(layout) or _missing_minio(layout))
+    _write_configs(layout, Pki(layout.pki), repo, _minio_info(layout) or _missing_minio(layout), image_venv)
     state["agentFingerprint"] = fp
+    state["imageVenv"] = str(image_venv or "")
     sessions.write_json(layout.state_json, state)
     _start_agent(layout, Pki(layout.pki), repo, bin_dir, timeout)
 
@@ -437,17 +456,21 @@ def ensure_up(
     register_user: bool = False,
     timeout: float = 90.0,
     agent: bool | None = None,
+    image_venv: Path | None = None,
     log: Log = _stderr,
 ) -> ClusterInfo:
     """Return a ready cluster: reuse a healthy one, else clean up leftovers and start one.
 
     `register_user=True` records this process as a user (see `release`). `agent` None starts the
-    node agent when its code exists; False never (control-plane-only instances in tests). Raises
-    ClusterError naming the failing component and its log file.
+    node agent when its code exists; False never (control-plane-only instances in tests). `image_venv`
+    is what `kstudio` images run (default: the checkout's .venv). Raises ClusterError naming the
+    missing tool, or the failing component with the last error line of its log.
     """
     layout = layout or ClusterLayout()
     if os.geteuid() != 0:
         raise ClusterError("the local cluster needs root (network namespaces, cgroups, nftables)")
+    if missing := hosttools.missing_tools():
+        raise ClusterError(hosttools.missing_message(missing))
     repo = repo_root()
     bin_dir = bin_dir or resolve_bin_dir(repo, log)
     want_agent = agent_available(repo) and agent is not False
@@ -467,7 +490,7 @@ def ensure_up(
             if started_by == "cli" and state.get("startedBy") != "cli":
                 state["startedBy"] = "cli"  # someone asked for it by hand: no fixture may take it down
                 sessions.write_json(layout.state_json, state)
-            _repair_agent(layout, state, repo, bin_dir, timeout, log)
+            _repair_agent(layout, state, repo, bin_dir, timeout, log, image_venv)
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
             left = cleanup.leftovers(layout)
@@ -475,7 +498,7 @@ def ensure_up(
                 log(f"cleaning up a previous cluster ({reason}): {', '.join(left)}")
                 cleanup.teardown_locked(layout, log)
             try:
-                layout = _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log)
+                layout = _start_clean(layout, repo, bin_dir, started_by, want_agent, timeout, log, image_venv)
             except BaseException:
                 log("start failed; tearing down what was started")
                 cleanup.teardown_locked(layout, log)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
 from kstudio_localcluster import forward, processes
 from kstudio_localcluster.certs import Pki
+from kstudio_localcluster.hosttools import diagnose_log_line
 from kstudio_localcluster.layout import (
     API_PORT,
     CLUSTER_CIDR,
@@ -107,7 +109,7 @@ def component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, re
         ]  # fmt: skip
     if name == "node-agent":
         return [
-            str(repo / ".venv" / "bin" / "kstudio"),
+            str(repo / ".venv" / "bin" / "kstudio-dev"),
             "node-agent",
             "--config",
             str(layout.node_agent_json),
@@ -126,6 +128,26 @@ def component_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = SYS_PATH if not env.get("PATH") else f"{env['PATH']}:{SYS_PATH}"
     env.update(extra or {})
     return env
+
+
+_ERRORISH = re.compile(r"error|fail|fatal|panic|not found|denied|refused|no such|cannot|unable", re.I)
+
+
+def failure_summary(log_file: Path, max_len: int = 300) -> str:
+    """One line from a component's log that says why it stopped: a missing host tool turned into the
+    command that installs it, else the last line that looks like an error, else the last line."""
+    try:
+        with log_file.open("rb") as f:
+            f.seek(max(0, log_file.stat().st_size - 65536))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    for line in lines:
+        diagnosed = diagnose_log_line(line)
+        if diagnosed != line:
+            return diagnosed
+    errorish = [ln for ln in lines if _ERRORISH.search(ln)]
+    return (errorish or lines or [""])[-1][:max_len]
 
 
 def start_component(name: str, layout: ClusterLayout, argv: list[str], env: dict[str, str]) -> None:

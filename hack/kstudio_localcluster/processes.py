@@ -3,7 +3,7 @@
 Each component runs as `ip netns exec <ns> <binary> ...` started in its own session. `ip netns exec`
 execs (no fork), so the PID we get is the component's. A pidfile records the PID with its start time
 (/proc/<pid>/stat field 22), so a recycled PID is never mistaken for ours. The processes outlive the
-`kstudio cluster up` command that started them; logs go to <root>/logs/<component>.log.
+`kstudio-dev cluster up` command that started them; logs go to <root>/logs/<component>.log.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from kstudio_localcluster.layout import ClusterLayout, repo_root
 pytestmark = pytest.mark.cluster
 
 NAME = "kstudio-lc"
-KSTUDIO = repo_root() / ".venv" / "bin" / "kstudio"
+KSTUDIO_DEV = repo_root() / ".venv" / "bin" / "kstudio-dev"
 
 
 def _free_port() -> int:
@@ -49,7 +49,7 @@ def layout(tmp_path: Path) -> Iterator[ClusterLayout]:
 def _cli(layout: ClusterLayout, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            str(KSTUDIO), "cluster", "--name", layout.name, "--root", str(layout.root),
+            str(KSTUDIO_DEV), "cluster", "--name", layout.name, "--root", str(layout.root),
             "--api-port", str(layout.api_host_port), "--minio-port", str(layout.minio_host_port), *args,
         ],
         capture_output=True, text=True, timeout=300, check=False,

@@ -24,8 +24,8 @@ RELEASE = "kstudio"
 class Helm:
     """The helm binary built by hack/build-binaries.sh, against the local cluster, with its own homes."""
 
-    def __init__(self, cluster: Any, home: Path) -> None:
-        self.binary = cluster.bin_dir / "helm"
+    def __init__(self, cluster: Any, binary: Path, home: Path) -> None:
+        self.binary = binary
         self.env = cluster.env() | {
             "HELM_CACHE_HOME": str(home / "cache"),
             "HELM_CONFIG_HOME": str(home / "config"),
@@ -62,9 +62,9 @@ def chart_values(namespace: str, pod_endpoint: str) -> list[str]:
 
 
 def test_chart_lints_renders_installs_and_trains_in_cluster(
-    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path
+    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path, helm_binary: Path
 ) -> None:
-    helm = Helm(local_cluster, tmp_path / "helm")
+    helm = Helm(local_cluster, helm_binary, tmp_path / "helm")
     assert helm("version", "--short").stdout.startswith("v4.3.1")
     values = chart_values(namespace, local_cluster.minio.pod_endpoint)
 

@@ -40,11 +40,12 @@ def test_repository_name_ignores_registry_tag_and_digest(ref: str, repo: str) ->
 
 
 def test_only_the_project_image_resolves_everything_else_is_a_pull_error(tmp_path: Path) -> None:
-    image = resolve_image("ghcr.io/org/kstudio:0.1.0", tmp_path)
+    image = resolve_image("ghcr.io/org/kstudio:0.1.0", tmp_path / "venv")
     assert image.entrypoint == ["kstudio"] and (image.uid, image.gid) == (65532, 65532)
-    assert image.env["PATH"].startswith(f"{tmp_path}/.venv/bin:")
+    assert image.env["PATH"].startswith(f"{tmp_path}/venv/bin:")
+    assert image.image_id == f"local://{tmp_path}/venv"
     with pytest.raises(ImagePullError, match=re.escape('failed to pull and unpack image "nginx:1.27"')):
-        resolve_image("nginx:1.27", tmp_path)
+        resolve_image("nginx:1.27", tmp_path / "venv")
 
 
 def test_command_replaces_entrypoint_and_args_replace_cmd(tmp_path: Path) -> None:
@@ -237,7 +238,7 @@ def test_bytecode_targets_are_site_packages_and_editable_source_dirs_inside_the_
     site.mkdir(parents=True)
     (tmp_path / "cli").mkdir()
     (site / "_editable.pth").write_text(f"{tmp_path / 'cli'}\n/usr/lib/elsewhere\nimport os\n")
-    assert bytecode_targets(tmp_path) == [site, tmp_path / "cli"]
+    assert bytecode_targets(tmp_path / ".venv", tmp_path) == [site, tmp_path / "cli"]
 
 
 def test_image_content_under_a_volume_target_stays_visible_above_the_volume() -> None:
@@ -255,3 +256,15 @@ def test_image_content_under_a_volume_target_stays_visible_above_the_volume() ->
         assert rebind["ro"] is True and rebind["src"] == "/tmp/ci/checkout"
         # not shadowed: content outside volume targets keeps its place before the volumes
         assert kinds.index(("bind", "/srv/py")) < kinds.index(("bind", "/tmp"))
+
+
+def test_image_venv_setting_replaces_the_checkouts_venv_for_kstudio_images(tmp_path: Path) -> None:
+    from kstudio_localcluster.nodeagent.config import parse_config
+
+    base = {"kubeconfig": "k", "nodeName": "n", "nodeIP": "10.244.0.1", "podCIDR": "10.244.0.0/24",
+            "bridge": "kst0", "stateDir": str(tmp_path), "repo": str(tmp_path)}  # fmt: skip
+    assert parse_config(base).venv == tmp_path / ".venv"
+    wheel_venv = tmp_path / "image-venvs" / "abc"
+    cfg = parse_config({**base, "imageVenv": str(wheel_venv)})
+    assert cfg.venv == wheel_venv
+    assert resolve_image("kstudio:dev", cfg.venv).env["PATH"].startswith(f"{wheel_venv}/bin:")

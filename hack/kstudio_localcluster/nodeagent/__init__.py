@@ -1,4 +1,4 @@
-"""The local node agent: our stand-in for kubelet + a container runtime (`kstudio node-agent --config F`).
+"""The local node agent: our stand-in for kubelet + a container runtime (`kstudio-dev node-agent --config F`).
 
 Runs the pods bound to one Node as processes: each pod gets a network namespace wired by the CNI loopback
 and bridge/host-local plugins; each container is a process in that netns with its own mount, UTS and IPC

@@ -181,7 +181,7 @@ class NodeAgent:
 
     def _compile_image(self) -> None:
         try:
-            seconds = compile_image(self.cfg.repo, sys.executable)
+            seconds = compile_image(self.cfg.venv, self.cfg.repo, sys.executable)
             log.info("kstudio image byte-compiled in %.1fs", seconds)
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("byte-compiling the kstudio image failed: %s", exc)

@@ -1,4 +1,4 @@
-"""The node agent's configuration file (JSON written by `kstudio cluster up`)."""
+"""The node agent's configuration file (JSON written by `kstudio-dev cluster up`)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,13 @@ class AgentConfig:
     max_pods: int = 110
     cgroup_parent: str = "kstudio-pods"
     pod_netns_prefix: str = "kst-"
+    # The venv `kstudio` images run: the checkout's .venv by default, or the product wheel installed into a
+    # clean venv (`kstudio-dev image-venv`), so tests can run exactly what the Docker image holds.
+    image_venv: Path | None = None
 
     @property
-    def venv_bin(self) -> Path:
-        return self.repo / ".venv" / "bin"
+    def venv(self) -> Path:
+        return self.image_venv or self.repo / ".venv"
 
 
 _REQUIRED = ("kubeconfig", "nodeName", "nodeIP", "podCIDR", "bridge", "stateDir", "repo")
@@ -74,6 +77,7 @@ def parse_config(raw: dict[str, Any]) -> AgentConfig:
         max_pods=int(raw.get("maxPods") or 110),
         cgroup_parent=str(raw.get("cgroupParent") or "kstudio-pods"),
         pod_netns_prefix=str(raw.get("podNetnsPrefix") or "kst-"),
+        image_venv=opt_path("imageVenv"),
     )
 
 

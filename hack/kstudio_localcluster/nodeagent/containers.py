@@ -126,7 +126,7 @@ class ContainerRunner:
         """Start one instance; on failure the record says why (waiting or terminated) and when to retry."""
         meta = pod["metadata"]
         try:
-            image = resolve_image(self.rec.image, self.ctx.cfg.repo)
+            image = resolve_image(self.rec.image, self.ctx.cfg.venv)
         except ImagePullError as exc:
             self.pull_failures += 1
             self.rec.state, self.rec.message = "waiting", str(exc)

@@ -50,8 +50,10 @@ class NodeContext:
 
     @property
     def exposed_paths(self) -> list[str]:
-        """Host paths every container sees read-only: the Python prefix and the checkout (the image)."""
-        return [str(Path(sys.base_prefix).resolve()), str(self.cfg.repo)]
+        """Host paths every container sees read-only: the Python prefix, the checkout and the image venv."""
+        paths = [str(Path(sys.base_prefix).resolve()), str(self.cfg.repo)]
+        venv = self.cfg.venv.resolve()
+        return paths if self.cfg.repo.resolve() in (venv, *venv.parents) else [*paths, str(venv)]
 
     def get_object(self, kind: str, namespace: str, name: str) -> JSON | None:
         plural = {"secret": "secrets", "configmap": "configmaps"}[kind]

@@ -1,8 +1,9 @@
 """Image references -> what the local node can run.
 
 Only the project's own image exists here: any reference whose repository name is `kstudio`
-(`kstudio:dev`, `ghcr.io/org/kstudio:0.1.0`, `kstudio@sha256:...`) maps to the checkout's .venv, with
-the Dockerfile's ENTRYPOINT, USER and ENV. Anything else fails as a registry pull would.
+(`kstudio:dev`, `ghcr.io/org/kstudio:0.1.0`, `kstudio@sha256:...`) maps to the agent's image venv (the
+checkout's .venv, or the product wheel in a clean venv), with the Dockerfile's ENTRYPOINT, USER and ENV.
+Anything else fails as a registry pull would.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ def repository_name(reference: str) -> str:
     return last.split(":", 1)[0]
 
 
-def resolve_image(reference: str, repo: Path) -> Image:
+def resolve_image(reference: str, venv: Path) -> Image:
     if repository_name(reference) != PROJECT_REPOSITORY:
         raise ImagePullError(
             f'failed to pull and unpack image "{reference}": the local node has no registry access and '
             f'runs only the project image (repository "{PROJECT_REPOSITORY}")'
         )
-    venv_bin = repo / ".venv" / "bin"
+    venv_bin = venv / "bin"
     return Image(
         reference=reference,
-        image_id=f"local://{repo}",
+        image_id=f"local://{venv}",
         entrypoint=["kstudio"],
         cmd=[],
         env={
@@ -72,10 +73,10 @@ def container_argv(container: dict[str, object], image: Image) -> list[str]:
     return image.entrypoint + ([str(a) for a in args] if isinstance(args, list) and args else image.cmd)
 
 
-def bytecode_targets(repo: Path) -> list[Path]:
+def bytecode_targets(venv: Path, repo: Path) -> list[Path]:
     """What `compile_image` byte-compiles: the venv's site-packages and the checkout's source dirs that
     editable installs (.pth files) put on sys.path."""
-    targets = sorted((repo / ".venv" / "lib").glob("python3*/site-packages"))
+    targets = sorted((venv / "lib").glob("python3*/site-packages"))
     for site in list(targets):
         for pth in site.glob("*.pth"):
             for line in pth.read_text(errors="replace").splitlines():
@@ -85,7 +86,7 @@ def bytecode_targets(repo: Path) -> list[Path]:
     return targets
 
 
-def compile_image(repo: Path, python: str) -> float:
+def compile_image(venv: Path, repo: Path, python: str) -> float:
     """Byte-compile the project image like the Dockerfile's UV_COMPILE_BYTECODE=1 does.
 
     Pods run as non-root on a read-only view of the checkout, so they cannot cache bytecode themselves;
@@ -93,7 +94,7 @@ def compile_image(repo: Path, python: str) -> float:
     priority; returns the seconds it took (a no-op pass takes a few seconds).
     """
     started = time.monotonic()
-    targets = [str(t) for t in bytecode_targets(repo)]
+    targets = [str(t) for t in bytecode_targets(venv, repo)]
     if targets:
         subprocess.run(
             ["nice", "-n", "19", python, "-m", "compileall", "-q", "-j", "2", *targets],
