@@ -210,7 +210,9 @@ def http_request(
         conn = _NetnsHTTPConnection(netns, host, parts.port or 80, timeout)
     try:
         path = parts.path or "/"
-        conn.request(method, path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers or {})
+        conn.request(
+            method, path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers or {}
+        )
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:

@@ -111,7 +111,9 @@ def test_invalid_algorithm_parameter_value(tmp_path: Path, penguins_csv: Path) -
     spec = examples.penguins_snapshot(
         str(penguins_csv), algorithm={"name": "RandomForestClassifier", "params": {"n_estimators": -3}}
     )
-    assert_input_error(train(tmp_path, spec), "algorithm.params.n_estimators", "-3 is not accepted", "[1, inf)")
+    assert_input_error(
+        train(tmp_path, spec), "algorithm.params.n_estimators", "-3 is not accepted", "[1, inf)"
+    )
 
 
 def test_unknown_sweep_parameter(tmp_path: Path, penguins_csv: Path) -> None:
