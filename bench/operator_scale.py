@@ -76,6 +76,29 @@ class Cluster:
                 totals[(labels.get("group", ""), labels.get("verb", ""))] += float(m["value"])
         return totals
 
+    def store(self) -> ObjectStore:
+        """The cluster's MinIO from the host, with a `models` bucket."""
+        settings = StorageSettings(
+            endpoint=self.minio["hostEndpoint"],
+            access_key=self.minio["accessKey"],
+            secret_key=self.minio["secretKey"],
+        )
+        store = ObjectStore(settings)
+        store.ensure_bucket("models")
+        return store
+
+    def fresh_namespace(self, namespace: str) -> None:
+        """`namespace`, emptied, with the storage Secret kstudio-s3 that training and scorer pods mount."""
+        self.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", check=False)
+        self.kubectl("create", "namespace", namespace)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "kstudio-s3"},
+            "stringData": {"accessKey": self.minio["accessKey"], "secretKey": self.minio["secretKey"]},
+        }
+        self.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(secret))
+
     def storage_env(self) -> dict[str, str]:
         return {
             "KSTUDIO_S3_ENDPOINT": self.minio["hostEndpoint"],
@@ -190,8 +213,7 @@ def writes(delta: Counter[tuple[str, str]]) -> int:
 
 def run_size(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, work: Path) -> dict[str, Any]:
     ns = f"kstudio-scale-{n}"
-    cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", check=False)
-    cluster.kubectl("create", "namespace", ns)
+    cluster.fresh_namespace(ns)
     op = Operator(cluster, ns, work / f"operator-{n}.log")
     op.start()
     out: dict[str, Any] = {"n": n}
@@ -241,15 +263,7 @@ def run_size(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, wo
 def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
     """Seconds from the penguins training Job's Complete condition to the Experiment's run Succeeded."""
     ns = "kstudio-scale-exp"
-    cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", check=False)
-    cluster.kubectl("create", "namespace", ns)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "kstudio-s3"},
-        "stringData": {"accessKey": cluster.minio["accessKey"], "secretKey": cluster.minio["secretKey"]},
-    }
-    cluster.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(secret))
+    cluster.fresh_namespace(ns)
     subprocess.run(
         [str(KSTUDIO), "upload-examples"],
         env=cluster.env | cluster.storage_env(),
@@ -309,16 +323,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kstudio-scale-") as tmp:
         work = Path(tmp)
         sha = build_ilearner(work / "m.ilearner")
-        store = ObjectStore(
-            StorageSettings(
-                endpoint=cluster.minio["hostEndpoint"],
-                access_key=cluster.minio["accessKey"],
-                secret_key=cluster.minio["secretKey"],
-            )
-        )
-        store.ensure_bucket("models")
         uri = "s3://models/scale/shared.ilearner"
-        store.upload(work / "m.ilearner", uri)
+        cluster.store().upload(work / "m.ilearner", uri)
         rows = []
         for n in (int(s) for s in args.sizes.split(",")):
             row = run_size(cluster, n, {"uri": uri, "sha256": sha}, args.idle, work)

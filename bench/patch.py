@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operator_scale import Cluster, Operator  # noqa: E402
 from serving_kit import LOADGEN, build_model  # noqa: E402
 
-from kstudio_core.storage import ObjectStore, StorageSettings  # noqa: E402
-
 NS = "kstudio-bench-patch"
 
 
@@ -56,23 +54,8 @@ def main() -> int:
     args = parser.parse_args()
     cluster = Cluster()
     kubectl = cluster.kubectl
-    cluster.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", check=False)
-    kubectl("create", "namespace", NS)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "kstudio-s3"},
-        "stringData": {"accessKey": cluster.minio["accessKey"], "secretKey": cluster.minio["secretKey"]},
-    }
-    kubectl("-n", NS, "apply", "-f", "-", input=json.dumps(secret))
-    store = ObjectStore(
-        StorageSettings(
-            endpoint=cluster.minio["hostEndpoint"],
-            access_key=cluster.minio["accessKey"],
-            secret_key=cluster.minio["secretKey"],
-        )
-    )
-    store.ensure_bucket("models")
+    cluster.fresh_namespace(NS)
+    store = cluster.store()
     rows = []
     with tempfile.TemporaryDirectory(prefix="kstudio-patch-") as tmp:
         shas = {}

@@ -17,8 +17,9 @@ from typing import Any
 from kstudio_operator import constants as c
 from kstudio_operator.builders.training import (
     SCRATCH,
-    restricted_container_security_context,
+    container_basics,
     restricted_pod_security_context,
+    s3_credentials_volume,
 )
 from kstudio_operator.resources.endpoint import EndpointSpec
 from kstudio_operator.settings import OperatorConfig
@@ -168,13 +169,7 @@ def deployment(
             "failureThreshold": 3,
             "initialDelaySeconds": 30,
         },
-        "resources": {
-            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
-            "limits": {"memory": spec.resources.memory},
-        },
-        "securityContext": restricted_container_security_context(),
-        "terminationMessagePath": c.TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **container_basics(spec.resources.cpu, spec.resources.memory),
         "volumeMounts": [
             {"name": "keys", "mountPath": KEYS_MOUNT, "readOnly": True},
             {"name": "s3-credentials", "mountPath": c.S3_CREDENTIALS_MOUNT, "readOnly": True},
@@ -202,16 +197,7 @@ def deployment(
                     "containers": [container],
                     "volumes": [
                         {"name": "keys", "secret": {"secretName": keys_secret_name(endpoint)}},
-                        {
-                            "name": "s3-credentials",
-                            "secret": {
-                                "secretName": credentials_secret,
-                                "items": [
-                                    {"key": "accessKey", "path": "accessKey"},
-                                    {"key": "secretKey", "path": "secretKey"},
-                                ],
-                            },
-                        },
+                        s3_credentials_volume(credentials_secret),
                         {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
                     ],
                 },

@@ -50,6 +50,23 @@ def restricted_pod_security_context() -> dict[str, Any]:
     }
 
 
+def container_basics(cpu: str, memory: str) -> dict[str, Any]:
+    """What every kstudio container has: requests (memory also as the limit), the restricted security
+    context, and the termination message the operator reads when it fails."""
+    return {
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+        "securityContext": restricted_container_security_context(),
+        "terminationMessagePath": c.TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def s3_credentials_volume(secret: str) -> dict[str, Any]:
+    """The storage Secret (keys accessKey, secretKey) as the volume `s3-credentials`."""
+    items = [{"key": "accessKey", "path": "accessKey"}, {"key": "secretKey", "path": "secretKey"}]
+    return {"name": "s3-credentials", "secret": {"secretName": secret, "items": items}}
+
+
 def restricted_container_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
@@ -131,13 +148,7 @@ def training_job(
             c.TERMINATION_LOG,
         ],
         "env": env,
-        "resources": {
-            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
-            "limits": {"memory": spec.resources.memory},
-        },
-        "securityContext": restricted_container_security_context(),
-        "terminationMessagePath": c.TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **container_basics(spec.resources.cpu, spec.resources.memory),
         "volumeMounts": [
             {"name": "snapshot", "mountPath": c.SNAPSHOT_MOUNT, "readOnly": True},
             {"name": "s3-credentials", "mountPath": c.S3_CREDENTIALS_MOUNT, "readOnly": True},
@@ -180,16 +191,7 @@ def training_job(
                             "name": "snapshot",
                             "configMap": {"name": snapshot_configmap_name(experiment, request.run)},
                         },
-                        {
-                            "name": "s3-credentials",
-                            "secret": {
-                                "secretName": spec.storage.credentials_secret,
-                                "items": [
-                                    {"key": "accessKey", "path": "accessKey"},
-                                    {"key": "secretKey", "path": "secretKey"},
-                                ],
-                            },
-                        },
+                        s3_credentials_volume(spec.storage.credentials_secret),
                         {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
                     ],
                 },
