@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, BinaryIO, Final, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -181,42 +182,32 @@ def verify_digest(actual: str, expected: str, what: str) -> None:
         )
 
 
-def read_manifest(path: str | os.PathLike[str], expected_sha256: str) -> IlearnerManifest:
-    """Verify the file against `expected_sha256`, then parse its manifest; the pipeline is not read.
+@contextmanager
+def verified_file(path: str | os.PathLike[str], expected_sha256: str) -> Iterator[BinaryIO]:
+    """The artifact opened once, its sha256 streamed and checked, then rewound: every later read goes
+    through this same open file, so a file swapped after the check cannot be read. Memory stays flat.
 
-    Streams: the digest is computed in 1 MiB chunks and only `manifest.json` is inflated (at most
-    MAX_MANIFEST_BYTES), so memory stays flat whatever the artifact's size. The file must not change
-    between the two reads: callers pass a private file they downloaded themselves.
+    Raises ArtifactError (bad expected digest), InvalidArtifactError (unreadable), DigestMismatchError.
     """
     expected = check_sha256(expected_sha256)
     try:
-        actual = sha256_file(path)
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise InvalidArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
-    verify_digest(actual, expected, Path(path).name)
+    with raw:
+        digest = hashlib.sha256()
+        while chunk := raw.read(_CHUNK):
+            digest.update(chunk)
+        verify_digest(digest.hexdigest(), expected, Path(path).name)
+        raw.seek(0)
+        yield raw
+
+
+def open_zip(raw: BinaryIO) -> zipfile.ZipFile:
+    """The .ilearner zip over a verified file, with exactly the two expected members."""
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(raw)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidArtifactError(f"artifact is not a zip archive: {exc}") from exc
-    with archive:
-        check_members(archive)
-        return parse_manifest(archive)
-
-
-def open_verified(path: str | os.PathLike[str], expected_sha256: str) -> zipfile.ZipFile:
-    """Read the file once into memory, verify its digest, and open the zip over those same bytes.
-
-    For loaders that deserialize: a file swapped after the check cannot be loaded.
-    """
-    expected = check_sha256(expected_sha256)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InvalidArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
-    verify_digest(hashlib.sha256(data).hexdigest(), expected, Path(path).name)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
         raise InvalidArtifactError(f"artifact is not a zip archive: {exc}") from exc
     try:
         check_members(archive)
@@ -224,6 +215,16 @@ def open_verified(path: str | os.PathLike[str], expected_sha256: str) -> zipfile
         archive.close()
         raise
     return archive
+
+
+def read_manifest(path: str | os.PathLike[str], expected_sha256: str) -> IlearnerManifest:
+    """Verify the file against `expected_sha256`, then parse its manifest; the pipeline is not read.
+
+    Streams: only `manifest.json` is inflated (at most MAX_MANIFEST_BYTES), so memory stays flat
+    whatever the artifact's size.
+    """
+    with verified_file(path, expected_sha256) as raw, open_zip(raw) as archive:
+        return parse_manifest(archive)
 
 
 def check_members(archive: zipfile.ZipFile) -> None:

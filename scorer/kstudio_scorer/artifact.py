@@ -12,12 +12,9 @@ unpickle: skops cannot run `__reduce__` payloads, which is why joblib/pickle is 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import zipfile
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
@@ -27,15 +24,12 @@ from kstudio_core.ilearner import (
     IlearnerManifest,
     InvalidArtifactError,
     UntrustedContentError,
-    check_members,
-    check_sha256,
+    open_zip,
     parse_manifest,
-    verify_digest,
+    verified_file,
 )
 from kstudio_scorer import skops_trust
 from kstudio_scorer.inflation import ModelSizeLimit, check_inner_sizes, model_size_limit, open_model_member
-
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,37 +58,17 @@ def load_ilearner(
     ArtifactTooLargeError past the limit), UntrustedContentError (types outside the trusted list;
     nothing constructed).
     """
-    expected = check_sha256(expected_sha256)
     limit = limit or model_size_limit()
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the with below, after the digest check
-    except OSError as exc:
-        raise InvalidArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
-    with raw:
-        verify_digest(_sha256_of(raw), expected, Path(path).name)
-        raw.seek(0)
-        try:
-            archive = zipfile.ZipFile(raw)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InvalidArtifactError(f"artifact is not a zip archive: {exc}") from exc
-        with archive:
-            check_members(archive)
-            manifest = parse_manifest(archive)
-            with open_model_member(raw, archive, MODEL_MEMBER, limit) as payload:
-                check_inner_sizes(payload, MODEL_MEMBER, limit)
-                pipeline = _load_pipeline(payload)
+    with verified_file(path, expected_sha256) as raw, open_zip(raw) as archive:
+        manifest = parse_manifest(archive)
+        with open_model_member(raw, archive, MODEL_MEMBER, limit) as payload:
+            check_inner_sizes(payload, MODEL_MEMBER, limit)
+            pipeline = _load_pipeline(payload)
     if not callable(getattr(pipeline, "predict", None)):
         raise InvalidArtifactError(
             f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no predict()"
         )
     return LoadedModel(manifest=manifest, pipeline=pipeline)
-
-
-def _sha256_of(raw: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    while chunk := raw.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_pipeline(payload: IO[bytes]) -> Any:
