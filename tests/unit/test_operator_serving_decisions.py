@@ -292,3 +292,50 @@ def test_endpoint_settings_reach_the_scorer_environment() -> None:
     assert env["KSTUDIO_LOGGING_URI"] == "s3://kstudio-logs/ns/ep2"
     assert env["KSTUDIO_MAX_MODEL_BYTES"] == str(512 * 2**20)
     assert container["resources"]["limits"]["memory"] == "1Gi"
+
+
+def test_the_rollback_annotation_restores_the_previous_model_until_the_spec_changes() -> None:
+    status, dep = _serving_m1()
+    spec = {"webService": "svc", "replicas": 2, "model": "m-2"}
+    rolling = decide_endpoint(spec, status, observe([pod(1, "a"), pod(1, "b")], dep), T0, CONFIG, EP_OWNER)
+    new_dep = {"annotations": {ANNOTATION_SPEC_HASH: spec_hash(rolling.actions[0].manifest)}}
+    done = decide_endpoint(
+        spec, rolling.status, observe([pod(2, "c"), pod(2, "d")], new_dep), T0, CONFIG, EP_OWNER
+    )
+    assert done.status["model"] == "m-2"
+
+    back = decide_endpoint(
+        spec,
+        done.status,
+        observe([pod(2, "c"), pod(2, "d")], new_dep, rollback_request="t1"),
+        T0,
+        CONFIG,
+        EP_OWNER,
+    )
+    [action] = back.actions
+    assert action.manifest["spec"]["template"]["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(1)
+    assert back.status["rolledBack"] == {"token": "t1", "model": "m-1", "specModel": "m-2", "active": True}
+    assert next(e.reason for e in back.events) == "RollingBack"
+    held = decide_endpoint(
+        spec,
+        back.status,
+        observe([pod(1, "e"), pod(1, "f")], dep, rollback_request="t1"),
+        T0,
+        CONFIG,
+        EP_OWNER,
+    )
+    assert held.actions == [] and held.status["model"] == "m-1"
+    # a new spec.model wins over the rollback
+    moved = decide_endpoint(
+        spec | {"model": "m-2"} | {"allowSchemaChange": False} | {"model": "m-3"},
+        held.status,
+        observe(
+            [pod(1, "e"), pod(1, "f")], dep, rollback_request="t1", models={"m-1": model(1), "m-3": model(3)}
+        ),
+        T0,
+        CONFIG,
+        EP_OWNER,
+    )
+    assert moved.status["rolledBack"]["active"] is False
+    assert [e.reason for e in moved.events] == ["RolloutStarted"]  # to m-3, no second rollback
+    assert isinstance(moved.actions[0], ReplaceDeployment)

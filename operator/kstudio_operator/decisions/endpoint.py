@@ -22,7 +22,7 @@ from kstudio_operator.builders.ownership import own
 from kstudio_operator.decisions import Decision, Event
 from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import Condition, ConditionStatus, set_condition
-from kstudio_operator.resources.endpoint import EndpointSpec, EndpointStatus, Rollout
+from kstudio_operator.resources.endpoint import EndpointSpec, EndpointStatus, RollbackOverride, Rollout
 from kstudio_operator.settings import OperatorConfig
 
 HISTORY = 20
@@ -54,6 +54,7 @@ class EndpointObserved:
     pods: list[dict[str, Any]] = field(default_factory=list)
     has_service: bool = False
     is_default: bool = False  # the WebService's own `<ws>-default`: it follows the service, whatever its spec
+    rollback_request: str | None = None  # the kstudio.io/rollback annotation's value
 
 
 def spec_hash(manifest: dict[str, Any]) -> str:
@@ -138,6 +139,9 @@ def decide_endpoint(
     # Which model the pods should serve.
     following = observed.is_default or spec.model is None
     wanted = (ws.get("status") or {}).get("model") if following else spec.model
+    rolled_back = _rollback(previous, observed.rollback_request, wanted, decision)
+    if rolled_back is not None and rolled_back.active:
+        wanted = rolled_back.model
     target_name, accept_reason, accept_status = _accept(observed, spec, wanted, current_model)
     conds = set_condition(conds, "ModelAccepted", accept_status, accept_reason[0], accept_reason[1], gen)
     target = observed.models.get(target_name or "")
@@ -236,8 +240,35 @@ def decide_endpoint(
         ready_replicas=ready,
         rollout=rollout,
         history=history,
+        rolled_back=rolled_back,
     ).to_wire()
     return decision
+
+
+def _rollback(
+    previous: EndpointStatus, request: str | None, wanted: str | None, decision: Decision
+) -> RollbackOverride | None:
+    """The model a `kstudio.io/rollback: <token>` request restores (the one served before the last
+    rollout), kept until spec.model changes; a new token rolls back once more. Never writes the spec."""
+    held = previous.rolled_back
+    if held is not None and held.active and held.spec_model != wanted:
+        held = held.model_copy(update={"active": False})  # the spec moved on: it wins
+    if request and (held is None or held.token != request):
+        last = previous.history[-1] if previous.history else None
+        if last is None or not last.from_model:
+            decision.events.append(
+                Event("Warning", "RollbackImpossible", "no earlier model in the rollout history")
+            )
+            return held
+        held = RollbackOverride(token=request, model=last.from_model, spec_model=wanted)
+        decision.events.append(
+            Event(
+                "Normal",
+                "RollingBack",
+                f"restoring {last.from_model} (spec.model {wanted} is kept until changed)",
+            )
+        )
+    return held
 
 
 def _accept(

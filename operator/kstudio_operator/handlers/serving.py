@@ -30,6 +30,7 @@ from kstudio_operator.kube import ApiError
 from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
 
 ANNOTATION_ROTATE = f"{c.API_GROUP}/rotate-key"
+ANNOTATION_ROLLBACK = f"{c.API_GROUP}/rollback"
 ENDPOINT_INDEXES = (
     "web_services",
     "trained_models",
@@ -94,6 +95,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         deployment=_first(idx["endpoint_deployments"], (namespace, name)),
         pods=values(idx["endpoint_pods"], (namespace, name)),
         has_service=bool(values(idx["endpoint_services"], (namespace, name))),
+        rollback_request=(meta.get("annotations") or {}).get(ANNOTATION_ROLLBACK),
         is_default=name == scorer.default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
     )

@@ -60,6 +60,16 @@ class Rollout(StatusModel):
     seconds: float | None = Field(default=None, ge=0)
 
 
+class RollbackOverride(StatusModel):
+    """The last `kstudio.io/rollback` request: `model` is served instead of `spec_model` while `active`,
+    i.e. until spec.model changes (the token stays, so the same request is not handled twice)."""
+
+    token: str = Field(max_length=253)
+    model: str = Field(max_length=253)
+    spec_model: str | None = Field(default=None, max_length=253)
+    active: bool = True
+
+
 class EndpointStatus(StatusModel):
     observed_generation: int | None = None
     phase: Literal["Pending", "Ready", "RollingOut", "Stalled", "Failed"] | None = None
@@ -71,6 +81,7 @@ class EndpointStatus(StatusModel):
     ready_replicas: int | None = Field(default=None, ge=0)
     rollout: Rollout | None = None
     history: list[Rollout] = Field(default_factory=list, max_length=50)
+    rolled_back: RollbackOverride | None = None
     keys_secret: str | None = Field(default=None, max_length=253, description="Secret with the API keys")
     keys_rotation: str | None = Field(
         default=None, max_length=253, description="the last kstudio.io/rotate-key request handled"
