@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kstudio_core.storage import ObjectStore, StorageSettings
-from kstudio_scorer import oip, rrs
+from kstudio_scorer import classic, oip, rrs
 from kstudio_scorer.auth import KeyRing
 from kstudio_scorer.batch import JobManager
 from kstudio_scorer.columns import v2_datatype
@@ -42,6 +42,7 @@ from kstudio_scorer.service import (
     ScorerState,
     error_body,
     render_error,
+    score_classic,
     score_rrs,
     score_v2,
 )
@@ -120,7 +121,16 @@ async def score(request: Request) -> Response:
     body = await request.body()
     request.state.body = body
     state = _state(request)
-    out = await score_rrs(state, request.headers.get("authorization"), body)
+    out = await score_rrs(state, request.headers.get("authorization"), body, request.url.query)
+    return Response(out, media_type=JSON)
+
+
+async def execute(request: Request, workspace: str, service: str) -> Response:
+    """Classic request-response; the workspace and service segments are kept for the classic URL only
+    (one scorer serves one model: the endpoint's address selects it)."""
+    body = await request.body()
+    request.state.body = body
+    out = await score_classic(_state(request), request.headers.get("authorization"), body, request.url.query)
     return Response(out, media_type=JSON)
 
 
@@ -183,6 +193,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
     ("GET", "/readyz", readyz, False),
     ("GET", "/metrics", metrics, False),
     ("POST", "/score", score, True),
+    ("POST", "/workspaces/{workspace}/services/{service}/execute", execute, True),
     ("POST", "/jobs", submit_job, True),
     ("GET", "/jobs/{job_id}", get_job, False),
     ("GET", "/v2", v2_server_metadata, False),
@@ -198,12 +209,17 @@ ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
 def _is_limited(method: str, path: str) -> bool:
     if method != "POST":
         return False
-    return path in ("/score", "/jobs") or (path.startswith("/v2/models/") and path.endswith("/infer"))
+    return (
+        path in ("/score", "/jobs")
+        or (path.startswith("/v2/models/") and path.endswith("/infer"))
+        or classic.execute_path_matches(path)
+        or (classic.is_classic_path(path) and path.endswith("/jobs"))
+    )
 
 
 def _register_error_handlers(app: FastAPI) -> None:
     async def scorer_error(request: Request, exc: Exception) -> Response:
-        status, body, headers = render_error(exc)
+        status, body, headers = render_error(exc, classic_envelope=classic.is_classic_path(request.url.path))
         _log_error(request, status, getattr(exc, "message", str(exc)))
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
@@ -213,18 +229,23 @@ def _register_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
         )
         _log_error(request, 422, problems)
-        return Response(error_body(problems, "invalid_request"), status_code=422, media_type=JSON)
+        if classic.is_classic_path(request.url.path):
+            body = classic.error_envelope(422, problems, "invalid_request")
+        else:
+            body = error_body(problems, "invalid_request")
+        return Response(body, status_code=422, media_type=JSON)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        status, body, headers = render_error(exc)
+        status, body, headers = render_error(exc, classic_envelope=classic.is_classic_path(request.url.path))
         _log_error(request, status, str(exc.detail))
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         _log_error(request, 500, "internal error")
-        return Response(error_body("internal error", "internal"), status_code=500, media_type=JSON)
+        status, body, _ = render_error(exc, classic_envelope=classic.is_classic_path(request.url.path))
+        return Response(body, status_code=status, media_type=JSON)
 
     app.add_exception_handler(ScorerError, scorer_error)
     app.add_exception_handler(RequestValidationError, validation_error)
