@@ -20,10 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kstudio_core.storage import ObjectStore, StorageSettings
-from kstudio_scorer import classic, oip, rrs
+from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
+from kstudio_scorer import classic, classic_jobs, oip, rrs
 from kstudio_scorer.auth import KeyRing
-from kstudio_scorer.batch import JobManager
+from kstudio_scorer.batch import StreamLimits
 from kstudio_scorer.columns import v2_datatype
 from kstudio_scorer.errors import (
     InputValidationError,
@@ -31,6 +31,7 @@ from kstudio_scorer.errors import (
     ScorerError,
 )
 from kstudio_scorer.hotpath import HotPathMiddleware
+from kstudio_scorer.jobs import JobManager, JobStore, MemoryJobStore, ObjectJobStore, Ownership
 from kstudio_scorer.limits import LimitsMiddleware
 from kstudio_scorer.metrics import MetricsMiddleware, ScorerMetrics
 from kstudio_scorer.model import ModelLoadError, ScoringModel
@@ -170,7 +171,9 @@ async def submit_job(request: Request, job: JobRequest) -> Response:
     state.ready_model()
     assert state.jobs is not None
     try:
-        created = state.jobs.submit(job.input, job.output, job.inputFormat, job.outputFormat)
+        created = await asyncio.to_thread(
+            state.jobs.submit, job.input, job.output, job.inputFormat, job.outputFormat
+        )
     except ValueError as exc:
         raise InputValidationError(str(exc)) from exc
     return _json(created.to_dict(), 202, headers={"Location": f"/jobs/{created.id}"})
@@ -180,7 +183,15 @@ async def get_job(request: Request, job_id: str) -> Response:
     state = _state(request)
     state.authorize(request.headers.get("authorization"))
     assert state.jobs is not None
-    return _json(state.jobs.get(job_id).to_dict())
+    return _json((await asyncio.to_thread(state.jobs.get, job_id)).to_dict())
+
+
+async def cancel_job(request: Request, job_id: str) -> Response:
+    """Cancel a job: answered with the job; a running one turns Cancelled at its next chunk."""
+    state = _state(request)
+    state.authorize(request.headers.get("authorization"))
+    assert state.jobs is not None
+    return _json((await asyncio.to_thread(state.jobs.cancel, job_id)).to_dict())
 
 
 async def metrics(request: Request) -> Response:
@@ -196,6 +207,16 @@ ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
     ("POST", "/workspaces/{workspace}/services/{service}/execute", execute, True),
     ("POST", "/jobs", submit_job, True),
     ("GET", "/jobs/{job_id}", get_job, False),
+    ("DELETE", "/jobs/{job_id}", cancel_job, False),
+    (
+        "POST",
+        "/workspaces/{workspace}/services/{service}/jobs",
+        classic_jobs.create_job,
+        True,
+    ),
+    ("POST", "/workspaces/{workspace}/services/{service}/jobs/{job_id}/start", classic_jobs.start_job, False),
+    ("GET", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_jobs.get_job, False),
+    ("DELETE", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_jobs.cancel_job, False),
     ("GET", "/v2", v2_server_metadata, False),
     ("GET", "/v2/health/live", v2_live, False),
     ("GET", "/v2/health/ready", v2_ready, False),
@@ -298,9 +319,11 @@ def create_app(
             factory,
             lambda: state.projection or rrs.OutputProjection(("Scored Labels",)),
             settings.jobs_work_dir,
-            chunk_rows=settings.jobs_chunk_rows,
-            csv_block_bytes=settings.jobs_csv_block_bytes,
-            max_kept=settings.jobs_max_kept,
+            job_store=await asyncio.to_thread(_job_store, settings, factory),
+            ownership=Ownership(
+                settings.pod_name, settings.jobs_heartbeat_seconds, settings.jobs_lease_seconds
+            ),
+            limits=StreamLimits(settings.jobs_chunk_rows, settings.jobs_csv_block_bytes),
             on_finished=lambda job: scorer_metrics.jobs.labels(job.state).inc(),
         )
         if state.model.ready:
@@ -349,6 +372,12 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=scorer_metrics)
     return app
+
+
+def _job_store(settings: ScorerSettings, factory: Callable[[], ObjectStore]) -> JobStore:
+    if settings.jobs_store_uri:
+        return ObjectJobStore(factory(), S3Uri.parse(settings.jobs_store_uri))
+    return MemoryJobStore(settings.jobs_max_kept)
 
 
 async def _load(state: ScorerState) -> None:

@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kstudio_core.storage import ObjectStore
 from kstudio_scorer import classic, oip, rrs
 from kstudio_scorer.auth import KeyRing
-from kstudio_scorer.batch import JobManager
 from kstudio_scorer.batching import MicroBatcher
 from kstudio_scorer.columns import columns_from_records
 from kstudio_scorer.errors import (
@@ -32,6 +31,7 @@ from kstudio_scorer.errors import (
     TooManyRowsError,
     UnauthorizedError,
 )
+from kstudio_scorer.jobs import JobManager
 from kstudio_scorer.metrics import ScorerMetrics
 from kstudio_scorer.model import ModelLoadError, ScoringModel
 from kstudio_scorer.samples import SampleLogger
