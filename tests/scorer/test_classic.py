@@ -3,13 +3,27 @@ request formats with string values, answer in classic's shapes and names, and fa
 
 from __future__ import annotations
 
+import ast
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from scorer_support import BuiltModel
+from scorer_support import REPO, BuiltModel, start_scorer
+from sklearn.compose import make_column_transformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, write_ilearner
 
 Client = Callable[..., TestClient]
 
@@ -226,3 +240,76 @@ def test_large_body_over_the_limit_is_413_in_the_envelope(
     client = make_client(m, max_body_bytes=500)
     r = client.post(EXECUTE, json=table_body(m, 20))
     assert r.status_code == 413 and r.json()["error"]["code"] == "RequestEntityTooLarge"
+
+
+def _penguins_model(directory: Path) -> tuple[Path, str]:
+    """A penguins-shaped pipeline (the columns of the README's sample, label not among the inputs)."""
+    rng = np.random.default_rng(11)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "island": rng.choice(["Biscoe", "Dream", "Torgersen"], n),
+            "bill_length_mm": rng.normal(44, 5, n),
+            "bill_depth_mm": rng.normal(17, 2, n),
+            "flipper_length_mm": rng.normal(200, 14, n),
+            "body_mass_g": rng.normal(4200, 800, n),
+            "sex": rng.choice(["MALE", "FEMALE"], n),
+        }
+    )
+    species = np.where(
+        frame.flipper_length_mm > 205, "Gentoo", np.where(frame.bill_length_mm > 44, "Chinstrap", "Adelie")
+    )
+    numbers = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    pipeline = make_pipeline(
+        make_column_transformer(
+            (make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numbers),
+            (OneHotEncoder(handle_unknown="ignore"), ["island", "sex"]),
+        ),
+        LogisticRegression(max_iter=500),
+    ).fit(frame, species)
+    manifest = IlearnerManifest(
+        task="classification",
+        label="species",
+        inputSchema=[
+            ColumnSpec(name="island", type="string", categories=["Biscoe", "Dream", "Torgersen"]),
+            *[ColumnSpec(name=c, type="number") for c in numbers],
+            ColumnSpec(name="sex", type="string", categories=["FEMALE", "MALE"]),
+        ],
+        classes=["Adelie", "Chinstrap", "Gentoo"],
+    )
+    path = directory / "penguins.ilearner"
+    return path, write_ilearner(path, pipeline, manifest).sha256
+
+
+def test_the_readme_classic_python_sample_runs_with_only_url_and_key_changed(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- classic-python-sample -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    path, sha256 = _penguins_model(tmp_path)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "primaryKey").write_text("readme-sample-key-0123")
+    sp = start_scorer(
+        {"KSTUDIO_MODEL_URI": str(path), "KSTUDIO_MODEL_SHA256": sha256, "KSTUDIO_KEYS_DIR": str(keys)},
+        tmp_path / "scorer",
+    )
+    try:
+        url = f"{sp.url}/workspaces/penguins/services/default/execute?api-version=2.0&details=true"
+        code, n_url = re.subn(r"(?m)^url = '.*'$", f"url = '{url}'", block)
+        code, n_key = re.subn(r"(?m)^api_key = '[^']*'", "api_key = 'readme-sample-key-0123'", code)
+        assert n_url == n_key == 1
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+    finally:
+        sp.stop()
+    printed = run.stdout.strip()
+    assert printed.startswith("b'"), run.stdout + run.stderr
+    value = json.loads(ast.literal_eval(printed))["Results"]["output1"]["value"]
+    assert value["ColumnNames"] == [
+        "Scored Labels",
+        'Scored Probabilities for Class "Adelie"',
+        'Scored Probabilities for Class "Chinstrap"',
+        'Scored Probabilities for Class "Gentoo"',
+    ]
+    assert value["ColumnTypes"] == ["String", "Double", "Double", "Double"]
+    assert len(value["Values"]) == 2 and value["Values"][0][0] in ("Adelie", "Chinstrap", "Gentoo")
