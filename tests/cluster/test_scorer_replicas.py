@@ -17,9 +17,10 @@ from nodeagent_kit import CONTAINER_SC, RESTRICTED, apply, deployment_available,
 from sklearn.linear_model import LogisticRegression
 
 from fixtures.local_cluster import LocalCluster
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_core.storage import ObjectStore
 from kstudio_localcluster import netns
-from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, write_ilearner
-from kstudio_scorer.storage import ObjectStore
+from kstudio_trainer.artifact_writer import write_ilearner
 
 pytestmark = pytest.mark.cluster
 

@@ -23,7 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from kstudio_scorer.artifact import ColumnSpec, IlearnerManifest, write_ilearner
+from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_trainer.artifact_writer import write_ilearner
 
 Client = Callable[..., TestClient]
 
