@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -265,9 +265,7 @@ class JobManager:
         self, input_uri: str, output_uri: str, input_format: str | None, output_format: str | None
     ) -> Job:
         """`POST /jobs`: validate URIs and formats (ValueError names the problem), record, and queue here."""
-        job = new_job(input_uri, output_uri, input_format, output_format)
-        self._claim(job)
-        return job
+        return self._claim(new_job(input_uri, output_uri, input_format, output_format))
 
     def create(self, job: Job) -> Job:
         """Classic create: record a job in state Created; it runs when some replica starts it."""
@@ -278,18 +276,19 @@ class JobManager:
     def start(self, job_id: str) -> Job:
         """Classic start: this replica claims a Created job and queues it. Other states: returned as is."""
         job = self.get(job_id)
-        if job.state == "Created":
-            self._claim(job)
-        return job
+        return self._claim(job) if job.state == "Created" else job
 
-    def _claim(self, job: Job) -> None:
+    def _claim(self, job: Job) -> Job:
+        """Queue `job` here; returns it as queued (the worker may move on at once)."""
         job.state = "Queued"
         job.owner = self._me.pod_name
         job.heartbeat_at = _now()
         with self._lock:
             self._records.save(job)
             self._local[job.id] = job
+            queued = replace(job)
         self._queue.put(job.id)
+        return queued
 
     # --- reading and cancelling ------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
