@@ -29,9 +29,13 @@ _V2_TYPES = {
     "boolean": ["BOOL"],
 }
 EXECUTE = "/workspaces/{workspace}/services/{service}/execute"
+CLASSIC_JOBS = "/workspaces/{workspace}/services/{service}/jobs"
 PROTECTED = (
     "/score",
     EXECUTE,
+    CLASSIC_JOBS,
+    CLASSIC_JOBS + "/{job_id}",
+    CLASSIC_JOBS + "/{job_id}/start",
     "/jobs",
     "/jobs/{job_id}",
     "/v2/models/{name}/infer",
