@@ -1,11 +1,15 @@
-"""`make bench`: our scorer vs MLServer 1.7.1 (mlserver-sklearn, parallel_workers=0) on the same models
-and payloads, one server at a time pinned to the same core, wrk on the other core; then batch scoring
-rows/s vs raw predict. Prints req/s, p50, p99 and ours/MLServer ratios per cell.
+"""`make bench`: our scorer vs MLServer 1.7.1 (mlserver-sklearn, parallel_workers=0) and KServe 0.21's
+Python model server (a scikit-learn model class like its sklearnserver) on the same models and payloads,
+plus the floor (our HTTP stack answering a precomputed body, no model); one server at a time pinned to
+the same core, wrk on the other core. Then batch jobs vs the I/O-inclusive limit (CSV and Parquet).
+Prints req/s, p50, p99 and the ratios per cell, and the targets.
 
-Models: LogisticRegression and RandomForestClassifier(100) fitted once here; MLServer loads the joblib
+Models: LogisticRegression and RandomForestClassifier(100) fitted once here; the peers load the joblib
 dump, we load an .ilearner written from the very same estimator object (joblib.hash printed for both).
-Payload: OIP V2 JSON, one FP64 tensor [N, 10], output "predict" requested, identical bytes for both.
-Environment: BENCH_SECONDS (default 5) per cell.
+Payload: OIP V2 JSON, one FP64 tensor [N, 10], output "predict" requested, identical bytes for us and
+MLServer; KServe gets the same bytes without the `outputs` request (its sklearnserver names its output
+"output-0" and refuses a request for "predict").
+Environment: BENCH_SECONDS (default 5) per cell, BENCH_BATCH_ROWS (default 1,000,000).
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ if os.environ.get("KSTUDIO_BENCH_CHILD") != "1":
 
 import json
 import shutil
-import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batch
 import loadgen
 import servers
 
@@ -88,27 +91,26 @@ def build_models(work: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def payloads(work: Path) -> dict[int, Path]:
+def payloads(work: Path) -> tuple[dict[int, Path], dict[int, Path]]:
+    """(the payloads, the same without the `outputs` request, for KServe)."""
     rng = np.random.default_rng(42)
-    files = {}
+    files, plain = {}, {}
     for n in ROWS:
         x = rng.normal(size=(n, N_FEATURES)).round(6)
-        body = {
-            "inputs": [
-                {"name": "input-0", "shape": [n, N_FEATURES], "datatype": "FP64", "data": x.ravel().tolist()}
-            ],
-            "outputs": [{"name": "predict"}],
-        }
-        path = work / f"payload-{n}.json"
-        path.write_text(json.dumps(body))
-        files[n] = path
-    return files
+        inputs = [
+            {"name": "input-0", "shape": [n, N_FEATURES], "datatype": "FP64", "data": x.ravel().tolist()}
+        ]
+        files[n] = work / f"payload-{n}.json"
+        files[n].write_text(json.dumps({"inputs": inputs, "outputs": [{"name": "predict"}]}))
+        plain[n] = work / f"payload-{n}-plain.json"
+        plain[n].write_text(json.dumps({"inputs": inputs}))
+    return files, plain
 
 
-def post(url: str, body: bytes) -> dict[str, Any]:
+def post(url: str, body: bytes) -> bytes:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
+        return r.read()  # type: ignore[no-any-return]
 
 
 def run_cells(
@@ -120,7 +122,9 @@ def run_cells(
     rows: tuple[int, ...] = ROWS,
 ) -> dict[tuple[int, int], loadgen.Result]:
     url = f"{server.base}/v2/models/{model}/infer"
-    labels = {n: post(url, bodies[n].read_bytes())["outputs"][0]["data"] for n in rows}
+    answers = {n: post(url, bodies[n].read_bytes()) for n in rows}
+    server.answers = answers  # type: ignore[attr-defined]
+    labels = {n: json.loads(a)["outputs"][0]["data"] for n, a in answers.items()}
     loadgen.run(wrk, url, bodies[1], 8, 1, work)  # warm-up
     results = {}
     for n in rows:
@@ -136,75 +140,15 @@ def run_cells(
     return results
 
 
-def batch_vs_raw(models: dict[str, dict[str, Any]], work: Path) -> list[str]:
-    """1M rows through POST /jobs (MinIO in, MinIO out) vs raw predict_proba in memory, same core."""
-    sys.path.insert(0, str(servers.REPO / "tests"))
-    from fixtures.minio_server import start_minio, stop_minio
-    from kstudio_core.storage import ObjectStore
-
-    bin_dir = (
-        subprocess.run(
-            ["bash", str(servers.REPO / "hack" / "build-binaries.sh")],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    proc, minio = start_minio(Path(bin_dir) / "minio", work / "minio")
-    lines = []
-    try:
-        store = ObjectStore(minio.settings)
-        store.ensure_bucket("bench")
-        rng = np.random.default_rng(9)
-        x = rng.normal(size=(BATCH_ROWS, N_FEATURES)).round(4)
-        csv_path = work / "batch.csv"
-        header = ",".join(f"f{i}" for i in range(N_FEATURES))
-        np.savetxt(csv_path, x, delimiter=",", fmt="%.4f", header=header, comments="")
-        store.upload(csv_path, "s3://bench/in/batch.csv")
-        os.sched_setaffinity(0, {int(servers.SERVER_CPU)})
-        for name, m in models.items():
-            est = m["est"]
-            est.predict_proba(x[:1000])
-            t0 = time.perf_counter()
-            est.predict_proba(x)
-            raw = BATCH_ROWS / (time.perf_counter() - t0)
-            server = servers.start_ours(m["ilearner"], m["sha"], name, work, minio.settings.to_env())
-            try:
-                t0 = time.perf_counter()
-                job = post(
-                    f"{server.base}/jobs",
-                    json.dumps(
-                        {"input": "s3://bench/in/batch.csv", "output": f"s3://bench/out/{name}.csv"}
-                    ).encode(),
-                )
-                while job["state"] not in ("Succeeded", "Failed"):
-                    time.sleep(0.05)
-                    with urllib.request.urlopen(f"{server.base}/jobs/{job['id']}") as r:
-                        job = json.loads(r.read())
-                seconds = time.perf_counter() - t0
-            finally:
-                server.stop()
-            if job["state"] != "Succeeded":
-                raise SystemExit(f"batch job failed: {job}")
-            rate = BATCH_ROWS / seconds
-            lines.append(
-                f"  {name:6s} batch job {BATCH_ROWS} rows (CSV {csv_path.stat().st_size / 2**20:.0f} MiB, "
-                f"MinIO->MinIO): {rate:12,.0f} rows/s | raw sklearn predict_proba in memory: "
-                f"{raw:12,.0f} rows/s | batch/raw = {rate / raw:6.1%}"
-            )
-    finally:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        stop_minio(proc)
-    return lines
-
-
-def start(label: str, m: dict[str, Any], name: str, work: Path) -> servers.Server:
+def start(label: str, m: dict[str, Any], name: str, work: Path, floor: dict[int, bytes]) -> servers.Server:
     if label == "ours":
         return servers.start_ours(m["ilearner"], m["sha"], name, work)
     if label == "mlserver":
         return servers.start_mlserver(m["joblib"], name, work)
+    if label == "kserve":
+        return servers.start_kserve(m["joblib"], name, work)
+    if label == "floor":
+        return servers.start_floor(floor, work)
     return servers.start_mlserver(m["joblib"], name, work, **MLSERVER_BATCH)  # type: ignore[arg-type]
 
 
@@ -215,66 +159,102 @@ def fmt(r: loadgen.Result | None) -> str:
     return f"{r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}{flag}"
 
 
-def main() -> int:
-    wrk = loadgen.ensure_wrk()
-    servers.ensure_mlserver_venv(sklearn.__version__)
-    work = Path(tempfile.mkdtemp(prefix="kstudio-bench-"))
-    print(
-        f"bench: {os.cpu_count()} cores; servers pinned to core {servers.SERVER_CPU}, wrk -t1 on core "
-        f"{loadgen.LOADGEN_CPU}; {SECONDS}s per cell; "
-        f"MLServer {servers.MLSERVER_VERSION} parallel_workers=0; sklearn {sklearn.__version__}; "
-        "load generator: wrk"
-    )
-    models = build_models(work)
-    bodies = payloads(work)
-    table: dict[str, dict[str, dict[tuple[int, int], loadgen.Result]]] = {}
-    for name, m in models.items():
-        table[name] = {}
-        variants = ["ours", "mlserver"] + (["mlserver+batch"] if name == "rf100" else [])
-        for label in variants:
-            server = start(label, m, name, work)
-            try:
-                rows = ROWS if label != "mlserver+batch" else (1, 100)
-                table[name][label] = run_cells(server, name, bodies, wrk, work, rows)
-                table[name][label + ":labels"] = server.labels  # type: ignore[attr-defined]
-            finally:
-                server.stop()
-        agree = all(table[name]["ours:labels"][n] == table[name]["mlserver:labels"][n] for n in ROWS)
-        print(f"model {name}: ours and MLServer return identical labels on every payload: {agree}")
+def ratio(a: loadgen.Result | None, b: loadgen.Result | None) -> str:
+    """ours/peer req/s and p99 as 'x.xx x.xx', or dashes."""
+    if a is None or b is None:
+        return f"{'-':>6s} {'-':>5s}"
+    return f"{a.rps / b.rps:6.2f} {a.p99_ms / b.p99_ms:5.2f}"
 
-    print("\nreq/s, p50 ms, p99 ms per cell ('!' = the cell had errors); ratio = ours / MLServer")
-    head = (
-        f"{'model':6s} {'rows':>6s} {'c':>3s} | {'ours req/s':>10s} {'p50':>7s} {'p99':>7s} | "
-        f"{'MLS req/s':>9s} {'p50':>8s} {'p99':>8s} | {'x req/s':>7s} {'x p99':>6s} | "
-        f"{'MLS+batch':>9s} {'p50':>8s} {'p99':>8s} | {'x req/s':>7s}"
-    )
+
+def print_table(models: list[str], table: dict[str, dict[str, Any]], peers: list[str]) -> None:
+    print("\nreq/s, p50 ms, p99 ms per cell ('!' = the cell had errors); x = ours / peer (req/s, p99)")
+    head = f"{'model':6s} {'rows':>6s} {'c':>3s} | {'ours req/s':>10s} {'p50':>7s} {'p99':>7s}"
+    for peer in peers:
+        head += f" | {peer + ' req/s':>14s} {'p50':>8s} {'p99':>8s} | {'x req/s':>6s} {'x p99':>5s}"
     print(head)
     print("-" * len(head))
     for name in models:
         for n in ROWS:
             for c in CONCURRENCY:
-                ours, mls = table[name]["ours"][(n, c)], table[name]["mlserver"][(n, c)]
-                mb = table[name].get("mlserver+batch", {}).get((n, c))
-                print(
-                    f"{name:6s} {n:6d} {c:3d} | {fmt(ours)} | {fmt(mls)} | {ours.rps / mls.rps:7.2f} "
-                    f"{ours.p99_ms / mls.p99_ms:6.2f} | {fmt(mb)} | "
-                    f"{(ours.rps / mb.rps) if mb else float('nan'):7.2f}"
-                )
+                ours = table[name]["ours"][(n, c)]
+                line = f"{name:6s} {n:6d} {c:3d} | {fmt(ours)}"
+                for peer in peers:
+                    other = table[name].get(peer, {}).get((n, c))
+                    line += f" | {'':5s}{fmt(other)} | {ratio(ours, other)}"
+                print(line)
+
+
+def print_targets(table: dict[str, dict[str, Any]], peers: list[str]) -> None:
     lr, rf = table["lr"], table["rf100"]
-    o, m = lr["ours"][(1, 8)], lr["mlserver"][(1, 8)]
-    print("\ntargets:")
     print(
-        f"  LR 1 row c=8: {o.rps / m.rps:.2f}x MLServer req/s (target >= 3x), p99 {o.p99_ms:.2f} ms vs "
-        f"{m.p99_ms:.2f} ms = {o.p99_ms / m.p99_ms:.2f} (target <= 0.33)"
+        "\ntargets (>= 3x every peer's req/s with p99 <= 1/3 of theirs; "
+        ">= 75% of the floor for LR 1 row c=8):"
     )
-    o, mb = rf["ours"][(1, 32)], rf["mlserver+batch"][(1, 32)]
+    for peer in [p for p in peers if p != "floor"]:
+        for name, cell in (("lr", (1, 8)), ("rf100", (1, 32))):
+            o, t = table[name]["ours"][cell], table[name].get(peer, {}).get(cell)
+            if t is None:
+                continue
+            print(
+                f"  {name} {cell[0]} row c={cell[1]} vs {peer}: {o.rps / t.rps:.2f}x req/s, "
+                f"p99 {o.p99_ms:.2f} ms vs {t.p99_ms:.2f} ms = {o.p99_ms / t.p99_ms:.2f}"
+            )
+    o, f = lr["ours"][(1, 8)], lr.get("floor", {}).get((1, 8))
+    if f is not None:
+        print(
+            f"  lr 1 row c=8 vs floor: {o.rps / f.rps:.1%} of the floor's req/s ({o.rps:.0f} vs {f.rps:.0f})"
+        )
+    del rf
+
+
+def main() -> int:
+    wrk = loadgen.ensure_wrk()
+    servers.ensure_mlserver_venv(sklearn.__version__)
+    kserve_missing = servers.ensure_kserve_venv(sklearn.__version__)
+    if kserve_missing:
+        print(f"KServe left out of this run: {kserve_missing}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="kstudio-bench-"))
     print(
-        f"  RF100 1 row c=32: {o.rps / mb.rps:.2f}x MLServer-with-batching req/s (target >= 3x), "
-        f"p99 {o.p99_ms:.2f} ms (target <= 50 ms)"
+        f"bench: {os.cpu_count()} cores; servers pinned to core {servers.SERVER_CPU}, wrk -t1 on core "
+        f"{loadgen.LOADGEN_CPU}; {SECONDS}s per cell; MLServer {servers.MLSERVER_VERSION} "
+        f"parallel_workers=0; KServe {servers.KSERVE_VERSION if not kserve_missing else '(absent)'}; "
+        f"sklearn {sklearn.__version__}; load generator: wrk"
     )
-    print("\nbatch scoring vs raw predict (target >= 70%):")
-    for line in batch_vs_raw(models, work):
-        print(line, flush=True)
+    models = build_models(work)
+    bodies, plain = payloads(work)
+    peers = ["mlserver", *([] if kserve_missing else ["kserve"]), "mlserver+batch", "floor"]
+    table: dict[str, dict[str, Any]] = {}
+    for name, m in models.items():
+        table[name] = {}
+        floor: dict[int, bytes] = {}
+        variants = ["ours", "mlserver", *([] if kserve_missing else ["kserve"])]
+        variants += ["mlserver+batch"] if name == "rf100" else ["floor"]
+        for label in variants:
+            server = start(label, m, name, work, floor)
+            try:
+                rows = (1, 100) if label == "mlserver+batch" else ROWS
+                payload = plain if label == "kserve" else bodies
+                table[name][label] = run_cells(server, name, payload, wrk, work, rows)
+                table[name][label + ":labels"] = server.labels  # type: ignore[attr-defined]
+                if label == "ours":  # the floor answers exactly what we answered
+                    floor = {bodies[n].stat().st_size: a for n, a in server.answers.items()}  # type: ignore[attr-defined]
+            finally:
+                server.stop()
+        for peer in ("mlserver", "kserve"):
+            if peer + ":labels" in table[name]:
+                agree = all(table[name]["ours:labels"][n] == table[name][peer + ":labels"][n] for n in ROWS)
+                print(f"model {name}: ours and {peer} return identical labels on every payload: {agree}")
+    print_table(list(models), table, peers)
+    print_targets(table, peers)
+    print(f"\nbatch jobs vs the I/O-inclusive limit, {BATCH_ROWS:,} rows (target >= 70%):")
+    figures = batch.batch_vs_limit(models, work, BATCH_ROWS)
+    print("\nbatch summary:")
+    for f in figures:
+        print(
+            f"  {f.model:6s} {f.fmt:8s} {f.input_mib:5.0f} MiB: job {f.job_rows_s:12,.0f} rows/s = "
+            f"{f.ratio:6.1%} of the I/O limit ({f.limit_rows_s:,.0f} rows/s); "
+            f"raw predict_proba {f.raw_rows_s:,.0f} rows/s"
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -1,4 +1,5 @@
-"""Start and stop the servers the benchmark compares: our `kstudio serve` and MLServer (own venv)."""
+"""Start and stop the servers the benchmark compares: our `kstudio serve`, MLServer and KServe's Python
+model server (each peer in its own venv under ~/.cache/kstudio), and the floor (our HTTP stack, no model)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("KSTUDIO_CACHE", Path.home() / ".cache" / "kstudio"))
 BENCH_VENV = CACHE / "bench-venv"
 MLSERVER_VERSION = "1.7.1"
+KSERVE_VENV = CACHE / "bench-venv-kserve"
+KSERVE_VERSION = "0.21.0"
+BENCH_DIR = Path(__file__).resolve().parent
 SERVER_CPU = "1"  # both servers run pinned to this core, one at a time; the load generator gets core 0
 
 
@@ -64,6 +68,43 @@ def ensure_mlserver_venv(sklearn_version: str) -> Path:
         check=True,
     )
     return BENCH_VENV
+
+
+def ensure_kserve_venv(sklearn_version: str) -> str | None:
+    """KServe's model server in its own venv with our scikit-learn. None when it installs; else why not."""
+    python = KSERVE_VENV / "bin" / "python"
+    probe = (
+        f"import kserve, sklearn; from importlib.metadata import version; "
+        f"assert version('kserve') == '{KSERVE_VERSION}'; assert sklearn.__version__ == '{sklearn_version}'"
+    )
+    if python.exists() and subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0:
+        return None
+    uv = shutil.which("uv")
+    if uv is None:
+        return "uv is needed to build the KServe venv (pip install uv)"
+    print(f"installing kserve {KSERVE_VERSION} into {KSERVE_VENV} ...", flush=True)
+    made = subprocess.run(
+        [uv, "venv", "--python", "python3.11", str(KSERVE_VENV)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        return f"uv venv failed: {made.stderr.strip()[-500:]}"
+    installed = subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--python",
+            str(python),
+            f"kserve=={KSERVE_VERSION}",
+            f"scikit-learn=={sklearn_version}",
+            "joblib",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if installed.returncode != 0:
+        return f"uv pip install kserve=={KSERVE_VERSION} failed: {installed.stderr.strip()[-800:]}"
+    return None
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -173,4 +214,44 @@ def start_mlserver(
     label = f"mlserver:{name}" + (f"+batch{max_batch_size}" if max_batch_size else "")
     server = Server(label, proc, port, log)
     wait_http(f"{server.base}/v2/models/{name}/ready", proc)
+    return server
+
+
+def start_kserve(joblib_path: Path, name: str, work: Path) -> Server:
+    port = free_port()
+    log = work / f"kserve-{name}.log"
+    cmd = [
+        str(KSERVE_VENV / "bin" / "python"),
+        str(BENCH_DIR / "kserve_sklearn.py"),
+        "--model_path",
+        str(joblib_path),
+        "--model_name",
+        name,
+        "--http_port",
+        str(port),
+        "--grpc_port",
+        str(free_port()),
+    ]
+    proc = _spawn(cmd, server_env({}), log)
+    server = Server(f"kserve:{name}", proc, port, log)
+    wait_http(f"{server.base}/v2/models/{name}/ready", proc)
+    return server
+
+
+def start_floor(answers: dict[int, bytes], work: Path) -> Server:
+    """Our HTTP stack answering each POST with `answers[len(body)]`, no model."""
+    port = free_port()
+    table = {}
+    for size, body in answers.items():
+        path = work / f"floor-answer-{size}.json"
+        path.write_bytes(body)
+        table[str(size)] = str(path)
+    table_path = work / "floor-answers.json"
+    table_path.write_text(json.dumps(table))
+    log = work / "floor.log"
+    proc = _spawn(
+        [sys.executable, str(BENCH_DIR / "floor.py"), str(port), str(table_path)], server_env({}), log
+    )
+    server = Server("floor", proc, port, log)
+    wait_http(f"{server.base}/", proc)
     return server

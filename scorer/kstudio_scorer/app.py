@@ -20,10 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kstudio_core.storage import ObjectStore, StorageSettings
-from kstudio_scorer import oip, rrs
+from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
+from kstudio_scorer import classic, classic_jobs, oip, rrs
 from kstudio_scorer.auth import KeyRing
-from kstudio_scorer.batch import JobManager
+from kstudio_scorer.batch import StreamLimits
 from kstudio_scorer.columns import v2_datatype
 from kstudio_scorer.errors import (
     InputValidationError,
@@ -31,6 +31,7 @@ from kstudio_scorer.errors import (
     ScorerError,
 )
 from kstudio_scorer.hotpath import HotPathMiddleware
+from kstudio_scorer.jobs import JobManager, JobStore, MemoryJobStore, ObjectJobStore, Ownership
 from kstudio_scorer.limits import LimitsMiddleware
 from kstudio_scorer.metrics import MetricsMiddleware, ScorerMetrics
 from kstudio_scorer.model import ModelLoadError, ScoringModel
@@ -42,6 +43,7 @@ from kstudio_scorer.service import (
     ScorerState,
     error_body,
     render_error,
+    score_classic,
     score_rrs,
     score_v2,
 )
@@ -120,7 +122,16 @@ async def score(request: Request) -> Response:
     body = await request.body()
     request.state.body = body
     state = _state(request)
-    out = await score_rrs(state, request.headers.get("authorization"), body)
+    out = await score_rrs(state, request.headers.get("authorization"), body, request.url.query)
+    return Response(out, media_type=JSON)
+
+
+async def execute(request: Request, workspace: str, service: str) -> Response:
+    """Classic request-response; the workspace and service segments are kept for the classic URL only
+    (one scorer serves one model: the endpoint's address selects it)."""
+    body = await request.body()
+    request.state.body = body
+    out = await score_classic(_state(request), request.headers.get("authorization"), body, request.url.query)
     return Response(out, media_type=JSON)
 
 
@@ -160,7 +171,9 @@ async def submit_job(request: Request, job: JobRequest) -> Response:
     state.ready_model()
     assert state.jobs is not None
     try:
-        created = state.jobs.submit(job.input, job.output, job.inputFormat, job.outputFormat)
+        created = await asyncio.to_thread(
+            state.jobs.submit, job.input, job.output, job.inputFormat, job.outputFormat
+        )
     except ValueError as exc:
         raise InputValidationError(str(exc)) from exc
     return _json(created.to_dict(), 202, headers={"Location": f"/jobs/{created.id}"})
@@ -170,7 +183,15 @@ async def get_job(request: Request, job_id: str) -> Response:
     state = _state(request)
     state.authorize(request.headers.get("authorization"))
     assert state.jobs is not None
-    return _json(state.jobs.get(job_id).to_dict())
+    return _json((await asyncio.to_thread(state.jobs.get, job_id)).to_dict())
+
+
+async def cancel_job(request: Request, job_id: str) -> Response:
+    """Cancel a job: answered with the job; a running one turns Cancelled at its next chunk."""
+    state = _state(request)
+    state.authorize(request.headers.get("authorization"))
+    assert state.jobs is not None
+    return _json((await asyncio.to_thread(state.jobs.cancel, job_id)).to_dict())
 
 
 async def metrics(request: Request) -> Response:
@@ -183,8 +204,19 @@ ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
     ("GET", "/readyz", readyz, False),
     ("GET", "/metrics", metrics, False),
     ("POST", "/score", score, True),
+    ("POST", "/workspaces/{workspace}/services/{service}/execute", execute, True),
     ("POST", "/jobs", submit_job, True),
     ("GET", "/jobs/{job_id}", get_job, False),
+    ("DELETE", "/jobs/{job_id}", cancel_job, False),
+    (
+        "POST",
+        "/workspaces/{workspace}/services/{service}/jobs",
+        classic_jobs.create_job,
+        True,
+    ),
+    ("POST", "/workspaces/{workspace}/services/{service}/jobs/{job_id}/start", classic_jobs.start_job, False),
+    ("GET", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_jobs.get_job, False),
+    ("DELETE", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_jobs.cancel_job, False),
     ("GET", "/v2", v2_server_metadata, False),
     ("GET", "/v2/health/live", v2_live, False),
     ("GET", "/v2/health/ready", v2_ready, False),
@@ -198,12 +230,17 @@ ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
 def _is_limited(method: str, path: str) -> bool:
     if method != "POST":
         return False
-    return path in ("/score", "/jobs") or (path.startswith("/v2/models/") and path.endswith("/infer"))
+    return (
+        path in ("/score", "/jobs")
+        or (path.startswith("/v2/models/") and path.endswith("/infer"))
+        or classic.execute_path_matches(path)
+        or (classic.is_classic_path(path) and path.endswith("/jobs"))
+    )
 
 
 def _register_error_handlers(app: FastAPI) -> None:
     async def scorer_error(request: Request, exc: Exception) -> Response:
-        status, body, headers = render_error(exc)
+        status, body, headers = render_error(exc, classic_envelope=classic.is_classic_path(request.url.path))
         _log_error(request, status, getattr(exc, "message", str(exc)))
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
@@ -213,18 +250,23 @@ def _register_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
         )
         _log_error(request, 422, problems)
-        return Response(error_body(problems, "invalid_request"), status_code=422, media_type=JSON)
+        if classic.is_classic_path(request.url.path):
+            body = classic.error_envelope(422, problems, "invalid_request")
+        else:
+            body = error_body(problems, "invalid_request")
+        return Response(body, status_code=422, media_type=JSON)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        status, body, headers = render_error(exc)
+        status, body, headers = render_error(exc, classic_envelope=classic.is_classic_path(request.url.path))
         _log_error(request, status, str(exc.detail))
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         _log_error(request, 500, "internal error")
-        return Response(error_body("internal error", "internal"), status_code=500, media_type=JSON)
+        status, body, _ = render_error(exc, classic_envelope=classic.is_classic_path(request.url.path))
+        return Response(body, status_code=status, media_type=JSON)
 
     app.add_exception_handler(ScorerError, scorer_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -277,9 +319,11 @@ def create_app(
             factory,
             lambda: state.projection or rrs.OutputProjection(("Scored Labels",)),
             settings.jobs_work_dir,
-            chunk_rows=settings.jobs_chunk_rows,
-            csv_block_bytes=settings.jobs_csv_block_bytes,
-            max_kept=settings.jobs_max_kept,
+            job_store=await asyncio.to_thread(_job_store, settings, factory),
+            ownership=Ownership(
+                settings.pod_name, settings.jobs_heartbeat_seconds, settings.jobs_lease_seconds
+            ),
+            limits=StreamLimits(settings.jobs_chunk_rows, settings.jobs_csv_block_bytes),
             on_finished=lambda job: scorer_metrics.jobs.labels(job.state).inc(),
         )
         if state.model.ready:
@@ -328,6 +372,12 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=scorer_metrics)
     return app
+
+
+def _job_store(settings: ScorerSettings, factory: Callable[[], ObjectStore]) -> JobStore:
+    if settings.jobs_store_uri:
+        return ObjectJobStore(factory(), S3Uri.parse(settings.jobs_store_uri))
+    return MemoryJobStore(settings.jobs_max_kept)
 
 
 async def _load(state: ScorerState) -> None:

@@ -3,6 +3,11 @@
 The hot path does no per-row pydantic work: values of a column are gathered into a list, their Python
 types checked with one `set(map(type, ...))`, and converted to numpy in one call. Errors name the row
 (0-based, as sent) and the column.
+
+Classic clients (the samples the Azure ML Studio portal generated) send every value as a string: for the
+row formats (`/score` records, the classic `ColumnNames`/`Values` table) numeric and boolean columns also
+accept strings ("3.5", "0", "true"; "" = missing), converted by the model's input schema only when a
+string is actually present, so typed JSON pays nothing for it.
 """
 
 from __future__ import annotations
@@ -68,16 +73,54 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def column_array(values: Sequence[Any], column: Column, row_offset: int = 0) -> npt.NDArray[Any]:
+_TRUE_WORDS = frozenset({"true", "1"})
+_FALSE_WORDS = frozenset({"false", "0"})
+
+
+def _from_string(text: str, column: Column, row: int) -> Any:
+    """One string value of a numeric or boolean column, as classic clients send it ("" = missing)."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    if column.type == "boolean":
+        word = stripped.lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    elif "_" not in stripped:  # float() accepts "1_000"; a classic client never meant that
+        try:
+            number = float(stripped)
+        except ValueError:
+            pass
+        else:
+            return None if math.isnan(number) else number
+    raise InputValidationError(
+        f"expected {_EXPECTED_WORD[column.type]}, got {_describe(text)}", row=row, column=column.name
+    )
+
+
+def coerce_strings(values: Sequence[Any], column: Column, row_offset: int = 0) -> list[Any]:
+    """Strings in a numeric or boolean column converted by the schema; other values are left as sent."""
+    return [_from_string(v, column, row_offset + i) if type(v) is str else v for i, v in enumerate(values)]
+
+
+def column_array(
+    values: Sequence[Any], column: Column, row_offset: int = 0, *, strings_as_values: bool = False
+) -> npt.NDArray[Any]:
     """Validate the values of one column and convert them to a numpy array.
 
     number/integer -> float64 (null -> NaN), boolean -> bool (null refused), string -> object (null -> None).
+    With `strings_as_values`, strings in numeric and boolean columns are read as their values first.
     Raises InputValidationError naming the first offending row and the column.
     """
     allowed = _ALLOWED.get(column.type)
     if allowed is None:
         raise InputValidationError(f"the model declares an unknown type {column.type!r}", column=column.name)
     kinds = set(map(type, values))
+    if strings_as_values and str in kinds and column.type != "string":
+        values = coerce_strings(values, column, row_offset)
+        kinds = set(map(type, values))
     if not kinds <= allowed:
         i = _first_bad(values, allowed)
         raise InputValidationError(
@@ -118,8 +161,20 @@ def _check_rows(n_rows: int, max_rows: int) -> None:
         raise TooManyRowsError(f"{n_rows} rows in one request; the limit is {max_rows}")
 
 
+def _missing_columns_error(missing: Sequence[str], row: int | None = None) -> InputValidationError:
+    names = ", ".join(repr(c) for c in missing)
+    plural = "s" if len(missing) > 1 else ""
+    return InputValidationError(
+        f"missing value: the model needs column{plural} {names}", row=row, column=missing[0]
+    )
+
+
 def columns_from_records(records: Any, schema: Sequence[Column], max_rows: int) -> Columns:
-    """Azure RRS rows `[{col: value, ...}, ...]` -> Columns. Unknown and missing columns are errors."""
+    """Azure RRS rows `[{col: value, ...}, ...]` -> Columns.
+
+    Columns the model does not use are ignored (classic clients send the whole training row); a missing
+    one is an error naming the row and every missing column.
+    """
     if not isinstance(records, list):
         raise MalformedRequestError("Inputs.input1 must be a list of objects (one per row)")
     n = len(records)
@@ -127,22 +182,53 @@ def columns_from_records(records: Any, schema: Sequence[Column], max_rows: int) 
     if n == 0:
         raise InputValidationError("no rows to score")
     names = [c.name for c in schema]
-    expected = set(names)
+    expected = frozenset(names)
     arrays: dict[str, npt.NDArray[Any]] = {}
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise InputValidationError(f"a row must be an object, got {_describe(rec)}", row=i)
-        if len(rec) != len(names) or rec.keys() != expected:
-            missing = [c for c in names if c not in rec]
-            if missing:
-                raise InputValidationError("missing value", row=i, column=missing[0])
-            extra = sorted(k for k in rec if k not in expected)
-            raise InputValidationError(
-                f"unknown column (the model's columns are {', '.join(names)})", row=i, column=extra[0]
-            )
+        if not rec.keys() >= expected:
+            raise _missing_columns_error([c for c in names if c not in rec], row=i)
     for col in schema:
         key = col.name
-        arrays[key] = column_array([rec[key] for rec in records], col)
+        arrays[key] = column_array([rec[key] for rec in records], col, strings_as_values=True)
+    return Columns(arrays, n)
+
+
+def columns_from_table(table: Any, schema: Sequence[Column], max_rows: int) -> Columns:
+    """The classic table `{"ColumnNames": [...], "Values": [[...], ...]}` -> Columns.
+
+    Columns the model does not use are ignored; missing ones are an error naming them all; a row whose
+    length differs from ColumnNames is an error naming the row.
+    """
+    if not isinstance(table, dict) or "ColumnNames" not in table or "Values" not in table:
+        raise MalformedRequestError('Inputs.input1 must be {"ColumnNames": [...], "Values": [[...], ...]}')
+    names, rows = table["ColumnNames"], table["Values"]
+    if not isinstance(names, list) or not all(type(c) is str for c in names):
+        raise MalformedRequestError("ColumnNames must be a list of strings")
+    if len(set(names)) != len(names):
+        twice = next(c for c in names if names.count(c) > 1)
+        raise MalformedRequestError(f"ColumnNames lists {twice!r} more than once")
+    if not isinstance(rows, list):
+        raise MalformedRequestError("Values must be a list of rows (lists of values)")
+    n = len(rows)
+    _check_rows(n, max_rows)
+    if n == 0:
+        raise InputValidationError("no rows to score")
+    missing = [c.name for c in schema if c.name not in names]
+    if missing:
+        raise _missing_columns_error(missing)
+    width = len(names)
+    for i, row in enumerate(rows):
+        if type(row) is not list:
+            raise InputValidationError(f"a row must be a list of values, got {_describe(row)}", row=i)
+        if len(row) != width:
+            raise InputValidationError(f"the row has {len(row)} values, ColumnNames has {width}", row=i)
+    position = {c: j for j, c in enumerate(names)}
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    for col in schema:
+        j = position[col.name]
+        arrays[col.name] = column_array([row[j] for row in rows], col, strings_as_values=True)
     return Columns(arrays, n)
 
 

@@ -1,11 +1,12 @@
 """The ASGI fast path for the two scoring routes.
 
-`POST /score` and `POST /v2/models/{name}[/versions/{version}]/infer` are answered here, below the
+`POST /score`, `POST /v2/models/{name}[/versions/{version}]/infer` and the classic
+`POST /workspaces/{workspace}/services/{service}/execute` are answered here, below the
 limits and metrics middlewares but before FastAPI's router and endpoint machinery (Request objects,
 dependency solving), which cost about as much as scoring a small model. The work itself is the same
-function the FastAPI routes call (service.score_rrs / score_v2), errors are rendered by the same
-service.render_error, so both layers answer identically; FastAPI keeps the routes for the OpenAPI
-document and for every other path.
+function the FastAPI routes call (service.score_rrs / score_v2 / score_classic), errors are rendered
+by the same service.render_error, so both layers answer identically; FastAPI keeps the routes for the
+OpenAPI document and for every other path.
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kstudio_scorer.classic import execute_path_matches
 from kstudio_scorer.errors import ScorerError
-from kstudio_scorer.service import ScorerState, render_error, score_rrs, score_v2
+from kstudio_scorer.service import (
+    ROUTE_EXECUTE,
+    ScorerState,
+    render_error,
+    score_classic,
+    score_rrs,
+    score_v2,
+)
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 ROUTE_SCORE = "/score"
@@ -32,6 +41,8 @@ def match(path: str) -> tuple[str, str | None, str | None] | None:
     """(route template, model name, version) for a hot path, else None."""
     if path == ROUTE_SCORE:
         return ROUTE_SCORE, None, None
+    if execute_path_matches(path):
+        return ROUTE_EXECUTE, None, None
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         parts = path[len("/v2/models/") : -len("/infer")].split("/")
         if len(parts) == 1 and parts[0]:
@@ -81,15 +92,18 @@ class HotPathMiddleware:
             if state.keys is not None:  # refuse before reading the body
                 state.authorize(authorization)
             body = await read_body(receive)
-            if name is None:
-                out = await score_rrs(state, authorization, body)
+            query = scope.get("query_string", b"").decode("latin-1")
+            if route == ROUTE_EXECUTE:
+                out = await score_classic(state, authorization, body, query)
+            elif name is None:
+                out = await score_rrs(state, authorization, body, query)
             else:
                 out = await score_v2(state, name, version, authorization, binary_header, body)
             status, headers = 200, _JSON_HEADERS
         except ClientGoneError:
             return
         except (ScorerError, StarletteHTTPException) as exc:
-            status, out, extra = render_error(exc)
+            status, out, extra = render_error(exc, classic_envelope=route == ROUTE_EXECUTE)
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
             if state.samples is not None:
                 message = exc.message if isinstance(exc, ScorerError) else str(exc.detail)

@@ -16,6 +16,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kstudio_scorer.classic import error_envelope, is_classic_path
+
 
 class BodyTooLargeError(HTTPException):
     """Raised from `receive` when a streamed body passes the limit; rendered as 413 by the app."""
@@ -25,9 +27,13 @@ class BodyTooLargeError(HTTPException):
 
 
 async def send_json(
-    send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]
+    send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]], path: str = ""
 ) -> None:
-    body = orjson.dumps(payload)
+    """The error as our usual body, or in classic's envelope on the classic routes."""
+    if is_classic_path(path):
+        body = error_envelope(status, payload["error"], payload["code"])
+    else:
+        body = orjson.dumps(payload)
     await send(
         {
             "type": "http.response.start",
@@ -73,7 +79,11 @@ class LimitsMiddleware:
                     declared = int(value)
                 except ValueError:
                     await send_json(
-                        send, 400, {"error": "invalid Content-Length header", "code": "malformed_request"}, []
+                        send,
+                        400,
+                        {"error": "invalid Content-Length header", "code": "malformed_request"},
+                        [],
+                        scope["path"],
                     )
                     return
                 if declared > limit:
@@ -86,6 +96,7 @@ class LimitsMiddleware:
                             "code": "body_too_large",
                         },
                         [],
+                        scope["path"],
                     )
                     return
                 break
@@ -100,6 +111,7 @@ class LimitsMiddleware:
                     "code": "too_many_requests",
                 },
                 [(b"retry-after", self.retry_after)],
+                scope["path"],
             )
             return
 

@@ -28,8 +28,14 @@ _V2_TYPES = {
     "string": ["BYTES"],
     "boolean": ["BOOL"],
 }
+EXECUTE = "/workspaces/{workspace}/services/{service}/execute"
+CLASSIC_JOBS = "/workspaces/{workspace}/services/{service}/jobs"
 PROTECTED = (
     "/score",
+    EXECUTE,
+    CLASSIC_JOBS,
+    CLASSIC_JOBS + "/{job_id}",
+    CLASSIC_JOBS + "/{job_id}/start",
     "/jobs",
     "/jobs/{job_id}",
     "/v2/models/{name}/infer",
@@ -94,6 +100,73 @@ def _score_request(model: ScoringModel | None, max_rows: int, sample_data: bool)
             "GlobalParameters": {"type": "object"},
         },
     }
+
+
+def _classic_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any]:
+    """Both classic shapes; cells may be strings ("3.5", "true"; "" = missing) as the portal samples send."""
+    names: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+    if model is not None:
+        names["example"] = [c.name for c in model.schema]
+    cell = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+    table = {
+        "type": "object",
+        "required": ["ColumnNames", "Values"],
+        "properties": {
+            "ColumnNames": names,
+            "Values": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_rows,
+                "items": {"type": "array", "items": cell},
+            },
+        },
+    }
+    records = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_rows,
+        "items": {"type": "object", "additionalProperties": cell},
+    }
+    return {
+        "type": "object",
+        "required": ["Inputs"],
+        "properties": {
+            "Inputs": {
+                "type": "object",
+                "required": ["input1"],
+                "additionalProperties": False,
+                "properties": {"input1": {"oneOf": [table, records]}},
+            },
+            "GlobalParameters": {"type": "object"},
+        },
+    }
+
+
+CLASSIC_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "code": {"type": "string"},
+                            "target": {"type": "string", "description": "the column, parameter or request"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
 
 
 def _score_response(task: str | None) -> dict[str, Any]:
@@ -170,7 +243,7 @@ def _body(ref: str) -> dict[str, Any]:
     }
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
     text = {
         400: "malformed request",
         401: "missing or invalid API key",
@@ -180,7 +253,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         429: "too many concurrent calls (see Retry-After)",
         503: "model not ready",
     }
-    content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     return {str(s): {"description": text[s], "content": content} for s in statuses}
 
 
@@ -193,6 +266,8 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
     schemas["ScoreResponse"] = _score_response(loaded.task if loaded else None)
     schemas["InferenceRequest"] = _infer_request(loaded, settings.max_rows)
     schemas["Error"] = ERROR_SCHEMA
+    schemas["ClassicRequest"] = _classic_request(loaded, settings.max_rows)
+    schemas["ClassicError"] = CLASSIC_ERROR_SCHEMA
     paths = doc["paths"]
     score_op = paths["/score"]["post"]
     score_op["summary"] = "Score rows (Azure ML Studio request-response format)"
@@ -203,6 +278,29 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreResponse"}}},
         },
         **_errors(400, 401, 413, 422, 429, 503),
+    }
+    execute_op = paths[EXECUTE]["post"]
+    execute_op["summary"] = "Score rows (Azure ML Studio (classic) request-response, unchanged clients)"
+    execute_op["description"] = (
+        "Query: api-version=2.0, details=true (adds ColumnTypes), format=swagger (records in and out). "
+        "The answer has the request's shape, every value a string; scored columns are named as "
+        "classic's Score Model named them."
+    )
+    execute_op["parameters"] = [
+        *execute_op.get("parameters", []),
+        *(
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in (
+                ("api-version", {"type": "string", "enum": ["2.0"]}),
+                ("details", {"type": "string", "enum": ["true", "false"]}),
+                ("format", {"type": "string", "enum": ["swagger"]}),
+            )
+        ),
+    ]
+    execute_op["requestBody"] = _body("ClassicRequest")
+    execute_op["responses"] = {
+        "200": {"description": "scored rows, classic shape"},
+        **_errors(400, 401, 413, 422, 429, 503, schema="ClassicError"),
     }
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         op = paths[path]["post"]

@@ -45,28 +45,39 @@ class OutputProjection:
         return cls(chosen, include_inputs)
 
 
-def parse_request(
-    body: bytes, schema: Sequence[Column], max_rows: int
-) -> tuple[Columns, list[dict[str, Any]]]:
-    """Parse and validate the body. Returns the columns and the input records (for echoing inputs)."""
+def read_inputs(body: bytes) -> tuple[str, Any]:
+    """The one input of an `{"Inputs": {...}, "GlobalParameters": {...}}` body: (its name, its payload).
+
+    The payload is a list of row objects (records) or a classic `{"ColumnNames", "Values"}` table.
+    """
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequestError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("Inputs"), dict):
         raise MalformedRequestError(
-            'body must be {"Inputs": {"input1": [{...}, ...]}, "GlobalParameters": {}}'
+            'body must be {"Inputs": {"input1": [{...}, ...]}, "GlobalParameters": {}} or '
+            '{"Inputs": {"input1": {"ColumnNames": [...], "Values": [[...], ...]}}, "GlobalParameters": {}}'
         )
     params = doc.get("GlobalParameters", {})
     if params is not None and not isinstance(params, dict):
         raise MalformedRequestError("GlobalParameters must be an object")
     inputs = doc["Inputs"]
     if "input1" in inputs:
-        records = inputs["input1"]
-    elif len(inputs) == 1:
-        records = next(iter(inputs.values()))
-    else:
-        raise MalformedRequestError("Inputs must hold one input named input1")
+        return "input1", inputs["input1"]
+    if len(inputs) == 1:
+        name, payload = next(iter(inputs.items()))
+        return str(name), payload
+    raise MalformedRequestError(
+        f"Inputs must hold one input (this service has one, input1); got {len(inputs)}: {', '.join(inputs)}"
+    )
+
+
+def parse_request(
+    body: bytes, schema: Sequence[Column], max_rows: int
+) -> tuple[Columns, list[dict[str, Any]]]:
+    """Parse and validate a records body. Returns the columns and the input records (for echoing inputs)."""
+    _, records = read_inputs(body)
     columns = columns_from_records(records, schema, max_rows)
     return columns, records
 

@@ -16,10 +16,10 @@ import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kstudio_core.storage import ObjectStore
-from kstudio_scorer import oip, rrs
+from kstudio_scorer import classic, oip, rrs
 from kstudio_scorer.auth import KeyRing
-from kstudio_scorer.batch import JobManager
 from kstudio_scorer.batching import MicroBatcher
+from kstudio_scorer.columns import columns_from_records
 from kstudio_scorer.errors import (
     InputValidationError,
     JobNotFoundError,
@@ -31,6 +31,7 @@ from kstudio_scorer.errors import (
     TooManyRowsError,
     UnauthorizedError,
 )
+from kstudio_scorer.jobs import JobManager
 from kstudio_scorer.metrics import ScorerMetrics
 from kstudio_scorer.model import ModelLoadError, ScoringModel
 from kstudio_scorer.samples import SampleLogger
@@ -49,6 +50,7 @@ ERROR_STATUS: dict[type[ScorerError], int] = {
 
 JSON = "application/json"
 SERVER_NAME = "kstudio-scorer"
+ROUTE_EXECUTE = "/workspaces/{workspace}/services/{service}/execute"
 
 
 def _status_of(exc: ScorerError) -> int:
@@ -117,35 +119,79 @@ class ScorerState:
             self.on_ready()
 
 
-def render_error(exc: Exception) -> tuple[int, bytes, dict[str, str]]:
-    """(status, JSON body, extra headers) for a domain error or an HTTP error raised below the app."""
+def render_error(exc: Exception, *, classic_envelope: bool = False) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, extra headers) for a domain error or an HTTP error raised below the app.
+
+    `classic_envelope`: the body in Azure ML Studio (classic)'s error shape (the classic routes).
+    """
+    headers: dict[str, str] = {}
     if isinstance(exc, ScorerError):
-        status = _status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        extra = {"row": getattr(exc, "row", None), "column": getattr(exc, "column", None)}
-        return status, error_body(exc.message, exc.code, **extra), headers
-    if isinstance(exc, StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            exc.status_code, "http_error"
-        )
-        headers = dict(exc.headers or {})
-        if exc.status_code == 413:
+        status, message, code = _status_of(exc), exc.message, exc.code
+        row, column = getattr(exc, "row", None), getattr(exc, "column", None)
+        target = column or getattr(exc, "target", None)
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, StarletteHTTPException):
+        status, message = exc.status_code, str(exc.detail)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(status, "http_error")
+        row = column = target = None
+        headers.update(exc.headers or {})
+        if status == 413:
             headers["Connection"] = "close"
-        return exc.status_code, error_body(str(exc.detail), code), headers
-    return 500, error_body("internal error", "internal"), {}
+    else:
+        status, message, code, row, column, target = 500, "internal error", "internal", None, None, None
+    if classic_envelope:
+        return status, classic.error_envelope(status, message, code, target), headers
+    return status, error_body(message, code, row=row, column=column), headers
 
 
-async def score_rrs(state: ScorerState, authorization: str | None, body: bytes) -> bytes:
-    """POST /score: authorize, validate, score (micro-batched), render. Raises ScorerError."""
+async def score_rrs(
+    state: ScorerState, authorization: str | None, body: bytes, query_string: str = ""
+) -> bytes:
+    """POST /score: authorize, validate, score (micro-batched), render. Raises ScorerError.
+
+    Records answer in today's shape; a classic table, or records with `format=swagger`, answer in
+    classic's shape (see classic.py).
+    """
     state.authorize(authorization)
     m = state.ready_model()
-    columns, records = rrs.parse_request(body, m.schema, state.settings.max_rows)
+    _, payload = rrs.read_inputs(body)
+    query = classic.ClassicQuery.parse(query_string) if query_string else classic.ClassicQuery()
+    if isinstance(payload, dict) or query.swagger:
+        return await _score_classic(state, payload, query, "/score", body)
+    columns = columns_from_records(payload, m.schema, state.settings.max_rows)
+    records: list[dict[str, Any]] = payload
     assert state.batcher is not None and state.projection is not None
     pred = await state.batcher.submit(columns)
     out = rrs.render_response(pred, records, m.classes, state.projection)
     state.metrics.rows.labels("/score").inc(columns.n_rows)
     if state.samples is not None and state.samples.level == "All":
         state.samples.record(route="/score", status=200, request=body, response=out)
+    return out
+
+
+async def score_classic(
+    state: ScorerState, authorization: str | None, body: bytes, query_string: str
+) -> bytes:
+    """POST /workspaces/{ws}/services/{service}/execute: classic in, classic out. Raises ScorerError."""
+    state.authorize(authorization)
+    query = classic.ClassicQuery.parse(query_string)
+    state.ready_model()
+    _, payload = rrs.read_inputs(body)
+    return await _score_classic(state, payload, query, ROUTE_EXECUTE, body)
+
+
+async def _score_classic(
+    state: ScorerState, payload: Any, query: classic.ClassicQuery, route: str, body: bytes
+) -> bytes:
+    m = state.model
+    request = classic.parse_request(payload, m.schema, state.settings.max_rows)
+    assert state.batcher is not None and state.projection is not None
+    pred = await state.batcher.submit(request.columns)
+    out = classic.render_response(request, pred, m.classes, state.projection, m.schema, details=query.details)
+    state.metrics.rows.labels(route).inc(request.columns.n_rows)
+    if state.samples is not None and state.samples.level == "All":
+        state.samples.record(route=route, status=200, request=body, response=out)
     return out
 
 

@@ -5,6 +5,7 @@ One process serves one model. The operator sets these on the scorer pod; tests b
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -84,7 +85,21 @@ class ScorerSettings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-jobs",
         description="spool files of jobs",
     )
-    jobs_max_kept: int = Field(1000, gt=0, description="finished jobs remembered for GET /jobs/{id}")
+    jobs_max_kept: int = Field(
+        1000, gt=0, description="without a jobs store: finished jobs remembered for GET /jobs/{id}"
+    )
+    jobs_store_uri: str | None = Field(
+        None,
+        description="s3://bucket/prefix where job records live, shared by every replica (KSTUDIO_S3_* "
+        "credentials); unset: in this process's memory (one replica only)",
+    )
+    jobs_heartbeat_seconds: float = Field(5.0, gt=0, description="how often a replica renews its jobs")
+    jobs_lease_seconds: float = Field(
+        30.0, gt=0, description="a queued/running job not renewed this long is reported Failed"
+    )
+    pod_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, description="this replica, named in job records"
+    )
 
     # --- request/response logging to object storage ---------------------------------------------
     logging_level: LoggingLevel = "None"
@@ -117,6 +132,10 @@ class ScorerSettings(BaseSettings):
             raise ValueError(
                 "auth is enabled but KSTUDIO_KEYS_DIR is not set; "
                 "set KSTUDIO_AUTH_ENABLED=false to disable auth explicitly"
+            )
+        if self.jobs_lease_seconds < 2 * self.jobs_heartbeat_seconds:
+            raise ValueError(
+                "KSTUDIO_JOBS_LEASE_SECONDS must be at least twice KSTUDIO_JOBS_HEARTBEAT_SECONDS"
             )
         if self.logging_level != "None" and not self.logging_uri:
             raise ValueError(

@@ -81,7 +81,7 @@ def test_validation_errors_name_row_and_column(models: dict[str, BuiltModel], ma
         (2, "island", 5, "expected a string"),
         (1, "flipper_count", 2.5, "expected an integer"),
         (0, "male", "yes", "expected a boolean"),
-        (2, "bill_length_mm", "12", "expected a number"),
+        (2, "bill_length_mm", "twelve", "expected a number"),
     ]
     for row, column, value, words in cases:
         bad = [dict(r) for r in rows]
@@ -95,10 +95,19 @@ def test_validation_errors_name_row_and_column(models: dict[str, BuiltModel], ma
     del missing[1]["island"]
     body = client.post("/score", json=rrs(missing)).json()
     assert (body["row"], body["column"]) == (1, "island") and "missing" in body["error"]
-    extra = [dict(r) for r in rows]
-    extra[0]["colour"] = "blue"
-    body = client.post("/score", json=rrs(extra)).json()
-    assert (body["row"], body["column"]) == (0, "colour") and "unknown column" in body["error"]
+
+
+def test_score_ignores_columns_the_model_does_not_use(
+    models: dict[str, BuiltModel], make_client: Client
+) -> None:
+    m = models["classifier"]
+    client = make_client(m)
+    rows = [r | {"colour": "blue", "species": "Adelie"} for r in rows_of(m, 2)]
+    r = client.post("/score", json=rrs(rows))
+    assert r.status_code == 200, r.text
+    assert [o["Scored Labels"] for o in r.json()["Results"]["output1"]] == m.pipeline.predict(
+        m.frame.head(2)
+    ).tolist()
 
 
 def test_malformed_bodies_are_400(models: dict[str, BuiltModel], make_client: Client) -> None:
