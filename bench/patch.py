@@ -122,6 +122,7 @@ def main() -> int:
                         ip,
                         key,
                         str(args.rate),
+                        "ep2",
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,

@@ -131,17 +131,14 @@ def score(kubectl: Kubectl, netns_name: str, endpoint: str) -> tuple[str, str]:
         return dict(json.loads(body)) if code == 200 else None
 
     rrs = wait(f"{endpoint} /score", lambda: post("/score", RRS), 30)
-    v2 = post("/v2/models/model/infer", V2) or {}
+    v2 = post(f"/v2/models/{endpoint}/infer", V2) or {}
     row = rrs["Results"]["output1"][0]
     label = row["Scored Labels"]
-    print(
-        f"   POST http://{ip}/score -> Scored Labels {label!r}, probabilities "
-        f"{ {k: round(v, 3) for k, v in row.items() if k.startswith('Scored Prob')} }"
-    )
-    print(
-        f"   POST http://{ip}/v2/models/model/infer -> model_version {str(v2.get('model_version'))[:12]}..., "
-        f"outputs {[o['name'] for o in v2.get('outputs', [])]}"
-    )
+    probabilities = {k: round(v, 3) for k, v in row.items() if k.startswith("Scored Prob")}
+    print(f"   POST http://{ip}/score -> Scored Labels {label!r}, probabilities {probabilities}")
+    version = str(v2.get("model_version"))[:12]
+    outputs = [o["name"] for o in v2.get("outputs", [])]
+    print(f"   POST http://{ip}/v2/models/{endpoint}/infer -> model_version {version}..., outputs {outputs}")
     return str(label), str(v2.get("model_version"))
 
 

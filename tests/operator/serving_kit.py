@@ -16,7 +16,7 @@ from kstudio_trainer.artifact_writer import write_ilearner
 # stdin closes; prints one JSON line: counts, failures and, per second, the model versions that answered.
 LOADGEN = r"""
 import http.client, json, sys, threading, time
-host, key, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+host, key, rate, name = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 body = json.dumps({"inputs": [{"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
                               {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]}]})
 stop = threading.Event()
@@ -30,7 +30,7 @@ while not stop.is_set():
     try:
         if conn is None:
             conn = http.client.HTTPConnection(host, 80, timeout=10)
-        conn.request("POST", "/v2/models/model/infer", body=body,
+        conn.request("POST", f"/v2/models/{name}/infer", body=body,
                      headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
         resp = conn.getresponse()
         data = resp.read()

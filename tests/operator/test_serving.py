@@ -60,9 +60,8 @@ def cluster_ip(kube: Kubectl, service: str) -> str:
     return str(svc["spec"]["clusterIP"])
 
 
-def infer(
-    local_cluster: Any, ip: str, key: str | None, path: str = "/v2/models/model/infer"
-) -> tuple[int, str]:
+def infer(local_cluster: Any, ip: str, key: str | None, endpoint: str) -> tuple[int, str]:
+    path = f"/v2/models/{endpoint}/infer"
     body = json.dumps(
         {
             "inputs": [
@@ -94,7 +93,9 @@ def test_a_web_service_serves_its_model_through_its_default_endpoint_with_genera
     ip = cluster_ip(kube, "svc-default")
     key = secret_key(kube, "svc-default")
     code, body = wait_until(
-        "the Service to answer", lambda: (r := infer(local_cluster, ip, key))[0] == 200 and r, 30
+        "the Service to answer",
+        lambda: (r := infer(local_cluster, ip, key, "svc-default"))[0] == 200 and r,
+        30,
     )
     assert json.loads(body)["model_version"] == models["m-a"]
     rrs = json.dumps({"Inputs": {"input1": [{"x1": 0.3, "x2": -0.1}]}, "GlobalParameters": {}}).encode()
@@ -106,8 +107,8 @@ def test_a_web_service_serves_its_model_through_its_default_endpoint_with_genera
         {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
     )
     assert code == 200 and "Scored Labels" in body
-    assert infer(local_cluster, ip, None)[0] == 401
-    assert infer(local_cluster, ip, "not-the-key")[0] == 401
+    assert infer(local_cluster, ip, None, "svc-default")[0] == 401
+    assert infer(local_cluster, ip, "not-the-key", "svc-default")[0] == 401
 
     # The key appears nowhere but in its Secret.
     dumped = kube.run("get", "endpoints.kstudio.io,webservices,deployments,pods,events", "-o", "json").stdout
@@ -154,7 +155,7 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
     )
     ip = cluster_ip(kube, "ep2")
     key = secret_key(kube, "ep2")
-    wait_until("the Service to answer", lambda: infer(local_cluster, ip, key)[0] == 200, 30)
+    wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep2")[0] == 200, 30)
     gen = subprocess.Popen(
         [
             "ip",
@@ -167,6 +168,7 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
             ip,
             key,
             "60",
+            "ep2",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -252,7 +254,7 @@ def test_a_model_that_cannot_load_stalls_the_rollout_and_patching_back_recovers(
     assert ready is not None and ready["status"] == "True" and "m-c" in ready["message"], ready
     assert "sha256" in ready["message"] or "exit code 2" in ready["message"], ready["message"]
     assert any(e["reason"] == "RolloutStalled" for e in kube.events("ep3"))
-    code, body = infer(local_cluster, ip, key)
+    code, body = infer(local_cluster, ip, key, "ep3")
     assert code == 200 and json.loads(body)["model_version"] == models["m-a"]
 
     kube.run("patch", "endpoints.kstudio.io", "ep3", "--type=merge", "-p", '{"spec":{"model":"m-a"}}')
@@ -279,17 +281,19 @@ def test_rotating_one_key_keeps_the_other_working_and_keys_are_per_endpoint(
     wait_until("ep4 serving", lambda: endpoint_ready(kube, "ep4", "m-a"), 180)
     ip_default, ip4 = cluster_ip(kube, "svc-default"), cluster_ip(kube, "ep4")
     primary, secondary = secret_key(kube, "ep4"), secret_key(kube, "ep4", "secondaryKey")
-    wait_until("ep4 answers", lambda: infer(local_cluster, ip4, primary)[0] == 200, 30)
-    assert infer(local_cluster, ip4, secondary)[0] == 200
-    assert infer(local_cluster, ip_default, primary)[0] == 401  # endpoint A's key on endpoint B
+    wait_until("ep4 answers", lambda: infer(local_cluster, ip4, primary, "ep4")[0] == 200, 30)
+    assert infer(local_cluster, ip4, secondary, "ep4")[0] == 200
+    assert (
+        infer(local_cluster, ip_default, primary, "svc-default")[0] == 401
+    )  # endpoint A's key on endpoint B
 
     kube.run("annotate", "endpoints.kstudio.io", "ep4", "kstudio.io/rotate-key=secondaryKey/1")
     wait_until("a new secondary key", lambda: secret_key(kube, "ep4", "secondaryKey") != secondary, 30)
     new_secondary = secret_key(kube, "ep4", "secondaryKey")
     assert secret_key(kube, "ep4") == primary
-    wait_until("the old secondary refused", lambda: infer(local_cluster, ip4, secondary)[0] == 401, 60)
-    assert infer(local_cluster, ip4, new_secondary)[0] == 200
-    assert infer(local_cluster, ip4, primary)[0] == 200
+    wait_until("the old secondary refused", lambda: infer(local_cluster, ip4, secondary, "ep4")[0] == 401, 60)
+    assert infer(local_cluster, ip4, new_secondary, "ep4")[0] == 200
+    assert infer(local_cluster, ip4, primary, "ep4")[0] == 200
     assert any(e["reason"] == "KeyRotated" for e in kube.events("ep4"))
     everything = kube.run("get", "endpoints.kstudio.io,webservices,events", "-o", "json").stdout
     everything += json.dumps(kube.get("endpoints.kstudio.io", "ep4"))

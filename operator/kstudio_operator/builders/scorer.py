@@ -127,7 +127,9 @@ def deployment(
     env = [
         {"name": "KSTUDIO_MODEL_URI", "value": model.uri},
         {"name": "KSTUDIO_MODEL_SHA256", "value": model.sha256},
-        {"name": "KSTUDIO_MODEL_NAME", "value": model.name},
+        # OIP V2 clients address /v2/models/<endpoint>: stable across model patches; the answer's
+        # model_version is the sha256 of the model that answered.
+        {"name": "KSTUDIO_MODEL_NAME", "value": endpoint},
         {"name": "KSTUDIO_PORT", "value": str(SCORER_PORT)},
         {"name": "KSTUDIO_S3_ENDPOINT", "value": config.pod_s3_endpoint},
         {"name": "KSTUDIO_S3_SECURE", "value": "true" if config.pod_s3_secure else "false"},
