@@ -167,7 +167,7 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
             LOADGEN,
             ip,
             key,
-            "60",
+            "80",
             "ep2",
         ],
         stdin=subprocess.PIPE,

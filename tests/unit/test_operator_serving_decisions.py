@@ -81,7 +81,7 @@ def test_a_new_endpoint_creates_its_service_and_a_rolling_deployment_of_non_root
     kinds = [a.manifest["kind"] for a in decision.actions if isinstance(a, CreateChild)]
     assert kinds == ["Service", "Deployment"]
     dep = deployment_for(decision)["manifest"]
-    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": "100%"}
     template = dep["spec"]["template"]
     assert template["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(1)
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True

@@ -188,7 +188,9 @@ def deployment(
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": 600,
             "selector": {"matchLabels": {c.LABEL_ENDPOINT: endpoint, c.LABEL_COMPONENT: "scorer"}},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            # All new pods start at once (a patch completes in one pod start, not one per replica); no old
+            # pod goes before a new one is ready.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "100%"}},
             "template": {
                 "metadata": {"labels": labels, "annotations": template_annotations},
                 "spec": {
