@@ -112,6 +112,11 @@ def serving(kubectl: Kubectl, endpoint: str, model: str, log: Path) -> dict[str,
     return st
 
 
+def _rounded(value: Any) -> Any:
+    """A probability, or (RRS "Scored Probabilities") a class -> probability mapping, to 3 decimals."""
+    return {k: round(v, 3) for k, v in value.items()} if isinstance(value, dict) else round(value, 3)
+
+
 def score(kubectl: Kubectl, netns_name: str, endpoint: str) -> tuple[str, str]:
     """RRS and OIP V2 through the endpoint's Service with its primary key: (label, model digest)."""
     from kstudio_localcluster import netns
@@ -136,7 +141,7 @@ def score(kubectl: Kubectl, netns_name: str, endpoint: str) -> tuple[str, str]:
     label = row["Scored Labels"]
     print(
         f"   POST http://{ip}/score -> Scored Labels {label!r}, probabilities "
-        f"{ {k: round(v, 3) for k, v in row.items() if k.startswith('Scored Prob')} }"
+        f"{ {k: _rounded(v) for k, v in row.items() if k.startswith('Scored Prob')} }"
     )
     print(
         f"   POST http://{ip}/v2/models/model/infer -> model_version {str(v2.get('model_version'))[:12]}..., "
