@@ -112,6 +112,11 @@ def serving(kubectl: Kubectl, endpoint: str, model: str, log: Path) -> dict[str,
     return st
 
 
+def _rounded(value: Any) -> Any:
+    """A probability, or (RRS "Scored Probabilities") a class -> probability mapping, to 3 decimals."""
+    return {k: round(v, 3) for k, v in value.items()} if isinstance(value, dict) else round(value, 3)
+
+
 def score(kubectl: Kubectl, netns_name: str, endpoint: str) -> tuple[str, str]:
     """RRS and OIP V2 through the endpoint's Service with its primary key: (label, model digest)."""
     from kstudio_localcluster import netns
@@ -134,7 +139,7 @@ def score(kubectl: Kubectl, netns_name: str, endpoint: str) -> tuple[str, str]:
     v2 = post(f"/v2/models/{endpoint}/infer", V2) or {}
     row = rrs["Results"]["output1"][0]
     label = row["Scored Labels"]
-    probabilities = {k: round(v, 3) for k, v in row.items() if k.startswith("Scored Prob")}
+    probabilities = {k: _rounded(v) for k, v in row.items() if k.startswith("Scored Prob")}
     print(f"   POST http://{ip}/score -> Scored Labels {label!r}, probabilities {probabilities}")
     version = str(v2.get("model_version"))[:12]
     outputs = [o["name"] for o in v2.get("outputs", [])]

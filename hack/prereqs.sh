@@ -45,8 +45,8 @@ if [ ${#need[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || stop "missing ${need[*]} and no apt-get here: install these Debian packages' equivalents"
   note "installing ${need[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null || stop "apt-get update failed: run  apt-get update  and fix what it reports"
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+  apt-get update -qq >/dev/null 2>&1 || stop "apt-get update failed: run  apt-get update  and fix what it reports"
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
     || stop "apt-get install ${need[*]} failed: run  apt-get install ${need[*]}  to see why"
 fi
 

@@ -183,11 +183,11 @@ def model_user_changed(
 
 
 # --- reconcile loops --------------------------------------------------------------------------------------
-kopf.daemon(*EXPERIMENTS, id="reconcile", cancellation_backoff=None)(experiment.experiment_loop)
+kopf.daemon(*EXPERIMENTS, id="reconcile", cancellation_timeout=10.0)(experiment.experiment_loop)
 kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
 
-kopf.daemon(*TRAINED_MODELS, id="reconcile", cancellation_backoff=None)(trainedmodel.trained_model_loop)
+kopf.daemon(*TRAINED_MODELS, id="reconcile", cancellation_timeout=10.0)(trainedmodel.trained_model_loop)
 kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmodel.delete_trained_model)
 
-kopf.daemon(*WEB_SERVICES, id="reconcile", cancellation_backoff=None)(serving.web_service_loop)
-kopf.daemon(*ENDPOINTS, id="reconcile", cancellation_backoff=None)(serving.endpoint_loop)
+kopf.daemon(*WEB_SERVICES, id="reconcile", cancellation_timeout=10.0)(serving.web_service_loop)
+kopf.daemon(*ENDPOINTS, id="reconcile", cancellation_timeout=10.0)(serving.endpoint_loop)
