@@ -78,10 +78,11 @@ class Runtime:
         """Merge-patch the status keys whose value differs from the current status; nothing when none
         does (so an unchanged object is never written). Returns whether it wrote."""
         current = self.current_status(key, body)
-        patch = {k: desired.get(k) for k in set(current) | set(desired) if current.get(k) != desired.get(k)}
+        patch = merge_patch(current, desired)
         if not patch:
             return False
         meta = body["metadata"]
+        log.debug("%s/%s/%s: status %s", *key, ", ".join(sorted(patch)))
         answer = await self.kube.patch(
             str(body["apiVersion"]), plural, meta["namespace"], meta["name"], {"status": patch}, status=True
         )
@@ -89,6 +90,24 @@ class Runtime:
         if rv is not None:
             self.written[key] = (rv, dict(answer.get("status") or {}))
         return True
+
+
+def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `current` into `desired`: {} when they are equal.
+
+    Nested objects are merged by the API server, so a key that `desired` drops must be sent as null at
+    every depth (a new rollout must not inherit the finishedAt of the previous one); lists are replaced.
+    """
+    patch: dict[str, Any] = {}
+    for key in set(current) | set(desired):
+        old, new = current.get(key), desired.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            patch[key] = merge_patch(old, new)
+        else:
+            patch[key] = new
+    return patch
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

@@ -71,7 +71,12 @@ def infer(local_cluster: Any, ip: str, key: str | None, endpoint: str) -> tuple[
         }
     ).encode()
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-    return netns.http_request(local_cluster.info.layout.netns, "POST", f"http://{ip}{path}", body, headers)
+    try:
+        return netns.http_request(
+            local_cluster.info.layout.netns, "POST", f"http://{ip}{path}", body, headers
+        )
+    except OSError as exc:  # kube-proxy may not route a new Service yet: "refused" until it does
+        return 0, repr(exc)
 
 
 def test_a_web_service_serves_its_model_through_its_default_endpoint_with_generated_keys(

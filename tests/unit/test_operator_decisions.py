@@ -199,3 +199,18 @@ def test_trained_model_usage_comes_from_its_users_without_reverifying() -> None:
     assert used.status["usedBy"] == ["Endpoint/ep2"] and used.events == []
     in_use = next(c for c in used.status["conditions"] if c["type"] == "InUse")
     assert (in_use["status"], in_use["reason"]) == ("True", "Referenced")
+
+
+def test_a_status_patch_drops_nested_keys_explicitly_and_is_empty_when_nothing_changed() -> None:
+    from kstudio_operator.runtime import merge_patch
+
+    finished = {"rollout": {"from": "a", "to": "b", "finishedAt": "t1", "seconds": 3.0}, "phase": "Ready"}
+    started = {"rollout": {"from": "b", "to": "a", "startedAt": "t2"}, "phase": "RollingOut"}
+    patch = merge_patch(finished, started)
+    assert patch == {
+        "rollout": {"from": "b", "to": "a", "startedAt": "t2", "finishedAt": None, "seconds": None},
+        "phase": "RollingOut",
+    }
+    assert merge_patch(started, started) == {}
+    assert merge_patch({"history": [1, 2]}, {"history": [1]}) == {"history": [1]}
+    assert merge_patch({"model": "m"}, {}) == {"model": None}

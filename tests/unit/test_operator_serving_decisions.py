@@ -85,7 +85,7 @@ def test_a_new_endpoint_creates_its_service_and_a_rolling_deployment_of_non_root
     template = dep["spec"]["template"]
     assert template["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(1)
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
-    env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in template["spec"]["containers"][0]["env"]}
     assert (env["KSTUDIO_MODEL_URI"], env["KSTUDIO_MODEL_SHA256"]) == ("s3://models/m-1.ilearner", sha(1))
     assert not any("Key" in v and len(v) > 30 for v in env.values())  # keys only through the Secret volume
     assert decision.status["phase"] == "Pending" and "model" not in decision.status
@@ -286,11 +286,12 @@ def test_endpoint_settings_reach_the_scorer_environment() -> None:
     }
     decision = decide_endpoint(spec, {}, observe([]), T0, CONFIG, EP_OWNER)
     container = deployment_for(decision)["manifest"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", "") for e in container["env"]}
     assert env["KSTUDIO_MAX_CONCURRENT_CALLS"] == "7"
     assert (env["KSTUDIO_LOGGING_LEVEL"], env["KSTUDIO_SAMPLE_DATA"]) == ("All", "true")
     assert env["KSTUDIO_LOGGING_URI"] == "s3://kstudio-logs/ns/ep2"
     assert env["KSTUDIO_MAX_MODEL_BYTES"] == str(512 * 2**20)
+    assert env["KSTUDIO_JOBS_STORE_URI"] == "s3://kstudio-logs/ns/ep2/jobs"  # replicas share batch jobs
     assert container["resources"]["limits"]["memory"] == "1Gi"
 
 

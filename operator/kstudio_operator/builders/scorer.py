@@ -147,6 +147,9 @@ def deployment(
             "name": "KSTUDIO_OUTPUT_INCLUDE_INPUTS",
             "value": "true" if output.get("includeInputs") else "false",
         },
+        # Batch jobs of every replica in one store, so any replica answers for any job.
+        {"name": "KSTUDIO_JOBS_STORE_URI", "value": f"s3://{config.logs_bucket}/{namespace}/{endpoint}/jobs"},
+        {"name": "KSTUDIO_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "KSTUDIO_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
         {"name": "KSTUDIO_SHUTDOWN_GRACE_SECONDS", "value": str(SHUTDOWN_GRACE_SECONDS)},
         {"name": "KSTUDIO_MODEL_DIR", "value": f"{SCRATCH}/model"},
