@@ -2,9 +2,10 @@
 
 The I/O-inclusive limit: the same bytes as the batch job's input, read from local disk with the fastest
 reader we have (pyarrow's CSV / Parquet readers), predicted (predict_proba, labels from its argmax), and the
-same scored columns written back with pyarrow's writers; one process pinned to one core, no HTTP, no
-object store. The batch job: `POST /jobs` on a `kstudio serve` pinned to the same core, MinIO in and
-MinIO out, timed from submission to `Succeeded`. Raw in-memory predict_proba is printed for reference.
+same scored columns written back with pyarrow's writers (Parquet with the scorer's writer settings);
+one process pinned to one core, no HTTP, no object store. The batch job: `POST /jobs` on a
+`kstudio serve` pinned to the same core, MinIO in and MinIO out, timed from submission to `Succeeded`.
+Raw in-memory predict_proba is printed for reference.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import servers
+
+from kstudio_scorer.batch import parquet_write_options
 
 N_FEATURES = 10
 
@@ -64,7 +67,7 @@ def io_limit(est: Any, source: Path, fmt: str, work: Path) -> float:
         if fmt == "csv":
             pacsv.write_csv(out, target)
         else:
-            pq.write_table(out, target)
+            pq.write_table(out, target, **parquet_write_options(out.schema))  # the scorer's settings
         best = max(best, table.num_rows / (time.perf_counter() - t0))
         target.unlink()
     return best

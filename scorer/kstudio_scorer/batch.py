@@ -128,6 +128,12 @@ def scored_table(
     return pa.Table.from_arrays(arrays, names=names)
 
 
+def parquet_write_options(schema: pa.Schema) -> dict[str, Any]:
+    """Dictionary-encode only the columns that repeat (labels, strings, booleans): on probabilities and
+    other floats it is pure cost, 4x the write time for a larger file."""
+    return {"use_dictionary": [f.name for f in schema if not pa.types.is_floating(f.type)]}
+
+
 @dataclass(frozen=True)
 class ScoringTask:
     """One file to score: where from and to, the stores to use for each, and how to name scored columns."""
@@ -209,7 +215,7 @@ def score_file(
                 if task.output_format == "csv":
                     writer = pacsv.CSVWriter(out_path, table.schema)
                 else:
-                    writer = pq.ParquetWriter(out_path, table.schema)
+                    writer = pq.ParquetWriter(out_path, table.schema, **parquet_write_options(table.schema))
             writer.write_table(table)
             rows += batch.num_rows
             on_rows(batch.num_rows)

@@ -163,7 +163,10 @@ def status_document(job: Job) -> dict[str, Any]:
         results = {
             classic.get("output", "output1"): {
                 "ConnectionString": None,  # never echoed: it holds the secret key
-                "RelativeLocation": classic.get("outputRelativeLocation"),
+                # a /jobs job (no classic record) is named by its s3:// output as /bucket/key
+                "RelativeLocation": classic.get(
+                    "outputRelativeLocation", "/" + job.output.removeprefix("s3://")
+                ),
                 "BaseLocation": classic.get("outputBaseLocation"),
                 "SasBlobToken": "",
             }

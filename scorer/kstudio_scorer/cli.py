@@ -28,7 +28,8 @@ log = logging.getLogger("kstudio_scorer")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kstudio serve",
-        description="Serve one .ilearner model over HTTP (Azure RRS /score, OIP V2, batch /jobs). "
+        description="Serve one .ilearner model over HTTP (Azure RRS /score, the Azure ML Studio (classic) "
+        "routes /workspaces/{ws}/services/{svc}/execute and .../jobs, OIP V2, batch /jobs). "
         "Every option is also a KSTUDIO_* environment variable.",
     )
     p.add_argument("--model-uri", help="s3://bucket/key.ilearner or a local path (KSTUDIO_MODEL_URI)")

@@ -12,6 +12,7 @@ from kstudio_scorer.classic_jobs import (
     storage_from_connection_string,
     uri_of_relative_location,
 )
+from kstudio_scorer.jobs import new_job
 
 SECRET = "c2VjcmV0LWtleS1ub3QtdG8tbGVhaw=="
 CONN = f"DefaultEndpointsProtocol=http;AccountName=minio-user;AccountKey={SECRET};BlobEndpoint=http://10.0.0.5:9000/"
@@ -123,3 +124,10 @@ def test_states_map_to_classic_status_codes(state: str, code: str) -> None:
     doc = status_document(job)
     assert doc["StatusCode"] == code and doc["Results"] is None
     assert doc["Details"] == ("why" if state == "Failed" else None)
+
+
+def test_a_kstudio_job_read_on_the_classic_route_names_its_output_as_a_relative_location() -> None:
+    job = new_job("s3://inbox/a.csv", "s3://outbox/run/a-scored.parquet", None, None)
+    job.state = "Succeeded"
+    output = status_document(job)["Results"]["output1"]
+    assert output["RelativeLocation"] == "/outbox/run/a-scored.parquet" and output["BaseLocation"] is None
