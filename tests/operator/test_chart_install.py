@@ -57,7 +57,6 @@ def chart_values(namespace: str, pod_endpoint: str) -> list[str]:
         f"storage.endpoint={pod_endpoint}",
         "--set",
         f"operator.watchNamespaces={{{namespace}}}",
-        "--set",
     ]
 
 
@@ -80,7 +79,8 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
     assert by_kind["ClusterRoleBinding"]["roleRef"]["name"] == scoped
     for rule in by_kind["ClusterRole"]["rules"]:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
-        assert "secrets" not in rule["resources"], rule
+        if "secrets" in rule["resources"]:  # endpoint keys: created, one patched in on rotation, never read
+            assert sorted(rule["verbs"]) == ["create", "patch"], rule
     container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "kstudio:dev"
     assert f"--namespace={namespace}" in container["args"]
@@ -112,11 +112,28 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         assert model is not None and model["status"]["phase"] == "Ready"
         assert model["status"]["metrics"]["accuracy"] > 0.8
 
+        # The same operator serves it: WebService → default Endpoint → scorer Deployment, Service, keys.
+        service = {
+            "apiVersion": "kstudio.io/v1alpha1",
+            "kind": "WebService",
+            "metadata": {"name": "svc"},
+            "spec": {"model": "penguins-1"},
+        }
+        assert kube.apply(json.dumps(service)).returncode == 0
+
+        def serving() -> dict[str, Any] | None:
+            status = kube.status("endpoint", "svc-default")
+            return status if status.get("phase") == "Ready" and status.get("model") == "penguins-1" else None
+
+        served = wait_until("svc-default serving penguins-1 (operator in-cluster)", serving, timeout=180)
+        assert served["modelDigest"] == model["spec"]["artifact"]["sha256"], (served, operator_log(kube))
+        assert kube.get("secret", "svc-default-keys") is not None
         # The in-cluster operator did it (it alone watches this fresh namespace): its pod's log shows our
         # handlers processing the Experiment, and it never lacked a permission.
         log = operator_log(kube)
-        assert "Handler 'validate' succeeded" in log and "Creation is processed" in log, log
+        assert "Handler 'experiment_changed' succeeded" in log, log
         assert "Forbidden" not in log, log
+        kube.run("delete", "webservice", "svc", "--timeout=60s")
         kube.run("delete", "experiment", "penguins", "--timeout=60s")
         wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
 
@@ -125,7 +142,7 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         gone = local_cluster.kubectl("get", "clusterrole,clusterrolebinding", scoped, check=False)
         assert "NotFound" in gone.stderr, gone
     finally:
-        kube.release_finalizers("experiments", "trainedmodels")
+        kube.release_finalizers("webservices", "endpoints.kstudio.io", "experiments", "trainedmodels")
         if installed:
             helm("uninstall", RELEASE, "--namespace", namespace, "--timeout", "60s", check=False)
         local_cluster.kubectl(
