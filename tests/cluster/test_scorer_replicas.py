@@ -163,12 +163,9 @@ def test_two_replicas_behind_a_service_answer_every_get_for_the_same_job(
         for _ in range(10)
     ]
     assert all(st == 200 and doc["StatusCode"] == "Finished" for st, doc in classic)
-    # both pods answered: each counted GET /jobs/{job_id} in its own metrics
+    # Each replica answers for the job directly too (the Service's balancing above is kube-proxy's choice):
+    # the pod that did not run it reads the same record from the shared store.
     ips = [p["status"]["podIP"] for p in pods(local_cluster, ns, "app=scorer")]
     assert len(ips) == 2
-    line = 'kstudio_scorer_requests_total{method="GET",route="/jobs/{job_id}",status="200"}'
     for ip in ips:
-        st, text = call(local_cluster, ip, "GET", "/metrics", port=8080)
-        assert st == 200
-        served = [ln for ln in text.decode().splitlines() if ln.startswith(line)]
-        assert served and float(served[0].split()[-1]) > 0, f"pod {ip} answered no GET /jobs/{{id}}"
+        assert call(local_cluster, ip, "GET", f"/jobs/{job_id}", port=8080) == (200, final), ip
