@@ -6,12 +6,11 @@ manifests and of what kopf hands to handlers, and imports nothing heavy (no `kub
 
 Every write uses a deterministic name. A 409 on create means "already there" (an earlier attempt or an
 earlier operator process made it) and returns the existing object; a 404 on delete means "already gone".
-Requests are counted by verb (`requests`) for the operator's metrics and the scale benchmark.
+Requests are counted by verb in the operator's metrics (kstudio_operator_api_requests_total).
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -75,7 +74,6 @@ class Kube:
         self._login = login
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self.requests: collections.Counter[str] = collections.Counter()
 
     def _new_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -105,7 +103,6 @@ class Kube:
         for attempt in (1, 2):
             if self._session is None:
                 self._session = self._new_session()
-            self.requests[method] += 1
             metrics.API_REQUESTS.labels(method).inc()
             try:
                 async with self._session.request(

@@ -92,16 +92,7 @@ def test_a_new_endpoint_creates_its_service_and_a_rolling_deployment_of_non_root
 
 
 def test_status_names_the_model_the_ready_pods_serve() -> None:
-    first = decide_endpoint({"webService": "svc", "replicas": 2}, {}, observe([]), T0, CONFIG, EP_OWNER)
-    dep = deployment_for(first)
-    ready = decide_endpoint(
-        {"webService": "svc", "replicas": 2},
-        first.status,
-        observe([pod(1, "a"), pod(1, "b")], dep),
-        T0,
-        CONFIG,
-        EP_OWNER,
-    )
+    ready, _ = _ready_on_m1()
     assert ready.actions == []
     assert (ready.status["phase"], ready.status["model"], ready.status["modelDigest"]) == (
         "Ready",
@@ -111,17 +102,19 @@ def test_status_names_the_model_the_ready_pods_serve() -> None:
     assert ready.status["readyReplicas"] == 2
 
 
-def _serving_m1() -> tuple[dict[str, Any], dict[str, Any]]:
+def _ready_on_m1() -> tuple[Any, dict[str, Any]]:
+    """A 2-replica endpoint created, then both pods ready on m-1: (that decision, the Deployment)."""
     first = decide_endpoint({"webService": "svc", "replicas": 2}, {}, observe([]), T0, CONFIG, EP_OWNER)
     dep = deployment_for(first)
+    spec = {"webService": "svc", "replicas": 2}
     ready = decide_endpoint(
-        {"webService": "svc", "replicas": 2},
-        first.status,
-        observe([pod(1, "a"), pod(1, "b")], dep),
-        T0,
-        CONFIG,
-        EP_OWNER,
+        spec, first.status, observe([pod(1, "a"), pod(1, "b")], dep), T0, CONFIG, EP_OWNER
     )
+    return ready, dep
+
+
+def _serving_m1() -> tuple[dict[str, Any], dict[str, Any]]:
+    ready, dep = _ready_on_m1()
     return ready.status, dep
 
 
