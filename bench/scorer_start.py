@@ -2,9 +2,10 @@
 
 A rollout can only be as fast as a new scorer pod gets Ready, so this is the number behind issue 10's
 "patch to 100% in ≤ 5 s". The model is trained here by the trainer (`kstudio train` on the penguins
-example: RandomForestClassifier(100) behind imputer/scaler/one-hot preprocessing). The venv is
-byte-compiled first, as the node agent does for pods and the Dockerfile does for the image, and the
-scorer runs with the image's environment (PYTHONDONTWRITEBYTECODE=1), so what is timed is a pod's start.
+example: RandomForestClassifier(100) behind imputer/scaler/one-hot preprocessing). The scorer runs from
+the image venv the node agent runs pods from (built by kstudio_localcluster.imagevenv like the
+Dockerfile builds the image: byte-compiled), with the image's environment (PYTHONDONTWRITEBYTECODE=1),
+so what is timed is a pod's start.
 
 Each run: exec, poll /readyz every 10 ms on a fresh connection, record the wall time and the process's
 CPU seconds at that moment, then SIGTERM. Prints every run and the medians, plus the scorer's own
@@ -85,14 +86,14 @@ def train_penguins(work: Path) -> tuple[Path, str]:
     return artifact, str(result["artifact"]["sha256"])
 
 
-def start_once(env: dict[str, str], work: Path, run: int) -> tuple[float, float, str]:
+def start_once(image: Path, env: dict[str, str], work: Path, run: int) -> tuple[float, float, str]:
     port = free_port()
     log_path = work / f"serve-{run}.log"
     run_env = {**env, "KSTUDIO_PORT": str(port)}
     with log_path.open("wb") as log:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, str(KSTUDIO), "serve"], env=run_env, stdout=log, stderr=subprocess.STDOUT
+            [str(image / "bin" / "kstudio"), "serve"], env=run_env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         while not ready(port):
@@ -113,9 +114,12 @@ def main() -> int:
     parser.add_argument("--minio", action="store_true", help="serve from MinIO (s3://) instead of a file")
     args = parser.parse_args()
 
-    from kstudio_localcluster.nodeagent.images import compile_image
+    from kstudio_localcluster.imagevenv import ensure_image_venv
 
-    print(f"byte-compiling the venv as the node agent does: {compile_image(REPO, sys.executable):.1f} s")
+    # The scorer runs from the image venv, the one the node agent runs pods from (this checkout's wheel
+    # in a clean venv, byte-compiled like the Dockerfile's), so what is timed is a pod's start.
+    image = ensure_image_venv(REPO)
+    print(f"image venv: {image}")
     with tempfile.TemporaryDirectory(prefix="kstudio-bench-start-") as tmp:
         work = Path(tmp)
         artifact, sha256 = train_penguins(work)
@@ -143,7 +147,7 @@ def main() -> int:
                 # A pod starts with an empty model directory: every run downloads again.
                 for cached in (work / "model-cache").glob("*"):
                     cached.unlink()
-                wall, cpu, log = start_once(env, work, run)
+                wall, cpu, log = start_once(image, env, work, run)
                 walls.append(wall)
                 cpus.append(cpu)
                 found = PHASES.search(log)

@@ -115,6 +115,14 @@ def test_a_web_service_serves_its_model_through_its_default_endpoint_with_genera
     assert infer(local_cluster, ip, None, "svc-default")[0] == 401
     assert infer(local_cluster, ip, "not-the-key", "svc-default")[0] == 401
 
+    # `kubectl get kstudio`: model, digest prefix, ready replicas and URL, as the pods serve them.
+    table = kube.run("get", "kstudio").stdout
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.strip()}
+    row = rows["endpoint.kstudio.io/svc-default"]
+    assert row[2:6] == ["m-a", models["m-a"][:12], "1", "Ready"], table
+    assert row[6] == status["url"], table
+    assert rows["webservice.kstudio.io/svc"][1:4] == ["Ready", "m-a", models["m-a"][:12]], table
+
     # The key appears nowhere but in its Secret.
     dumped = kube.run("get", "endpoints.kstudio.io,webservices,deployments,pods,events", "-o", "json").stdout
     assert key not in dumped

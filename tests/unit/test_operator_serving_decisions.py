@@ -99,6 +99,7 @@ def test_status_names_the_model_the_ready_pods_serve() -> None:
         "m-1",
         sha(1),
     )
+    assert ready.status["modelDigestPrefix"] == sha(1)[:12]  # what `kubectl get kstudio` shows
     assert ready.status["readyReplicas"] == 2
 
 
@@ -145,6 +146,7 @@ def test_patching_the_model_rolls_the_deployment_and_records_the_rollout() -> No
         "m-2",
         sha(2),
     )
+    assert done.status["modelDigestPrefix"] == sha(2)[:12]
     assert done.status["rollout"]["seconds"] == 4.0 and done.status["history"][-1]["to"] == "m-2"
 
 
@@ -267,6 +269,22 @@ def test_an_error_metric_promotes_when_it_goes_down() -> None:
         spec, status, ws_observed(models=models, experiment_latest="m-2"), T0, WS_OWNER
     )
     assert lower.status["model"] == "m-2"
+
+
+def test_an_explicit_direction_overrides_the_metrics_natural_one() -> None:
+    spec = {"modelFrom": {"experiment": "exp", "promote": {"metric": "f1_macro", "direction": "lower"}}}
+    models = {"m-1": model(1, f1_macro=0.9), "m-2": model(2, f1_macro=0.8), "m-3": model(3, f1_macro=0.95)}
+    status = decide_web_service(
+        spec, {}, ws_observed(models=models, experiment_latest="m-1"), T0, WS_OWNER
+    ).status
+    lower = decide_web_service(
+        spec, status, ws_observed(models=models, experiment_latest="m-2"), T0, WS_OWNER
+    )
+    assert lower.status["model"] == "m-2" and "(lower is better)" in lower.status["promotions"][-1]["reason"]
+    higher = decide_web_service(
+        spec, lower.status, ws_observed(models=models, experiment_latest="m-3"), T0, WS_OWNER
+    )
+    assert higher.status["model"] == "m-2" and higher.status["promotions"][-1]["promoted"] is False
 
 
 def test_endpoint_settings_reach_the_scorer_environment() -> None:

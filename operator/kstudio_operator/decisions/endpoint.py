@@ -21,7 +21,7 @@ from kstudio_operator.builders import scorer
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.decisions import Decision, Event
 from kstudio_operator.handlers.common import describe_validation_error
-from kstudio_operator.resources.common import Condition, ConditionStatus, set_condition
+from kstudio_operator.resources.common import Condition, ConditionStatus, digest_prefix, set_condition
 from kstudio_operator.resources.endpoint import EndpointSpec, EndpointStatus, RollbackOverride, Rollout
 from kstudio_operator.settings import OperatorConfig
 
@@ -235,6 +235,7 @@ def decide_endpoint(
         conditions=conds,
         model=served_name,
         model_digest=served_sha,
+        model_digest_prefix=digest_prefix(served_sha),
         url=scorer.service_url(observed.namespace, observed.name),
         replicas=spec.replicas,
         ready_replicas=ready,

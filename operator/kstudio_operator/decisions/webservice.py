@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -20,7 +20,7 @@ from kstudio_operator.builders.scorer import default_endpoint_name
 from kstudio_operator.decisions import Decision, Event
 from kstudio_operator.decisions.endpoint import CreateChild
 from kstudio_operator.handlers.common import describe_validation_error
-from kstudio_operator.resources.common import set_condition
+from kstudio_operator.resources.common import digest_prefix, set_condition
 from kstudio_operator.resources.webservice import Promotion, WebServiceSpec, WebServiceStatus
 
 PROMOTIONS = 50
@@ -49,13 +49,19 @@ def _metric(model: dict[str, Any] | None, metric: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def gate(metric: str, min_delta: float, served: float | None, candidate: float | None) -> tuple[bool, str]:
-    """(promote?, why). Higher is better unless the metric is an error (rmse, log_loss, ...)."""
+def gate(
+    metric: str,
+    min_delta: float,
+    served: float | None,
+    candidate: float | None,
+    direction: Literal["higher", "lower"] | None = None,
+) -> tuple[bool, str]:
+    """(promote?, why). Without a direction, higher is better unless the metric is an error (rmse, ...)."""
     if candidate is None:
         return False, f"the candidate has no {metric}"
     if served is None:
         return True, f"nothing with a {metric} is served yet"
-    lower = metric in LOWER_IS_BETTER
+    lower = direction == "lower" if direction else metric in LOWER_IS_BETTER
     gain = (served - candidate) if lower else (candidate - served)
     direction = "lower" if lower else "higher"
     words = f"{metric} {candidate:.4f} vs {served:.4f} served ({direction} is better): gain {gain:+.4f}"
@@ -98,9 +104,10 @@ def decide_web_service(
             promote, why = True, "following the experiment's latest model (no gate)"
             metric = delta = None
             if spec.model_from.promote is not None and model is not None:
-                metric = spec.model_from.promote.metric
+                rule = spec.model_from.promote
+                metric = rule.metric
                 served_v, cand_v = _metric(observed.models.get(model), metric), _metric(cand, metric)
-                promote, why = gate(metric, spec.model_from.promote.min_delta, served_v, cand_v)
+                promote, why = gate(metric, rule.min_delta, served_v, cand_v, rule.direction)
                 if served_v is not None and cand_v is not None:
                     delta = cand_v - served_v
             record = Promotion.model_validate(
@@ -191,6 +198,7 @@ def decide_web_service(
         conditions=conds,
         model=model,
         model_digest=ep_status.get("modelDigest"),
+        model_digest_prefix=digest_prefix(ep_status.get("modelDigest")),
         default_endpoint=default,
         url=ep_status.get("url"),
         endpoints=sorted(observed.endpoints),

@@ -16,6 +16,14 @@ SHA256_HEX = r"^[0-9a-f]{64}$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
 S3_PREFIX = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]*$"
 # Kubernetes resource quantity (a simplified but faithful form of resource.Quantity's grammar).
+# How many hex digits of a sha256 status shows for `kubectl get` (like a short image id).
+DIGEST_PREFIX_LENGTH = 12
+
+
+def digest_prefix(sha256: str | None) -> str | None:
+    return sha256[:DIGEST_PREFIX_LENGTH] if sha256 else None
+
+
 QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from kstudio_operator.constants import ENDPOINTS
 from kstudio_operator.resources.common import (
+    DIGEST_PREFIX_LENGTH,
     CelRule,
     Condition,
     KModel,
@@ -76,6 +77,9 @@ class EndpointStatus(StatusModel):
     conditions: list[Condition] = conditions_field()
     model: str | None = Field(default=None, max_length=253)
     model_digest: str | None = Field(default=None, max_length=64)
+    model_digest_prefix: str | None = Field(
+        default=None, max_length=DIGEST_PREFIX_LENGTH, description="start of modelDigest (kubectl get)"
+    )
     url: str | None = Field(default=None, max_length=1024)
     replicas: int | None = Field(default=None, ge=0)
     ready_replicas: int | None = Field(default=None, ge=0)
@@ -99,9 +103,10 @@ ENDPOINT = ResourceKind(
     printer_columns=(
         PrinterColumn("WebService", ".spec.webService"),
         PrinterColumn("Model", ".status.model", description="TrainedModel the pods serve"),
+        PrinterColumn("Digest", ".status.modelDigestPrefix", description="sha256 the ready pods serve"),
         PrinterColumn("Ready", ".status.readyReplicas", "integer"),
         PrinterColumn("Phase", ".status.phase"),
-        PrinterColumn("URL", ".status.url", priority=1),
+        PrinterColumn("URL", ".status.url"),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     rules=(

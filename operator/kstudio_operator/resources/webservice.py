@@ -9,6 +9,7 @@ from pydantic import Field
 
 from kstudio_operator.constants import WEB_SERVICES
 from kstudio_operator.resources.common import (
+    DIGEST_PREFIX_LENGTH,
     CelRule,
     ColumnName,
     Condition,
@@ -25,6 +26,11 @@ from kstudio_operator.resources.experiment import MetricName
 
 class Promote(KModel):
     metric: MetricName = Field(description="Metric compared between the served and the candidate model.")
+    direction: Literal["higher", "lower"] | None = Field(
+        default=None,
+        description="Which way the metric is better; default: lower for errors (rmse, mae, mse, mape, "
+        "log_loss), higher for the rest.",
+    )
     min_delta: float = Field(default=0.0, ge=0.0, description="Required improvement before promotion.")
 
 
@@ -79,6 +85,9 @@ class WebServiceStatus(StatusModel):
     conditions: list[Condition] = conditions_field()
     model: str | None = Field(default=None, max_length=253)
     model_digest: str | None = Field(default=None, max_length=64)
+    model_digest_prefix: str | None = Field(
+        default=None, max_length=DIGEST_PREFIX_LENGTH, description="start of modelDigest (kubectl get)"
+    )
     default_endpoint: str | None = Field(default=None, max_length=253)
     url: str | None = Field(default=None, max_length=1024)
     endpoints: list[str] = Field(default_factory=list, max_length=256)
@@ -96,8 +105,9 @@ WEB_SERVICE = ResourceKind(
     printer_columns=(
         PrinterColumn("Phase", ".status.phase"),
         PrinterColumn("Model", ".status.model", description="TrainedModel being served"),
+        PrinterColumn("Digest", ".status.modelDigestPrefix", description="sha256 being served"),
         PrinterColumn("Endpoint", ".status.defaultEndpoint"),
-        PrinterColumn("URL", ".status.url", priority=1),
+        PrinterColumn("URL", ".status.url"),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     rules=(
