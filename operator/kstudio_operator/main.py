@@ -80,9 +80,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
         store_error = str(exc)
         logger.warning(f"object storage not configured ({exc}); TrainedModels stay Pending")
     config = OperatorConfig.from_env()
+    rt = Runtime(config=config, store=store, store_error=store_error)
+    metrics.track(rt.pending_wakeups, rt.endpoint_phases)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
-    memo["rt"] = Runtime(config=config, store=store, store_error=store_error)
+    memo["rt"] = rt
 
 
 @kopf.on.cleanup()

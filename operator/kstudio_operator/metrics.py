@@ -1,10 +1,14 @@
 """The operator's own Prometheus metrics, served on KSTUDIO_METRICS_PORT (off when unset; the chart sets it).
 
-reconciles by kind and outcome, reconcile latency, loops alive and reconciles in flight, API requests by
-verb (our client; kopf's watches are not included). Scraped by the scale benchmark and by Prometheus.
+reconciles by kind and outcome, reconcile latency, loops alive and reconciles in flight, wake-ups pending
+(the queue: loops woken and not yet reconciling), API requests by verb (our client; kopf's watches are
+not included), Endpoints rolling out and stalled. Scraped by the scale benchmark and by Prometheus.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -32,6 +36,30 @@ API_REQUESTS = Counter(
     ["verb"],
     registry=REGISTRY,
 )
+
+WAKEUPS_PENDING = Gauge(
+    "kstudio_operator_wakeups_pending",
+    "Reconcile loops woken and not yet reconciling (the operator's queue depth).",
+    registry=REGISTRY,
+)
+ENDPOINT_ROLLOUTS = Gauge(
+    "kstudio_operator_endpoint_rollouts",
+    "Endpoints whose last reconcile found a model rollout in progress or stalled, by state.",
+    ["state"],
+    registry=REGISTRY,
+)
+ROLLOUT_PHASES = {"rolling_out": "RollingOut", "stalled": "Stalled"}
+
+
+def track(pending: Callable[[], int], endpoint_phases: Mapping[Any, str | None]) -> None:
+    """Gauges computed at scrape time from the operator's state (nothing to keep in step by hand)."""
+    WAKEUPS_PENDING.set_function(pending)
+
+    def counter(phase: str) -> Callable[[], int]:
+        return lambda: sum(1 for p in list(endpoint_phases.values()) if p == phase)
+
+    for state, phase in ROLLOUT_PHASES.items():
+        ENDPOINT_ROLLOUTS.labels(state).set_function(counter(phase))
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104  (scraped from outside the pod)

@@ -43,6 +43,11 @@ class Runtime:
     # Models each WebService/Endpoint referenced at its last event: who to wake when that changes.
     references: dict[Key, set[str]] = field(default_factory=dict)
     verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    # Each Endpoint's phase at its last reconcile: the rollout gauges of metrics.py count them.
+    endpoint_phases: dict[Key, str | None] = field(default_factory=dict)
+
+    def pending_wakeups(self) -> int:
+        return sum(1 for event in list(self.wakeups.values()) if event.is_set())
 
     @property
     def kube(self) -> Kube:
@@ -167,3 +172,4 @@ async def reconcile_loop(
             del rt.wakeups[key]
         rt.written.pop(key, None)
         rt.failures.pop(key, None)
+        rt.endpoint_phases.pop(key, None)

@@ -111,6 +111,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
             await rt.kube.patch("apps/v1", "deployments", namespace, name, patch, status=False)
     await post_events(rt.kube, body, decision.events)
     await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
+    rt.endpoint_phases[key] = decision.status.get("phase")
     return None
 
 
