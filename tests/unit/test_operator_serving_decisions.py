@@ -351,3 +351,12 @@ def test_the_rollback_annotation_restores_the_previous_model_until_the_spec_chan
     assert moved.status["rolledBack"]["active"] is False
     assert [e.reason for e in moved.events] == ["RolloutStarted"]  # to m-3, no second rollback
     assert isinstance(moved.actions[0], ReplaceDeployment)
+
+
+def test_a_web_service_with_more_endpoints_than_status_lists_still_reconciles_and_counts_them() -> None:
+    endpoints = {f"ep-{i:04d}": {"spec": {"webService": "svc", "model": "m-1"}} for i in range(1000)}
+    decision = decide_web_service(
+        {"model": "m-1"}, {}, ws_observed(models={"m-1": model(1)}, endpoints=endpoints), T0, WS_OWNER
+    )
+    assert decision.status["endpointCount"] == 1000
+    assert decision.status["endpoints"] == sorted(endpoints)[:256]

@@ -21,7 +21,12 @@ from kstudio_operator.decisions import Decision, Event
 from kstudio_operator.decisions.endpoint import CreateChild
 from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import digest_prefix, set_condition
-from kstudio_operator.resources.webservice import Promotion, WebServiceSpec, WebServiceStatus
+from kstudio_operator.resources.webservice import (
+    LISTED_ENDPOINTS,
+    Promotion,
+    WebServiceSpec,
+    WebServiceStatus,
+)
 
 PROMOTIONS = 50
 
@@ -201,7 +206,8 @@ def decide_web_service(
         model_digest_prefix=digest_prefix(ep_status.get("modelDigest")),
         default_endpoint=default,
         url=ep_status.get("url"),
-        endpoints=sorted(observed.endpoints),
+        endpoints=sorted(observed.endpoints)[:LISTED_ENDPOINTS],
+        endpoint_count=len(observed.endpoints),
         promotions=promotions,
     ).to_wire()
     return decision

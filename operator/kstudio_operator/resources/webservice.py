@@ -79,6 +79,10 @@ class Promotion(StatusModel):
     at: datetime
 
 
+# A status object stays small however many Endpoints a service has (etcd, kubectl get -o yaml).
+LISTED_ENDPOINTS = 256
+
+
 class WebServiceStatus(StatusModel):
     observed_generation: int | None = None
     phase: Literal["Pending", "Ready", "Degraded", "Failed"] | None = None
@@ -90,7 +94,12 @@ class WebServiceStatus(StatusModel):
     )
     default_endpoint: str | None = Field(default=None, max_length=253)
     url: str | None = Field(default=None, max_length=1024)
-    endpoints: list[str] = Field(default_factory=list, max_length=256)
+    endpoints: list[str] = Field(
+        default_factory=list,
+        max_length=LISTED_ENDPOINTS,
+        description=f"its Endpoints, sorted: the first {LISTED_ENDPOINTS} (endpointCount counts all)",
+    )
+    endpoint_count: int | None = Field(default=None, ge=0, description="how many Endpoints it has")
     promotions: list[Promotion] = Field(default_factory=list, max_length=50)
 
 
