@@ -20,6 +20,7 @@ from kstudio_operator.decisions.experiment import (
     runs_awaiting_results,
 )
 from kstudio_operator.decisions.trainedmodel import Verification, decide_trained_model, needs_verification
+from kstudio_operator.resources.trainedmodel import TrainedModelStatus
 from kstudio_operator.settings import OperatorConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -214,3 +215,15 @@ def test_a_status_patch_drops_nested_keys_explicitly_and_is_empty_when_nothing_c
     assert merge_patch(started, started) == {}
     assert merge_patch({"history": [1, 2]}, {"history": [1]}) == {"history": [1]}
     assert merge_patch({"model": "m"}, {}) == {"model": None}
+
+
+def test_a_model_used_by_a_thousand_endpoints_keeps_a_bounded_status_that_counts_them() -> None:
+    spec = {"artifact": {"uri": ARTIFACT, "sha256": SHA}}
+    ready = decide_trained_model(spec, {}, 1, Verification("Ready", "Verified", "ok", {}), [])
+    users = [f"Endpoint/ep-{i:04d}" for i in range(1000)]
+    used = decide_trained_model(spec, ready.status, 1, None, users)
+    TrainedModelStatus.model_validate(used.status)  # what the CRD schema enforces too (maxItems, maxLength)
+    assert used.status["usedBy"] == users[:256] and used.status["usedByCount"] == 1000
+    in_use = next(c for c in used.status["conditions"] if c["type"] == "InUse")
+    assert in_use["message"].startswith("used by Endpoint/ep-0000, Endpoint/ep-0001")
+    assert in_use["message"].endswith("and 990 more") and len(in_use["message"]) < 1024

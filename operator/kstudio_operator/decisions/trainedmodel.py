@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from kstudio_operator.decisions import Decision, Event
 from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import Condition, ConditionStatus, set_condition
-from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
+from kstudio_operator.resources.trainedmodel import LISTED_USERS, TrainedModelSpec, TrainedModelStatus
 
 # Reasons after which verification is tried again later (the cause may go away by itself).
 RETRYABLE = frozenset({"ArtifactNotFound", "StorageUnavailable", "AccessDenied", "StorageNotConfigured"})
@@ -43,12 +43,26 @@ def needs_verification(status: dict[str, Any], generation: int) -> bool:
     return previous.phase != "Ready" and previous.reason in RETRYABLE
 
 
+NAMED_USERS = 10  # in the InUse condition's message and Events; status.usedBy lists more
+
+
+def named_users(users: list[str]) -> str:
+    """ "A, B, C" or "A, ..., J and 990 more": a message stays short however many use the model."""
+    more = f" and {len(users) - NAMED_USERS} more" if len(users) > NAMED_USERS else ""
+    return ", ".join(users[:NAMED_USERS]) + more
+
+
+def usage_fields(users: list[str]) -> dict[str, Any]:
+    """The status fields (wire form) that say who uses the model."""
+    return {"usedBy": users[:LISTED_USERS], "usedByCount": len(users)}
+
+
 def in_use_condition(
     conditions: list[Condition], users: list[str], generation: int, deleting: bool
 ) -> list[Condition]:
     if users:
         reason = "DeletionBlocked" if deleting else "Referenced"
-        return set_condition(conditions, "InUse", "True", reason, "used by " + ", ".join(users), generation)
+        return set_condition(conditions, "InUse", "True", reason, f"used by {named_users(users)}", generation)
     return set_condition(
         conditions, "InUse", "False", "NotReferenced", "no WebService or Endpoint uses it", generation
     )
@@ -103,9 +117,8 @@ def decide_trained_model(
                 decision.events.append(Event("Warning", verification.reason, verification.message))
     desired = desired.model_copy(
         update={
-            "used_by": users,
             "conditions": in_use_condition(desired.conditions, users, generation, False),
         }
     )
-    decision.status = desired.to_wire()
+    decision.status = desired.to_wire() | usage_fields(users)
     return decision

@@ -32,8 +32,10 @@ from kstudio_operator.decisions.trainedmodel import (
     Verification,
     decide_trained_model,
     in_use_condition,
+    named_users,
     needs_verification,
     parse_spec,
+    usage_fields,
 )
 from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
@@ -128,13 +130,13 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     users = users_of(model_users, namespace, name)
     key: Key = ("TrainedModel", namespace, name)
     if users:
-        message = f"deletion is blocked: in use by {', '.join(users)}"
+        message = f"deletion is blocked: in use by {named_users(users)}"
         previous = TrainedModelStatus.model_validate(rt.current_status(key, body))
         before = get_condition(previous.conditions, "InUse")
         conditions = in_use_condition(previous.conditions, users, generation, True)
-        wire = {**previous.to_wire(), "usedBy": users, "conditions": [x.to_wire() for x in conditions]}
+        wire = previous.to_wire() | usage_fields(users) | {"conditions": [x.to_wire() for x in conditions]}
         await rt.write_status(key, body, c.TRAINED_MODELS, wire)
-        said = "used by " + ", ".join(users)
+        said = f"used by {named_users(users)}"
         if before is None or before.reason != "DeletionBlocked" or before.message != said:
             await rt.kube.event(body, "Warning", "DeletionBlocked", message)
         raise kopf.TemporaryError(message, delay=5)

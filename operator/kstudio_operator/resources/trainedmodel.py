@@ -53,6 +53,10 @@ class InputColumn(KModel):
 ModelPhase = Literal["Pending", "Ready", "Invalid"]
 
 
+# A status object stays small however many services share one model.
+LISTED_USERS = 256
+
+
 class TrainedModelStatus(StatusModel):
     observed_generation: int | None = None
     phase: ModelPhase | None = None
@@ -70,8 +74,11 @@ class TrainedModelStatus(StatusModel):
     created_at: datetime | None = None
     verified_at: datetime | None = None
     used_by: list[str] = Field(
-        default_factory=list, max_length=256, description="WebServices and Endpoints serving this model."
+        default_factory=list,
+        max_length=LISTED_USERS,
+        description=f"WebServices and Endpoints serving this model: the first {LISTED_USERS}",
     )
+    used_by_count: int | None = Field(default=None, ge=0, description="how many use it")
 
 
 TRAINED_MODEL = ResourceKind(
