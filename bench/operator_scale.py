@@ -1,20 +1,32 @@
-"""Operator cost at scale on the local cluster: N TrainedModels + N Endpoints in one namespace.
+"""Operator cost at scale on the local cluster, in one namespace per N (default 100, 300, 1000).
 
-For each N (default 100, 300, 1000) it creates N TrainedModels sharing one real .ilearner and N Endpoint
-objects referencing them (`replicas: 0`: no scorer pod), then prints:
-  ready_s      seconds from the first create until every TrainedModel is Ready (and InUse);
-  idle req/s   API requests per second over an idle window, from the API server's own
-               apiserver_request_total: kstudio.io objects (only the operator touches them) by verb, and
-               every group with the same window measured without the operator subtracted;
-  cpu%, rss    the operator's CPU (% of one core) over the idle window, and its RSS;
-  restart      after SIGKILL + restart: seconds until every object has been reconciled again (the
-               operator's own kstudio_operator_reconciles_total) and the write requests to kstudio.io
-               objects in that time (target 0: unchanged objects are not written).
-Once: the delay from a training Job's Complete condition to the Experiment's status showing the run
-Succeeded (the penguins example).
+--mode models (issue 9): N TrainedModels sharing one real .ilearner + N Endpoints referencing them with
+`replicas: 0` (no scorer pod). Ready = every TrainedModel Ready and InUse.
+--mode endpoints (issue 13): two TrainedModels and N WebServices, each serving through its default Endpoint
+one scorer pod that tolerates the local cluster's kwok fake nodes (`make cluster-up FAKE_NODES=10`, i.e.
+`kstudio-dev cluster up --fake-nodes 10`): real API server, controller-manager, scheduler and operator,
+simulated kubelets. Ready = every Endpoint Ready (a ready pod serves its model).
 
-Usage: .venv/bin/python bench/operator_scale.py [--sizes 100,300,1000] [--idle 60]
-Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<N> and deletes it after.
+For each N it prints:
+  ready_s       seconds from the first create until all are Ready;
+  idle req/s    API requests per second over an idle window, from the API server's own
+                apiserver_request_total: kstudio.io objects (only the operator touches them) by verb, and
+                every group minus the same window measured without the operator (baseline);
+  cpu%, rss     the operator's CPU (% of one core) over the idle window, and its RSS (and with no objects);
+  restart       after SIGKILL + restart: seconds until its own reconciles_total covers every object with none
+                in flight or queued, the write requests its client sent meanwhile (its metric by verb) and
+                the kstudio.io writes the API server saw (kopf's own included); target 0 for both;
+  patch_s       (endpoints) seconds from patching one WebService's model until its default Endpoint's
+                status shows the new digest, the other N-1 idle;
+  delete_s      seconds from deleting every kstudio object (operator running) until none and no child is
+                left;
+  metrics       the operator's own /metrics after the restart (reconciles by kind/outcome, mean reconcile
+                ms, loops, in flight, wake-ups pending, API requests by verb, rollouts).
+Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
+the run Succeeded (the penguins example).
+
+Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
+Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
 from __future__ import annotations
@@ -22,149 +34,23 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
-import re
-import signal
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kstudio_core.storage import ObjectStore, StorageSettings
-from kstudio_localcluster.layout import ClusterLayout
+from scale_kit import GROUP, KSTUDIO, REPO, WRITES, Cluster, Operator
 
-REPO = Path(__file__).resolve().parents[1]
-KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
-
-GROUP = "kstudio.io"
-WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE")
-METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
-
-
-class Cluster:
-    def __init__(self) -> None:
-        layout = ClusterLayout()
-        if not layout.kubeconfig.exists():
-            raise SystemExit("no local cluster: run `make cluster-up` first")
-        out = subprocess.run(
-            ["bash", str(REPO / "hack" / "build-binaries.sh")], check=True, capture_output=True, text=True
-        )
-        self.kubectl_bin = Path(out.stdout.strip().splitlines()[-1]) / "kubectl"
-        self.minio = json.loads(layout.minio_json.read_text())
-        self.env = {**os.environ, "KUBECONFIG": str(layout.kubeconfig)}
-        self.layout = layout
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [str(self.kubectl_bin), *args], env=self.env, input=input, capture_output=True, text=True
-        )
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
-
-    def requests(self) -> Counter[tuple[str, str]]:
-        """apiserver_request_total summed by (group, verb)."""
-        totals: Counter[tuple[str, str]] = Counter()
-        for line in self.kubectl("get", "--raw", "/metrics").splitlines():
-            m = METRIC.match(line)
-            if m:
-                labels = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"]))
-                totals[(labels.get("group", ""), labels.get("verb", ""))] += float(m["value"])
-        return totals
-
-    def store(self) -> ObjectStore:
-        """The cluster's MinIO from the host, with a `models` bucket."""
-        settings = StorageSettings(
-            endpoint=self.minio["hostEndpoint"],
-            access_key=self.minio["accessKey"],
-            secret_key=self.minio["secretKey"],
-        )
-        store = ObjectStore(settings)
-        store.ensure_bucket("models")
-        return store
-
-    def fresh_namespace(self, namespace: str) -> None:
-        """`namespace`, emptied, with the storage Secret kstudio-s3 that training and scorer pods mount."""
-        self.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", check=False)
-        self.kubectl("create", "namespace", namespace)
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "kstudio-s3"},
-            "stringData": {"accessKey": self.minio["accessKey"], "secretKey": self.minio["secretKey"]},
-        }
-        self.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(secret))
-
-    def storage_env(self) -> dict[str, str]:
-        return {
-            "KSTUDIO_S3_ENDPOINT": self.minio["hostEndpoint"],
-            "KSTUDIO_S3_ACCESS_KEY": self.minio["accessKey"],
-            "KSTUDIO_S3_SECRET_KEY": self.minio["secretKey"],
-            "KSTUDIO_S3_POD_ENDPOINT": self.minio["podEndpoint"],
-        }
-
-
-class Operator:
-    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
-        self.cluster, self.namespace, self.log = cluster, namespace, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.metrics_port = int(sock.getsockname()[1])
-
-    def start(self) -> None:
-        env = {k: v for k, v in self.cluster.env.items() if not k.startswith("KSTUDIO_")}
-        env |= self.cluster.storage_env() | {"KSTUDIO_IMAGE": "kstudio:dev"}
-        env["KSTUDIO_METRICS_PORT"] = str(self.metrics_port)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(KSTUDIO), "operator", "--namespace", self.namespace], env=env, stdout=out, stderr=out
-            )
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def metrics(self) -> dict[str, float]:
-        """The operator's own metrics, summed by name + kind label ({} while it is not serving yet)."""
-        try:
-            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return {}
-        out: dict[str, float] = Counter()
-        for line in text.splitlines():
-            if line.startswith("kstudio_operator_"):
-                name_labels, _, value = line.rpartition(" ")
-                kind = re.search(r'kind="(\w+)"', name_labels)
-                out[name_labels.split("{")[0] + (f":{kind[1]}" if kind else "")] += float(value)
-        return out
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+KINDS = "webservices.kstudio.io,endpoints.kstudio.io,trainedmodels.kstudio.io"
+CHILDREN = "deployments,replicasets,pods,services,secrets"
+SCORER_PODS = "kstudio.io/endpoint"  # the label every scorer child carries
+# What a WebService's scorer pods need to land on the kwok nodes (and only there).
+ON_FAKE_NODES = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
 
 
 def _manifest(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -183,11 +69,26 @@ def create_objects(cluster: Cluster, namespace: str, docs: list[dict[str, Any]])
         list(pool.map(apply, chunks))
 
 
-def ready_count(cluster: Cluster, namespace: str, n: int) -> tuple[int, int]:
-    items = json.loads(cluster.kubectl("-n", namespace, "get", "trainedmodels", "-o", "json"))["items"]
-    ready = sum(1 for i in items if (i.get("status") or {}).get("phase") == "Ready")
-    used = sum(1 for i in items if (i.get("status") or {}).get("usedBy"))
-    return ready, used
+def wait_for(what: str, check: Any, started: float, timeout: float = 900) -> float:
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def models_ready(cluster: Cluster, namespace: str, n: int) -> bool:
+    statuses = [i.get("status") or {} for i in cluster.items(namespace, "trainedmodels")]
+    ready = sum(1 for s in statuses if isinstance(s, dict) and s.get("phase") == "Ready" and s.get("usedBy"))
+    return ready == n
+
+
+def endpoints_ready(cluster: Cluster, namespace: str, n: int, model: str) -> bool:
+    statuses = [i.get("status") or {} for i in cluster.items(namespace, "endpoints.kstudio.io")]
+    ready = sum(
+        1 for s in statuses if isinstance(s, dict) and s.get("phase") == "Ready" and s.get("model") == model
+    )
+    return ready == n
 
 
 def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> dict[str, Any]:
@@ -199,7 +100,7 @@ def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> 
     delta = after - before
     return {
         "kstudio_by_verb": {
-            verb: round(v / seconds, 3) for (g, verb), v in sorted(delta.items()) if g == GROUP
+            verb: round(v / seconds, 3) for (g, verb), v in sorted(delta.items()) if g == GROUP and v
         },
         "all_per_s": sum(delta.values()) / seconds,
         "cpu_pct": cpu,
@@ -207,16 +108,57 @@ def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> 
     }
 
 
-def writes(delta: Counter[tuple[str, str]]) -> int:
+def kstudio_writes(delta: Counter[tuple[str, str]]) -> int:
     return int(sum(v for (g, verb), v in delta.items() if g == GROUP and verb in WRITES))
 
 
-def run_size(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, work: Path) -> dict[str, Any]:
-    ns = f"kstudio-scale-{n}"
-    cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, work / f"operator-{n}.log")
+def measure(
+    cluster: Cluster,
+    op: Operator,
+    ns: str,
+    n: int,
+    docs: list[dict[str, Any]],
+    ready: Any,
+    idle: float,
+    converge: dict[str, int],
+    out: dict[str, Any],
+) -> None:
+    """Create `docs`, wait for `ready`, then the idle window, the baseline and the restart."""
+    t0 = time.monotonic()
+    create_objects(cluster, ns, docs)
+    out["create_s"] = time.monotonic() - t0
+    out["ready_s"] = wait_for(f"N={n} all Ready", ready, t0)
+    time.sleep(10)  # let the last status writes' watch events settle
+    out["metrics_ready"] = op.summary()
+    out["idle"] = idle_window(cluster, idle, op)
+    op.kill()
+    out["baseline"] = idle_window(cluster, idle, None)  # the same window without the operator
+    before = cluster.requests()
     op.start()
-    out: dict[str, Any] = {"n": n}
+    out["restart_converged_s"] = op.wait_converged(converge)
+    time.sleep(5)  # writes that trail the first pass would still count
+    out["restart_client_writes"] = op.client_writes()
+    out["restart_kstudio_writes"] = kstudio_writes(cluster.requests() - before)
+    out["metrics_restart"] = op.summary()
+
+
+def cleanup(cluster: Cluster, op: Operator, ns: str) -> None:
+    """Delete what is left with the operator running (it releases its finalizers: a namespace deleted
+    without it stays Terminating and its controller's retries would pollute the next idle window)."""
+    if not op.running():
+        op.start()
+    kinds = "experiments.kstudio.io," + KINDS
+    cluster.kubectl("-n", ns, "delete", kinds, "--all", "--timeout=300s", check=False)
+    op.stop()
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def run_models(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, work: Path) -> dict[str, Any]:
+    ns = f"kstudio-scale-models-{n}"
+    cluster.fresh_namespace(ns)
+    op = Operator(cluster, ns, work / f"operator-models-{n}.log")
+    op.start()
+    out: dict[str, Any] = {"mode": "models", "n": n}
     try:
         time.sleep(3)
         out["rss_empty_mb"] = op.rss_mb()
@@ -225,38 +167,53 @@ def run_size(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, wo
             _manifest("Endpoint", f"ep-{i}", {"webService": "svc", "model": f"m-{i}", "replicas": 0})
             for i in range(n)
         ]
-        t0 = time.monotonic()
-        create_objects(cluster, ns, docs)
-        out["create_s"] = time.monotonic() - t0
-        while True:
-            ready, used = ready_count(cluster, ns, n)
-            if ready == n and used == n:
-                break
-            if time.monotonic() - t0 > 900:
-                raise RuntimeError(f"N={n}: only {ready} Ready / {used} InUse after 900 s")
-            time.sleep(1)
-        out["ready_s"] = time.monotonic() - t0
-        time.sleep(10)  # let the last status writes' watch events settle
-        out["idle"] = idle_window(cluster, idle, op)
-        op.kill()
-        out["baseline"] = idle_window(cluster, idle, None)  # the same window without the operator
-        before = cluster.requests()
-        t1 = time.monotonic()
-        op.start()
-        # Converged: every TrainedModel's loop has finished its first reconcile and none is running.
-        while time.monotonic() - t1 < 300:
-            m = op.metrics()
-            done = m.get("kstudio_operator_reconciles_total:TrainedModel", 0)
-            if done >= n and m.get("kstudio_operator_reconciles_in_flight", 1) == 0:
-                break
-            time.sleep(0.2)
-        out["restart_converged_s"] = time.monotonic() - t1
-        time.sleep(5)  # writes that trail the first pass would still count
-        out["restart_writes"] = writes(cluster.requests() - before)
-        out["operator_metrics"] = op.metrics()
+        converge = {"TrainedModel": n, "Endpoint": n}
+        measure(cluster, op, ns, n, docs, lambda: models_ready(cluster, ns, n), idle, converge, out)
+        out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
     finally:
-        op.stop()
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cleanup(cluster, op, ns)
+    return out
+
+
+def run_endpoints(
+    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], idle: float, work: Path
+) -> dict[str, Any]:
+    ns = f"kstudio-scale-endpoints-{n}"
+    cluster.fresh_namespace(ns)
+    op = Operator(cluster, ns, work / f"operator-endpoints-{n}.log")
+    op.start()
+    out: dict[str, Any] = {"mode": "endpoints", "n": n}
+    try:
+        time.sleep(3)
+        out["rss_empty_mb"] = op.rss_mb()
+        docs = [_manifest("TrainedModel", name, {"artifact": a}) for name, a in artifacts.items()]
+        scorer = {"replicas": 1, "resources": {"cpu": "50m", "memory": "64Mi"}, "scheduling": ON_FAKE_NODES}
+        docs += [_manifest("WebService", f"ws-{i}", {"model": "m-a", "scorer": scorer}) for i in range(n)]
+        converge = {"TrainedModel": 2, "WebService": n, "Endpoint": n}
+        measure(cluster, op, ns, n, docs, lambda: endpoints_ready(cluster, ns, n, "m-a"), idle, converge, out)
+        placed = Counter(
+            str((p.get("spec") or {}).get("nodeName", "")).startswith("kwok-")  # type: ignore[union-attr]
+            for p in cluster.items(ns, "pods")
+        )
+        out["pods_on_fake_nodes"] = f"{placed[True]}/{placed[True] + placed[False]}"
+        # One endpoint's model patched while the other N-1 sit idle.
+        wanted = artifacts["m-b"]["sha256"]
+        t = time.monotonic()
+        cluster.kubectl(
+            "-n", ns, "patch", "webservice", "ws-0", "--type=merge", "-p", '{"spec":{"model":"m-b"}}'
+        )
+
+        def switched() -> bool:
+            ep = json.loads(
+                cluster.kubectl("-n", ns, "get", "endpoints.kstudio.io", "ws-0-default", "-o", "json")
+            )
+            return bool((ep.get("status") or {}).get("modelDigest") == wanted)
+
+        out["patch_s"] = wait_for("ws-0 on m-b", switched, t, 300)
+        out["metrics_patch"] = op.summary()
+        out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
+    finally:
+        cleanup(cluster, op, ns)
     return out
 
 
@@ -290,11 +247,10 @@ def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
             time.sleep(0.05)
         return None if job_done is None or status_done is None else status_done - job_done
     finally:
-        op.stop()
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cleanup(cluster, op, ns)
 
 
-def build_ilearner(path: Path) -> str:
+def build_ilearner(path: Path, seed: int = 0) -> str:
     """One small real .ilearner (logistic regression on two columns); its sha256."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -302,7 +258,7 @@ def build_ilearner(path: Path) -> str:
     from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
     from kstudio_trainer.artifact_writer import write_ilearner
 
-    x = np.random.default_rng(0).normal(size=(60, 2))
+    x = np.random.default_rng(seed).normal(size=(60, 2))
     model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
     manifest = IlearnerManifest(
         task="classification",
@@ -313,43 +269,61 @@ def build_ilearner(path: Path) -> str:
     return write_ilearner(path, model, manifest).sha256
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,300,1000")
-    parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
-    args = parser.parse_args()
-    cluster = Cluster()
-
-    with tempfile.TemporaryDirectory(prefix="kstudio-scale-") as tmp:
-        work = Path(tmp)
-        sha = build_ilearner(work / "m.ilearner")
-        uri = "s3://models/scale/shared.ilearner"
-        cluster.store().upload(work / "m.ilearner", uri)
-        rows = []
-        for n in (int(s) for s in args.sizes.split(",")):
-            row = run_size(cluster, n, {"uri": uri, "sha256": sha}, args.idle, work)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        delay = job_to_status_delay(cluster, work)
-    print()
+def print_table(rows: list[dict[str, Any]]) -> None:
+    endpoints = rows[0]["mode"] == "endpoints"
+    extra = " patch s | pods on fake nodes |" if endpoints else ""
     print(
         "| N | all Ready s | idle kstudio.io req/s | idle all req/s (operator - baseline) | CPU % | RSS MB "
-        "(empty) | restart converged s | restart writes |"
+        "(empty) | restart converged s | restart writes (client / kstudio.io at API server) |"
+        f"{extra} delete all s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---" * (11 if endpoints else 9) + "|")
     for r in rows:
         idle, base = r["idle"], r["baseline"]
         kst = sum(idle["kstudio_by_verb"].values())
+        more = f" {r['patch_s']:.1f} | {r['pods_on_fake_nodes']} |" if endpoints else ""
         print(
             f"| {r['n']} | {r['ready_s']:.1f} | {kst:.2f} {idle['kstudio_by_verb']} | "
             f"{idle['all_per_s'] - base['all_per_s']:.2f} | {idle['cpu_pct']:.1f} | {idle['rss_mb']:.0f} "
-            f"({r['rss_empty_mb']:.0f}) | {r['restart_converged_s']:.1f} | {r['restart_writes']} |"
+            f"({r['rss_empty_mb']:.0f}) | {r['restart_converged_s']:.1f} | {r['restart_client_writes']} / "
+            f"{r['restart_kstudio_writes']} |{more} {r['delete_s']:.1f} |"
         )
-    print(
-        f"\nJob Complete -> Experiment run Succeeded: {delay:.2f} s"
-        if delay is not None
-        else "\nJob: no figure"
-    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("models", "endpoints"), default="models")
+    parser.add_argument("--sizes", default="100,300,1000")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
+    parser.add_argument("--no-job-delay", action="store_true", help="skip the Job -> Experiment figure")
+    args = parser.parse_args()
+    cluster = Cluster()
+    if args.mode == "endpoints" and not cluster.names("default", "nodes", "type=kwok"):
+        raise SystemExit("no fake nodes: start the cluster with `kstudio-dev cluster up --fake-nodes 10`")
+
+    with tempfile.TemporaryDirectory(prefix="kstudio-scale-") as tmp:
+        work = Path(tmp)
+        artifacts = {}
+        for seed, name in enumerate(("m-a", "m-b")):
+            sha = build_ilearner(work / f"{name}.ilearner", seed)
+            uri = f"s3://models/scale/{name}.ilearner"
+            cluster.store().upload(work / f"{name}.ilearner", uri)
+            artifacts[name] = {"uri": uri, "sha256": sha}
+        rows = []
+        for n in (int(s) for s in args.sizes.split(",")):
+            if args.mode == "models":
+                row = run_models(cluster, n, artifacts["m-a"], args.idle, work)
+            else:
+                row = run_endpoints(cluster, n, artifacts, args.idle, work)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        delay = None
+        if args.mode == "models" and not args.no_job_delay:
+            delay = job_to_status_delay(cluster, work)
+    print()
+    print_table(rows)
+    if delay is not None:
+        print(f"\nJob Complete -> Experiment run Succeeded: {delay:.2f} s")
     return 0
 
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "operator"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from operator_scale import Cluster, Operator  # noqa: E402
+from scale_kit import Cluster, Operator  # noqa: E402
 from serving_kit import LOADGEN, build_model  # noqa: E402
 
 NS = "kstudio-bench-patch"
@@ -168,6 +168,9 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
                 current, other = other, current
         finally:
+            # The operator releases its finalizers; a namespace deleted without it stays Terminating.
+            kinds = "webservices.kstudio.io,endpoints.kstudio.io,trainedmodels.kstudio.io"
+            kubectl("-n", NS, "delete", kinds, "--all", "--wait=true", "--timeout=120s", check=False)
             operator.stop()
             kubectl("delete", "namespace", NS, "--wait=false", check=False)
     print("\n| run | to | req/s | first new s | 100% new s | status s | failed |")
