@@ -15,6 +15,8 @@ import yaml
 from operator_support import REPO, Kubectl, experiment_manifest, wait_until
 from test_experiment_runs import run_done
 
+from kstudio_localcluster import netns
+
 pytestmark = pytest.mark.cluster
 
 CHART = REPO / "charts" / "kstudio"
@@ -73,7 +75,7 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
     rendered = helm("template", RELEASE, str(CHART), "--namespace", namespace, *values).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     by_kind = {d["kind"]: d for d in docs}
-    assert sorted(by_kind) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(by_kind) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     scoped = f"{RELEASE}-{namespace}-operator"
     assert by_kind["ClusterRole"]["metadata"]["name"] == scoped
     assert by_kind["ClusterRoleBinding"]["roleRef"]["name"] == scoped
@@ -133,6 +135,21 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         log = operator_log(kube)
         assert "Handler 'experiment_changed' succeeded" in log, log
         assert "Forbidden" not in log, log
+        # Its metrics, scraped through the chart's Service as Prometheus would.
+        ip = kube.get("service", "kstudio-operator-metrics")["spec"]["clusterIP"]  # type: ignore[index]
+        code, text = netns.http_request(local_cluster.info.layout.netns, "GET", f"http://{ip}:9090/metrics")
+        assert code == 200, text
+        scraped = {
+            line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line[:1] != "#"
+        }
+        assert scraped['kstudio_operator_reconciles_total{kind="Experiment",outcome="ok"}'] >= 1
+        assert (
+            scraped['kstudio_operator_api_requests_total{verb="POST"}'] >= 1
+        )  # Job, Deployment, Secret, ...
+        assert scraped['kstudio_operator_loops{kind="Endpoint"}'] == 1
+        assert 'kstudio_operator_endpoint_rollouts{state="stalled"}' in scraped
         kube.run("delete", "webservice", "svc", "--timeout=60s")
         kube.run("delete", "experiment", "penguins", "--timeout=60s")
         wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
