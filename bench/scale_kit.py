@@ -42,6 +42,9 @@ class Cluster:
         self.minio = json.loads(layout.minio_json.read_text())
         self.env = {**os.environ, "KUBECONFIG": str(layout.kubeconfig)}
         self.layout = layout
+        # This checkout's CRDs (a fresh cluster has none; an older one may have older schemas).
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         proc = subprocess.run(
