@@ -113,9 +113,11 @@ kopf.index("", "v1", "services", id="endpoint_services", labels=SCORER_LABELS)(i
 
 # --- wake-ups: a change reaches the loop of the object it concerns -------------------------------------
 @kopf.on.event(*EXPERIMENTS)
-def experiment_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+def experiment_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
     rt = runtime(memo)
-    rt.wake(("Experiment", str(namespace), str(name)))
+    rt.wake_on_change(("Experiment", str(namespace), str(name)), body)
     for service in indexes.values(kwargs["services_by_experiment"], (namespace, name)):
         rt.wake(("WebService", str(namespace), service))
 
@@ -128,11 +130,16 @@ def run_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_
 
 @kopf.on.event(*TRAINED_MODELS)
 def trained_model_changed(
-    namespace: str | None, name: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     """The model itself; whoever serves or references it; services following the Experiment it came from."""
     rt = runtime(memo)
-    rt.wake(("TrainedModel", str(namespace), str(name)))
+    rt.wake_on_change(("TrainedModel", str(namespace), str(name)), body)
     for user in indexes.values(kwargs["model_users"], (namespace, name)):
         kind, _, user_name = str(user).partition("/")
         rt.wake((kind, str(namespace), user_name))
@@ -142,20 +149,22 @@ def trained_model_changed(
 
 
 @kopf.on.event(*WEB_SERVICES)
-def web_service_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+def web_service_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
     """The service and its Endpoints (the ones that follow it take its model)."""
     rt = runtime(memo)
-    rt.wake(("WebService", str(namespace), str(name)))
+    rt.wake_on_change(("WebService", str(namespace), str(name)), body)
     for endpoint in indexes.values(kwargs["endpoints_by_service"], (namespace, name)):
         rt.wake(("Endpoint", str(namespace), str(endpoint["name"])))
 
 
 @kopf.on.event(*ENDPOINTS)
 def endpoint_changed(
-    namespace: str | None, name: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+    namespace: str | None, name: str | None, spec: kopf.Spec, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     rt = runtime(memo)
-    rt.wake(("Endpoint", str(namespace), str(name)))
+    rt.wake_on_change(("Endpoint", str(namespace), str(name)), body)
     rt.wake(("WebService", str(namespace), str(spec.get("webService"))))
 
 
@@ -171,8 +180,8 @@ def scorer_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, 
 def model_user_changed(
     namespace: str | None, name: str | None, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Models this object used before or uses now re-check their usedBy (and the Experiments that made
-    them their pruning)."""
+    """Models this object stopped or started using re-check their usedBy (and the Experiments that made
+    them their pruning). Its other changes (status, replicas, ...) do not concern them."""
     rt = runtime(memo)
     referrer = (str(body.get("kind")), str(namespace), str(name))
     now = set() if type == "DELETED" else indexes.model_references(body)
@@ -180,7 +189,7 @@ def model_user_changed(
     rt.references[referrer] = now
     if not now:
         rt.references.pop(referrer, None)
-    for model in before | now:
+    for model in before ^ now:
         rt.wake(("TrainedModel", str(namespace), model))
 
 

@@ -60,6 +60,15 @@ class Runtime:
         if event is not None:
             event.set()
 
+    def wake_on_change(self, key: Key, body: kopf.Body) -> None:
+        """Wake `key`'s loop for an event of its own object, unless the event is the status this loop
+        wrote last: the loop has already seen that state (any other change has another resourceVersion),
+        so reconciling it again would only find nothing to do."""
+        mine = self.written.get(key)
+        if mine is not None and _rv((body.get("metadata") or {}).get("resourceVersion")) == mine[0]:
+            return
+        self.wake(key)
+
     def backoff(self, key: Key, base: float = 2.0, cap: float = 300.0) -> float:
         """Seconds to wait after another failure of `key`: base, 2 base, 4 base, ... at most `cap`."""
         n = self.failures.get(key, 0)
