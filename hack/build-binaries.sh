@@ -3,19 +3,21 @@
 #
 #   bash hack/build-binaries.sh            the cluster: kubernetes, etcd, minio (what `make demo` needs)
 #   bash hack/build-binaries.sh helm       the same plus helm (the chart test, `make test`)
+#   bash hack/build-binaries.sh kwok       the same plus kwok (simulated nodes: `cluster up --fake-nodes N`)
 #   bash hack/build-binaries.sh --check    exit 0 and print the directory if already built, 1 otherwise
 #
 # Each component is built and cached on its own, keyed by its wrapper module (hack/gobuild/<c>/go.mod
 # and go.sum), its build recipe below and the Go version:
 #   $KSTUDIO_CACHE/bin/parts/<component>-<key>/   kubernetes (kube-apiserver, kube-controller-manager,
-#                                                 kube-scheduler, kube-proxy, kubectl), etcd, minio, helm
+#                                                 kube-scheduler, kube-proxy, kubectl), etcd, minio, helm,
+#                                                 kwok
 # so bumping one module rebuilds only that component. The one directory the tests and
 # kstudio_localcluster read, $KSTUDIO_CACHE/bin/<key>/ (<key> hashes the cluster components' keys), holds
-# hard links to the binaries (helm's once it is built); it is printed on stdout.
+# hard links to the binaries (helm's and kwok's once they are built); it is printed on stdout.
 #
 # Cold, the missing components build concurrently: each downloads its modules while the others compile,
-# so the network and both cores stay busy; helm runs at a lower CPU priority so the cluster's components
-# finish first. Progress goes to stderr with an estimate per component (the last build's time on
+# so the network and both cores stay busy; helm and kwok run at a lower CPU priority so the cluster's
+# components finish first. Progress goes to stderr with an estimate per component (the last build's time on
 # this machine, kept in $KSTUDIO_CACHE/bin/timings); each build's output is in parts/<c>-<key>.log.
 set -euo pipefail
 
@@ -33,11 +35,13 @@ components=(kubernetes etcd minio)
 for arg in "$@"; do
   case "$arg" in
     --check) check=1 ;;
-    helm) components+=(helm) ;;
-    *) echo "usage: build-binaries.sh [--check] [helm]" >&2; exit 2 ;;
+    helm | kwok) components+=("$arg") ;;
+    *) echo "usage: build-binaries.sh [--check] [helm] [kwok]" >&2; exit 2 ;;
   esac
 done
 cluster_components=(kubernetes etcd minio)
+# Built only when asked for, linked into the cluster's directory next to its binaries.
+extra_components=(helm kwok)
 
 binaries_of() {
   case "$1" in
@@ -49,7 +53,7 @@ binaries_of() {
 # Seconds a cold concurrent build of each component took on the reference machine (2 cores shared with
 # other work, 2026-12-02), used until this machine has its own figure in $cache/bin/timings.
 default_estimate() {
-  case "$1" in kubernetes) echo 1540 ;; minio) echo 930 ;; helm) echo 550 ;; *) echo 380 ;; esac
+  case "$1" in kubernetes) echo 1540 ;; minio) echo 930 ;; helm) echo 550 ;; kwok) echo 180 ;; *) echo 380 ;; esac
 }
 
 # The build of one component into directory $out. Its text is part of the component's key.
@@ -68,6 +72,7 @@ EOF
     helm) echo "go build -trimpath -ldflags \"-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version \
 -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean\" \
 -o \"\$out/helm\" helm.sh/helm/v4/cmd/helm" ;;
+    kwok) echo 'go build -trimpath -ldflags "-s -w" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok' ;;
   esac
 }
 
@@ -88,10 +93,10 @@ link_all() { # from to binaries...
 
 declare -A part_of
 keys=""
-for c in "${cluster_components[@]}" helm; do
+for c in "${cluster_components[@]}" "${extra_components[@]}"; do
   k="$(component_key "$c")"
   part_of[$c]="$cache/bin/parts/$c-$k"
-  [[ "$c" == helm ]] || keys+="$c-$k "
+  [[ " ${extra_components[*]} " == *" $c "* ]] || keys+="$c-$k "
 done
 bin="$cache/bin/$(echo "$keys" | sha256sum | cut -c1-16)"
 
@@ -101,9 +106,12 @@ for c in "${components[@]}"; do
   wanted+=("${bins[@]}")
 done
 same_file() { [ "$(stat -c %i "$1" 2>/dev/null)" = "$(stat -c %i "$2" 2>/dev/null)" ]; }
-ready() { # the assembled directory holds every wanted binary, helm from its current part
+wants() { [[ " ${components[*]} " == *" $1 "* ]]; }
+ready() { # the assembled directory holds every wanted binary, helm's and kwok's from their current part
   complete "$bin" "${wanted[@]}" || return 1
-  [[ " ${components[*]} " != *" helm "* ]] || same_file "$bin/helm" "${part_of[helm]}/helm"
+  for c in "${extra_components[@]}"; do
+    ! wants "$c" || same_file "$bin/$c" "${part_of[$c]}/$c" || return 1
+  done
 }
 if ready; then echo "$bin"; exit 0; fi
 [ "$check" -eq 0 ] || exit 1
@@ -132,7 +140,7 @@ build_one() { # component: builds into its part directory, output to part.log
   rm -rf "$part.partial"
   mkdir -p "$part.partial"
   local prio=0
-  [[ "$c" == helm ]] && prio=10  # the cluster's components first
+  [[ " ${extra_components[*]} " == *" $c "* ]] && prio=10  # the cluster's components first
   local bins
   read -r -a bins <<<"$(binaries_of "$c")"
   # The recipe's $out is the child shell's: pass it in its environment.
@@ -204,7 +212,7 @@ if ! complete "$bin" "${cluster_bins[@]}"; then
   mv -T "$partial" "$bin" 2>/dev/null || rm -rf "$partial"  # a concurrent session assembled it first
   log "assembled $bin"
 fi
-if [[ " ${components[*]} " == *" helm "* ]]; then
-  link_all "${part_of[helm]}" "$bin" helm
-fi
+for c in "${extra_components[@]}"; do
+  ! wants "$c" || link_all "${part_of[$c]}" "$bin" "$c"
+done
 echo "$bin"

@@ -50,6 +50,8 @@ LEAVES: tuple[CertSpec, ...] = (
     CertSpec("kube-scheduler", "system:kube-scheduler", client=True),
     CertSpec("kube-proxy", "system:kube-proxy", client=True),
     CertSpec("node", f"system:node:{NODE_NAME}", "system:nodes", client=True),
+    # kwok updates fake Nodes, their Leases and every pod bound to them: cluster-wide rights.
+    CertSpec("kwok", "kstudio-kwok", "system:masters", client=True),
     CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters", client=True),
     CertSpec("kubelet", NODE_NAME, server=True, sans=(f"IP:{NODE_IP}", f"DNS:{NODE_NAME}", "DNS:localhost")),
 )

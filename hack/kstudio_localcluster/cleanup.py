@@ -1,7 +1,8 @@
 """Tearing a cluster instance down, and finding what an earlier one left behind.
 
-Order: the node agent first (it stops its pods), then kube-proxy, scheduler, controller manager, the API
-server, MinIO, etcd last (stopped together with etcd, the API server hangs for minutes), the host forward.
+Order: kwok (fake nodes) and the node agent first (it stops its pods), then kube-proxy, scheduler,
+controller manager, the API server, MinIO, etcd last (stopped together with etcd, the API server hangs
+for minutes), the host forward.
 Then whatever still lives in the cluster or pod namespaces (found by namespace inode, so also after the
 agent deleted a pod namespace's name) or in the agent's cgroups is killed; cgroups, namespaces and
 runtime data are removed. Processes are found by pidfile, namespace or cgroup membership, never by name.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kstudio_localcluster import netns, processes
-from kstudio_localcluster.components import COMPONENTS, STOP_GRACE, ClusterError
+from kstudio_localcluster.components import COMPONENTS, OPTIONAL_COMPONENTS, STOP_GRACE, ClusterError
 from kstudio_localcluster.layout import ClusterLayout
 
 Log = Callable[[str], None]
@@ -106,7 +107,7 @@ def teardown_locked(layout: ClusterLayout, log: Log) -> None:
     # while processes still live in them.
     ns_inodes = {i for i in (netns.inode(n) for n in [layout.netns, *pod_netns(layout)]) if i is not None}
     records = {r.name: r for r in processes.all_records(layout.run)}
-    for name in reversed(COMPONENTS):
+    for name in [*OPTIONAL_COMPONENTS, *reversed(COMPONENTS)]:
         rec = records.pop(name, None)
         if rec is not None:
             processes.stop(rec, grace=STOP_GRACE.get(name, 5.0))
@@ -133,6 +134,7 @@ def teardown_locked(layout: ClusterLayout, log: Log) -> None:
         layout.etcd_data,
         layout.minio_data,
         layout.agent_state,
+        layout.kwok_workdir,
         layout.run,
         layout.component_kubeconfigs,
     ):

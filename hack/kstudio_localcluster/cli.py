@@ -25,6 +25,10 @@ def main(argv: Sequence[str]) -> int:
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each component")
     up.add_argument("--image-venv", type=Path, help="venv that `kstudio` images run (default: the checkout's "
                     ".venv; `kstudio-dev image-venv` builds the product wheel's)")  # fmt: skip
+    up.add_argument("--fake-nodes", type=int, metavar="N",
+                    help="exactly N kwok nodes kwok-node-0..N-1 (taint kwok.x-k8s.io/node=fake:NoSchedule, "
+                    "label type=kwok), their pods Ready without running; 0 removes them; "
+                    "default: keep what runs")  # fmt: skip
     sub.add_parser("down", help="stop everything and remove netns, cgroups and runtime data")
     st = sub.add_parser("status", help="what runs, with RSS; exit 0 if the API server is ready")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -37,7 +41,9 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         if args.command == "up":
-            info = cluster.ensure_up(layout, timeout=args.timeout, image_venv=args.image_venv)
+            info = cluster.ensure_up(
+                layout, timeout=args.timeout, image_venv=args.image_venv, fake_nodes=args.fake_nodes
+            )
             print(f"export KUBECONFIG={info.kubeconfig}")
             print(f"export PATH={info.bin_dir}:$PATH  # kubectl v1.36.3, built with the cluster")
             print(f"# MinIO: {info.minio.host_endpoint} (host), {info.minio.pod_endpoint} (pods); "
@@ -58,7 +64,11 @@ def main(argv: Sequence[str]) -> int:
         print(f"running: {report['running']}  netns: {report['netns']}  kubeconfig: {report['kubeconfig']}")
         for name, c in report["components"].items():
             rss = f"{c['rssBytes'] / 2**20:.0f} MiB" if c["alive"] else "-"
-            print(f"  {name:<24} {'up' if c['alive'] else 'down':<5} pid {c['pid'] or '-':<8} rss {rss}")
+            if c["pid"] or name not in cluster.OPTIONAL_COMPONENTS:
+                print(f"  {name:<24} {'up' if c['alive'] else 'down':<5} pid {c['pid'] or '-':<8} rss {rss}")
+        if fake := report["fakeNodes"]:
+            ready = sum(1 for n in fake if n["ready"])
+            print(f"  fake nodes (kwok): {len(fake)}, {ready} Ready: {', '.join(n['name'] for n in fake)}")
         for item in report["leftovers"]:
             print(f"  leftover: {item}")
     return 0 if report["running"] else 3

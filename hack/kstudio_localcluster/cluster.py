@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kstudio_localcluster import cleanup, health, hosttools, kubeconfig, netns, processes, sessions
+from kstudio_localcluster import cleanup, fakenodes, health, hosttools, kubeconfig, netns, processes, sessions
 from kstudio_localcluster.certs import Pki, ensure_pki
 from kstudio_localcluster.components import COMPONENTS as COMPONENTS  # re-exported
+from kstudio_localcluster.components import OPTIONAL_COMPONENTS as OPTIONAL_COMPONENTS  # re-exported
 from kstudio_localcluster.components import (
     STOP_GRACE,
     component_argv,
@@ -74,6 +75,7 @@ class ClusterInfo:
     node_agent: bool
     reused: bool
     started_by: StartedBy
+    fake_nodes: tuple[str, ...] = ()  # kwok's Nodes, when asked for (fakenodes.py)
 
     @property
     def kubectl_path(self) -> Path:
@@ -100,10 +102,13 @@ def agent_fingerprint(repo: Path, image_venv: Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_bin_dir(repo: Path, log: Log = _stderr) -> Path:
-    """Run hack/build-binaries.sh (instant when built; builds once per machine otherwise)."""
+def resolve_bin_dir(repo: Path, log: Log = _stderr, extra: tuple[str, ...] = ()) -> Path:
+    """Run hack/build-binaries.sh (instant when built; builds once per machine otherwise); `extra`
+    components (kwok) are built too and linked into the same directory."""
     script = repo / "hack" / "build-binaries.sh"
-    proc = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, stderr=None, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(script), *extra], stdout=subprocess.PIPE, stderr=None, text=True, check=False
+    )
     if proc.returncode != 0:
         raise ClusterError(f"{script} failed with exit code {proc.returncode}")
     return Path(proc.stdout.strip().splitlines()[-1])
@@ -457,13 +462,15 @@ def ensure_up(
     timeout: float = 90.0,
     agent: bool | None = None,
     image_venv: Path | None = None,
+    fake_nodes: int | None = None,
     log: Log = _stderr,
 ) -> ClusterInfo:
     """Return a ready cluster: reuse a healthy one, else clean up leftovers and start one.
 
     `register_user=True` records this process as a user (see `release`). `agent` None starts the
     node agent when its code exists; False never (control-plane-only instances in tests). `image_venv`
-    is what `kstudio` images run (default: the checkout's .venv). Raises ClusterError naming the
+    is what `kstudio` images run (default: the checkout's .venv). `fake_nodes` N: exactly N Ready kwok
+    nodes (0 removes them); None keeps what the cluster has. Raises ClusterError naming the
     missing tool, or the failing component with the last error line of its log.
     """
     layout = layout or ClusterLayout()
@@ -472,7 +479,9 @@ def ensure_up(
     if missing := hosttools.missing_tools():
         raise ClusterError(hosttools.missing_message(missing))
     repo = repo_root()
-    bin_dir = bin_dir or resolve_bin_dir(repo, log)
+    if fake_nodes and bin_dir is not None and not (bin_dir / "kwok").exists():
+        bin_dir = None  # the same directory, once kwok is built and linked into it
+    bin_dir = bin_dir or resolve_bin_dir(repo, log, ("kwok",) if fake_nodes else ())
     want_agent = agent_available(repo) and agent is not False
     with sessions.cluster_lock(layout):
         layout = sessions.effective(layout)
@@ -491,6 +500,8 @@ def ensure_up(
                 state["startedBy"] = "cli"  # someone asked for it by hand: no fixture may take it down
                 sessions.write_json(layout.state_json, state)
             _repair_agent(layout, state, repo, bin_dir, timeout, log, image_venv)
+            if fake_nodes is None:
+                fakenodes.repair(layout, repo, bin_dir, state, timeout, log)
             info = _info(layout, bin_dir, True, state["startedBy"], want_agent)
         else:
             left = cleanup.leftovers(layout)
@@ -504,6 +515,9 @@ def ensure_up(
                 cleanup.teardown_locked(layout, log)
                 raise
             info = _info(layout, bin_dir, False, started_by, want_agent)
+        if fake_nodes is not None:
+            names = fakenodes.ensure(layout, repo, bin_dir, fake_nodes, timeout=timeout, log=log)
+            info = dataclasses.replace(info, fake_nodes=tuple(names))
         if register_user:
             layout.users.mkdir(parents=True, exist_ok=True)
             (layout.users / sessions.self_user_id()).touch()
@@ -540,7 +554,7 @@ def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
     layout = sessions.effective(layout or ClusterLayout())
     state = sessions.read_json(layout.state_json)
     comps: dict[str, Any] = {}
-    for name in COMPONENTS:
+    for name in (*COMPONENTS, *OPTIONAL_COMPONENTS):
         rec = processes.read_record(layout.run, name)
         alive = rec is not None and processes.record_alive(rec)
         comps[name] = {
@@ -549,9 +563,12 @@ def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
             "rssBytes": processes.rss_bytes(rec.pid) if rec and alive else 0,
         }
     api_ready = False
+    fake: list[dict[str, Any]] = []
     if state:
         with contextlib.suppress(OSError, ssl.SSLError):
             api_ready = health.api_ready(layout, Pki(layout.pki))
+        with contextlib.suppress(OSError, ssl.SSLError, ClusterError):
+            fake = fakenodes.list_nodes(layout, Pki(layout.pki)) if api_ready else []
     return {
         "running": bool(state) and api_ready,
         "state": state,
@@ -559,5 +576,6 @@ def status(layout: ClusterLayout | None = None) -> dict[str, Any]:
         "apiReady": api_ready,
         "kubeconfig": str(layout.kubeconfig),
         "components": comps,
+        "fakeNodes": fake,
         "leftovers": cleanup.leftovers(layout) if not state else [],
     }

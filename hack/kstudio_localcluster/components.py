@@ -18,6 +18,10 @@ from kstudio_localcluster.hosttools import diagnose_log_line
 from kstudio_localcluster.layout import (
     API_PORT,
     CLUSTER_CIDR,
+    FAKE_NODE_ANNOTATION,
+    FAKE_NODE_ANNOTATION_VALUE,
+    KWOK_POD_CIDR,
+    KWOK_SERVER,
     MINIO_PORT,
     NODE_IP,
     NODE_NAME,
@@ -41,7 +45,9 @@ COMPONENTS = (
     "kube-proxy",
     "node-agent",
 )
-STOP_GRACE = {"node-agent": 30.0, "kube-apiserver": 15.0, "etcd": 10.0, "minio": 5.0}
+# Started on request only (`cluster up --fake-nodes N`, fakenodes.py); stopped first.
+OPTIONAL_COMPONENTS = ("kwok",)
+STOP_GRACE = {"kwok": 5.0, "node-agent": 30.0, "kube-apiserver": 15.0, "etcd": 10.0, "minio": 5.0}
 SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -106,6 +112,13 @@ def component_argv(name: str, bin_dir: Path, layout: ClusterLayout, pki: Pki, re
             f"--code-hash={hashlib.sha256(Path(forward.__file__).read_bytes()).hexdigest()[:12]}",
             f"127.0.0.1:{layout.api_host_port}=127.0.0.1:{API_PORT}",
             f"127.0.0.1:{layout.minio_host_port}={NODE_IP}:{MINIO_PORT}",
+        ]  # fmt: skip
+    if name == "kwok":
+        return [
+            str(bin_dir / "kwok"), f"--kubeconfig={kc / 'kwok.kubeconfig'}",
+            f"--config={Path(__file__).with_name('kwok_stages.yaml')}",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}={FAKE_NODE_ANNOTATION_VALUE}",
+            f"--cidr={KWOK_POD_CIDR}", "--node-lease-duration-seconds=40", f"--server-address={KWOK_SERVER}",
         ]  # fmt: skip
     if name == "node-agent":
         return [

@@ -23,6 +23,12 @@ MINIO_PORT = 9000
 KUBELET_PORT = 10250
 CNI_BIN_DIR = "/usr/lib/cni"
 K8S_VERSION = "v1.36.3"
+# Fake nodes (fakenodes.py): kwok's health/metrics server inside the netns, the annotation that makes a
+# Node kwok's, and the pod IPs kwok hands out (each fake node gets a /24 of it as its podCIDR).
+KWOK_SERVER = "127.0.0.1:10247"
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+FAKE_NODE_ANNOTATION_VALUE = "fake"
+KWOK_POD_CIDR = "10.245.0.0/16"
 
 
 def cache_root() -> Path:
@@ -83,6 +89,11 @@ class ClusterLayout:
     @property
     def agent_state(self) -> Path:
         return self.root / "node-agent"
+
+    @property
+    def kwok_workdir(self) -> Path:
+        """kwok's KWOK_WORKDIR: keeps it from reading a ~/.kwok/kwok.yaml that is not ours."""
+        return self.root / "kwok"
 
     @property
     def kubeconfig(self) -> Path:
