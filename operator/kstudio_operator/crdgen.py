@@ -91,10 +91,13 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             if node.get("required"):
                 out["required"] = list(node["required"])
         extra = node.get("additionalProperties")
+        pattern = (node.get("propertyNames") or {}).get("pattern")
+        if not extra and len(node.get("patternProperties") or {}) == 1:
+            # dict[<str with a pattern>, V]: pydantic says patternProperties, structural schemas cannot.
+            [(pattern, extra)] = node["patternProperties"].items()
         if isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra, defs)
-            if "propertyNames" in node and "pattern" in node["propertyNames"]:
-                pattern = node["propertyNames"]["pattern"]
+            if pattern:
                 out.setdefault("x-kubernetes-validations", []).append(
                     {"rule": f"self.all(k, k.matches('{pattern}'))", "message": f"keys must match {pattern}"}
                 )

@@ -201,6 +201,7 @@ def deployment(
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": DRAIN_SECONDS + SHUTDOWN_GRACE_SECONDS + 5,
                     "securityContext": restricted_pod_security_context(),
+                    **spec.scheduling.pod_spec_fields(),
                     "containers": [container],
                     "volumes": [
                         {"name": "keys", "secret": {"secretName": keys_secret_name(endpoint)}},

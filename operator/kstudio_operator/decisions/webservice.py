@@ -21,6 +21,7 @@ from kstudio_operator.decisions import Decision, Event
 from kstudio_operator.decisions.endpoint import CreateChild
 from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import digest_prefix, set_condition
+from kstudio_operator.resources.scheduling import Scheduling
 from kstudio_operator.resources.webservice import (
     LISTED_ENDPOINTS,
     Promotion,
@@ -73,6 +74,28 @@ def gate(
     if gain >= min_delta:
         return True, f"{words} >= minDelta {min_delta}"
     return False, f"{words} < minDelta {min_delta}"
+
+
+def _scheduling_field(wanted: Scheduling) -> dict[str, Any]:
+    """{"scheduling": ...} for a new default Endpoint, nothing when the service sets none."""
+    return {"scheduling": wanted.to_wire()} if wanted != Scheduling() else {}
+
+
+def _scheduling_patch(their: Any, wanted: Scheduling) -> dict[str, Any] | None:
+    """The merge patch that gives the default Endpoint the service's scheduling, None when it has it.
+
+    Compared as parsed models, so an absent field and its empty default are equal (no write). A merge
+    patch merges maps: node selector keys the service dropped are sent as null to remove them."""
+    try:
+        current = Scheduling.model_validate(their or {})
+    except ValidationError:
+        current = None  # edited into something invalid: overwrite it whole
+    if current == wanted:
+        return None
+    selector: dict[str, str | None] = dict(wanted.node_selector)
+    if isinstance(their, dict) and isinstance(their.get("nodeSelector"), dict):
+        selector |= {key: None for key in their["nodeSelector"] if key not in wanted.node_selector}
+    return {"nodeSelector": selector, "tolerations": [t.to_wire() for t in wanted.tolerations]}
 
 
 def decide_web_service(
@@ -153,6 +176,7 @@ def decide_web_service(
                 "webService": observed.name,
                 "replicas": spec.scorer.replicas,
                 "resources": spec.scorer.resources.to_wire(),
+                **_scheduling_field(spec.scorer.scheduling),
             },
         }
         decision.actions.append(CreateChild(own(endpoint, owner)))
@@ -173,6 +197,8 @@ def decide_web_service(
             patch["replicas"] = spec.scorer.replicas
         if their.get("resources") != spec.scorer.resources.to_wire():
             patch["resources"] = spec.scorer.resources.to_wire()
+        if scheduling_patch := _scheduling_patch(their.get("scheduling"), spec.scorer.scheduling):
+            patch["scheduling"] = scheduling_patch
         if patch:
             decision.actions.append(PatchEndpointSpec(default, patch))
 

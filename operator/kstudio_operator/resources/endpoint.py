@@ -20,6 +20,7 @@ from kstudio_operator.resources.common import (
     StatusModel,
     conditions_field,
 )
+from kstudio_operator.resources.scheduling import Scheduling
 
 
 class Auth(KModel):
@@ -51,6 +52,9 @@ class EndpointSpec(KModel):
     logging: Logging = Field(default_factory=Logging)
     max_concurrent_calls: int = Field(default=20, ge=1, le=1000)
     resources: EndpointResources = Field(default_factory=EndpointResources)
+    scheduling: Scheduling = Field(
+        default_factory=Scheduling, description="Where the scorer pods may run (nodeSelector, tolerations)."
+    )
 
 
 class Rollout(StatusModel):

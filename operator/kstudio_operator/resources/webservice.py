@@ -22,6 +22,7 @@ from kstudio_operator.resources.common import (
     conditions_field,
 )
 from kstudio_operator.resources.experiment import MetricName
+from kstudio_operator.resources.scheduling import Scheduling
 
 
 class Promote(KModel):
@@ -59,6 +60,9 @@ class ScorerResources(KModel):
 class Scorer(KModel):
     replicas: int = Field(default=1, ge=0, le=20)
     resources: ScorerResources = Field(default_factory=ScorerResources)
+    scheduling: Scheduling = Field(
+        default_factory=Scheduling, description="Where the default Endpoint's scorer pods may run."
+    )
 
 
 class WebServiceSpec(KModel):
