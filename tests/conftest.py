@@ -38,3 +38,9 @@ def go_binaries() -> Path:
 def helm_binary() -> Path:
     """helm, built like the cluster's binaries but only for the sessions that use it (the chart test)."""
     return _build_binaries("helm") / "helm"
+
+
+@pytest.fixture(scope="session")
+def kwok_binaries() -> Path:
+    """The cluster's binary directory with kwok linked in, built only for the sessions that use fake nodes."""
+    return _build_binaries("kwok")

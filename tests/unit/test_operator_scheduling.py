@@ -1,0 +1,179 @@
+"""Scorer pod placement: Endpoint spec.scheduling and WebService spec.scorer.scheduling (nodeSelector,
+tolerations) reach the scorer pod template; the schema refuses what core/v1 would refuse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from kstudio_operator import crdgen
+from kstudio_operator.decisions.endpoint import CreateChild, EndpointObserved, decide_endpoint, spec_hash
+from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
+from kstudio_operator.resources import ENDPOINT, WEB_SERVICE
+from kstudio_operator.resources.endpoint import EndpointSpec
+from kstudio_operator.resources.scheduling import Scheduling, Toleration
+from kstudio_operator.settings import OperatorConfig
+
+CONFIG = OperatorConfig(pod_s3_endpoint="10.244.0.1:9000")
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+EP_OWNER = {
+    "apiVersion": "kstudio.io/v1alpha1",
+    "kind": "Endpoint",
+    "metadata": {"name": "ep2", "uid": "u-e"},
+}
+WS_OWNER = {
+    "apiVersion": "kstudio.io/v1alpha1",
+    "kind": "WebService",
+    "metadata": {"name": "svc", "uid": "u-w"},
+}
+WS = {"spec": {"output": {"columns": ["Scored Labels"]}}, "status": {"model": "m-1"}}
+KWOK = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+MODEL = {
+    "spec": {"artifact": {"uri": "s3://models/m-1.ilearner", "sha256": "1" * 64}},
+    "status": {"phase": "Ready", "inputSchema": [{"name": "x1", "type": "number"}]},
+}
+
+
+def _observe(**kw: Any) -> EndpointObserved:
+    base: dict[str, Any] = {
+        "namespace": "ns",
+        "name": "ep2",
+        "generation": 1,
+        "web_service": WS,
+        "models": {"m-1": MODEL},
+        "deployment": None,
+        "pods": [],
+        "has_service": True,
+    }
+    return EndpointObserved(**(base | kw))
+
+
+def _deployment(spec: dict[str, Any]) -> dict[str, Any]:
+    decision = decide_endpoint(spec, {}, _observe(), T0, CONFIG, EP_OWNER)
+    [manifest] = [a.manifest for a in decision.actions if a.manifest["kind"] == "Deployment"]
+    return manifest
+
+
+def test_endpoint_scheduling_puts_node_selector_and_tolerations_on_the_scorer_pods() -> None:
+    pod = _deployment({"webService": "svc", "scheduling": KWOK})["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"type": "kwok"}
+    assert pod["tolerations"] == [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_an_endpoint_without_scheduling_keeps_the_pod_template_it_had() -> None:
+    """No nodeSelector/tolerations keys at all: Deployments made before the field existed keep their
+    spec hash, so upgrading the operator rolls no scorer pods."""
+    plain = _deployment({"webService": "svc"})
+    empty = _deployment({"webService": "svc", "scheduling": {"nodeSelector": {}, "tolerations": []}})
+    assert not {"nodeSelector", "tolerations"} & set(plain["spec"]["template"]["spec"])
+    assert spec_hash(plain) == spec_hash(empty)
+    assert spec_hash(plain) != spec_hash(_deployment({"webService": "svc", "scheduling": KWOK}))
+
+
+def _ws(**kw: Any) -> WebServiceObserved:
+    base: dict[str, Any] = {"namespace": "ns", "name": "svc", "generation": 1, "models": {"m-1": MODEL}}
+    return WebServiceObserved(**(base | kw))
+
+
+def test_the_web_services_scorer_scheduling_reaches_its_default_endpoint() -> None:
+    spec = {"model": "m-1", "scorer": {"replicas": 2, "scheduling": KWOK}}
+    created = decide_web_service(spec, {}, _ws(), T0, WS_OWNER)
+    [action] = created.actions
+    assert isinstance(action, CreateChild)
+    assert action.manifest["spec"]["scheduling"] == KWOK
+    assert EndpointSpec.model_validate(action.manifest["spec"]).scheduling == Scheduling.model_validate(KWOK)
+
+
+def test_a_changed_scorer_scheduling_patches_the_default_endpoint_removing_dropped_selector_keys() -> None:
+    their = {
+        "webService": "svc",
+        "replicas": 1,
+        "resources": {"cpu": "500m", "memory": "512Mi"},
+        "scheduling": {"nodeSelector": {"type": "kwok", "zone": "a"}, "tolerations": []},
+    }
+    spec = {"model": "m-1", "scorer": {"scheduling": KWOK}}
+    decision = decide_web_service(spec, {}, _ws(endpoints={"svc-default": {"spec": their}}), T0, WS_OWNER)
+    expected = {"nodeSelector": {"type": "kwok", "zone": None}, "tolerations": KWOK["tolerations"]}
+    assert decision.actions == [PatchEndpointSpec("svc-default", {"scheduling": expected})]
+
+
+def test_a_default_endpoint_without_the_field_is_not_written_when_the_service_sets_none() -> None:
+    """Absent and empty mean the same: an operator restart over old objects writes nothing."""
+    their = {"webService": "svc", "replicas": 1, "resources": {"cpu": "500m", "memory": "512Mi"}}
+    decision = decide_web_service(
+        {"model": "m-1"}, {}, _ws(endpoints={"svc-default": {"spec": their}}), T0, WS_OWNER
+    )
+    assert decision.actions == []
+    created = decide_web_service({"model": "m-1"}, {}, _ws(), T0, WS_OWNER)
+    assert "scheduling" not in created.actions[0].manifest["spec"]
+
+
+def test_unsetting_the_scorer_scheduling_clears_it_on_the_default_endpoint() -> None:
+    their = {
+        "webService": "svc",
+        "replicas": 1,
+        "resources": {"cpu": "500m", "memory": "512Mi"},
+        "scheduling": KWOK,
+    }
+    decision = decide_web_service(
+        {"model": "m-1"}, {}, _ws(endpoints={"svc-default": {"spec": their}}), T0, WS_OWNER
+    )
+    patch = {"scheduling": {"nodeSelector": {"type": None}, "tolerations": []}}
+    assert decision.actions == [PatchEndpointSpec("svc-default", patch)]
+
+
+@pytest.mark.parametrize(
+    ("toleration", "message"),
+    [
+        ({"key": "k", "operator": "Exists", "value": "v"}, "value must be empty when operator is Exists"),
+        ({"value": "v", "effect": "NoSchedule"}, "a toleration without key needs operator Exists"),
+        ({"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}, "tolerationSeconds applies to"),
+        ({"key": "k", "operator": "In"}, "'Exists' or 'Equal'"),
+        ({"key": "k", "effect": "NoRun"}, "'NoSchedule', 'PreferNoSchedule' or 'NoExecute'"),
+        ({"key": "bad key"}, "should match pattern"),
+    ],
+)
+def test_tolerations_are_refused_where_core_v1_refuses_them(toleration: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Toleration.model_validate(toleration)
+
+
+def test_tolerations_core_v1_accepts_are_accepted() -> None:
+    for ok in (
+        {"operator": "Exists"},
+        {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 30},
+    ):  # fmt: skip
+        assert Toleration.model_validate(ok).to_wire() == ok
+
+
+def test_node_selector_keys_and_values_must_be_labels() -> None:
+    Scheduling.model_validate({"nodeSelector": {"kubernetes.io/hostname": "kwok-node-0", "type": ""}})
+    with pytest.raises(ValidationError):
+        Scheduling.model_validate({"nodeSelector": {"type": "no spaces"}})
+    with pytest.raises(ValidationError):
+        Scheduling.model_validate({"nodeSelector": {"-bad/key": "x"}})
+
+
+@pytest.mark.parametrize("path", [("spec", "scheduling"), ("spec", "scorer", "scheduling")])
+def test_the_crds_check_scheduling_as_the_api_server_checks_a_pod(path: tuple[str, ...]) -> None:
+    kind = ENDPOINT if path[1] == "scheduling" else WEB_SERVICE
+    node = crdgen.build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for part in path:
+        node = node["properties"][part]
+    selector = node["properties"]["nodeSelector"]
+    assert selector["additionalProperties"]["maxLength"] == 63
+    [key_rule] = selector["x-kubernetes-validations"]
+    assert key_rule["rule"].startswith("self.all(k, k.matches('^(") and "\\" not in key_rule["rule"]
+    toleration = node["properties"]["tolerations"]["items"]
+    assert set(toleration["properties"]) == {"key", "operator", "value", "effect", "tolerationSeconds"}
+    assert len(toleration["x-kubernetes-validations"]) == 3
