@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from kstudio_operator import crdgen
+from kstudio_operator.builders import scorer
 from kstudio_operator.decisions.endpoint import CreateChild, EndpointObserved, decide_endpoint, spec_hash
 from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
 from kstudio_operator.resources import ENDPOINT, WEB_SERVICE
@@ -177,3 +178,18 @@ def test_the_crds_check_scheduling_as_the_api_server_checks_a_pod(path: tuple[st
     toleration = node["properties"]["tolerations"]["items"]
     assert set(toleration["properties"]) == {"key", "operator", "value", "effect", "tolerationSeconds"}
     assert len(toleration["x-kubernetes-validations"]) == 3
+
+
+def test_the_deployment_patch_removes_the_placement_a_new_spec_drops() -> None:
+    """The Deployment is merge-patched: dropped node selector keys and tolerations must be sent as null,
+    or the pods would stay pinned to the old nodes."""
+    moved = _deployment({"webService": "svc", "scheduling": {"nodeSelector": {"zone": "a"}}})
+    patch = scorer.deployment_patch(moved, {"type": "kwok", "zone": "b"})
+    pod = patch["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"type": None, "zone": "a"} and pod["tolerations"] is None
+    assert patch["metadata"]["annotations"] == moved["metadata"]["annotations"]
+    assert moved["spec"]["template"]["spec"]["nodeSelector"] == {"zone": "a"}  # the manifest is left as built
+    unpinned = scorer.deployment_patch(_deployment({"webService": "svc"}), {"type": "kwok"})["spec"]
+    assert unpinned["template"]["spec"]["nodeSelector"] == {"type": None}
+    kept = scorer.deployment_patch(_deployment({"webService": "svc", "scheduling": KWOK}), {"type": "kwok"})
+    assert kept["spec"]["template"]["spec"]["tolerations"] == KWOK["tolerations"]
