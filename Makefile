@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/kstudio
 PYTEST_ARGS ?=
+FAKE_NODES ?=
 
 .PHONY: help prereqs install binaries binaries-all lint test test-unit cluster-up cluster-down demo bench bench-operator bench-patch crds
 
@@ -26,8 +27,8 @@ install: $(VENV)/.synced  ## .venv from uv.lock: the product (`kstudio`) and the
 binaries:  ## build etcd, Kubernetes and MinIO from Go modules into ~/.cache/kstudio (once per machine)
 	bash hack/build-binaries.sh >/dev/null
 
-binaries-all:  ## the same plus helm (the chart test needs it)
-	bash hack/build-binaries.sh helm >/dev/null
+binaries-all:  ## the same plus helm and kwok (the chart test and the fake-node tests need them)
+	bash hack/build-binaries.sh helm kwok >/dev/null
 
 lint: install  ## ruff + mypy on the packages, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
@@ -46,9 +47,9 @@ test-unit: install  ## pure tests only, no servers
 crds: install  ## regenerate crds/*.yaml and the chart's copy from the resource models
 	$(VENV)/bin/kstudio crds
 
-cluster-up: prereqs  ## start the local control plane, MinIO and the node agent (idempotent)
+cluster-up: prereqs  ## start the local control plane, MinIO and the node agent (idempotent); FAKE_NODES=N adds kwok nodes
 	@$(MAKE) --no-print-directory -j2 install binaries
-	$(VENV)/bin/kstudio-dev cluster up
+	$(VENV)/bin/kstudio-dev cluster up $(if $(FAKE_NODES),--fake-nodes $(FAKE_NODES))
 
 cluster-down: install  ## stop the local cluster and remove everything it created
 	$(VENV)/bin/kstudio-dev cluster down

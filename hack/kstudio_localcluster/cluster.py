@@ -524,18 +524,6 @@ def ensure_up(
         return info
 
 
-def scale_fake_nodes(
-    layout: ClusterLayout | None, count: int, *, bin_dir: Path, timeout: float = 90.0, log: Log = _stderr
-) -> list[str]:
-    """Exactly `count` Ready fake nodes on the running cluster (0 removes them and stops kwok); their
-    names. `bin_dir` must hold kwok (`hack/build-binaries.sh kwok`)."""
-    layout = sessions.effective(layout or ClusterLayout())
-    with sessions.cluster_lock(layout):
-        if not layout.state_json.exists():
-            raise ClusterError("no local cluster is running: start it first (kstudio-dev cluster up)")
-        return fakenodes.ensure(layout, repo_root(), bin_dir, count, timeout=timeout, log=log)
-
-
 def release(layout: ClusterLayout | None = None, *, log: Log = _stderr) -> bool:
     """Unregister this process; tear the cluster down if a fixture started it and no user is left.
 

@@ -17,6 +17,7 @@ import contextlib
 import http.client
 import json
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from kstudio_localcluster.layout import (
     FAKE_NODE_ANNOTATION_VALUE,
     KWOK_SERVER,
     ClusterLayout,
+    repo_root,
 )
 
 Log = Callable[[str], None]
@@ -166,7 +168,8 @@ def _ensure_kwok(
     if rec is not None and processes.record_alive(rec) and list(rec.argv[-len(argv) :]) == argv:
         return
     if rec is not None:
-        log("kwok runs with other flags or is gone: restarting it")
+        if processes.record_alive(rec):
+            log("kwok runs with other flags than this checkout gives it: restarting it")
         stop_kwok(layout)
     layout.kwok_workdir.mkdir(parents=True, exist_ok=True)
     # Inside the netns, like the scheduler's: the API server on loopback, kwok's own client identity.
@@ -208,7 +211,8 @@ def ensure(
             return sorted(n["name"] for n in nodes if n["ready"]) == sorted(wanted)
 
         _wait(f"{count} fake node(s) Ready", all_ready, timeout, layout)
-        log(f"{count} fake node(s) Ready: {NODE_PREFIX}0..{count - 1} (kwok)")
+        names = f"{NODE_PREFIX}0" + (f"..{count - 1}" if count > 1 else "")
+        log(f"{count} fake node(s) Ready: {names} (kwok)")
     state = sessions.read_json(layout.state_json) or {}
     if state:
         state["fakeNodes"] = count
@@ -225,3 +229,16 @@ def repair(
     if count and not (rec is not None and processes.record_alive(rec)) and (bin_dir / "kwok").exists():
         log("kwok is not running: starting it again for the fake nodes")
         ensure(layout, repo, bin_dir, count, timeout=timeout, log=log)
+
+
+def scale(
+    layout: ClusterLayout | None, count: int, *, bin_dir: Path, timeout: float = 90.0, log: Log | None = None
+) -> list[str]:
+    """Exactly `count` Ready fake nodes on the running cluster (0 removes them and stops kwok); their
+    names. `bin_dir` must hold kwok (`hack/build-binaries.sh kwok`)."""
+    layout = sessions.effective(layout or ClusterLayout())
+    with sessions.cluster_lock(layout):
+        if not layout.state_json.exists():
+            raise ClusterError("no local cluster is running: start it first (kstudio-dev cluster up)")
+        say = log or (lambda msg: print(f"kstudio-dev cluster: {msg}", file=sys.stderr, flush=True))
+        return ensure(layout, repo_root(), bin_dir, count, timeout=timeout, log=say)
