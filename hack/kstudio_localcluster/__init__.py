@@ -13,7 +13,8 @@ Modules: layout (names, addresses, paths), certs (openssl PKI), kubeconfig, netn
 processes (pidfiles), components (command lines), forward (host -> netns TCP forward), health (readiness
 checks), sessions (lock, pytest sessions as users, state files), cluster (ensure_up / release / teardown /
 status), cleanup (teardown and leftovers), hosttools (the host programs it runs and their Debian packages),
-imagevenv (the product wheel in a clean venv, as the image holds it), cli and devcli (`kstudio-dev`),
+imagevenv (the product wheel in a clean venv, as the image holds it), fakenodes (kwok's simulated nodes,
+`cluster up --fake-nodes N`), cli and devcli (`kstudio-dev`),
 nodeagent (the kubelet stand-in). This package is the dev distribution `kstudio-dev` (hack/pyproject.toml),
 never part of the product wheel or image.
 """
