@@ -8,7 +8,7 @@ CACHE ?= $(HOME)/.cache/kstudio
 PYTEST_ARGS ?=
 FAKE_NODES ?=
 
-.PHONY: help prereqs install binaries binaries-all lint test test-unit cluster-up cluster-down demo bench bench-operator bench-patch crds
+.PHONY: help prereqs install binaries binaries-all lint test test-unit cluster-up cluster-down demo bench bench-operator bench-operator-endpoints bench-patch crds
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ bench: install binaries  ## scorer vs MLServer: req/s, p50, p99 and ratios
 
 bench-operator: cluster-up  ## operator at N = 100, 300, 1000 TrainedModels + Endpoints: Ready time, idle cost, restart
 	$(VENV)/bin/python bench/operator_scale.py
+
+bench-operator-endpoints:  ## operator at N = 100, 300, 1000 WebServices with scorer pods on 10 kwok nodes: + patch one, delete all
+	@$(MAKE) --no-print-directory cluster-up FAKE_NODES=10
+	$(VENV)/bin/python bench/operator_scale.py --mode endpoints
 
 bench-patch: cluster-up  ## patch a 2-replica endpoint's model under load: seconds to 100% new model, failed requests
 	$(VENV)/bin/python bench/patch.py
