@@ -74,7 +74,7 @@ def trained_models(namespace: str | None, name: str | None, body: kopf.Body, **_
         (namespace, name): {
             "spec": dict(body.get("spec") or {}),
             "labels": dict((body.get("metadata") or {}).get("labels") or {}),
-            "status": _pick(status, "phase", "reason", "message", "inputSchema", "metrics", "usedBy"),
+            "status": _pick(status, "phase", "reason", "message", "inputSchema", "metrics"),
         }
     }
 
@@ -86,13 +86,18 @@ def web_services(namespace: str | None, name: str | None, body: kopf.Body, **_: 
     }
 
 
+def endpoint_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a WebService reads of one of its Endpoints."""
+    status = _pick(body.get("status") or {}, "phase", "model", "modelDigest", "url")
+    return {"spec": dict(body.get("spec") or {}), "status": status}
+
+
 def endpoints_by_service(
     namespace: str | None, name: str | None, body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
     """(namespace, web service) → each of its Endpoints: name, spec, status."""
     ws = (body.get("spec") or {}).get("webService")
-    entry = {"name": name, "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
-    return {(namespace, ws): entry} if ws else {}
+    return {(namespace, ws): {"name": name, **endpoint_view(body)}} if ws else {}
 
 
 def services_by_experiment(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -20,7 +21,7 @@ from kstudio_operator import constants as c
 from kstudio_operator import indexes, metrics
 from kstudio_operator.handlers import experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
-from kstudio_operator.runtime import Runtime, runtime
+from kstudio_operator.runtime import Key, Runtime, runtime
 from kstudio_operator.settings import OperatorConfig
 
 EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
@@ -134,12 +135,18 @@ def trained_model_changed(
     name: str | None,
     labels: kopf.Labels,
     body: kopf.Body,
+    type: str | None,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """The model itself; whoever serves or references it; services following the Experiment it came from."""
+    """The model itself; whoever serves or references it and the services following the Experiment it
+    came from, when what they read of it changed (not for its usedBy)."""
     rt = runtime(memo)
-    rt.wake_on_change(("TrainedModel", str(namespace), str(name)), body)
+    key: Key = ("TrainedModel", str(namespace), str(name))
+    rt.wake_on_change(key, body)
+    view = list(indexes.trained_models(namespace, name, body).values())
+    if not rt.view_changed(key, view, deleted=type == "DELETED"):
+        return
     for user in indexes.values(kwargs["model_users"], (namespace, name)):
         kind, _, user_name = str(user).partition("/")
         rt.wake((kind, str(namespace), user_name))
@@ -150,29 +157,68 @@ def trained_model_changed(
 
 @kopf.on.event(*WEB_SERVICES)
 def web_service_changed(
-    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+    namespace: str | None,
+    name: str | None,
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
-    """The service and its Endpoints (the ones that follow it take its model)."""
+    """The service and, when its spec or served model changed, its Endpoints (followers take its model)."""
     rt = runtime(memo)
-    rt.wake_on_change(("WebService", str(namespace), str(name)), body)
+    key: Key = ("WebService", str(namespace), str(name))
+    rt.wake_on_change(key, body)
+    view = {"spec": body.get("spec"), "model": (body.get("status") or {}).get("model")}
+    if not rt.view_changed(key, view, deleted=type == "DELETED"):
+        return
     for endpoint in indexes.values(kwargs["endpoints_by_service"], (namespace, name)):
         rt.wake(("Endpoint", str(namespace), str(endpoint["name"])))
 
 
 @kopf.on.event(*ENDPOINTS)
 def endpoint_changed(
-    namespace: str | None, name: str | None, spec: kopf.Spec, body: kopf.Body, memo: kopf.Memo, **_: Any
+    namespace: str | None,
+    name: str | None,
+    spec: kopf.Spec,
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
+    """The endpoint and, when what it reads of it changed, its WebService."""
     rt = runtime(memo)
-    rt.wake_on_change(("Endpoint", str(namespace), str(name)), body)
-    rt.wake(("WebService", str(namespace), str(spec.get("webService"))))
+    key: Key = ("Endpoint", str(namespace), str(name))
+    rt.wake_on_change(key, body)
+    if rt.view_changed(key, indexes.endpoint_view(body), deleted=type == "DELETED"):
+        rt.wake(("WebService", str(namespace), str(spec.get("webService"))))
+
+
+# What an Endpoint reads of each kind of child: its index entry.
+SCORER_VIEWS: dict[str, Callable[..., dict[Any, Any]]] = {
+    "Deployment": indexes.endpoint_deployments,
+    "Pod": indexes.endpoint_pods,
+    "Service": indexes.endpoint_services,
+}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SCORER_LABELS)
 @kopf.on.event("", "v1", "pods", labels=SCORER_LABELS)
 @kopf.on.event("", "v1", "services", labels=SCORER_LABELS)
-def scorer_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    runtime(memo).wake(("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT])))
+def scorer_changed(
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Its Endpoint, when what the Endpoint reads of this child (the index entry) changed."""
+    rt = runtime(memo)
+    kind = str(body.get("kind"))
+    view = list(SCORER_VIEWS[kind](namespace=namespace, name=name, labels=labels, body=body).values())
+    if rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
+        rt.wake(("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT])))
 
 
 @kopf.on.event(*WEB_SERVICES)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +47,8 @@ class Runtime:
     verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
     # Each Endpoint's phase at its last reconcile: the rollout gauges of metrics.py count them.
     endpoint_phases: dict[Key, str | None] = field(default_factory=dict)
+    # Digest of what other loops read of each object at its last event (see view_changed).
+    views: dict[Key, bytes] = field(default_factory=dict)
 
     def pending_wakeups(self) -> int:
         return sum(1 for event in list(self.wakeups.values()) if event.is_set())
@@ -59,6 +63,22 @@ class Runtime:
         event = self.wakeups.get(key)
         if event is not None:
             event.set()
+
+    def view_changed(self, key: Key, view: Any, deleted: bool = False) -> bool:
+        """Whether `view` (what other loops read of the object `key`) differs from the one last seen.
+
+        Watch events come for every change of an object, most of them irrelevant to the loops that read
+        it (a model's usedBy to the hundred Endpoints serving it, a pod's container state to its
+        Endpoint): waking them only when their view changed keeps one change from fanning out N-fold.
+        The first event of an object (also after a restart) and its deletion always count."""
+        if deleted:
+            self.views.pop(key, None)
+            return True
+        digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode()).digest()
+        if self.views.get(key) == digest:
+            return False
+        self.views[key] = digest
+        return True
 
     def wake_on_change(self, key: Key, body: kopf.Body) -> None:
         """Wake `key`'s loop for an event of its own object, unless the event is the status this loop

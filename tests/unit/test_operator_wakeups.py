@@ -37,9 +37,10 @@ def test_the_status_a_loop_wrote_does_not_wake_it_but_any_later_change_does() ->
     key: Key = ("Endpoint", "ns", "ep")
     rt = runtime_with_loops(key)
     rt.written[key] = (42, {"phase": "Ready"})
-    main.endpoint_changed("ns", "ep", kopf.Spec({"webService": "svc"}), endpoint("42", "m"), kopf.Memo(rt=rt))
+    spec = kopf.Spec({"webService": "svc"})
+    main.endpoint_changed("ns", "ep", spec, endpoint("42", "m"), "MODIFIED", kopf.Memo(rt=rt))
     assert woken(rt) == set()
-    main.endpoint_changed("ns", "ep", kopf.Spec({"webService": "svc"}), endpoint("43", "m"), kopf.Memo(rt=rt))
+    main.endpoint_changed("ns", "ep", spec, endpoint("43", "m"), "MODIFIED", kopf.Memo(rt=rt))
     assert woken(rt) == {key}
 
 
@@ -60,3 +61,52 @@ def test_a_model_is_woken_when_an_endpoint_starts_or_stops_using_it_not_by_its_o
     assert event(endpoint("4", "m-b", phase="RollingOut", model="m-a")) == {b}  # starts using m-b
     assert event(endpoint("5", "m-b", phase="Ready", model="m-b")) == {a}  # m-a no longer served
     assert event(endpoint("6", "m-b", phase="Ready", model="m-b"), "DELETED") == {b}
+
+
+def model(rv: str, phase: str, users: int) -> kopf.Body:
+    status = {"phase": phase, "usedBy": [f"Endpoint/ep-{i}" for i in range(users)], "usedByCount": users}
+    meta = {"namespace": "ns", "name": "m", "resourceVersion": rv, "labels": {}}
+    return kopf.Body({"kind": "TrainedModel", "metadata": meta, "spec": {"artifact": {}}, "status": status})
+
+
+def test_a_shared_model_wakes_its_users_when_they_would_read_something_new_not_for_its_usedby() -> None:
+    users = [("Endpoint", "ns", f"ep-{i}") for i in range(100)]
+    rt = runtime_with_loops(*users)
+    memo = kopf.Memo(rt=rt)
+    index = {("ns", "m"): [f"Endpoint/ep-{i}" for i in range(100)]}
+
+    def event(body: kopf.Body, type_: str = "MODIFIED") -> int:
+        for e in rt.wakeups.values():
+            e.clear()
+        main.trained_model_changed(
+            "ns", "m", {}, body, type_, memo, model_users=index, services_by_experiment={}
+        )
+        return len(woken(rt))
+
+    assert event(model("1", "Pending", 0), "ADDED") == 100  # first sight (also after a restart)
+    assert event(model("2", "Ready", 0)) == 100  # verified: followers may roll it out
+    assert all(event(model(str(3 + n), "Ready", n)) == 0 for n in range(1, 100))  # usedBy grows: nobody
+    assert event(model("200", "Ready", 100), "DELETED") == 100
+
+
+def test_an_endpoint_is_woken_by_its_pods_only_when_what_it_reads_of_them_changes() -> None:
+    ep = ("Endpoint", "ns", "ep")
+    rt = runtime_with_loops(ep)
+    memo = kopf.Memo(rt=rt)
+    labels = {"kstudio.io/endpoint": "ep"}
+
+    def pod(rv: str, ready: bool, **status: Any) -> kopf.Body:
+        conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+        meta = {"namespace": "ns", "name": "ep-1", "resourceVersion": rv, "labels": labels}
+        return kopf.Body({"kind": "Pod", "metadata": meta, "status": {"conditions": conditions, **status}})
+
+    def event(body: kopf.Body, type_: str = "MODIFIED") -> bool:
+        rt.wakeups[ep].clear()
+        main.scorer_changed("ns", "ep-1", labels, body, type_, memo)
+        return ep in woken(rt)
+
+    assert event(pod("1", False), "ADDED")
+    assert not event(pod("2", False, podIP="10.244.0.9", startTime="t"))  # nothing the Endpoint reads
+    assert event(pod("3", True, podIP="10.244.0.9"))
+    assert not event(pod("4", True, podIP="10.244.0.9", hostIP="10.244.0.1"))
+    assert event(pod("5", True), "DELETED")
