@@ -150,6 +150,9 @@ def trained_model_changed(
     for user in indexes.values(kwargs["model_users"], (namespace, name)):
         kind, _, user_name = str(user).partition("/")
         rt.wake((kind, str(namespace), user_name))
+        if kind == "WebService":  # its following Endpoints want this model without naming it
+            for endpoint in indexes.values(kwargs["endpoints_by_service"], (namespace, user_name)):
+                rt.wake(("Endpoint", str(namespace), str(endpoint["name"])))
     experiment = labels.get(c.LABEL_EXPERIMENT)
     for service in indexes.values(kwargs["services_by_experiment"], (namespace, experiment)):
         rt.wake(("WebService", str(namespace), service))

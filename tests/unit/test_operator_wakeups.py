@@ -79,7 +79,15 @@ def test_a_shared_model_wakes_its_users_when_they_would_read_something_new_not_f
         for e in rt.wakeups.values():
             e.clear()
         main.trained_model_changed(
-            "ns", "m", {}, body, type_, memo, model_users=index, services_by_experiment={}
+            "ns",
+            "m",
+            {},
+            body,
+            type_,
+            memo,
+            model_users=index,
+            services_by_experiment={},
+            endpoints_by_service={},
         )
         return len(woken(rt))
 
@@ -110,3 +118,23 @@ def test_an_endpoint_is_woken_by_its_pods_only_when_what_it_reads_of_them_change
     assert event(pod("3", True, podIP="10.244.0.9"))
     assert not event(pod("4", True, podIP="10.244.0.9", hostIP="10.244.0.1"))
     assert event(pod("5", True), "DELETED")
+
+
+def test_a_model_that_becomes_ready_wakes_the_endpoints_following_a_service_that_uses_it() -> None:
+    """A following Endpoint names no model: it is not among the model's users until it serves it, yet it
+    waits for the model its WebService serves (found missing by the 100-endpoint benchmark: two
+    Endpoints created before their model was verified waited for the 300 s resync)."""
+    follower, other = ("Endpoint", "ns", "ws-default"), ("Endpoint", "ns", "unrelated")
+    rt = runtime_with_loops(follower, other, ("WebService", "ns", "ws"))
+    main.trained_model_changed(
+        "ns",
+        "m",
+        {},
+        model("1", "Ready", 0),
+        "MODIFIED",
+        kopf.Memo(rt=rt),
+        model_users={("ns", "m"): ["WebService/ws"]},
+        services_by_experiment={},
+        endpoints_by_service={("ns", "ws"): [{"name": "ws-default"}], ("ns", "x"): [{"name": "unrelated"}]},
+    )
+    assert woken(rt) == {follower, ("WebService", "ns", "ws")}
