@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -43,6 +44,8 @@ from typing import Any
 
 from scale_kit import GROUP, KSTUDIO, REPO, WRITES, Cluster, Operator
 
+# The operator's logs stay after the run (the reconcile errors a row counts are explained there).
+LOGS = Path(tempfile.gettempdir()) / "kstudio-scale-logs"
 KINDS = "webservices.kstudio.io,endpoints.kstudio.io,trainedmodels.kstudio.io"
 CHILDREN = "deployments,replicasets,pods,services,secrets"
 SCORER_PODS = "kstudio.io/endpoint"  # the label every scorer child carries
@@ -108,6 +111,16 @@ def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> 
     }
 
 
+def error_reasons(log: Path) -> dict[str, int]:
+    """Failed reconciles by reason, from the operator's log ("<key>: reconcile failed (<reason>)")."""
+    reasons: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        if "reconcile failed (" in line:
+            reason = line.split("reconcile failed (", 1)[1].rsplit(");", 1)[0]
+            reasons[re.sub(r"/namespaces/[^/]+/.*?:", "/…:", reason)[:160]] += 1
+    return dict(reasons.most_common(5))
+
+
 def kstudio_writes(delta: Counter[tuple[str, str]]) -> int:
     return int(sum(v for (g, verb), v in delta.items() if g == GROUP and verb in WRITES))
 
@@ -128,6 +141,7 @@ def measure(
     create_objects(cluster, ns, docs)
     out["create_s"] = time.monotonic() - t0
     out["ready_s"] = wait_for(f"N={n} all Ready", ready, t0)
+    out["errors"] = error_reasons(op.log)
     time.sleep(10)  # let the last status writes' watch events settle
     out["metrics_ready"] = op.summary()
     out["idle"] = idle_window(cluster, idle, op)
@@ -156,7 +170,7 @@ def cleanup(cluster: Cluster, op: Operator, ns: str) -> None:
 def run_models(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, work: Path) -> dict[str, Any]:
     ns = f"kstudio-scale-models-{n}"
     cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, work / f"operator-models-{n}.log")
+    op = Operator(cluster, ns, LOGS / f"operator-models-{n}.log")
     op.start()
     out: dict[str, Any] = {"mode": "models", "n": n}
     try:
@@ -180,7 +194,7 @@ def run_endpoints(
 ) -> dict[str, Any]:
     ns = f"kstudio-scale-endpoints-{n}"
     cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, work / f"operator-endpoints-{n}.log")
+    op = Operator(cluster, ns, LOGS / f"operator-endpoints-{n}.log")
     op.start()
     out: dict[str, Any] = {"mode": "endpoints", "n": n}
     try:
@@ -298,6 +312,8 @@ def main() -> int:
     parser.add_argument("--no-job-delay", action="store_true", help="skip the Job -> Experiment figure")
     args = parser.parse_args()
     cluster = Cluster()
+    LOGS.mkdir(exist_ok=True)
+    print(f"operator logs: {LOGS}", flush=True)
     if args.mode == "endpoints" and not cluster.names("default", "nodes", "type=kwok"):
         raise SystemExit("no fake nodes: start the cluster with `kstudio-dev cluster up --fake-nodes 10`")
 

@@ -117,6 +117,7 @@ class Cluster:
 class Operator:
     def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
         self.cluster, self.namespace, self.log = cluster, namespace, log
+        log.unlink(missing_ok=True)  # restarts of this operator append; a new one starts afresh
         self.proc: subprocess.Popen[bytes] | None = None
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
