@@ -219,8 +219,9 @@ def scorer_changed(
     """Its Endpoint, when what the Endpoint reads of this child (the index entry) changed."""
     rt = runtime(memo)
     kind = str(body.get("kind"))
-    view = list(SCORER_VIEWS[kind](namespace=namespace, name=name, labels=labels, body=body).values())
-    if rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
+    index = SCORER_VIEWS.get(kind)  # a body without its kind: wake, as for any change
+    view = list(index(namespace=namespace, name=name, labels=labels, body=body).values()) if index else None
+    if index is None or rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
         rt.wake(("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT])))
 
 
