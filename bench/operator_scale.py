@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,44 +168,54 @@ def cleanup(cluster: Cluster, op: Operator, ns: str) -> None:
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def run_models(cluster: Cluster, n: int, artifact: dict[str, str], idle: float, work: Path) -> dict[str, Any]:
-    ns = f"kstudio-scale-models-{n}"
+def run_size(
+    cluster: Cluster,
+    mode: str,
+    n: int,
+    docs: list[dict[str, Any]],
+    ready: Callable[[str], bool],
+    converge: dict[str, int],
+    idle: float,
+    then: Callable[[str, Operator, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """One row: a fresh namespace and operator, `measure`, then `then` (mode-specific figures), then
+    delete all; whatever happens, `cleanup`. `ready(namespace)` says when every object is Ready."""
+    ns = f"kstudio-scale-{mode}-{n}"
     cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, LOGS / f"operator-models-{n}.log")
+    op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}.log")
     op.start()
-    out: dict[str, Any] = {"mode": "models", "n": n}
+    out: dict[str, Any] = {"mode": mode, "n": n}
     try:
         time.sleep(3)
         out["rss_empty_mb"] = op.rss_mb()
-        docs = [_manifest("TrainedModel", f"m-{i}", {"artifact": artifact}) for i in range(n)]
-        docs += [
-            _manifest("Endpoint", f"ep-{i}", {"webService": "svc", "model": f"m-{i}", "replicas": 0})
-            for i in range(n)
-        ]
-        converge = {"TrainedModel": n, "Endpoint": n}
-        measure(cluster, op, ns, n, docs, lambda: models_ready(cluster, ns, n), idle, converge, out)
+        measure(cluster, op, ns, n, docs, lambda: ready(ns), idle, converge, out)
+        if then is not None:
+            then(ns, op, out)
         out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
     finally:
         cleanup(cluster, op, ns)
     return out
 
 
+def run_models(cluster: Cluster, n: int, artifact: dict[str, str], idle: float) -> dict[str, Any]:
+    docs = [_manifest("TrainedModel", f"m-{i}", {"artifact": artifact}) for i in range(n)]
+    docs += [
+        _manifest("Endpoint", f"ep-{i}", {"webService": "svc", "model": f"m-{i}", "replicas": 0})
+        for i in range(n)
+    ]
+    converge = {"TrainedModel": n, "Endpoint": n}
+    return run_size(cluster, "models", n, docs, lambda ns: models_ready(cluster, ns, n), converge, idle)
+
+
 def run_endpoints(
-    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], idle: float, work: Path
+    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], idle: float
 ) -> dict[str, Any]:
-    ns = f"kstudio-scale-endpoints-{n}"
-    cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, LOGS / f"operator-endpoints-{n}.log")
-    op.start()
-    out: dict[str, Any] = {"mode": "endpoints", "n": n}
-    try:
-        time.sleep(3)
-        out["rss_empty_mb"] = op.rss_mb()
-        docs = [_manifest("TrainedModel", name, {"artifact": a}) for name, a in artifacts.items()]
-        scorer = {"replicas": 1, "resources": {"cpu": "50m", "memory": "64Mi"}, "scheduling": ON_FAKE_NODES}
-        docs += [_manifest("WebService", f"ws-{i}", {"model": "m-a", "scorer": scorer}) for i in range(n)]
-        converge = {"TrainedModel": 2, "WebService": n, "Endpoint": n}
-        measure(cluster, op, ns, n, docs, lambda: endpoints_ready(cluster, ns, n, "m-a"), idle, converge, out)
+    docs = [_manifest("TrainedModel", name, {"artifact": a}) for name, a in artifacts.items()]
+    scorer = {"replicas": 1, "resources": {"cpu": "50m", "memory": "64Mi"}, "scheduling": ON_FAKE_NODES}
+    docs += [_manifest("WebService", f"ws-{i}", {"model": "m-a", "scorer": scorer}) for i in range(n)]
+    converge = {"TrainedModel": 2, "WebService": n, "Endpoint": n}
+
+    def placement_and_patch(ns: str, op: Operator, out: dict[str, Any]) -> None:
         placed = Counter(
             str((p.get("spec") or {}).get("nodeName", "")).startswith("kwok-")  # type: ignore[union-attr]
             for p in cluster.items(ns, "pods")
@@ -225,10 +236,11 @@ def run_endpoints(
 
         out["patch_s"] = wait_for("ws-0 on m-b", switched, t, 300)
         out["metrics_patch"] = op.summary()
-        out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
-    finally:
-        cleanup(cluster, op, ns)
-    return out
+
+    def ready(ns: str) -> bool:
+        return endpoints_ready(cluster, ns, n, "m-a")
+
+    return run_size(cluster, "endpoints", n, docs, ready, converge, idle, placement_and_patch)
 
 
 def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
@@ -328,9 +340,9 @@ def main() -> int:
         rows = []
         for n in (int(s) for s in args.sizes.split(",")):
             if args.mode == "models":
-                row = run_models(cluster, n, artifacts["m-a"], args.idle, work)
+                row = run_models(cluster, n, artifacts["m-a"], args.idle)
             else:
-                row = run_endpoints(cluster, n, artifacts, args.idle, work)
+                row = run_endpoints(cluster, n, artifacts, args.idle)
             rows.append(row)
             print(json.dumps(row), flush=True)
         delay = None
