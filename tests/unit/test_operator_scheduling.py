@@ -3,11 +3,11 @@ tolerations) reach the scorer pod template; the schema refuses what core/v1 woul
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from test_operator_serving_decisions import CONFIG, EP_OWNER, T0, WS_OWNER
 
 from kstudio_operator import crdgen
 from kstudio_operator.builders import scorer
@@ -16,20 +16,7 @@ from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceO
 from kstudio_operator.resources import ENDPOINT, WEB_SERVICE
 from kstudio_operator.resources.endpoint import EndpointSpec
 from kstudio_operator.resources.scheduling import Scheduling, Toleration
-from kstudio_operator.settings import OperatorConfig
 
-CONFIG = OperatorConfig(pod_s3_endpoint="10.244.0.1:9000")
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-EP_OWNER = {
-    "apiVersion": "kstudio.io/v1alpha1",
-    "kind": "Endpoint",
-    "metadata": {"name": "ep2", "uid": "u-e"},
-}
-WS_OWNER = {
-    "apiVersion": "kstudio.io/v1alpha1",
-    "kind": "WebService",
-    "metadata": {"name": "svc", "uid": "u-w"},
-}
 WS = {"spec": {"output": {"columns": ["Scored Labels"]}}, "status": {"model": "m-1"}}
 KWOK = {
     "nodeSelector": {"type": "kwok"},
