@@ -37,6 +37,18 @@ def pods(kc: LocalCluster, ns: str, selector: str) -> list[dict[str, Any]]:
     return items
 
 
+def service_manifest(ns: str, name: str) -> str:
+    """A Service on port 80 for the pods labelled app=<name> (their port named http)."""
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: http}}]
+"""
+
+
 def web_deployment(ns: str, name: str = "web", replicas: int = 2, extra_env: str = "v1") -> str:
     return f"""
 apiVersion: apps/v1
@@ -59,14 +71,7 @@ spec:
         readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
         lifecycle: {{preStop: {{sleep: {{seconds: 4}}}}}}
         {CONTAINER_SC}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 80, targetPort: http}}]
-"""
+""" + service_manifest(ns, name)
 
 
 def deployment_available(kc: LocalCluster, ns: str, name: str, replicas: int) -> bool:

@@ -13,6 +13,7 @@ from nodeagent_kit import (
     deployment_available,
     get_json,
     pods,
+    service_manifest,
     wait_for,
     web_deployment,
 )
@@ -44,14 +45,7 @@ spec:
         command: [/nonexistent/never-runs]
         ports: [{{containerPort: 8080, name: http}}]
         {CONTAINER_SC}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 80, targetPort: http}}]
-"""
+""" + service_manifest(ns, name)
 
 
 def _ready(pod: dict[str, Any]) -> bool:
