@@ -46,7 +46,9 @@ class Logging(KModel):
     )
 
 
-class EndpointResources(KModel):
+class ScorerResources(KModel):
+    """CPU and memory of one scorer pod (an Endpoint's, and a WebService's default Endpoint's)."""
+
     cpu: Quantity = Field(
         default="500m", description="CPU each scorer pod requests, a Kubernetes quantity (default 500m)."
     )
@@ -91,8 +93,8 @@ class EndpointSpec(KModel):
         description="Scoring calls one scorer pod handles at once (1-1000, default 20); beyond that it "
         "answers 429 with Retry-After.",
     )
-    resources: EndpointResources = Field(
-        default_factory=EndpointResources, description="CPU and memory of each scorer pod."
+    resources: ScorerResources = Field(
+        default_factory=ScorerResources, description="CPU and memory of each scorer pod."
     )
     scheduling: Scheduling = Field(
         default_factory=Scheduling, description="Where the scorer pods may run (nodeSelector, tolerations)."

@@ -16,11 +16,11 @@ from kstudio_operator.resources.common import (
     KModel,
     ObjectName,
     PrinterColumn,
-    Quantity,
     ResourceKind,
     StatusModel,
     conditions_field,
 )
+from kstudio_operator.resources.endpoint import ScorerResources
 from kstudio_operator.resources.experiment import MetricName
 from kstudio_operator.resources.scheduling import Scheduling
 
@@ -70,17 +70,6 @@ class Output(KModel):
     )
     include_inputs: bool = Field(
         default=False, description="Also return each request's input columns in its answer (default false)."
-    )
-
-
-class ScorerResources(KModel):
-    cpu: Quantity = Field(
-        default="500m", description="CPU each scorer pod requests, a Kubernetes quantity (default 500m)."
-    )
-    memory: Quantity = Field(
-        default="512Mi",
-        description="Memory each scorer pod requests and may not exceed, a Kubernetes quantity (default "
-        "512Mi); a model that inflates to more than half of it is refused before loading.",
     )
 
 
