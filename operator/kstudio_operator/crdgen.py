@@ -142,10 +142,8 @@ def build_crd(kind: ResourceKind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": f"{API_GROUP}/{API_VERSION}"},
             "kind": {"type": "string", "description": kind.kind},
-            "metadata": {
-                "type": "object",
-                "description": "Standard object metadata: name, labels, annotations.",
-            },
+            # Only its type: the API server rejects a CRD that says more of metadata (ObjectMeta's own).
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },
