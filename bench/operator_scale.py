@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -74,25 +76,42 @@ def create_objects(cluster: Cluster, namespace: str, docs: list[dict[str, Any]])
 
 
 def wait_for(what: str, check: Any, started: float, timeout: float = 900) -> float:
-    while not check():
+    while not (last := check()):
         if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{what}: not after {timeout:.0f} s")
+            raise RuntimeError(f"{what}: not after {timeout:.0f} s (last seen: {last})")
         time.sleep(0.5)
     return time.monotonic() - started
 
 
-def models_ready(cluster: Cluster, namespace: str, n: int) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Readiness:
+    """How many of `n` objects are Ready (true when all are), and the phases of the others."""
+
+    ready: int
+    n: int
+    others: dict[str, int]
+
+    def __bool__(self) -> bool:
+        return self.ready == self.n
+
+    def __str__(self) -> str:
+        return f"{self.ready}/{self.n} Ready, others by phase {self.others}"
+
+
+def _readiness(statuses: list[Any], n: int, ready: Callable[[dict[str, Any]], bool]) -> Readiness:
+    done = [s for s in statuses if isinstance(s, dict) and ready(s)]
+    others = Counter(str(s.get("phase")) for s in statuses if isinstance(s, dict) and not ready(s))
+    return Readiness(len(done), n, dict(others))
+
+
+def models_ready(cluster: Cluster, namespace: str, n: int) -> Readiness:
     statuses = [i.get("status") or {} for i in cluster.items(namespace, "trainedmodels")]
-    ready = sum(1 for s in statuses if isinstance(s, dict) and s.get("phase") == "Ready" and s.get("usedBy"))
-    return ready == n
+    return _readiness(statuses, n, lambda s: s.get("phase") == "Ready" and bool(s.get("usedBy")))
 
 
-def endpoints_ready(cluster: Cluster, namespace: str, n: int, model: str) -> bool:
+def endpoints_ready(cluster: Cluster, namespace: str, n: int, model: str) -> Readiness:
     statuses = [i.get("status") or {} for i in cluster.items(namespace, "endpoints.kstudio.io")]
-    ready = sum(
-        1 for s in statuses if isinstance(s, dict) and s.get("phase") == "Ready" and s.get("model") == model
-    )
-    return ready == n
+    return _readiness(statuses, n, lambda s: s.get("phase") == "Ready" and s.get("model") == model)
 
 
 def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> dict[str, Any]:
@@ -137,15 +156,23 @@ def measure(
     converge: dict[str, int],
     out: dict[str, Any],
 ) -> None:
-    """Create `docs`, wait for `ready`, then the idle window, the baseline and the restart."""
+    """Create `docs` (the operator running, or started once they all exist: out["order"] warm or cold),
+    wait for `ready`, then the idle window, the baseline and the restart."""
     t0 = time.monotonic()
     create_objects(cluster, ns, docs)
     out["create_s"] = time.monotonic() - t0
+    if out["order"] == "cold":
+        op.start()
+    started = time.monotonic()
     out["ready_s"] = wait_for(f"N={n} all Ready", ready, t0)
+    out["ready_after_create_s"] = time.monotonic() - started
     out["errors"] = error_reasons(op.log)
     time.sleep(10)  # let the last status writes' watch events settle
     out["metrics_ready"] = op.summary()
+    out["requests_per_object"] = round(op.metric("kstudio_operator_api_requests_total") / n, 2)
     out["idle"] = idle_window(cluster, idle, op)
+    if op.heap is not None:
+        out["heap"] = op.heap_report()
     op.kill()
     out["baseline"] = idle_window(cluster, idle, None)  # the same window without the operator
     before = cluster.requests()
@@ -173,42 +200,49 @@ def run_size(
     mode: str,
     n: int,
     docs: list[dict[str, Any]],
-    ready: Callable[[str], bool],
+    ready: Callable[[str], Any],
     converge: dict[str, int],
-    idle: float,
+    options: argparse.Namespace,
+    order: str,
     then: Callable[[str, Operator, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """One row: a fresh namespace and operator, `measure`, then `then` (mode-specific figures), then
-    delete all; whatever happens, `cleanup`. `ready(namespace)` says when every object is Ready."""
+    """One row: a fresh namespace and operator (started before the objects are created, `order` warm, or
+    after, cold), `measure`, then `then` (mode-specific figures), then delete all; whatever happens,
+    `cleanup`. `ready(namespace)` says when every object is Ready."""
     ns = f"kstudio-scale-{mode}-{n}"
     cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}.log")
-    op.start()
-    out: dict[str, Any] = {"mode": mode, "n": n}
+    op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}-{order}.log", heap=options.heap)
+    out: dict[str, Any] = {"mode": mode, "n": n, "order": order, "load_average": os.getloadavg()}
     try:
-        time.sleep(3)
-        out["rss_empty_mb"] = op.rss_mb()
-        measure(cluster, op, ns, n, docs, lambda: ready(ns), idle, converge, out)
+        if order == "warm":
+            op.start()
+            time.sleep(3)
+            out["rss_empty_mb"] = op.rss_mb()
+        measure(cluster, op, ns, n, docs, lambda: ready(ns), options.idle, converge, out)
         if then is not None:
             then(ns, op, out)
         out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
+        out["load_average_end"] = os.getloadavg()
     finally:
         cleanup(cluster, op, ns)
     return out
 
 
-def run_models(cluster: Cluster, n: int, artifact: dict[str, str], idle: float) -> dict[str, Any]:
+def run_models(
+    cluster: Cluster, n: int, artifact: dict[str, str], options: argparse.Namespace, order: str
+) -> dict[str, Any]:
     docs = [_manifest("TrainedModel", f"m-{i}", {"artifact": artifact}) for i in range(n)]
     docs += [
         _manifest("Endpoint", f"ep-{i}", {"webService": "svc", "model": f"m-{i}", "replicas": 0})
         for i in range(n)
     ]
     converge = {"TrainedModel": n, "Endpoint": n}
-    return run_size(cluster, "models", n, docs, lambda ns: models_ready(cluster, ns, n), converge, idle)
+    ready = lambda ns: models_ready(cluster, ns, n)  # noqa: E731
+    return run_size(cluster, "models", n, docs, ready, converge, options, order)
 
 
 def run_endpoints(
-    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], idle: float
+    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], options: argparse.Namespace, order: str
 ) -> dict[str, Any]:
     docs = [_manifest("TrainedModel", name, {"artifact": a}) for name, a in artifacts.items()]
     scorer = {"replicas": 1, "resources": {"cpu": "50m", "memory": "64Mi"}, "scheduling": ON_FAKE_NODES}
@@ -237,10 +271,10 @@ def run_endpoints(
         out["patch_s"] = wait_for("ws-0 on m-b", switched, t, 300)
         out["metrics_patch"] = op.summary()
 
-    def ready(ns: str) -> bool:
+    def ready(ns: str) -> Readiness:
         return endpoints_ready(cluster, ns, n, "m-a")
 
-    return run_size(cluster, "endpoints", n, docs, ready, converge, idle, placement_and_patch)
+    return run_size(cluster, "endpoints", n, docs, ready, converge, options, order, placement_and_patch)
 
 
 def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
@@ -299,31 +333,60 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
     print(
-        "| N | all Ready s | idle kstudio.io req/s | idle all req/s (operator - baseline) | CPU % | RSS MB "
+        "| N | order | all Ready s (from operator start, cold) | operator requests per object while "
+        "creating | idle kstudio.io req/s | idle all req/s (operator - baseline) | CPU % | RSS MB "
         "(empty) | restart converged s | restart writes (client / kstudio.io at API server) |"
-        f"{extra} delete all s |"
+        f"{extra} delete all s | load average |"
     )
-    print("|---" * (11 if endpoints else 9) + "|")
+    print("|---" * (14 if endpoints else 12) + "|")
     for r in rows:
         idle, base = r["idle"], r["baseline"]
         kst = sum(idle["kstudio_by_verb"].values())
         more = f" {r['patch_s']:.1f} | {r['pods_on_fake_nodes']} |" if endpoints else ""
+        empty = f" ({r['rss_empty_mb']:.0f})" if "rss_empty_mb" in r else ""
+        since = f" ({r['ready_after_create_s']:.1f})" if r["order"] == "cold" else ""
+        loads = r["load_average"][0], r.get("load_average_end", r["load_average"])[0]
         print(
-            f"| {r['n']} | {r['ready_s']:.1f} | {kst:.2f} {idle['kstudio_by_verb']} | "
-            f"{idle['all_per_s'] - base['all_per_s']:.2f} | {idle['cpu_pct']:.1f} | {idle['rss_mb']:.0f} "
-            f"({r['rss_empty_mb']:.0f}) | {r['restart_converged_s']:.1f} | {r['restart_client_writes']} / "
-            f"{r['restart_kstudio_writes']} |{more} {r['delete_s']:.1f} |"
+            f"| {r['n']} | {r['order']} | {r['ready_s']:.1f}{since} | {r['requests_per_object']:.1f} | "
+            f"{kst:.2f} {idle['kstudio_by_verb']} | {idle['all_per_s'] - base['all_per_s']:.2f} | "
+            f"{idle['cpu_pct']:.1f} | {idle['rss_mb']:.0f}{empty} | {r['restart_converged_s']:.1f} | "
+            f"{r['restart_client_writes']} / {r['restart_kstudio_writes']} |{more} {r['delete_s']:.1f} | "
+            f"{loads[0]:.1f}-{loads[1]:.1f} |"
         )
+    heaps = [r for r in rows if "heap" in r]
+    for r in heaps:
+        h = r["heap"]
+        print(
+            f"\nheap N={r['n']} {r['order']}: RSS {h['rss_mb']} MB, after malloc_trim "
+            f"{h.get('rss_after_trim_mb')} MB, traced {h.get('traced_mb')} MB (peak "
+            f"{h.get('traced_peak_mb')}), gc objects {h['gc_objects']}, tasks {h['tasks']}"
+        )
+        for module, kb in list((h.get("traced_by_module_kb") or {}).items())[:12]:
+            print(f"  {kb / 1024:7.1f} MB  {module}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("models", "endpoints"), default="models")
     parser.add_argument("--sizes", default="100,300,1000")
+    parser.add_argument(
+        "--orders",
+        default="warm,cold",
+        help="warm: the operator runs before the objects are created; cold: it starts once they exist",
+    )
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
     parser.add_argument("--no-job-delay", action="store_true", help="skip the Job -> Experiment figure")
+    parser.add_argument(
+        "--heap",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="run the operator under bench/operator_heap.py (tracemalloc with FRAMES frames, 0: none) and "
+        "print where its memory goes after the idle window",
+    )
+    parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
-    cluster = Cluster()
+    cluster = Cluster(args.cluster_root)
     LOGS.mkdir(exist_ok=True)
     print(f"operator logs: {LOGS}", flush=True)
     if args.mode == "endpoints" and not cluster.names("default", "nodes", "type=kwok"):
@@ -339,12 +402,13 @@ def main() -> int:
             artifacts[name] = {"uri": uri, "sha256": sha}
         rows = []
         for n in (int(s) for s in args.sizes.split(",")):
-            if args.mode == "models":
-                row = run_models(cluster, n, artifacts["m-a"], args.idle)
-            else:
-                row = run_endpoints(cluster, n, artifacts, args.idle)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for order in args.orders.split(","):
+                if args.mode == "models":
+                    row = run_models(cluster, n, artifacts["m-a"], args, order)
+                else:
+                    row = run_endpoints(cluster, n, artifacts, args, order)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
         delay = None
         if args.mode == "models" and not args.no_job_delay:
             delay = job_to_status_delay(cluster, work)
