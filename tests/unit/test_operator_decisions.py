@@ -9,7 +9,6 @@ from typing import Any
 import yaml
 
 from kstudio_core.runresult import RunResult
-from kstudio_operator.builders.runs import ObservedJob
 from kstudio_operator.decisions.experiment import (
     CreateModel,
     DeleteRun,
@@ -19,6 +18,7 @@ from kstudio_operator.decisions.experiment import (
     decide_experiment,
     runs_awaiting_results,
 )
+from kstudio_operator.decisions.run_history import ObservedJob
 from kstudio_operator.decisions.trainedmodel import Verification, decide_trained_model, needs_verification
 from kstudio_operator.resources.trainedmodel import TrainedModelStatus
 from kstudio_operator.settings import OperatorConfig

@@ -62,10 +62,6 @@ def keys_secret_name(endpoint: str) -> str:
     return f"{endpoint}-keys"
 
 
-def default_endpoint_name(web_service: str) -> str:
-    return f"{web_service}-default"
-
-
 def endpoint_labels(endpoint: str, web_service: str) -> dict[str, str]:
     return {
         c.LABEL_NAME: c.APP_NAME,

@@ -19,8 +19,7 @@ from pydantic import ValidationError
 
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.ownership import own
-from kstudio_operator.decisions import Decision, Event
-from kstudio_operator.handlers.common import describe_validation_error
+from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.resources.common import Condition, ConditionStatus, digest_prefix, set_condition
 from kstudio_operator.resources.endpoint import EndpointSpec, EndpointStatus, RollbackOverride, Rollout
 from kstudio_operator.settings import OperatorConfig

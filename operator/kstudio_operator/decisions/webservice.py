@@ -14,12 +14,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kstudio_core.vocabulary import LOWER_IS_BETTER
-from kstudio_operator import constants as c
+from kstudio_operator.builders.endpoint import default_endpoint, default_endpoint_name
 from kstudio_operator.builders.ownership import own
-from kstudio_operator.builders.scorer import default_endpoint_name
-from kstudio_operator.decisions import Decision, Event
+from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.decisions.endpoint import CreateChild
-from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import digest_prefix, set_condition
 from kstudio_operator.resources.scheduling import Scheduling
 from kstudio_operator.resources.webservice import (
@@ -74,11 +72,6 @@ def gate(
     if gain >= min_delta:
         return True, f"{words} >= minDelta {min_delta}"
     return False, f"{words} < minDelta {min_delta}"
-
-
-def _scheduling_field(wanted: Scheduling) -> dict[str, Any]:
-    """{"scheduling": ...} for a new default Endpoint, nothing when the service sets none."""
-    return {"scheduling": wanted.to_wire()} if wanted != Scheduling() else {}
 
 
 def _scheduling_patch(their: Any, wanted: Scheduling) -> dict[str, Any] | None:
@@ -164,21 +157,7 @@ def decide_web_service(
     default = default_endpoint_name(observed.name)
     mine = observed.endpoints.get(default)
     if mine is None:
-        endpoint = {
-            "apiVersion": c.GROUP_VERSION,
-            "kind": "Endpoint",
-            "metadata": {
-                "name": default,
-                "namespace": observed.namespace,
-                "labels": {c.LABEL_WEB_SERVICE: observed.name, c.LABEL_MANAGED_BY: c.MANAGED_BY},
-            },
-            "spec": {
-                "webService": observed.name,
-                "replicas": spec.scorer.replicas,
-                "resources": spec.scorer.resources.to_wire(),
-                **_scheduling_field(spec.scorer.scheduling),
-            },
-        }
+        endpoint = default_endpoint(observed.namespace, observed.name, spec.scorer)
         decision.actions.append(CreateChild(own(endpoint, owner)))
     else:
         their = mine.get("spec") or {}

@@ -16,6 +16,7 @@ import kopf
 
 from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
+from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.decisions.endpoint import (
     CreateChild,
@@ -96,7 +97,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         pods=values(idx["endpoint_pods"], (namespace, name)),
         has_service=bool(values(idx["endpoint_services"], (namespace, name))),
         rollback_request=(meta.get("annotations") or {}).get(ANNOTATION_ROLLBACK),
-        is_default=name == scorer.default_endpoint_name(ws_name)
+        is_default=name == default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
     )
     status = rt.current_status(key, body)
