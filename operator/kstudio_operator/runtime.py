@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 
 from kstudio_operator import metrics
+from kstudio_operator.builders.patches import merge_patch
 from kstudio_operator.kube import Kube
 from kstudio_operator.settings import OperatorConfig
 
@@ -124,24 +125,6 @@ class Runtime:
         if rv is not None:
             self.written[key] = (rv, dict(answer.get("status") or {}))
         return True
-
-
-def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (RFC 7386) that turns `current` into `desired`: {} when they are equal.
-
-    Nested objects are merged by the API server, so a key that `desired` drops must be sent as null at
-    every depth (a new rollout must not inherit the finishedAt of the previous one); lists are replaced.
-    """
-    patch: dict[str, Any] = {}
-    for key in set(current) | set(desired):
-        old, new = current.get(key), desired.get(key)
-        if old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            patch[key] = merge_patch(old, new)
-        else:
-            patch[key] = new
-    return patch
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

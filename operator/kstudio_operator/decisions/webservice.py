@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from kstudio_core.vocabulary import LOWER_IS_BETTER
 from kstudio_operator.builders.endpoint import default_endpoint, default_endpoint_name
 from kstudio_operator.builders.ownership import own
+from kstudio_operator.builders.patches import merge_patch
 from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.decisions.endpoint import CreateChild
 from kstudio_operator.resources.common import digest_prefix, set_condition
@@ -77,18 +78,15 @@ def gate(
 def _scheduling_patch(their: Any, wanted: Scheduling) -> dict[str, Any] | None:
     """The merge patch that gives the default Endpoint the service's scheduling, None when it has it.
 
-    Compared as parsed models, so an absent field and its empty default are equal (no write). A merge
-    patch merges maps: node selector keys the service dropped are sent as null to remove them."""
+    Compared as parsed models, so an absent field and its empty default are equal (no write); an invalid
+    one is overwritten whole."""
     try:
         current = Scheduling.model_validate(their or {})
     except ValidationError:
-        current = None  # edited into something invalid: overwrite it whole
+        current = None
     if current == wanted:
         return None
-    selector: dict[str, str | None] = dict(wanted.node_selector)
-    if isinstance(their, dict) and isinstance(their.get("nodeSelector"), dict):
-        selector |= {key: None for key in their["nodeSelector"] if key not in wanted.node_selector}
-    return {"nodeSelector": selector, "tolerations": [t.to_wire() for t in wanted.tolerations]}
+    return merge_patch(their if isinstance(their, dict) else {}, wanted.to_wire(), full=True)
 
 
 def decide_web_service(

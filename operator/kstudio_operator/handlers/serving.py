@@ -107,9 +107,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         if isinstance(action, CreateChild):
             await rt.kube.create(action.manifest)
         elif isinstance(action, ReplaceDeployment):
-            selector = (observed.deployment or {}).get("nodeSelector") or {}
-            patch = scorer.deployment_patch(action.manifest, selector)
-            await rt.kube.patch("apps/v1", "deployments", namespace, name, patch, status=False)
+            await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
     await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
     rt.endpoint_phases[key] = decision.status.get("phase")
