@@ -9,18 +9,8 @@ KSTUDIO_IMAGE for the training and scorer pods (default `kstudio:<this version>`
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-
-
-class _QuietTimers(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno == logging.INFO
-            and str(record.msg).startswith("Timer ")
-            and "succeeded" in str(record.msg)
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,9 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kopf
 
     kopf.configure(verbose=args.verbose)
-    if not args.verbose:
-        # The reconcile timers tick every few seconds per object; their success is not news.
-        logging.getLogger("kopf.objects").addFilter(_QuietTimers())
     import kstudio_operator.main  # noqa: F401  (registers the handlers)
 
     kopf.run(

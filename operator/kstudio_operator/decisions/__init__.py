@@ -1,4 +1,5 @@
-"""Pure decisions, one per kind: `decide(spec, status, observed, now) -> Decision`.
+"""Pure decisions, one module per kind (and run_history.py, the runs of an Experiment):
+`decide(spec, status, observed, now) -> Decision`.
 
 No I/O here: a handler observes (from indexes and, where it must, object storage), calls its decide
 function, applies the actions, posts the events and writes the status. Unit tests cover every decision
