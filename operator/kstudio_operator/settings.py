@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+IMAGE_REPOSITORY = "kstudio"
+
+
+def released_image() -> str:
+    """The image this version of kstudio is released as, `kstudio:<version>` (the Helm chart's default
+    too). Set KSTUDIO_IMAGE for another registry or tag, e.g. ghcr.io/<org>/kstudio:0.1.0."""
+    return f"{IMAGE_REPOSITORY}:{version('kstudio')}"
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    # Image of the training Jobs (and later the scorer pods). Any image whose repository is `kstudio`
-    # runs the local project on the local cluster.
-    image: str = "kstudio:dev"
+    # Image of the training Jobs and the scorer pods (KSTUDIO_IMAGE; default: released_image()).
+    image: str = field(default_factory=released_image)
     image_pull_policy: str = "IfNotPresent"
     # Object-storage endpoint as seen *from pods* (host:port). The operator itself uses KSTUDIO_S3_ENDPOINT
-    # (via StorageSettings.from_env); on the local cluster the two differ (127.0.0.1 vs 10.244.0.1).
+    # (via StorageSettings.from_env); they differ when the operator reaches the store another way than
+    # pods do (e.g. through a port-forward).
     pod_s3_endpoint: str = ""
     pod_s3_secure: bool = False
     # Seconds between two unprompted reconciliations of one object: the safety net behind the watch
@@ -31,7 +40,7 @@ class OperatorConfig:
         secure = env.get("KSTUDIO_S3_SECURE", "false").lower() in {"1", "true", "yes"}
         pod_secure = env.get("KSTUDIO_S3_POD_SECURE")
         return cls(
-            image=env.get("KSTUDIO_IMAGE", cls.image),
+            image=env.get("KSTUDIO_IMAGE") or released_image(),
             image_pull_policy=env.get("KSTUDIO_IMAGE_PULL_POLICY", cls.image_pull_policy),
             pod_s3_endpoint=env.get("KSTUDIO_S3_POD_ENDPOINT") or env.get("KSTUDIO_S3_ENDPOINT", ""),
             pod_s3_secure=secure if pod_secure is None else pod_secure.lower() in {"1", "true", "yes"},
