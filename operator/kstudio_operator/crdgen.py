@@ -142,10 +142,9 @@ def build_crd(kind: ResourceKind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": f"{API_GROUP}/{API_VERSION}"},
             "kind": {"type": "string", "description": kind.kind},
-            "metadata": {
-                "type": "object",
-                "description": "Standard object metadata: name, labels, annotations.",
-            },
+            # The API server refuses anything but a type here (only name/generateName may be
+            # constrained); kubectl explain documents ObjectMeta from its own schema.
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },
