@@ -6,9 +6,20 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_INPUT_ERROR = 2
-EXIT_INFRASTRUCTURE_ERROR = 75
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_OK
+
+# The exit codes are the core's (the operator reads them); named here too for the modules that import
+# them with the errors.
+__all__ = [
+    "EXIT_INFRASTRUCTURE_ERROR",
+    "EXIT_INPUT_ERROR",
+    "EXIT_OK",
+    "DataError",
+    "InfrastructureError",
+    "InputError",
+    "SpecError",
+    "TrainerError",
+]
 
 
 class TrainerError(Exception):
