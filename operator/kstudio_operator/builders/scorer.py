@@ -33,8 +33,6 @@ KEYS_MOUNT = "/var/run/secrets/kstudio/keys"
 # drops the pod from the Service, then finish in-flight requests within SHUTDOWN_GRACE_SECONDS.
 DRAIN_SECONDS = 3
 SHUTDOWN_GRACE_SECONDS = 20
-ANNOTATION_MODEL = f"{c.API_GROUP}/model"
-ANNOTATION_MODEL_SHA256 = f"{c.API_GROUP}/model-sha256"
 KEY_NAMES = ("primaryKey", "secondaryKey")
 
 
@@ -182,7 +180,7 @@ def deployment(
             {"name": "tmp", "mountPath": SCRATCH},
         ],
     }
-    template_annotations = {ANNOTATION_MODEL: model.name, ANNOTATION_MODEL_SHA256: model.sha256}
+    template_annotations = {c.ANNOTATION_MODEL: model.name, c.ANNOTATION_MODEL_SHA256: model.sha256}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -169,7 +169,7 @@ def training_job(
                         "onExitCodes": {
                             "containerName": c.TRAINER_CONTAINER,
                             "operator": "In",
-                            "values": [c.EXIT_SPEC_ERROR, c.EXIT_KILLED],
+                            "values": [c.EXIT_INPUT_ERROR, c.EXIT_KILLED],
                         },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from kstudio_core.ilearner import ColumnType
 from kstudio_operator.constants import TRAINED_MODELS
 from kstudio_operator.resources.common import (
     CelRule,
@@ -47,7 +48,7 @@ class TrainedModelSpec(KModel):
 
 class InputColumn(KModel):
     name: ColumnName
-    type: Literal["number", "integer", "string", "boolean"]
+    type: ColumnType
 
 
 ModelPhase = Literal["Pending", "Ready", "Invalid"]
