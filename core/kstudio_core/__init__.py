@@ -4,7 +4,7 @@
 - `ilearner`: the `.ilearner` container (manifest model, streaming digest check, manifest-only reader);
   serializing and loading the pipeline itself stays with the trainer and the scorer (skops).
 - `vocabulary`: the algorithm allowlist with each parameter's accepted values, and the metrics, as plain
-  data (generated from scikit-learn by `kstudio_trainer.vocabulary_gen`, checked against it by a test).
+  data (generated from scikit-learn by `kstudio-dev vocabulary`, checked against it by a test).
 - `runresult`: the document a training run leaves next to its artifact (one model: the trainer writes it,
   the operator reads it).
 - `environment`: the environment of scorer and trainer pods as a typed table (the operator's builders

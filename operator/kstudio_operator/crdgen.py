@@ -140,9 +140,12 @@ def build_crd(kind: ResourceKind) -> dict[str, Any]:
         "type": "object",
         "description": kind.description,
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": f"{API_GROUP}/{API_VERSION}"},
+            "kind": {"type": "string", "description": kind.kind},
+            "metadata": {
+                "type": "object",
+                "description": "Standard object metadata: name, labels, annotations.",
+            },
             "spec": spec_schema,
             "status": status_schema,
         },

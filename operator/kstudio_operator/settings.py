@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.metadata import version
 
 from kstudio_core.environment import StoreAddress, env_name, parse_endpoint, parse_flag
+
+IMAGE_REPOSITORY = "kstudio"
+
+
+def released_image() -> str:
+    """The image this version of kstudio is released as, `kstudio:<version>` (the Helm chart's default
+    too). Set KSTUDIO_IMAGE for another registry or tag, e.g. ghcr.io/<org>/kstudio:0.1.0."""
+    return f"{IMAGE_REPOSITORY}:{version('kstudio')}"
+
 
 # The store as the operator reaches it (the same variables its pods get), and as pods reach it when that
 # differs (the pods' own variables are kstudio_core.environment's).
@@ -18,13 +28,13 @@ POD_SECURE = "KSTUDIO_S3_POD_SECURE"
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    # Image of the training Jobs (and later the scorer pods). Any image whose repository is `kstudio`
-    # runs the local project on the local cluster.
-    image: str = "kstudio:dev"
+    # Image of the training Jobs and the scorer pods (KSTUDIO_IMAGE; default: released_image()).
+    image: str = field(default_factory=released_image)
     image_pull_policy: str = "IfNotPresent"
     # Object-storage endpoint as seen *from pods* (host:port) and whether pods speak TLS to it. The operator
-    # itself uses KSTUDIO_S3_ENDPOINT (via StorageSettings.from_env); on the local cluster the two differ
-    # (127.0.0.1 vs 10.244.0.1). Both are read with the core's one endpoint parser: `https://` means TLS.
+    # itself uses KSTUDIO_S3_ENDPOINT (via StorageSettings.from_env); they differ when the operator reaches
+    # the store another way than pods do (e.g. through a port-forward). Both are read with the core's one
+    # endpoint parser: a written `https://` means TLS.
     pod_s3_endpoint: str = ""
     pod_s3_secure: bool = False
     # Seconds between two unprompted reconciliations of one object: the safety net behind the watch
@@ -40,7 +50,7 @@ class OperatorConfig:
         env = os.environ if env is None else env
         pod = _pod_store_address(env)
         return cls(
-            image=env.get("KSTUDIO_IMAGE", cls.image),
+            image=env.get("KSTUDIO_IMAGE") or released_image(),
             image_pull_policy=env.get("KSTUDIO_IMAGE_PULL_POLICY", cls.image_pull_policy),
             pod_s3_endpoint=pod.host_port,
             pod_s3_secure=pod.secure,

@@ -128,3 +128,20 @@ def test_printer_columns_point_at_schema_fields(kind: Any) -> None:
             node = node["properties"][part]
         expected = {"string": "string", "integer": "integer", "number": "number"}[column["type"]]
         assert node["type"] == expected
+
+
+def _undocumented_fields(root: dict[str, Any]) -> list[str]:
+    """Paths of the named fields (object properties, at any depth, in list items and map values) whose
+    schema has no description: what `kubectl explain <kind>.<path>` would show without a word."""
+    return [
+        path
+        for path, node in _walk(root)
+        if path and not path.endswith(("[]", "{}")) and not (node.get("description") or "").strip()
+    ]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.kind)
+def test_kubectl_explain_documents_every_field_of_spec_and_status(kind: Any) -> None:
+    root = crdgen.build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    missing = [f"{kind.kind}{path}" for path in _undocumented_fields(root)]
+    assert missing == [], f"{len(missing)} field(s) without a description: {', '.join(missing)}"

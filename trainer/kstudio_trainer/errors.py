@@ -6,20 +6,7 @@
 
 from __future__ import annotations
 
-from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_OK
-
-# The exit codes are the core's (the operator reads them); named here too for the modules that import
-# them with the errors.
-__all__ = [
-    "EXIT_INFRASTRUCTURE_ERROR",
-    "EXIT_INPUT_ERROR",
-    "EXIT_OK",
-    "DataError",
-    "InfrastructureError",
-    "InputError",
-    "SpecError",
-    "TrainerError",
-]
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR
 
 
 class TrainerError(Exception):

@@ -9,7 +9,6 @@ propagates, then finishes its in-flight requests.
 
 from __future__ import annotations
 
-import copy
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -60,10 +59,6 @@ def quantity_bytes(quantity: str) -> int:
 
 def keys_secret_name(endpoint: str) -> str:
     return f"{endpoint}-keys"
-
-
-def default_endpoint_name(web_service: str) -> str:
-    return f"{web_service}-default"
 
 
 def endpoint_labels(endpoint: str, web_service: str) -> dict[str, str]:
@@ -206,17 +201,3 @@ def deployment(
             },
         },
     }
-
-
-def deployment_patch(desired: dict[str, Any], current_node_selector: dict[str, str]) -> dict[str, Any]:
-    """The merge patch that turns the scorer Deployment into `desired`.
-
-    A merge patch replaces lists but merges maps and keeps keys it does not mention: node selector keys
-    the Deployment has and `desired` lacks are sent as null, and so are nodeSelector/tolerations when
-    `desired` has none (the builder leaves them out rather than writing empty values)."""
-    spec = copy.deepcopy(desired["spec"])
-    pod = spec["template"]["spec"]
-    selector = {key: None for key in current_node_selector} | dict(pod.get("nodeSelector") or {})
-    pod["nodeSelector"] = selector or None
-    pod.setdefault("tolerations", None)
-    return {"metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": spec}

@@ -16,6 +16,7 @@ import kopf
 
 from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
+from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.decisions.endpoint import (
     CreateChild,
@@ -95,7 +96,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         pods=values(idx["endpoint_pods"], (namespace, name)),
         has_service=bool(values(idx["endpoint_services"], (namespace, name))),
         rollback_request=(meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK),
-        is_default=name == scorer.default_endpoint_name(ws_name)
+        is_default=name == default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
     )
     status = rt.current_status(key, body)
@@ -105,9 +106,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         if isinstance(action, CreateChild):
             await rt.kube.create(action.manifest)
         elif isinstance(action, ReplaceDeployment):
-            selector = (observed.deployment or {}).get("nodeSelector") or {}
-            patch = scorer.deployment_patch(action.manifest, selector)
-            await rt.kube.patch("apps/v1", "deployments", namespace, name, patch, status=False)
+            await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
     await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
     rt.endpoint_phases[key] = decision.status.get("phase")
