@@ -161,8 +161,8 @@ def endpoint_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, *
     return {
         (namespace, endpoint): {
             "name": meta.get("name"),
-            "model": annotations.get(f"{c.API_GROUP}/model"),
-            "sha256": annotations.get(f"{c.API_GROUP}/model-sha256"),
+            "model": annotations.get(c.ANNOTATION_MODEL),
+            "sha256": annotations.get(c.ANNOTATION_MODEL_SHA256),
             "ready": ready,
             "deleting": bool(meta.get("deletionTimestamp")),
             "waiting": waiting,

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from kstudio_core.runresult import RunResult
+from kstudio_core.runresult import RunResult, result_uri
 from kstudio_operator import constants as c
-from kstudio_operator.builders.names import artifact_uri, job_name, result_uri, trained_model_name
+from kstudio_operator.builders.names import artifact_uri, job_name, trained_model_name
 from kstudio_operator.builders.trainedmodel import (
     trained_model_manifest,
 )
@@ -38,7 +38,9 @@ def test_child_names_are_deterministic() -> None:
     assert job_name("penguins", 3) == "penguins-run-3"
     assert trained_model_name("penguins", 3) == "penguins-3"
     assert artifact_uri(SPEC, "team-a", "penguins", 3) == "s3://models/team-a/penguins/penguins-3.ilearner"
-    assert result_uri("s3://m/a.ilearner") == "s3://m/a.ilearner.result.json"
+    assert result_uri(artifact_uri(SPEC, "team-a", "penguins", 3)) == (
+        "s3://models/team-a/penguins/penguins-3.ilearner.result.json"
+    )
     assert job() == job()
 
 

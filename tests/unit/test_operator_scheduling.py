@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from test_operator_serving_decisions import CONFIG, EP_OWNER, T0, WS_OWNER
 
 from kstudio_operator import crdgen
+from kstudio_operator.constants import ANNOTATION_SPEC_HASH
 from kstudio_operator.decisions.endpoint import (
-    ANNOTATION_SPEC_HASH,
     CreateChild,
     EndpointObserved,
     ReplaceDeployment,

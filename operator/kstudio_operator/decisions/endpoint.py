@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.builders.patches import merge_patch
@@ -26,7 +27,6 @@ from kstudio_operator.resources.endpoint import EndpointSpec, EndpointStatus, Ro
 from kstudio_operator.settings import OperatorConfig
 
 HISTORY = 20
-ANNOTATION_SPEC_HASH = "kstudio.io/spec-hash"
 # Waiting reasons / exit codes of a scorer container that mean "this model will not come up by itself".
 STUCK_WAITING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "CreateContainerError", "StartError"}
 
@@ -177,7 +177,7 @@ def decide_endpoint(
         observed.namespace, observed.name, spec.web_service, spec, model, ws_spec.get("output") or {}, config
     )
     own(desired, owner)
-    desired["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash(desired)
+    desired["metadata"].setdefault("annotations", {})[c.ANNOTATION_SPEC_HASH] = spec_hash(desired)
     if not observed.has_service:
         svc = scorer.service(observed.namespace, observed.name, spec.web_service)
         own(svc, owner)
@@ -185,7 +185,7 @@ def decide_endpoint(
     deployment = observed.deployment
     if deployment is None:
         decision.actions.append(CreateChild(desired))
-    elif (deployment.get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != spec_hash(desired):
+    elif (deployment.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH) != spec_hash(desired):
         decision.actions.append(ReplaceDeployment(desired, deployment_patch(desired, deployment)))
 
     # Status: what the ready pods serve, the rollout, the conditions.

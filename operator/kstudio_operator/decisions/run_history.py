@@ -134,12 +134,12 @@ def explain_failure(
                 "ContainerStartError",
                 f"{said or 'the trainer container could not start'} (exit code {code})",
             )
-        if code == c.EXIT_SPEC_ERROR:
+        if code == c.EXIT_INPUT_ERROR:
             return (
                 told_reason or "InvalidSpecOrData",
                 said or "the trainer rejected the experiment spec or the dataset (exit 2)",
             )
-        if code == c.EXIT_INFRA_ERROR:
+        if code == c.EXIT_INFRASTRUCTURE_ERROR:
             attempts = f"{len(terminated)} attempt" + ("s" if len(terminated) != 1 else "")
             return "InfrastructureError", f"{said or 'infrastructure error'} (exit 75, failed {attempts})"
         return "TrainerFailed", f"{said or 'the trainer failed'} (exit code {code})"
