@@ -279,7 +279,13 @@ def main() -> int:
 
     step("start the operator")
     log_path = layout.root / "demo-operator.log"
-    operator_env = {**env, **storage_env, "KSTUDIO_S3_POD_ENDPOINT": minio["podEndpoint"]}
+    # The local cluster runs this checkout for any `kstudio` image; name the development one explicitly.
+    operator_env = {
+        **env,
+        **storage_env,
+        "KSTUDIO_S3_POD_ENDPOINT": minio["podEndpoint"],
+        "KSTUDIO_IMAGE": "kstudio:dev",
+    }
     with log_path.open("ab") as log:
         operator = subprocess.Popen(
             [str(KSTUDIO), "operator", "--namespace", NAMESPACE], env=operator_env, stdout=log, stderr=log

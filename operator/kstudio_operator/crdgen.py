@@ -142,7 +142,8 @@ def build_crd(kind: ResourceKind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": f"{API_GROUP}/{API_VERSION}"},
             "kind": {"type": "string", "description": kind.kind},
-            # Only its type: the API server rejects a CRD that says more of metadata (ObjectMeta's own).
+            # The API server refuses anything but a type here (only name/generateName may be
+            # constrained); kubectl explain documents ObjectMeta from its own schema.
             "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,

@@ -20,9 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from kstudio_core.ilearner import ColumnType
 from kstudio_scorer.errors import InputValidationError, MalformedRequestError, TooManyRowsError
-
-ColumnType = str  # "number" | "integer" | "string" | "boolean"
 
 _ALLOWED: dict[str, frozenset[type]] = {
     "number": frozenset({int, float, type(None)}),
@@ -40,7 +39,7 @@ class ColumnSpecLike(Protocol):
     def name(self) -> str: ...
 
     @property
-    def type(self) -> str: ...
+    def type(self) -> ColumnType: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Columns:
 
 
 def schema_of(specs: Sequence[ColumnSpecLike]) -> tuple[Column, ...]:
-    return tuple(Column(s.name, str(s.type)) for s in specs)
+    return tuple(Column(s.name, s.type) for s in specs)
 
 
 def _first_bad(values: Sequence[Any], allowed: frozenset[type]) -> int:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from kstudio_core.ilearner import ColumnType
 from kstudio_operator.constants import TRAINED_MODELS
 from kstudio_operator.resources.common import (
     CelRule,
@@ -56,7 +57,7 @@ class TrainedModelSpec(KModel):
 
 class InputColumn(KModel):
     name: ColumnName = Field(description="Column name, as in the training data.")
-    type: Literal["number", "integer", "string", "boolean"] = Field(
+    type: ColumnType = Field(
         description="Type a scoring request must give it: number, integer, string or boolean."
     )
 
