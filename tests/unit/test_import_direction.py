@@ -33,8 +33,8 @@ OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "crdgen"),  # the commands `kstudio operator`, `kstudio crds`
     ("main",),  # kopf registrations
     ("handlers",),  # I/O per kind: observe, apply, report
-    ("runtime",),  # the reconcile loop, status writes, the retry policy
-    ("kube", "indexes"),  # the API client; the watch-fed lookups
+    ("runtime", "leader"),  # the reconcile workers, status writes, the retry policy; leader election
+    ("kube", "indexes", "workqueue"),  # the API client; the watch-fed lookups; the reconciles' queue
     ("metrics",),
     ("decisions",),  # pure
     ("builders",),  # pure

@@ -7,6 +7,7 @@ refused ones too (once per candidate), so "why is this model (not) served?" has 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -44,7 +45,7 @@ class WebServiceObserved:
     namespace: str
     name: str
     generation: int
-    models: dict[str, dict[str, Any]]  # TrainedModel name → {"spec", "status", "labels"}
+    models: Mapping[str, dict[str, Any]]  # TrainedModel name → {"spec", "status", "labels"}
     experiment_latest: str | None = None  # modelFrom: the Experiment's status.latestTrainedModel
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # this service's Endpoints by name
 
