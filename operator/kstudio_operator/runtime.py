@@ -13,6 +13,7 @@ index entries and a queue key, whatever the order in which the operator and the 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import json
 import logging
@@ -75,6 +76,8 @@ class Runtime:
     # The Backoff of each object whose last reconcile raised.
     failures: dict[Key, Backoff] = field(default_factory=dict)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
+    # Watch events and reconciles so far: what tells trim_after_bursts that there was a burst.
+    activity: int = 0
     # The status each reconcile wrote last, with the resourceVersion the API server answered: a reconcile
     # woken before the watch delivered our own write reads this instead of the older body.
     written: dict[Key, tuple[int, dict[str, Any]]] = field(default_factory=dict)
@@ -106,12 +109,14 @@ class Runtime:
 
     def wake(self, key: Key) -> None:
         """Queue `key`'s reconcile (nothing for an object the watch has not shown, or no longer shows)."""
+        self.activity += 1
         if key in self.objects:
             self.queue(key[0]).add(key)
 
     def object_changed(self, key: Key, body: kopf.Body, type_: str | None) -> None:
         """A watch event of a kstudio object: keep its cached copy (or forget it when deleted) and wake
         its reconcile, unless the event is the status it wrote last (see wake_on_change)."""
+        self.activity += 1
         if type_ == "DELETED":
             self.forget(key)
             return
@@ -247,11 +252,42 @@ async def work(rt: Runtime, kind: str, reconcile: Reconcile) -> None:
 
 
 def start_workers(rt: Runtime, reconcilers: Mapping[str, Reconcile]) -> None:
-    """`rt.config.workers` workers for each kind (a bounded pool, whatever the number of objects)."""
+    """`rt.config.workers` workers for each kind (a bounded pool, whatever the number of objects), and the
+    heap trimmer."""
     for kind, reconcile in reconcilers.items():
         for i in range(rt.config.workers):
             task = asyncio.create_task(work(rt, kind, reconcile), name=f"reconcile {kind} {i}")
             rt.workers.append(task)
+    rt.workers.append(asyncio.create_task(trim_after_bursts(rt), name="heap trimmer"))
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, None elsewhere (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+async def trim_after_bursts(
+    rt: Runtime, every: float = 30.0, trim: Callable[[int], int] | None = None
+) -> None:
+    """Give the heap's free pages back to the system once a burst of work is over.
+
+    glibc keeps what is freed in the middle of its heap: a start-up burst (the initial listings, the
+    first reconcile of every object) left 100 MB free at N = 300 and 758 MB at N = 1,000 (RSS 950 MB,
+    bench/README.md), which malloc_trim returns. Only after activity, when no reconcile is queued or
+    running: an idle operator never calls it."""
+    trim = trim or _malloc_trim()
+    if trim is None:
+        return
+    seen = rt.activity
+    while True:
+        await asyncio.sleep(every)
+        if rt.activity != seen and not rt.pending_wakeups() and not rt.in_flight():
+            seen = rt.activity
+            trim(0)
 
 
 async def stop_workers(rt: Runtime) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 import pytest
 
-from kstudio_operator.runtime import Backoff, Body, Key, Runtime, reconcile_once, work
+from kstudio_operator.runtime import Backoff, Body, Key, Runtime, reconcile_once, trim_after_bursts, work
 from kstudio_operator.settings import OperatorConfig
 
 KEY: Key = ("TrainedModel", "ns", "m")
@@ -83,3 +83,24 @@ def test_a_worker_queues_the_next_reconcile_at_the_delay_asked_for_and_the_resyn
     theirs = [t for key, t in runs if key == other]
     assert len(mine) >= 5  # every 0.05 s
     assert len(theirs) == 2  # now and at the 0.2 s resync
+
+
+def test_the_heap_is_trimmed_once_after_a_burst_and_never_while_idle() -> None:
+    rt = Runtime(config=OperatorConfig.from_env({}), store=None)
+    trims: list[int] = []
+
+    async def main() -> None:
+        trimmer = asyncio.create_task(
+            trim_after_bursts(rt, every=0.05, trim=lambda pad: trims.append(pad) or 1)
+        )
+        await asyncio.sleep(0.2)  # idle
+        assert trims == []
+        rt.object_changed(KEY, kopf.Body({"metadata": {"resourceVersion": "1"}}), None)  # queued
+        await asyncio.sleep(0.2)
+        assert trims == []  # not while work is queued
+        rt.queues.clear()  # done
+        await asyncio.sleep(0.2)
+        trimmer.cancel()
+
+    asyncio.run(main())
+    assert trims == [0]
