@@ -7,8 +7,11 @@ one scorer pod that tolerates the local cluster's kwok fake nodes (`make cluster
 `kstudio-dev cluster up --fake-nodes 10`): real API server, controller-manager, scheduler and operator,
 simulated kubelets. Ready = every Endpoint Ready (a ready pod serves its model).
 
-For each N it prints:
-  ready_s       seconds from the first create until all are Ready;
+For each N and each start order (--orders: warm, the operator runs before the objects are created; cold,
+it starts once they all exist, as after an upgrade or a drain) it prints:
+  ready_s       seconds from the first create until all are Ready (cold: and from the operator's start);
+  requests/obj  the requests its client sent until Ready, per object created (its metric by verb and
+                resource is in the row's JSON; kopf's finalizer patches are not in it);
   idle req/s    API requests per second over an idle window, from the API server's own
                 apiserver_request_total: kstudio.io objects (only the operator touches them) by verb, and
                 every group minus the same window measured without the operator (baseline);
@@ -16,16 +19,20 @@ For each N it prints:
   restart       after SIGKILL + restart: seconds until its own reconciles_total covers every object with none
                 in flight or queued, the write requests its client sent meanwhile (its metric by verb) and
                 the kstudio.io writes the API server saw (kopf's own included); target 0 for both;
+  failover      two replicas with --leader-election; the leader SIGKILLed once converged: seconds until
+                the other holds the Lease and until it converged (target <= 15 s);
   patch_s       (endpoints) seconds from patching one WebService's model until its default Endpoint's
                 status shows the new digest, the other N-1 idle;
   delete_s      seconds from deleting every kstudio object (operator running) until none and no child is
                 left;
   metrics       the operator's own /metrics after the restart (reconciles by kind/outcome, mean reconcile
-                ms, loops, in flight, wake-ups pending, API requests by verb, rollouts).
+                ms, loops, in flight, wake-ups pending, API requests by verb, rollouts);
+  heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py).
 Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
 the run Succeeded (the penguins example).
 
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
+       [--orders warm,cold] [--heap FRAMES] [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -182,6 +189,43 @@ def measure(
     out["restart_client_writes"] = op.client_writes()
     out["restart_kstudio_writes"] = kstudio_writes(cluster.requests() - before)
     out["metrics_restart"] = op.summary()
+    op.stop()
+    out["failover"] = failover(cluster, ns, converge)
+    op.start()
+    op.wait_converged(converge)
+
+
+def failover(cluster: Cluster, ns: str, converge: dict[str, int]) -> dict[str, float]:
+    """Two replicas with leader election; once the leader converged, SIGKILL it: seconds until the other
+    holds the Lease (takeover_s) and until its reconciles cover every object with none in flight or
+    queued (converged_s)."""
+    lease = f"{ns}/kstudio-operator"
+    pair = [
+        Operator(cluster, ns, LOGS / f"operator-{ns}-replica-{i}.log", None, "--leader-election", lease)
+        for i in (1, 2)
+    ]
+    for replica in pair:
+        replica.start()
+    try:
+
+        def leader() -> Operator | None:
+            holder = cluster.kubectl("-n", ns, "get", "lease", "kstudio-operator", "-o",
+                                     "jsonpath={.spec.holderIdentity}", check=False)  # fmt: skip
+            return next((r for r in pair if r.proc and f"_{r.proc.pid}_" in holder), None)
+
+        wait_for("a leader", leader, time.monotonic(), 120)
+        first = leader()
+        assert first is not None
+        first.wait_converged(converge)
+        other = next(r for r in pair if r is not first)
+        killed = time.monotonic()
+        first.kill()
+        takeover = wait_for("the other replica leads", lambda: leader() is other, killed, 120)
+        converged = takeover + other.wait_converged(converge)
+        return {"takeover_s": round(takeover, 1), "converged_s": round(converged, 1)}
+    finally:
+        for replica in pair:
+            replica.stop()
 
 
 def cleanup(cluster: Cluster, op: Operator, ns: str) -> None:
@@ -335,10 +379,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(
         "| N | order | all Ready s (from operator start, cold) | operator requests per object while "
         "creating | idle kstudio.io req/s | idle all req/s (operator - baseline) | CPU % | RSS MB "
-        "(empty) | restart converged s | restart writes (client / kstudio.io at API server) |"
-        f"{extra} delete all s | load average |"
+        "(empty) | restart converged s | restart writes (client / kstudio.io at API server) | failover s "
+        f"(takeover / converged) |{extra} delete all s | load average |"
     )
-    print("|---" * (14 if endpoints else 12) + "|")
+    print("|---" * (15 if endpoints else 13) + "|")
     for r in rows:
         idle, base = r["idle"], r["baseline"]
         kst = sum(idle["kstudio_by_verb"].values())
@@ -350,7 +394,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"| {r['n']} | {r['order']} | {r['ready_s']:.1f}{since} | {r['requests_per_object']:.1f} | "
             f"{kst:.2f} {idle['kstudio_by_verb']} | {idle['all_per_s'] - base['all_per_s']:.2f} | "
             f"{idle['cpu_pct']:.1f} | {idle['rss_mb']:.0f}{empty} | {r['restart_converged_s']:.1f} | "
-            f"{r['restart_client_writes']} / {r['restart_kstudio_writes']} |{more} {r['delete_s']:.1f} | "
+            f"{r['restart_client_writes']} / {r['restart_kstudio_writes']} | {r['failover']['takeover_s']} / "
+            f"{r['failover']['converged_s']} |{more} {r['delete_s']:.1f} | "
             f"{loads[0]:.1f}-{loads[1]:.1f} |"
         )
     heaps = [r for r in rows if "heap" in r]

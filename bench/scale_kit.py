@@ -119,10 +119,13 @@ class Cluster:
 
 
 class Operator:
-    def __init__(self, cluster: Cluster, namespace: str, log: Path, heap: int | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, namespace: str, log: Path, heap: int | None = None, *args: str
+    ) -> None:
         """`heap` None: `kstudio operator`; else the same operator in bench/operator_heap.py, under
-        tracemalloc with `heap` frames (0: not traced), whose `heap_report()` says where memory goes."""
-        self.cluster, self.namespace, self.log, self.heap = cluster, namespace, log, heap
+        tracemalloc with `heap` frames (0: not traced), whose `heap_report()` says where memory goes.
+        `args`: more `kstudio operator` arguments (--leader-election)."""
+        self.cluster, self.namespace, self.log, self.heap, self.args = cluster, namespace, log, heap, args
         log.unlink(missing_ok=True)  # restarts of this operator append; a new one starts afresh
         self.proc: subprocess.Popen[bytes] | None = None
         self.report = log.with_suffix(".heap.json")
@@ -140,7 +143,7 @@ class Operator:
             command += ["--trace", str(self.heap), "--trim", "--"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [*command, "--namespace", self.namespace], env=env, stdout=out, stderr=out
+                [*command, "--namespace", self.namespace, *self.args], env=env, stdout=out, stderr=out
             )
 
     def heap_report(self, timeout: float = 300) -> dict[str, object]:

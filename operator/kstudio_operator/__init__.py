@@ -9,8 +9,9 @@ checks it, as kopf's import-linter "layers" contract does:
     handlers                I/O per kind: observe (indexes, storage), decide, apply, post Events, write status
     runtime | leader        the reconcile workers, per-process state, status writes, the retry policy;
                             leader election on a Lease
-    kube | indexes |        the async API client; the watch-fed lookups; the work queue of object keys
-      workqueue
+    kube | indexes |        the async API client; the watch-fed lookups; the work queue of object keys;
+      workqueue |           kopf at thousands of objects (a linear start-up barrier, bounded own patches)
+      kopf_scale
     metrics                 the operator's Prometheus metrics
     decisions               pure: decide(spec, status, observed, now) -> actions, Events, status
     builders                pure: child manifests and merge patches

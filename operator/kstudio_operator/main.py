@@ -21,11 +21,13 @@ from typing import Any
 import kopf
 
 from kstudio_operator import constants as c
-from kstudio_operator import indexes, metrics
+from kstudio_operator import indexes, kopf_scale, metrics
 from kstudio_operator.handlers import experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
 from kstudio_operator.runtime import Key, Reconcile, Runtime, runtime, start_workers, stop_workers
 from kstudio_operator.settings import OperatorConfig
+
+kopf_scale.install()  # kopf's start-up barrier linear in the objects, its own patches bounded
 
 EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
 TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)

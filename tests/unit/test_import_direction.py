@@ -34,7 +34,8 @@ OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("main",),  # kopf registrations
     ("handlers",),  # I/O per kind: observe, apply, report
     ("runtime", "leader"),  # the reconcile workers, status writes, the retry policy; leader election
-    ("kube", "indexes", "workqueue"),  # the API client; the watch-fed lookups; the reconciles' queue
+    # the API client; the watch-fed lookups; the reconciles' queue; kopf's internals at scale
+    ("kube", "indexes", "workqueue", "kopf_scale"),
     ("metrics",),
     ("decisions",),  # pure
     ("builders",),  # pure
