@@ -138,13 +138,16 @@ class Kube:
         raise ApiError(401, f"{method} {path}: unauthorized")
 
     # --- objects ---------------------------------------------------------------------------------
-    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(the object, created-now). An existing object of that name is returned as it is."""
+    async def create(self, obj: dict[str, Any], *, read_existing: bool = True) -> tuple[dict[str, Any], bool]:
+        """(the object, created-now). An existing object of that name is returned as it is, or as {} with
+        `read_existing=False` (a Secret: the operator may create one, never read it)."""
         try:
             return await self.request("POST", object_path(obj, collection=True), obj), True
         except ApiError as exc:
             if exc.status != 409:
                 raise
+        if not read_existing:
+            return {}, False
         return await self.request("GET", object_path(obj)), False
 
     async def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:

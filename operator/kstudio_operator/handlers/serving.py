@@ -45,7 +45,9 @@ async def ensure_keys(rt: Runtime, body: Body, web_service: str, status: dict[st
     done = {"keysSecret": status.get("keysSecret"), "keysRotation": status.get("keysRotation")}
     if done["keysSecret"] != secret_name:
         keys = {k: scorer.new_key() for k in scorer.KEY_NAMES}
-        await rt.kube.create(own(scorer.keys_secret(namespace, name, web_service, keys), body))
+        # Already there (made by an operator that died before its status said so): kept as it is, unread.
+        secret = own(scorer.keys_secret(namespace, name, web_service, keys), body)
+        await rt.kube.create(secret, read_existing=False)
         done = {"keysSecret": secret_name, "keysRotation": request or None}
     if request and request != done["keysRotation"]:
         which = request.split("/", 1)[0]
