@@ -124,6 +124,10 @@ class Runtime:
             self.counts[key[0]] += 1
         self.objects[key] = cached_object(body)
         self.wake_on_change(key, body)
+        mine = self.written.get(key)
+        seen = _rv((body.get("metadata") or {}).get("resourceVersion"))
+        if mine is not None and seen is not None and seen >= mine[0]:
+            del self.written[key]  # the cache has our write (or later): no copy of it to keep
 
     def forget(self, key: Key) -> None:
         """The object is gone: drop everything kept for it."""

@@ -52,6 +52,7 @@ def test_the_status_a_loop_wrote_does_not_wake_it_but_any_later_change_does() ->
     assert woken(rt) == set()
     run(main.endpoint_changed("ns", "ep", spec, endpoint("43", "m"), "MODIFIED", kopf.Memo(rt=rt)))
     assert woken(rt) == {key}
+    assert key not in rt.written  # the cache holds that status now: no second copy is kept
 
 
 def test_a_model_is_woken_when_an_endpoint_starts_or_stops_using_it_not_by_its_other_changes() -> None:
