@@ -377,10 +377,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
     print(
-        "| N | order | all Ready s (from operator start, cold) | operator requests per object while "
-        "creating | idle kstudio.io req/s | idle all req/s (operator - baseline) | CPU % | RSS MB "
-        "(empty) | restart converged s | restart writes (client / kstudio.io at API server) | failover s "
-        f"(takeover / converged) |{extra} delete all s | load average |"
+        "| N | order | all Ready s (after the last create; cold: after the operator's start) | operator "
+        "requests per object while creating | idle kstudio.io req/s | idle all req/s (operator - baseline) | "
+        "CPU % | RSS MB (empty) | restart converged s | restart writes (client / kstudio.io at API server) | "
+        f"failover s (takeover / converged) |{extra} delete all s | load average |"
     )
     print("|---" * (15 if endpoints else 13) + "|")
     for r in rows:
@@ -388,7 +388,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         kst = sum(idle["kstudio_by_verb"].values())
         more = f" {r['patch_s']:.1f} | {r['pods_on_fake_nodes']} |" if endpoints else ""
         empty = f" ({r['rss_empty_mb']:.0f})" if "rss_empty_mb" in r else ""
-        since = f" ({r['ready_after_create_s']:.1f})" if r["order"] == "cold" else ""
+        since = f" ({r['ready_after_create_s']:.1f})"
         loads = r["load_average"][0], r.get("load_average_end", r["load_average"])[0]
         print(
             f"| {r['n']} | {r['order']} | {r['ready_s']:.1f}{since} | {r['requests_per_object']:.1f} | "
