@@ -28,7 +28,7 @@ import kopf
 from kstudio_operator import metrics
 from kstudio_operator.builders.patches import merge_patch
 from kstudio_operator.indexes import cached_object
-from kstudio_operator.kube import Kube
+from kstudio_operator.kube import ApiError, Kube
 from kstudio_operator.settings import OperatorConfig
 from kstudio_operator.workqueue import WorkQueue
 
@@ -190,9 +190,18 @@ class Runtime:
             return False
         meta = body["metadata"]
         log.debug("%s/%s/%s: status %s", *key, ", ".join(sorted(patch)))
-        answer = await self.kube.patch(
-            str(body["apiVersion"]), plural, meta["namespace"], meta["name"], {"status": patch}, status=True
-        )
+        try:
+            namespace, name = meta["namespace"], meta["name"]
+            answer = await self.kube.patch(
+                str(body["apiVersion"]), plural, namespace, name, {"status": patch}, status=True
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            # Deleted while we reconciled it (a WebService's default Endpoint goes with it, no finalizer
+            # holds it): nothing left to write to, and its DELETED event is on its way.
+            log.debug("%s/%s/%s: gone before its status was written", *key)
+            return False
         rv = _rv((answer.get("metadata") or {}).get("resourceVersion"))
         if rv is not None:
             self.written[key] = (rv, dict(answer.get("status") or {}))
