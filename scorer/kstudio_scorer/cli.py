@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kstudio_scorer.model import ModelLoadError
+    from kstudio_scorer.model.served_model import ModelLoadError
     from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger("kstudio_scorer")
@@ -109,9 +109,9 @@ def serve(settings: ScorerSettings, log_level: str) -> int:
     """Run uvicorn until SIGTERM (exit 0) or a model that cannot load (its exit code)."""
     import uvicorn
 
-    from kstudio_scorer.app import create_app
-    from kstudio_scorer.drain import Drain, DrainingServer, DrainMiddleware
-    from kstudio_scorer.service import ScorerState
+    from kstudio_scorer.http.app import create_app
+    from kstudio_scorer.http.drain import Drain, DrainingServer, DrainMiddleware
+    from kstudio_scorer.http.state import ScorerState
 
     app = create_app(settings)
     drain = Drain(settings.drain_seconds)

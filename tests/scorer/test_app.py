@@ -13,8 +13,8 @@ import orjson
 from fastapi.testclient import TestClient
 from scorer_support import BuiltModel, settings_for
 
-from kstudio_scorer.app import create_app
-from kstudio_scorer.model import ScoringModel
+from kstudio_scorer.http.app import create_app
+from kstudio_scorer.model.served_model import ScoringModel
 
 Client = Callable[..., TestClient]
 

@@ -16,7 +16,7 @@ import pytest
 from fixtures.minio_server import MinioServer
 from kstudio_core.ilearner import DigestMismatchError, sha256_file
 from kstudio_core.storage import ObjectStore
-from kstudio_scorer.artifact import load_ilearner
+from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_trainer import artifact_writer, cli, examples
 
 REPO = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ from kstudio_core.storage import (
     StorageError,
     StorageSettings,
 )
-from kstudio_scorer.batch import (
+from kstudio_scorer.bes.file_scoring import (
     Format,
     JobCancelledError,
     ScoringTask,
@@ -45,8 +45,8 @@ from kstudio_scorer.batch import (
     score_file,
 )
 from kstudio_scorer.errors import JobNotFoundError, ScorerError
-from kstudio_scorer.model import ScoringModel
-from kstudio_scorer.rrs import OutputProjection
+from kstudio_scorer.model.served_model import ScoringModel
+from kstudio_scorer.protocols.rrs import OutputProjection
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kstudio_scorer.columns import Column, Columns, columns_from_v2_inputs
 from kstudio_scorer.errors import MalformedRequestError
-from kstudio_scorer.model import Prediction
+from kstudio_scorer.model.served_model import Prediction
+from kstudio_scorer.protocols.request_columns import Column, Columns, columns_from_v2_inputs
 
 BINARY_HEADER = "inference-header-content-length"
 

@@ -4,7 +4,7 @@ scikit-learn's forest `predict_proba`/`predict` dispatch every tree through jobl
 for the few rows of an online request that dispatch costs ~25 us per tree, i.e. most of the time of a
 100-tree forest. Here the trees are summed in a plain loop, in the same order and with the same float
 arithmetic as scikit-learn's sequential path (`_accumulate_prediction`), so outputs are bit-identical
-(tests/unit/test_scorer_fastpath.py checks this). Anything not recognised goes through scikit-learn.
+(tests/unit/test_scorer_forest.py checks this). Anything not recognised goes through scikit-learn.
 """
 
 from __future__ import annotations

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kstudio_scorer.classic import execute_path_matches
 from kstudio_scorer.errors import ScorerError
-from kstudio_scorer.service import (
+from kstudio_scorer.http.state import (
     ROUTE_EXECUTE,
     ScorerState,
     render_error,
@@ -26,6 +25,7 @@ from kstudio_scorer.service import (
     score_rrs,
     score_v2,
 )
+from kstudio_scorer.protocols.classic import execute_path_matches
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 ROUTE_SCORE = "/score"

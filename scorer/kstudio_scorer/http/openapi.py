@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.utils import get_openapi
 
-from kstudio_scorer.columns import Column
-from kstudio_scorer.oip import output_names
-from kstudio_scorer.rrs import SCORED_COLUMNS
+from kstudio_scorer.protocols.oip import output_names
+from kstudio_scorer.protocols.request_columns import Column
+from kstudio_scorer.protocols.rrs import SCORED_COLUMNS
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from kstudio_scorer.model import ScoringModel
+    from kstudio_scorer.model.served_model import ScoringModel
     from kstudio_scorer.settings import ScorerSettings
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}

@@ -21,23 +21,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
-from kstudio_scorer import classic, classic_jobs, oip, rrs
-from kstudio_scorer.auth import KeyRing
-from kstudio_scorer.batch import StreamLimits
-from kstudio_scorer.columns import v2_datatype
+from kstudio_scorer.bes import classic_bes
+from kstudio_scorer.bes.file_scoring import StreamLimits
+from kstudio_scorer.bes.jobs import JobManager, JobStore, MemoryJobStore, ObjectJobStore, Ownership
 from kstudio_scorer.errors import (
     InputValidationError,
     ModelNotFoundError,
     ScorerError,
 )
-from kstudio_scorer.hotpath import HotPathMiddleware
-from kstudio_scorer.jobs import JobManager, JobStore, MemoryJobStore, ObjectJobStore, Ownership
-from kstudio_scorer.limits import LimitsMiddleware
-from kstudio_scorer.metrics import MetricsMiddleware, ScorerMetrics
-from kstudio_scorer.model import ModelLoadError, ScoringModel
-from kstudio_scorer.openapi import build_openapi
-from kstudio_scorer.samples import SampleLogger
-from kstudio_scorer.service import (
+from kstudio_scorer.http.fast_routes import HotPathMiddleware
+from kstudio_scorer.http.keys import KeyRing
+from kstudio_scorer.http.limits import LimitsMiddleware
+from kstudio_scorer.http.metrics import MetricsMiddleware, ScorerMetrics
+from kstudio_scorer.http.openapi import build_openapi
+from kstudio_scorer.http.samples import SampleLogger
+from kstudio_scorer.http.state import (
     JSON,
     SERVER_NAME,
     ScorerState,
@@ -47,6 +45,9 @@ from kstudio_scorer.service import (
     score_rrs,
     score_v2,
 )
+from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
+from kstudio_scorer.protocols import classic, oip, rrs
+from kstudio_scorer.protocols.request_columns import v2_datatype
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -211,12 +212,12 @@ ROUTES: list[tuple[str, str, Callable[..., Any], bool]] = [
     (
         "POST",
         "/workspaces/{workspace}/services/{service}/jobs",
-        classic_jobs.create_job,
+        classic_bes.create_job,
         True,
     ),
-    ("POST", "/workspaces/{workspace}/services/{service}/jobs/{job_id}/start", classic_jobs.start_job, False),
-    ("GET", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_jobs.get_job, False),
-    ("DELETE", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_jobs.cancel_job, False),
+    ("POST", "/workspaces/{workspace}/services/{service}/jobs/{job_id}/start", classic_bes.start_job, False),
+    ("GET", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_bes.get_job, False),
+    ("DELETE", "/workspaces/{workspace}/services/{service}/jobs/{job_id}", classic_bes.cancel_job, False),
     ("GET", "/v2", v2_server_metadata, False),
     ("GET", "/v2/health/live", v2_live, False),
     ("GET", "/v2/health/ready", v2_ready, False),

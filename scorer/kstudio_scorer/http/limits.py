@@ -16,7 +16,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kstudio_scorer.classic import error_envelope, is_classic_path
+from kstudio_scorer.protocols.classic import error_envelope, is_classic_path
 
 
 class BodyTooLargeError(HTTPException):

@@ -28,8 +28,13 @@ from kstudio_core.ilearner import (
     parse_manifest,
     verified_file,
 )
-from kstudio_scorer import skops_trust
-from kstudio_scorer.inflation import ModelSizeLimit, check_inner_sizes, model_size_limit, open_model_member
+from kstudio_scorer.model import skops_trust
+from kstudio_scorer.model.inflation import (
+    ModelSizeLimit,
+    check_inner_sizes,
+    model_size_limit,
+    open_model_member,
+)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
-from kstudio_scorer.columns import Column, Columns, columns_from_records, columns_from_table
 from kstudio_scorer.errors import MalformedRequestError
-from kstudio_scorer.model import Prediction
-from kstudio_scorer.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
+from kstudio_scorer.model.served_model import Prediction
+from kstudio_scorer.protocols.request_columns import Column, Columns, columns_from_records, columns_from_table
+from kstudio_scorer.protocols.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
 
 API_VERSIONS = ("2.0",)
 OUTPUT_NAME = "output1"

@@ -22,10 +22,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from kstudio_core.storage import ObjectStore, S3Uri
-from kstudio_scorer.columns import Column, Columns
 from kstudio_scorer.errors import InputValidationError, ScorerError
-from kstudio_scorer.model import Prediction, ScoringModel
-from kstudio_scorer.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
+from kstudio_scorer.model.served_model import Prediction, ScoringModel
+from kstudio_scorer.protocols.request_columns import Column, Columns
+from kstudio_scorer.protocols.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
 
 Format = Literal["csv", "parquet"]
 

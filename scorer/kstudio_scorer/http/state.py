@@ -16,10 +16,7 @@ import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kstudio_core.storage import ObjectStore
-from kstudio_scorer import classic, oip, rrs
-from kstudio_scorer.auth import KeyRing
-from kstudio_scorer.batching import MicroBatcher
-from kstudio_scorer.columns import columns_from_records
+from kstudio_scorer.bes.jobs import JobManager
 from kstudio_scorer.errors import (
     InputValidationError,
     JobNotFoundError,
@@ -31,10 +28,13 @@ from kstudio_scorer.errors import (
     TooManyRowsError,
     UnauthorizedError,
 )
-from kstudio_scorer.jobs import JobManager
-from kstudio_scorer.metrics import ScorerMetrics
-from kstudio_scorer.model import ModelLoadError, ScoringModel
-from kstudio_scorer.samples import SampleLogger
+from kstudio_scorer.http.keys import KeyRing
+from kstudio_scorer.http.metrics import ScorerMetrics
+from kstudio_scorer.http.samples import SampleLogger
+from kstudio_scorer.model.microbatch import MicroBatcher
+from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
+from kstudio_scorer.protocols import classic, oip, rrs
+from kstudio_scorer.protocols.request_columns import columns_from_records
 from kstudio_scorer.settings import ScorerSettings
 
 ERROR_STATUS: dict[type[ScorerError], int] = {

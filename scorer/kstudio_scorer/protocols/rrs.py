@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from kstudio_scorer.columns import Column, Columns, columns_from_records
 from kstudio_scorer.errors import MalformedRequestError
-from kstudio_scorer.model import Prediction
+from kstudio_scorer.model.served_model import Prediction
+from kstudio_scorer.protocols.request_columns import Column, Columns, columns_from_records
 
 SCORED_LABELS = "Scored Labels"
 SCORED_PROBABILITIES = "Scored Probabilities"

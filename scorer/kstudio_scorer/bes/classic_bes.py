@@ -26,10 +26,10 @@ import orjson
 from fastapi import Request, Response
 
 from kstudio_core.storage import S3Uri, StorageSettings
-from kstudio_scorer.classic import ClassicQuery
+from kstudio_scorer.bes.jobs import Job, new_job
 from kstudio_scorer.errors import MalformedRequestError
-from kstudio_scorer.jobs import Job, new_job
-from kstudio_scorer.service import JSON, ScorerState
+from kstudio_scorer.http.state import JSON, ScorerState
+from kstudio_scorer.protocols.classic import ClassicQuery
 
 # our job states -> classic's StatusCode
 STATUS_CODES = {

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from kstudio_scorer.fastpath import FastPredictor
+from kstudio_scorer.model.forest import FastPredictor
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(400, 5))
