@@ -7,9 +7,9 @@ import threading
 
 import numpy as np
 
+from kstudio_scorer.model.columns import Columns
 from kstudio_scorer.model.microbatch import MicroBatcher
 from kstudio_scorer.model.served_model import Prediction
-from kstudio_scorer.protocols.request_columns import Columns
 
 
 def cols(*values: float) -> Columns:

@@ -23,9 +23,15 @@ import pyarrow.parquet as pq
 
 from kstudio_core.storage import ObjectStore, S3Uri
 from kstudio_scorer.errors import InputValidationError, ScorerError
+from kstudio_scorer.model.columns import Column, Columns
+from kstudio_scorer.model.scored_columns import (
+    SCORED_LABELS,
+    SCORED_PROBABILITIES,
+    SCORED_VALUES,
+    OutputProjection,
+    probability_column,
+)
 from kstudio_scorer.model.served_model import Prediction, ScoringModel
-from kstudio_scorer.protocols.request_columns import Column, Columns
-from kstudio_scorer.protocols.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
 
 Format = Literal["csv", "parquet"]
 
@@ -120,7 +126,7 @@ def scored_table(
                 arrays.append(pa.array(pred.probabilities[:, 1]))
                 continue
             for k, cls in enumerate(classes):
-                names.append(f'Scored Probabilities for Class "{cls}"')
+                names.append(probability_column(cls))
                 arrays.append(pa.array(pred.probabilities[:, k]))
         elif c == SCORED_VALUES and pred.values is not None:
             names.append(SCORED_LABELS if classic_names else SCORED_VALUES)

@@ -45,8 +45,8 @@ from kstudio_scorer.bes.file_scoring import (
     score_file,
 )
 from kstudio_scorer.errors import JobNotFoundError, ScorerError
+from kstudio_scorer.model.scored_columns import OutputProjection
 from kstudio_scorer.model.served_model import ScoringModel
-from kstudio_scorer.protocols.rrs import OutputProjection
 
 log = logging.getLogger(__name__)
 

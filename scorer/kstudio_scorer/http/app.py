@@ -45,8 +45,9 @@ from kstudio_scorer.http.state import (
     score_rrs,
     score_v2,
 )
+from kstudio_scorer.model.scored_columns import SCORED_LABELS, OutputProjection
 from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
-from kstudio_scorer.protocols import classic, oip, rrs
+from kstudio_scorer.protocols import classic, oip
 from kstudio_scorer.protocols.request_columns import v2_datatype
 from kstudio_scorer.settings import ScorerSettings
 
@@ -318,7 +319,7 @@ def create_app(
         state.jobs = JobManager(
             state.model,
             factory,
-            lambda: state.projection or rrs.OutputProjection(("Scored Labels",)),
+            lambda: state.projection or OutputProjection((SCORED_LABELS,)),
             settings.jobs_work_dir,
             job_store=await asyncio.to_thread(_job_store, settings, factory),
             ownership=Ownership(

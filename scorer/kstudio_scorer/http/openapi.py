@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.utils import get_openapi
 
+from kstudio_scorer.model.columns import Column
+from kstudio_scorer.model.scored_columns import SCORED_COLUMNS
 from kstudio_scorer.protocols.oip import output_names
-from kstudio_scorer.protocols.request_columns import Column
-from kstudio_scorer.protocols.rrs import SCORED_COLUMNS
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

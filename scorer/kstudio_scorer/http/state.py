@@ -32,6 +32,7 @@ from kstudio_scorer.http.keys import KeyRing
 from kstudio_scorer.http.metrics import ScorerMetrics
 from kstudio_scorer.http.samples import SampleLogger
 from kstudio_scorer.model.microbatch import MicroBatcher
+from kstudio_scorer.model.scored_columns import OutputProjection
 from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
 from kstudio_scorer.protocols import classic, oip, rrs
 from kstudio_scorer.protocols.request_columns import columns_from_records
@@ -79,7 +80,7 @@ class ScorerState:
     batcher: MicroBatcher | None = None
     jobs: JobManager | None = None
     samples: SampleLogger | None = None
-    projection: rrs.OutputProjection | None = None
+    projection: OutputProjection | None = None
     on_load_failure: Callable[[ModelLoadError], None] | None = None
     on_ready: Callable[[], None] | None = None
     load_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -107,7 +108,7 @@ class ScorerState:
     def model_became_ready(self) -> None:
         m = self.model
         assert m.manifest is not None
-        self.projection = rrs.OutputProjection.for_task(
+        self.projection = OutputProjection.for_task(
             m.task, self.settings.output_columns, self.settings.output_include_inputs
         )
         self.metrics.model_info.labels(m.name, m.digest, m.task).set(1)

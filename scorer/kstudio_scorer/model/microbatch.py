@@ -15,8 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from kstudio_scorer.model.columns import Columns, concat
 from kstudio_scorer.model.served_model import Prediction
-from kstudio_scorer.protocols.request_columns import Columns, concat
 
 
 @dataclass

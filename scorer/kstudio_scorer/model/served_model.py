@@ -22,9 +22,9 @@ from kstudio_core.ilearner import DigestMismatchError, IlearnerManifest, sha256_
 from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
 from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.model.artifact import load_ilearner
+from kstudio_scorer.model.columns import Column, Columns, schema_of
 from kstudio_scorer.model.forest import FastPredictor
 from kstudio_scorer.model.inflation import model_size_limit
-from kstudio_scorer.protocols.request_columns import Column, Columns, schema_of
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,16 @@ import numpy as np
 import orjson
 
 from kstudio_scorer.errors import MalformedRequestError
+from kstudio_scorer.model.columns import Column, Columns
+from kstudio_scorer.model.scored_columns import (
+    SCORED_LABELS,
+    SCORED_PROBABILITIES,
+    SCORED_VALUES,
+    OutputProjection,
+    probability_column,
+)
 from kstudio_scorer.model.served_model import Prediction
-from kstudio_scorer.protocols.request_columns import Column, Columns, columns_from_records, columns_from_table
-from kstudio_scorer.protocols.rrs import SCORED_LABELS, SCORED_PROBABILITIES, SCORED_VALUES, OutputProjection
+from kstudio_scorer.protocols.request_columns import columns_from_records, columns_from_table
 
 API_VERSIONS = ("2.0",)
 OUTPUT_NAME = "output1"
@@ -144,10 +151,6 @@ def _type_of_labels(labels: Sequence[Any]) -> str:
     if isinstance(sample, float | np.floating):
         return "Double"
     return "String"
-
-
-def probability_column(cls: Any) -> str:
-    return f'Scored Probabilities for Class "{cls}"'
 
 
 def scored_columns(

@@ -18,8 +18,9 @@ import numpy as np
 import orjson
 
 from kstudio_scorer.errors import MalformedRequestError
+from kstudio_scorer.model.columns import Column, Columns
 from kstudio_scorer.model.served_model import Prediction
-from kstudio_scorer.protocols.request_columns import Column, Columns, columns_from_v2_inputs
+from kstudio_scorer.protocols.request_columns import columns_from_v2_inputs
 
 BINARY_HEADER = "inference-header-content-length"
 

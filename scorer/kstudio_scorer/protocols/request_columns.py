@@ -1,4 +1,5 @@
-"""Request payloads -> one numpy array per input column, validated once per request.
+"""Request payloads -> the model's `Columns` (model/columns.py): one numpy array per input column,
+validated once per request.
 
 The hot path does no per-row pydantic work: values of a column are gathered into a list, their Python
 types checked with one `set(map(type, ...))`, and converted to numpy in one call. Errors name the row
@@ -14,15 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kstudio_scorer.errors import InputValidationError, MalformedRequestError, TooManyRowsError
-
-ColumnType = str  # "number" | "integer" | "string" | "boolean"
+from kstudio_scorer.model.columns import Column, Columns, ColumnType
 
 _ALLOWED: dict[str, frozenset[type]] = {
     "number": frozenset({int, float, type(None)}),
@@ -31,34 +30,6 @@ _ALLOWED: dict[str, frozenset[type]] = {
     "boolean": frozenset({bool, type(None)}),
 }
 _EXPECTED_WORD = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "a boolean"}
-
-
-class ColumnSpecLike(Protocol):
-    """What columns.py needs of artifact.ColumnSpec."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def type(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: ColumnType
-
-
-@dataclass
-class Columns:
-    """Validated input: one 1-D array per schema column, all of length `n_rows`."""
-
-    arrays: dict[str, npt.NDArray[Any]]
-    n_rows: int
-
-
-def schema_of(specs: Sequence[ColumnSpecLike]) -> tuple[Column, ...]:
-    return tuple(Column(s.name, str(s.type)) for s in specs)
 
 
 def _first_bad(values: Sequence[Any], allowed: frozenset[type]) -> int:
@@ -411,13 +382,3 @@ def _split_numeric_matrix(matrix: npt.NDArray[np.float64], schema: Sequence[Colu
                 )
         arrays[col.name] = arr
     return Columns(arrays, matrix.shape[0])
-
-
-def concat(parts: Sequence[Columns]) -> Columns:
-    """Merge the inputs of several requests (micro-batching), preserving order."""
-    if len(parts) == 1:
-        return parts[0]
-    names = parts[0].arrays.keys()
-    return Columns(
-        {n: np.concatenate([p.arrays[n] for p in parts]) for n in names}, sum(p.n_rows for p in parts)
-    )

@@ -9,40 +9,18 @@ echoed, is the endpoint's output projection (Azure's "Project Columns").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from kstudio_scorer.errors import MalformedRequestError
+from kstudio_scorer.model.scored_columns import (
+    SCORED_LABELS,
+    SCORED_PROBABILITIES,
+    SCORED_VALUES,
+    OutputProjection,
+)
 from kstudio_scorer.model.served_model import Prediction
-from kstudio_scorer.protocols.request_columns import Column, Columns, columns_from_records
-
-SCORED_LABELS = "Scored Labels"
-SCORED_PROBABILITIES = "Scored Probabilities"
-SCORED_VALUES = "Scored Values"
-SCORED_COLUMNS = {
-    "classification": (SCORED_LABELS, SCORED_PROBABILITIES),
-    "regression": (SCORED_VALUES,),
-}
-
-
-@dataclass(frozen=True)
-class OutputProjection:
-    columns: tuple[str, ...]
-    include_inputs: bool = False
-
-    @classmethod
-    def for_task(cls, task: str, columns: Sequence[str] | None, include_inputs: bool) -> OutputProjection:
-        """Validate configured columns against what the task produces (ValueError names the bad one)."""
-        available = SCORED_COLUMNS[task]
-        chosen = tuple(columns) if columns else available
-        for c in chosen:
-            if c not in available:
-                raise ValueError(
-                    f"output column {c!r} is not produced by a {task} model (choose from {list(available)})"
-                )
-        return cls(chosen, include_inputs)
 
 
 def read_inputs(body: bytes) -> tuple[str, Any]:
@@ -71,15 +49,6 @@ def read_inputs(body: bytes) -> tuple[str, Any]:
     raise MalformedRequestError(
         f"Inputs must hold one input (this service has one, input1); got {len(inputs)}: {', '.join(inputs)}"
     )
-
-
-def parse_request(
-    body: bytes, schema: Sequence[Column], max_rows: int
-) -> tuple[Columns, list[dict[str, Any]]]:
-    """Parse and validate a records body. Returns the columns and the input records (for echoing inputs)."""
-    _, records = read_inputs(body)
-    columns = columns_from_records(records, schema, max_rows)
-    return columns, records
 
 
 def scored_lists(pred: Prediction, classes: Sequence[Any], wanted: Sequence[str]) -> dict[str, list[Any]]:
