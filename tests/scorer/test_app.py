@@ -295,6 +295,18 @@ def test_metrics_count_routes_rows_and_model(models: dict[str, BuiltModel], make
     assert 'kstudio_scorer_request_duration_seconds_bucket{le="0.1",route="/score"}' in text
 
 
+def test_metrics_observe_the_rows_of_each_predict_call(
+    models: dict[str, BuiltModel], make_client: Client
+) -> None:
+    m = models["classifier"]
+    client = make_client(m)
+    client.post("/score", json=rrs(rows_of(m, 7)))
+    text = client.get("/metrics").text
+    assert "kstudio_scorer_predict_batch_rows_count 1.0" in text
+    assert "kstudio_scorer_predict_batch_rows_sum 7.0" in text
+    assert 'kstudio_scorer_predict_batch_rows_bucket{le="8.0"} 1.0' in text
+
+
 def test_openapi_request_schema_comes_from_the_model(
     models: dict[str, BuiltModel], make_client: Client
 ) -> None:

@@ -85,3 +85,24 @@ def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
     assert good.values.tolist() == [10]  # type: ignore[attr-defined]
     assert isinstance(bad, ValueError)
     assert first.values.tolist() == [2]  # type: ignore[attr-defined]
+
+
+def test_on_predict_is_told_the_rows_of_every_predict_call() -> None:
+    calls: list[int] = []
+    told: list[int] = []
+    gate = threading.Event()
+
+    async def main() -> None:
+        predict = doubling(calls, gate)
+        batcher = MicroBatcher(predict, max_rows=100, on_predict=told.append)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(batcher.submit(cols(1)))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(batcher.submit(cols(v, v))) for v in (2, float("nan"))]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *rest, return_exceptions=True)
+        batcher.close()
+
+    asyncio.run(main())
+    # the merged call of 4 rows fails on the NaN and is retried request by request
+    assert told == calls == [1, 4, 2, 2]

@@ -114,7 +114,10 @@ class ScorerState:
         self.metrics.model_info.labels(m.name, m.digest, m.task).set(1)
         self.metrics.ready.set(1)
         self.batcher = MicroBatcher(
-            m.predict, self.settings.batch_max_rows, self.settings.batch_max_wait_ms / 1000.0
+            m.predict,
+            self.settings.batch_max_rows,
+            self.settings.batch_max_wait_ms / 1000.0,
+            on_predict=self.metrics.predict_batch_rows.observe,
         )
         if self.on_ready is not None:
             self.on_ready()

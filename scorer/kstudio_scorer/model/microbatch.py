@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kstudio_scorer.model.columns import Columns, concat
 from kstudio_scorer.model.served_model import Prediction
@@ -25,20 +25,19 @@ class _Pending:
     future: asyncio.Future[Prediction]
 
 
-@dataclass
-class BatcherStats:
-    calls: int = 0
-    rows: int = 0
-    requests: int = 0
-    largest_batch: int = 0
-    sizes: dict[int, int] = field(default_factory=dict)
-
-
 class MicroBatcher:
-    """Merge concurrent `submit()` calls into few `predict_fn` calls on a single worker thread."""
+    """Merge concurrent `submit()` calls into few `predict_fn` calls on a single worker thread.
+
+    `on_predict(rows)` is told the rows of every predict call (the scorer observes a histogram with it).
+    """
 
     def __init__(
-        self, predict_fn: Callable[[Columns], Prediction], max_rows: int = 256, max_wait_s: float = 0.0
+        self,
+        predict_fn: Callable[[Columns], Prediction],
+        max_rows: int = 256,
+        max_wait_s: float = 0.0,
+        *,
+        on_predict: Callable[[int], None] | None = None,
     ) -> None:
         self._predict = predict_fn
         self._max_rows = max_rows
@@ -47,7 +46,8 @@ class MicroBatcher:
         self._busy = False
         self._drainer: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kstudio-predict")
-        self.stats = BatcherStats()
+        self._on_predict = on_predict or (lambda rows: None)
+        self._predicted = False  # max_wait_s holds batches only once a predict has succeeded
 
     async def submit(self, columns: Columns) -> Prediction:
         loop = asyncio.get_running_loop()
@@ -71,7 +71,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                if self._max_wait_s > 0 and self.stats.calls and len(self._queue) > 0:
+                if self._max_wait_s > 0 and self._predicted and len(self._queue) > 0:
                     deadline = time.monotonic() + self._max_wait_s
                     while sum(p.columns.n_rows for p in self._queue) < self._max_rows:
                         left = deadline - time.monotonic()
@@ -84,7 +84,7 @@ class MicroBatcher:
                     continue
                 merged = concat([p.columns for p in batch])
                 try:
-                    result = await loop.run_in_executor(self._executor, self._predict, merged)
+                    result = await self._run_predict(loop, merged)
                 except BaseException as exc:
                     if len(batch) == 1:
                         _settle_error(batch[0], exc)
@@ -92,13 +92,13 @@ class MicroBatcher:
                         # one bad request must not fail its neighbours: score them one by one
                         for p in batch:
                             try:
-                                single = await loop.run_in_executor(self._executor, self._predict, p.columns)
+                                single = await self._run_predict(loop, p.columns)
                             except BaseException as single_exc:
                                 _settle_error(p, single_exc)
                             else:
                                 _settle(p, single)
                     continue
-                self._record(batch, merged.n_rows)
+                self._predicted = True
                 start = 0
                 for p in batch:
                     stop = start + p.columns.n_rows
@@ -107,13 +107,9 @@ class MicroBatcher:
         finally:
             self._busy = False
 
-    def _record(self, batch: list[_Pending], rows: int) -> None:
-        s = self.stats
-        s.calls += 1
-        s.rows += rows
-        s.requests += len(batch)
-        s.largest_batch = max(s.largest_batch, len(batch))
-        s.sizes[len(batch)] = s.sizes.get(len(batch), 0) + 1
+    async def _run_predict(self, loop: asyncio.AbstractEventLoop, columns: Columns) -> Prediction:
+        self._on_predict(columns.n_rows)
+        return await loop.run_in_executor(self._executor, self._predict, columns)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
