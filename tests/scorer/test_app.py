@@ -143,6 +143,9 @@ def test_declared_body_over_the_limit_is_413_before_reading(
     chunks = (b"x" * 400 for _ in range(10))
     r = client.post("/score", content=chunks, headers={"content-type": "application/json"})
     assert r.status_code == 413
+    # both counted under their route: the limits layer answered the first before any endpoint ran
+    metrics = client.get("/metrics").text
+    assert 'kstudio_scorer_requests_total{method="POST",route="/score",status="413"} 2.0' in metrics
 
 
 def test_v2_per_column_and_single_matrix_inputs(models: dict[str, BuiltModel], make_client: Client) -> None:

@@ -1,5 +1,5 @@
-"""Azure ML Studio (classic) batch execution (BES), so classic batch clients work by changing only their
-connection string and URL:
+"""Azure ML Studio (classic) batch execution (BES)'s wire format, so classic batch clients work by
+changing only their connection string and URL (the routes are http/classic_job_endpoints.py's):
 
   POST   /workspaces/{ws}/services/{svc}/jobs?api-version=2.0           body below -> "<job id>"
   POST   /workspaces/{ws}/services/{svc}/jobs/{id}/start?api-version=2.0
@@ -18,18 +18,14 @@ name the output's BaseLocation (that endpoint) and RelativeLocation; there are n
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import Request, Response
 
 from kstudio_core.storage import S3Uri, StorageSettings
 from kstudio_scorer.bes.jobs import Job, new_job
 from kstudio_scorer.errors import MalformedRequestError
-from kstudio_scorer.http.state import JSON, ScorerState
-from kstudio_scorer.protocols.classic import ClassicQuery
 
 # our job states -> classic's StatusCode
 STATUS_CODES = {
@@ -179,43 +175,3 @@ def status_document(job: Job) -> dict[str, Any]:
         "StartTime": job.started_at.isoformat() if job.started_at else None,
         "EndTime": job.finished_at.isoformat() if job.finished_at else None,
     }
-
-
-# --- routes (registered in app.py) ----------------------------------------------------------------------
-def _checked(request: Request) -> ScorerState:
-    state: ScorerState = request.app.state.kstudio
-    state.authorize(request.headers.get("authorization"))
-    ClassicQuery.parse(request.url.query)
-    return state
-
-
-async def create_job(request: Request, workspace: str, service: str) -> Response:
-    state = _checked(request)
-    state.ready_model()
-    body = await request.body()
-    request.state.body = body
-    assert state.jobs is not None
-    job = await asyncio.to_thread(state.jobs.create, job_from_request(body))
-    return Response(orjson.dumps(job.id), media_type=JSON)
-
-
-async def start_job(request: Request, workspace: str, service: str, job_id: str) -> Response:
-    state = _checked(request)
-    state.ready_model()
-    assert state.jobs is not None
-    await asyncio.to_thread(state.jobs.start, job_id)
-    return Response(b"", media_type=JSON)
-
-
-async def get_job(request: Request, workspace: str, service: str, job_id: str) -> Response:
-    state = _checked(request)
-    assert state.jobs is not None
-    job = await asyncio.to_thread(state.jobs.get, job_id)
-    return Response(orjson.dumps(status_document(job)), media_type=JSON)
-
-
-async def cancel_job(request: Request, workspace: str, service: str, job_id: str) -> Response:
-    state = _checked(request)
-    assert state.jobs is not None
-    await asyncio.to_thread(state.jobs.cancel, job_id)
-    return Response(b"", media_type=JSON)

@@ -5,9 +5,11 @@ is still propagating to every node's kube-proxy: for a second or more, new conne
 and keep-alive clients keep reusing the connections they hold. A server that stops listening at once
 fails those requests. So on the first SIGTERM the scorer
 
-1. reports not-ready at once (`/readyz`, `/v2/health/ready`, `/v2/models/{name}/ready` answer 503),
-2. keeps serving every request for `KSTUDIO_DRAIN_SECONDS`, answering each with `Connection: close`, so
-   a keep-alive client opens its next connection through the Service, to a live pod,
+1. reports not-ready at once: the readiness endpoints (status_endpoints.py) answer 503 while the
+   `Drain` is active,
+2. keeps serving every request for `KSTUDIO_DRAIN_SECONDS`, answering each with `Connection: close`
+   (`DrainMiddleware`), so a keep-alive client opens its next connection through the Service, to a live
+   pod,
 3. then lets uvicorn stop listening, finish in-flight requests (`KSTUDIO_SHUTDOWN_GRACE_SECONDS`) and
    exit 0.
 
@@ -23,17 +25,10 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-import orjson
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
-
-READINESS_PATHS = frozenset({"/readyz", "/v2/health/ready"})
-
-
-def is_readiness_path(path: str) -> bool:
-    return path in READINESS_PATHS or (path.startswith("/v2/models/") and path.endswith("/ready"))
 
 
 class Drain:
@@ -61,7 +56,7 @@ class Drain:
 
 
 class DrainMiddleware:
-    """Outermost ASGI layer: while draining, readiness answers 503 and every response closes."""
+    """Outermost ASGI layer: while draining, every response closes its connection."""
 
     def __init__(self, app: ASGIApp, drain: Drain) -> None:
         self.app = app
@@ -71,9 +66,6 @@ class DrainMiddleware:
         if scope["type"] != "http" or not self.drain.active:
             await self.app(scope, receive, send)
             return
-        if is_readiness_path(scope["path"]):
-            await self._not_ready(scope, send)
-            return
 
         async def send_with_close(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -82,28 +74,6 @@ class DrainMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_close)
-
-    @staticmethod
-    async def _not_ready(scope: Scope, send: Send) -> None:
-        path: str = scope["path"]
-        payload: dict[str, object] = {"ready": False}
-        if path == "/readyz":
-            payload.update(state="draining", reason="shutting down: draining connections")
-        elif path.startswith("/v2/models/"):
-            payload = {"name": path.removeprefix("/v2/models/").split("/", 1)[0], "ready": False}
-        body = orjson.dumps(payload)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 class DrainingServer(uvicorn.Server):

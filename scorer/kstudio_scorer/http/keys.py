@@ -1,5 +1,5 @@
-"""Bearer-key auth. Keys live in files of a mounted Secret (primaryKey, secondaryKey) and are re-read
-when the files change, so rotating the Secret rotates the keys without a restart.
+"""The API keys. They live in files of a mounted Secret (primaryKey, secondaryKey) and are re-read when
+the files change, so rotating the Secret rotates the keys without a restart. auth.py asks them.
 
 Comparison is constant-time against every configured key (both are always compared), and a failure says
 only "unauthorized": never which key was tried or which one failed. Keys are never logged.

@@ -7,6 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kstudio_scorer.http.routing import RouteTable
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000, 100_000)
 
@@ -56,16 +58,19 @@ class ScorerMetrics:
 
 
 class MetricsMiddleware:
-    """Counts every response by route template (including 413/429 from the limits layer and 500s)."""
+    """Counts every response by its route's template (routes.py), 413/429 from the limits layer and 500s
+    included: a request no route matches is counted as "unmatched"."""
 
-    def __init__(self, app: ASGIApp, metrics: ScorerMetrics) -> None:
+    def __init__(self, app: ASGIApp, routes: RouteTable, metrics: ScorerMetrics) -> None:
         self.app = app
+        self.routes = routes
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        label = self.routes.match_scope(scope).label
         start = time.perf_counter()
         status = 500
 
@@ -78,8 +83,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capturing_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or scope.get("kstudio.route") or "unmatched"
             m = self.metrics
-            m.requests.labels(template, scope["method"], str(status)).inc()
-            m.latency.labels(template).observe(time.perf_counter() - start)
+            m.requests.labels(label, scope["method"], str(status)).inc()
+            m.latency.labels(label).observe(time.perf_counter() - start)

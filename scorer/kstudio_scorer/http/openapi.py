@@ -1,19 +1,28 @@
-"""The OpenAPI document, with request schemas generated from the served model's input schema.
+"""The OpenAPI document: every route of the table (routes.py), request schemas from the served model.
 
-FastAPI describes the routes; this module replaces the bodies of the hot routes (which parse raw bytes
-for speed) with JSON Schemas built from `manifest.inputSchema`: column names, types, nullability, and the
-row limit. Until the model is loaded, the generic shapes are served (and not cached).
+FastAPI describes the routes it serves (their path parameters and pydantic bodies). The fast routes parse
+raw bytes and have no FastAPI endpoint: their operations are written here from the table, with request
+schemas built from `manifest.inputSchema` (column names, types, nullability, the row limit). The routes
+that need the key carry the bearer scheme. Until the model is loaded, the generic shapes are served (and
+not cached).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.utils import get_openapi
 
+from kstudio_scorer.http.routes import ROUTES
+from kstudio_scorer.http.routing import Route
+from kstudio_scorer.http.scoring_endpoints import execute, score, v2_infer
 from kstudio_scorer.model.columns import Column
 from kstudio_scorer.model.scored_columns import SCORED_COLUMNS
 from kstudio_scorer.protocols.oip import output_names
+from kstudio_scorer.protocols.request_columns import V2_DATATYPES, accepted_v2_datatypes
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -22,25 +31,6 @@ if TYPE_CHECKING:
     from kstudio_scorer.settings import ScorerSettings
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}
-_V2_TYPES = {
-    "number": ["FP64", "FP32", "INT64", "INT32"],
-    "integer": ["INT64", "INT32", "FP64"],
-    "string": ["BYTES"],
-    "boolean": ["BOOL"],
-}
-EXECUTE = "/workspaces/{workspace}/services/{service}/execute"
-CLASSIC_JOBS = "/workspaces/{workspace}/services/{service}/jobs"
-PROTECTED = (
-    "/score",
-    EXECUTE,
-    CLASSIC_JOBS,
-    CLASSIC_JOBS + "/{job_id}",
-    CLASSIC_JOBS + "/{job_id}/start",
-    "/jobs",
-    "/jobs/{job_id}",
-    "/v2/models/{name}/infer",
-    "/v2/models/{name}/versions/{version}/infer",
-)
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -194,7 +184,7 @@ def _score_response(task: str | None) -> dict[str, Any]:
 def _infer_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any]:
     if model is not None:
         names = [c.name for c in model.schema]
-        datatypes = sorted({d for c in model.schema for d in _V2_TYPES[c.type]})
+        datatypes = sorted(accepted_v2_datatypes(c.type for c in model.schema))
         description = (
             f"one tensor per column ({', '.join(names)}; shape [N] or [N, 1]) "
             "or a single 2-D tensor of shape "
@@ -202,7 +192,7 @@ def _infer_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any]:
         )
         outputs = list(output_names(model.task))
     else:
-        datatypes, description, outputs = sorted({d for v in _V2_TYPES.values() for d in v}), "tensors", []
+        datatypes, description, outputs = sorted(accepted_v2_datatypes(V2_DATATYPES)), "tensors", []
     tensor = {
         "type": "object",
         "required": ["name", "shape", "datatype", "data"],
@@ -257,6 +247,84 @@ def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
     return {str(s): {"description": text[s], "content": content} for s in statuses}
 
 
+@dataclass(frozen=True)
+class _ScoringOperation:
+    """What the table does not say of a scoring route's operation: its words, body and answer."""
+
+    summary: str
+    request: str  # the body's schema, in components/schemas
+    answer: dict[str, Any]
+    description: str | None = None
+    query: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+_SCORING_OPERATIONS: dict[Callable[..., Any], _ScoringOperation] = {
+    score: _ScoringOperation(
+        "Score rows (Azure ML Studio request-response format)",
+        "ScoreRequest",
+        {
+            "description": "scored rows",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreResponse"}}},
+        },
+    ),
+    execute: _ScoringOperation(
+        "Score rows (Azure ML Studio (classic) request-response, unchanged clients)",
+        "ClassicRequest",
+        {"description": "scored rows, classic shape"},
+        description="Query: api-version=2.0, details=true (adds ColumnTypes), format=swagger (records in "
+        "and out). The answer has the request's shape, every value a string; scored columns are named as "
+        "classic's Score Model named them.",
+        query=[
+            ("api-version", {"type": "string", "enum": ["2.0"]}),
+            ("details", {"type": "string", "enum": ["true", "false"]}),
+            ("format", {"type": "string", "enum": ["swagger"]}),
+        ],
+    ),
+    v2_infer: _ScoringOperation(
+        "Open Inference Protocol V2 inference", "InferenceRequest", {"description": "inference response"}
+    ),
+}
+
+
+def _operation_id(route: Route) -> str:
+    """As FastAPI names an operation: the route's name and path, then the method."""
+    words = re.sub(r"\W", "_", route.name + route.path)
+    return f"{words}_{route.method.lower()}"
+
+
+def _scoring_operation(route: Route) -> dict[str, Any]:
+    described = _SCORING_OPERATIONS[route.endpoint]
+    statuses = [
+        400,
+        *([401] if route.needs_key else []),
+        *([404] if "name" in route.params else []),
+        413,
+        422,
+        *([429] if route.limited else []),
+        503,
+    ]
+    parameters = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string", "title": _title(p)}}
+        for p in route.params
+    ]
+    parameters += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in described.query]
+    op: dict[str, Any] = {"summary": described.summary, "operationId": _operation_id(route)}
+    if described.description:
+        op["description"] = described.description
+    if parameters:
+        op["parameters"] = parameters
+    op["requestBody"] = _body(described.request)
+    op["responses"] = {
+        "200": described.answer,
+        **_errors(*statuses, schema="ClassicError" if route.classic else "Error"),
+    }
+    return op
+
+
+def _title(param: str) -> str:
+    return param.replace("_", " ").title()
+
+
 def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     loaded = model if model.ready else None
@@ -268,48 +336,15 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
     schemas["Error"] = ERROR_SCHEMA
     schemas["ClassicRequest"] = _classic_request(loaded, settings.max_rows)
     schemas["ClassicError"] = CLASSIC_ERROR_SCHEMA
-    paths = doc["paths"]
-    score_op = paths["/score"]["post"]
-    score_op["summary"] = "Score rows (Azure ML Studio request-response format)"
-    score_op["requestBody"] = _body("ScoreRequest")
-    score_op["responses"] = {
-        "200": {
-            "description": "scored rows",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreResponse"}}},
-        },
-        **_errors(400, 401, 413, 422, 429, 503),
-    }
-    execute_op = paths[EXECUTE]["post"]
-    execute_op["summary"] = "Score rows (Azure ML Studio (classic) request-response, unchanged clients)"
-    execute_op["description"] = (
-        "Query: api-version=2.0, details=true (adds ColumnTypes), format=swagger (records in and out). "
-        "The answer has the request's shape, every value a string; scored columns are named as "
-        "classic's Score Model named them."
-    )
-    execute_op["parameters"] = [
-        *execute_op.get("parameters", []),
-        *(
-            {"name": name, "in": "query", "required": False, "schema": schema}
-            for name, schema in (
-                ("api-version", {"type": "string", "enum": ["2.0"]}),
-                ("details", {"type": "string", "enum": ["true", "false"]}),
-                ("format", {"type": "string", "enum": ["swagger"]}),
-            )
-        ),
-    ]
-    execute_op["requestBody"] = _body("ClassicRequest")
-    execute_op["responses"] = {
-        "200": {"description": "scored rows, classic shape"},
-        **_errors(400, 401, 413, 422, 429, 503, schema="ClassicError"),
-    }
-    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        op = paths[path]["post"]
-        op["summary"] = "Open Inference Protocol V2 inference"
-        op["requestBody"] = _body("InferenceRequest")
-        op["responses"] = {
-            "200": {"description": "inference response"},
-            **_errors(400, 401, 404, 413, 422, 429, 503),
-        }
+    generated = doc["paths"]
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        method = route.method.lower()
+        op = _scoring_operation(route) if route.fast else generated[route.path][method]
+        if route.needs_key and settings.auth_enabled:
+            op["security"] = [{"bearerAuth": []}]
+        paths.setdefault(route.path, {})[method] = op
+    doc["paths"] = paths
     for item in paths.values():
         for op in item.values():
             for param in op.get("parameters", []):
@@ -319,7 +354,4 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
                     param["schema"] = {"type": "string", "enum": [loaded.digest]}
     if settings.auth_enabled:
         comps["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
-        for path in PROTECTED:
-            for op in paths.get(path, {}).values():
-                op["security"] = [{"bearerAuth": []}]
     return doc

@@ -1,7 +1,7 @@
 """Azure ML Studio (classic) request-response wire formats, so the client code its portal generated works
 unchanged against `POST /workspaces/{workspace}/services/{service}/execute` (and `/score`).
 
-Requests (either input shape; values may be strings, see columns.py):
+Requests (either input shape; values may be strings, see request_columns.py):
   table:   {"Inputs": {"input1": {"ColumnNames": [...], "Values": [[...], ...]}}, "GlobalParameters": {}}
   records: {"Inputs": {"input1": [{"col": value, ...}, ...]}, "GlobalParameters": {}}   (format=swagger)
 Responses follow the request's shape, every value rendered as a string as classic did:
@@ -39,7 +39,6 @@ from kstudio_scorer.protocols.request_columns import columns_from_records, colum
 
 API_VERSIONS = ("2.0",)
 OUTPUT_NAME = "output1"
-PREFIX = "/workspaces/"
 
 Shape = Literal["table", "records"]
 
@@ -64,24 +63,6 @@ class UnsupportedApiVersionError(MalformedRequestError):
 
     code = "unsupported_api_version"
     target = "api-version"
-
-
-def is_classic_path(path: str) -> bool:
-    return path.startswith(PREFIX)
-
-
-def execute_path_matches(path: str) -> bool:
-    """`/workspaces/{workspace}/services/{service}/execute`, both names non-empty."""
-    parts = path.split("/")
-    return (
-        len(parts) == 6
-        and parts[0] == ""
-        and parts[1] == "workspaces"
-        and parts[3] == "services"
-        and parts[5] == "execute"
-        and bool(parts[2])
-        and bool(parts[4])
-    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Request payloads -> the model's `Columns` (model/columns.py): one numpy array per input column,
 validated once per request.
 
-The hot path does no per-row pydantic work: values of a column are gathered into a list, their Python
+The fast routes do no per-row pydantic work: values of a column are gathered into a list, their Python
 types checked with one `set(map(type, ...))`, and converted to numpy in one call. Errors name the row
 (0-based, as sent) and the column.
 
@@ -14,7 +14,7 @@ string is actually present, so typed JSON pays nothing for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,7 +203,8 @@ def columns_from_table(table: Any, schema: Sequence[Column], max_rows: int) -> C
     return Columns(arrays, n)
 
 
-_V2_DATATYPES: dict[str, frozenset[str]] = {
+# The OIP V2 datatypes a tensor may declare for a column of each type (the OpenAPI document lists them).
+V2_DATATYPES: dict[ColumnType, frozenset[str]] = {
     "number": frozenset(
         {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
     ),
@@ -213,6 +214,16 @@ _V2_DATATYPES: dict[str, frozenset[str]] = {
     "string": frozenset({"BYTES"}),
     "boolean": frozenset({"BOOL"}),
 }
+
+
+def accepted_v2_datatypes(column_types: Iterable[ColumnType]) -> frozenset[str]:
+    """Every datatype a request may declare for columns of these types: each column's own, and for an
+    all-numeric model every numeric one (a single 2-D tensor of all the columns)."""
+    kinds = set(column_types)
+    accepted = frozenset().union(*(V2_DATATYPES[k] for k in kinds))
+    if kinds <= {"number", "integer"}:
+        accepted |= V2_DATATYPES["number"]
+    return accepted
 
 
 def v2_datatype(column_type: ColumnType) -> str:
@@ -302,7 +313,7 @@ def _check_datatype(tensor: Mapping[str, Any], col: Column, where: str) -> None:
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str):
         raise MalformedRequestError(f"{where}: 'datatype' is required")
-    if datatype not in _V2_DATATYPES[col.type]:
+    if datatype not in V2_DATATYPES[col.type]:
         raise InputValidationError(
             f"datatype {datatype} does not fit a {col.type} column (use {v2_datatype(col.type)})",
             column=col.name,
@@ -349,7 +360,7 @@ def _columns_from_matrix(tensor: Mapping[str, Any], schema: Sequence[Column], ma
             f"{where}: shape {shape} needs {n_rows * ncols} values, got {len(values)}"
         )
     if all_numeric:
-        if datatype not in _V2_DATATYPES["number"]:
+        if datatype not in V2_DATATYPES["number"]:
             raise InputValidationError(f"datatype {datatype} does not fit numeric columns (use FP64)")
         # One C-level pass: numpy infers the dtype. Numbers give kind i/u/f (JSON true/false mixed into
         # numbers count as 1/0, as numpy has it); anything else (strings, nulls) falls through to the

@@ -3,7 +3,7 @@
 Request:  {"Inputs": {"input1": [{col: value, ...}, ...]}, "GlobalParameters": {}}
 Response: {"Results": {"output1": [{"Scored Labels": ..., "Scored Probabilities": {class: p}}, ...]}}
 (regression: "Scored Values"). Which scored columns are returned, and whether the input columns are
-echoed, is the endpoint's output projection (Azure's "Project Columns").
+echoed, is the endpoint's output projection (model/scored_columns.py, Azure's "Project Columns").
 """
 
 from __future__ import annotations
