@@ -26,7 +26,7 @@ def _split(pipeline: Any) -> tuple[Any | None, Any]:
 
 
 def _forest_input(forest: Any, x: Any) -> npt.NDArray[np.float32] | None:
-    """Validated float32 C-contiguous input, or None when the fast path must not be used."""
+    """Validated float32 C-contiguous input, or None when scikit-learn must take it."""
     if getattr(forest, "n_outputs_", None) != 1 or not hasattr(forest, "estimators_"):
         return None
     if hasattr(x, "iloc") or hasattr(
@@ -46,8 +46,8 @@ def _allows_nan(forest: Any) -> bool:
     return bool(forest.__sklearn_tags__().input_tags.allow_nan)
 
 
-class FastPredictor:
-    """Wraps a fitted pipeline; `predict_proba`/`predict` take the forest fast path when it applies."""
+class ForestPredictor:
+    """Wraps any fitted pipeline: a final forest's trees are summed here, the rest is scikit-learn's."""
 
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline

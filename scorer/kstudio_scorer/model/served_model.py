@@ -23,7 +23,7 @@ from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
 from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_scorer.model.columns import Column, Columns, schema_of
-from kstudio_scorer.model.forest import FastPredictor
+from kstudio_scorer.model.forest import ForestPredictor
 from kstudio_scorer.model.inflation import model_size_limit
 from kstudio_scorer.settings import ScorerSettings
 
@@ -98,7 +98,7 @@ class ScoringModel:
         self._as_frame = True
         self._argmax_labels = False
         self._classes_array: npt.NDArray[Any] | None = None
-        self._fast: FastPredictor | None = None
+        self._forest: ForestPredictor | None = None
 
     @property
     def ready(self) -> bool:
@@ -182,7 +182,7 @@ class ScoringModel:
             raise ModelLoadError(f"model file {path} does not exist", 2) from exc
         self.manifest = loaded.manifest
         self._pipeline = loaded.pipeline
-        self._fast = FastPredictor(loaded.pipeline)
+        self._forest = ForestPredictor(loaded.pipeline)
         self.schema = schema_of(loaded.manifest.inputSchema)
         numeric = all(c.type in ("number", "integer") for c in self.schema)
         # A pipeline fitted on a DataFrame selects columns by name; one fitted on a bare matrix wants the
@@ -227,7 +227,7 @@ class ScoringModel:
     def predict(self, columns: Columns) -> Prediction:
         """Score validated columns. Raises PredictionError if the model itself raises."""
         x = self.model_input(columns)
-        p = self._fast
+        p = self._forest
         assert p is not None, "predict() before load()"
         try:
             if self.task != "classification":
