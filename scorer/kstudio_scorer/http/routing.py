@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from starlette.types import Scope
 
@@ -63,8 +64,7 @@ class Route:
         return matched.groupdict() if matched else {}
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """Where a request landed: its path `template` (None: no route has this path), the route for its
     method (None: no route, or the path's routes take other methods), and the error envelope to use."""
 
@@ -91,24 +91,31 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
-        self._templates = list(dict.fromkeys(r.path for r in self.routes))
-        self._methods = {t: {r.method: r for r in self.routes if r.path == t} for t in self._templates}
+        templates = list(dict.fromkeys(r.path for r in self.routes))
+        self._methods = {t: {r.method: r for r in self.routes if r.path == t} for t in templates}
+        self._groups = {f"t{i}": t for i, t in enumerate(templates)}
         self._regex = re.compile(
-            "|".join(f"(?P<t{i}>{_pattern(t, named=False)})" for i, t in enumerate(self._templates))
+            "|".join(f"(?P<{g}>{_pattern(t, named=False)})" for g, t in self._groups.items())
         )
         # The literal heads of the classic routes (`/workspaces/`): any path under one, routed or not,
         # answers in classic's envelope, as classic did for its whole URL space.
         self._classic_heads = tuple({_PARAM.split(r.path, maxsplit=1)[0] for r in self.routes if r.classic})
+        # Requests reuse a handful of paths: remember their matches (bounded, whatever clients send).
+        self._remembered = lru_cache(maxsize=1024)(self._match)
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)
 
     def match(self, method: str, path: str) -> Match:
+        """The route of `method` on `path`."""
+        return self._remembered(method, path)
+
+    def _match(self, method: str, path: str) -> Match:
         found = self._regex.fullmatch(path)
         classic = path.startswith(self._classic_heads) if self._classic_heads else False
         if found is None or found.lastgroup is None:
             return Match(None, None, classic)
-        template = self._templates[int(found.lastgroup[1:])]
+        template = self._groups[found.lastgroup]
         return Match(template, self._methods[template].get(method), classic)
 
     def match_scope(self, scope: Scope) -> Match:

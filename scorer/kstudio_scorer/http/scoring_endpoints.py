@@ -17,7 +17,7 @@ from kstudio_scorer.protocols import classic, oip, rrs
 from kstudio_scorer.protocols.request_columns import columns_from_records
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScoringCall:
     """What a scoring endpoint gets of its request."""
 
