@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from scorer_support import BuiltModel, settings_for
 
 from kstudio_scorer.http.app import create_app
+from kstudio_scorer.http.routes import ROUTES
 from kstudio_scorer.model.served_model import ScoringModel
 
 Client = Callable[..., TestClient]
@@ -283,6 +285,27 @@ def test_jobs_routes_validate_and_404(models: dict[str, BuiltModel], make_client
     r = client.post("/jobs", json={"inputs": "s3://inbox/x.csv"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
     assert client.get("/jobs/0123").status_code == 404
+
+
+def test_every_route_that_needs_the_key_refuses_a_caller_without_it_before_the_body(
+    models: dict[str, BuiltModel], make_client: Client, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "primaryKey").write_text("the-key-0123456789")
+    client = make_client(models["classifier"], auth_enabled=True, keys_dir=keys)
+    for route in ROUTES:
+        path = re.sub(r"{\w+}", "model", route.path)
+        r = client.request(
+            route.method, path, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        if route.needs_key:
+            assert r.status_code == 401, (route.method, route.path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+            code = r.json()["error"]["code"] if route.classic else r.json()["code"]
+            assert code == ("Unauthorized" if route.classic else "unauthorized")
+        else:
+            assert r.status_code != 401, (route.method, route.path)
 
 
 def test_metrics_count_routes_rows_and_model(models: dict[str, BuiltModel], make_client: Client) -> None:

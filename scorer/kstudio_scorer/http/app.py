@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Route as StarletteRoute
 
 from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
 from kstudio_scorer.bes.file_scoring import StreamLimits
@@ -152,7 +152,9 @@ def create_app(
         if route.fast:
             endpoint = FastRoute(route, state)
             app.router.routes.append(
-                Route(route.path, endpoint, methods=[route.method], name=route.name, include_in_schema=False)
+                StarletteRoute(
+                    route.path, endpoint, methods=[route.method], name=route.name, include_in_schema=False
+                )
             )
         else:
             app.add_api_route(
