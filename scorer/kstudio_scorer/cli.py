@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kstudio_core.exitcodes import EXIT_INPUT_ERROR, TERMINATION_LOG
+
 if TYPE_CHECKING:
     from kstudio_scorer.model.served_model import ModelLoadError
     from kstudio_scorer.settings import ScorerSettings
@@ -89,19 +91,19 @@ def main(argv: list[str]) -> int:
         overrides["auth_enabled"] = False
     import pydantic
 
+    from kstudio_core.environment import env_name
     from kstudio_scorer.settings import ScorerSettings
 
     try:
         settings = ScorerSettings(**overrides)  # type: ignore[arg-type]
     except pydantic.ValidationError as exc:
         problems = "; ".join(
-            f"KSTUDIO_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
-            for e in exc.errors()
+            f"{env_name('_'.join(str(p) for p in e['loc']) or 'settings')}: {e['msg']}" for e in exc.errors()
         )
         message = f"invalid scorer configuration: {problems}"
         print(message, file=sys.stderr)
-        write_termination_log(Path("/dev/termination-log"), message)
-        return 2
+        write_termination_log(Path(TERMINATION_LOG), message)
+        return EXIT_INPUT_ERROR
     return serve(settings, args.log_level)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from kstudio_core.ilearner import ArtifactError, DigestMismatchError, read_manifest
+from kstudio_core.runresult import result_uri
 from kstudio_core.storage import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -144,7 +145,7 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     if spec is not None and spec.artifact_deletion_policy == "Delete" and rt.store is not None:
         try:
             await asyncio.to_thread(rt.store.remove, spec.artifact.uri)
-            await asyncio.to_thread(rt.store.remove, spec.artifact.uri + ".result.json")
+            await asyncio.to_thread(rt.store.remove, result_uri(spec.artifact.uri))
         except ObjectNotFoundError:
             pass
         except StorageError as exc:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-ColumnType = str  # "number" | "integer" | "string" | "boolean"
+from kstudio_core.ilearner import ColumnType
 
 
 class ColumnSpecLike(Protocol):
@@ -24,7 +24,7 @@ class ColumnSpecLike(Protocol):
     def name(self) -> str: ...
 
     @property
-    def type(self) -> str: ...
+    def type(self) -> ColumnType: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Columns:
 
 
 def schema_of(specs: Sequence[ColumnSpecLike]) -> tuple[Column, ...]:
-    return tuple(Column(s.name, str(s.type)) for s in specs)
+    return tuple(Column(s.name, s.type) for s in specs)
 
 
 def concat(parts: Sequence[Columns]) -> Columns:

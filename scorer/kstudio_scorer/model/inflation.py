@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
+from kstudio_core.environment import env_name
 from kstudio_core.ilearner import MAX_MODEL_BYTES, InvalidArtifactError
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
@@ -120,7 +121,7 @@ def machine_memory() -> int | None:
 def model_size_limit(configured: int | None = None, container_limit: int | None = None) -> ModelSizeLimit:
     """KSTUDIO_MAX_MODEL_BYTES (`configured`) if set, else half the container's (or machine's) memory."""
     if configured is not None:
-        return ModelSizeLimit(configured, "KSTUDIO_MAX_MODEL_BYTES")
+        return ModelSizeLimit(configured, env_name("max_model_bytes"))
     cap = f"at most {_mib(MAX_MODEL_BYTES)}"
     container = container_limit if container_limit is not None else cgroup_memory_limit()
     if container is not None:

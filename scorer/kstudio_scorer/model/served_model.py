@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR
 from kstudio_core.ilearner import DigestMismatchError, IlearnerManifest, sha256_file
 from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
 from kstudio_scorer.errors import PredictionError
@@ -129,13 +130,17 @@ class ScoringModel:
             got = store.download(S3Uri.parse(uri), target)
         except StorageError as exc:
             retry = type(exc).__name__ == "StorageUnavailableError"
-            raise ModelLoadError(f"cannot download the model {uri}: {exc}", 75 if retry else 2) from exc
+            raise ModelLoadError(
+                f"cannot download the model {uri}: {exc}",
+                EXIT_INFRASTRUCTURE_ERROR if retry else EXIT_INPUT_ERROR,
+            ) from exc
         except ValueError as exc:
-            raise ModelLoadError(f"bad model URI {uri!r}: {exc}", 2) from exc
+            raise ModelLoadError(f"bad model URI {uri!r}: {exc}", EXIT_INPUT_ERROR) from exc
         if got != self.digest:
             target.unlink(missing_ok=True)
             raise ModelLoadError(
-                f"downloaded {uri} has sha256 {got}, expected {self.digest}; refusing to load it", 2
+                f"downloaded {uri} has sha256 {got}, expected {self.digest}; refusing to load it",
+                EXIT_INPUT_ERROR,
             )
         return target
 
@@ -153,10 +158,10 @@ class ScoringModel:
             raise
         except DigestMismatchError as exc:
             self._fail(str(exc))
-            raise ModelLoadError(str(exc), 2) from exc
+            raise ModelLoadError(str(exc), EXIT_INPUT_ERROR) from exc
         except Exception as exc:  # any other artifact or model failure: the artifact is unusable
             self._fail(f"{type(exc).__name__}: {exc}")
-            raise ModelLoadError(f"cannot load the model: {exc}", 2) from exc
+            raise ModelLoadError(f"cannot load the model: {exc}", EXIT_INPUT_ERROR) from exc
         self.state = "ready"
         done = time.monotonic()
         log.info(
@@ -179,7 +184,7 @@ class ScoringModel:
         try:
             loaded = load_ilearner(path, self.digest, model_size_limit(self.settings.max_model_bytes))
         except FileNotFoundError as exc:
-            raise ModelLoadError(f"model file {path} does not exist", 2) from exc
+            raise ModelLoadError(f"model file {path} does not exist", EXIT_INPUT_ERROR) from exc
         self.manifest = loaded.manifest
         self._pipeline = loaded.pipeline
         self._forest = ForestPredictor(loaded.pipeline)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kstudio_core.ilearner import ColumnType
 from kstudio_scorer.errors import InputValidationError, MalformedRequestError, TooManyRowsError
-from kstudio_scorer.model.columns import Column, Columns, ColumnType
+from kstudio_scorer.model.columns import Column, Columns
 
 _ALLOWED: dict[str, frozenset[type]] = {
     "number": frozenset({int, float, type(None)}),

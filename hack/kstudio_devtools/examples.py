@@ -1,9 +1,10 @@
-"""Example data that ships inside installed packages (no downloads at run time), and its upload.
+"""The example datasets (bundled in installed packages: no download at run time), their Experiment specs,
+and their upload; used by `make demo`, the tests and bench/, never by the product.
 
 - penguins (palmerpenguins): classification of `species`, with categoricals and missing values;
 - diabetes (scikit-learn's bundled set): regression of `target`, ten numeric features.
 
-    kstudio upload-examples [--endpoint HOST:PORT --access-key-file F --secret-key-file F] [--bucket datasets]
+    kstudio-dev upload-examples [--endpoint HOST:PORT --access-key-file F --secret-key-file F] [--bucket B]
 
 Without flags, storage settings come from KSTUDIO_S3_* (StorageSettings.from_env).
 """
@@ -20,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_OK
 from kstudio_core.storage import ObjectStore, S3Uri, StorageError, StorageSettings
-from kstudio_trainer.errors import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_OK
 
 log = logging.getLogger("kstudio.examples")
 
@@ -107,7 +108,7 @@ def upload_examples(store: ObjectStore, bucket: str = DEFAULT_BUCKET) -> dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    p = argparse.ArgumentParser(prog="kstudio upload-examples", description="upload the example datasets")
+    p = argparse.ArgumentParser(prog="kstudio-dev upload-examples", description="upload the example datasets")
     p.add_argument("--endpoint", help="host:port (default: KSTUDIO_S3_ENDPOINT)")
     p.add_argument("--access-key-file", type=Path, help="file holding the access key")
     p.add_argument("--secret-key-file", type=Path, help="file holding the secret key")

@@ -1,10 +1,11 @@
 """Generate `kstudio_core/algorithms.json` from scikit-learn: each allowlisted estimator's parameters and
 the values scikit-learn accepts for them (its own `_parameter_constraints`), as plain data.
 
-    python -m kstudio_trainer.vocabulary_gen          # rewrite the file
-    python -m kstudio_trainer.vocabulary_gen --check  # exit 1 when the file differs (a unit test does this)
+    kstudio-dev vocabulary          # rewrite the file (after changing the allowlist or scikit-learn)
+    kstudio-dev vocabulary --check  # exit 1 when the file differs (a unit test does this)
 
-The operator validates specs against that file without importing scikit-learn.
+The operator validates specs against that file without importing scikit-learn. A development tool: it
+reads scikit-learn's private `_parameter_constraints`, which the product never imports.
 """
 
 from __future__ import annotations
@@ -78,13 +79,15 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="kstudio-dev vocabulary", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when the file is out of date")
     args = parser.parse_args(argv)
     text = render()
     if args.check:
         if TARGET.read_text() != text:
-            print(f"{TARGET} is out of date: python -m kstudio_trainer.vocabulary_gen", file=sys.stderr)
+            print(f"{TARGET} is out of date: kstudio-dev vocabulary", file=sys.stderr)
             return 1
         return 0
     TARGET.write_text(text)

@@ -1,4 +1,6 @@
-"""Run bookkeeping of an Experiment, as pure functions of what the operator observes.
+"""The run history of an Experiment, decided from what the operator observes: the state of each run (and
+why a failed one failed) from its training Job and pods, status.runs rebuilt from the Jobs, the next run
+to start and the runs to prune.
 
 The Jobs are the durable record of what was started: each carries the run number, generation, token and
 schedule tick it was started for. status.runs is rebuilt from them on every reconciliation, so an operator
@@ -132,12 +134,12 @@ def explain_failure(
                 "ContainerStartError",
                 f"{said or 'the trainer container could not start'} (exit code {code})",
             )
-        if code == c.EXIT_SPEC_ERROR:
+        if code == c.EXIT_INPUT_ERROR:
             return (
                 told_reason or "InvalidSpecOrData",
                 said or "the trainer rejected the experiment spec or the dataset (exit 2)",
             )
-        if code == c.EXIT_INFRA_ERROR:
+        if code == c.EXIT_INFRASTRUCTURE_ERROR:
             attempts = f"{len(terminated)} attempt" + ("s" if len(terminated) != 1 else "")
             return "InfrastructureError", f"{said or 'infrastructure error'} (exit 75, failed {attempts})"
         return "TrainerFailed", f"{said or 'the trainer failed'} (exit code {code})"
@@ -204,7 +206,7 @@ def is_final(record: RunRecord) -> bool:
 def merge_runs(records: list[RunRecord], jobs: list[ObservedJob]) -> list[RunRecord]:
     """status.runs updated from the Jobs. A Job whose record is missing (operator died before writing
     status) gets its record back; a final record is never changed; a succeeded Job stays Running here
-    until the operator has created its TrainedModel (see `finish_run`)."""
+    until the operator has created its TrainedModel (`_finish_run` in decisions/experiment.py)."""
     by_run = {r.run: r for r in records}
     for job in jobs:
         record = by_run.get(job.run)
@@ -318,10 +320,3 @@ def runs_to_prune(
             out.append(record)
             overflow -= 1
     return sorted(out, key=lambda r: r.run)
-
-
-def headline_metric(metrics: dict[str, float], preferred: list[str]) -> str | None:
-    for name in [*preferred, *sorted(metrics)]:
-        if name in metrics:
-            return f"{name}={metrics[name]:.4f}"
-    return None
