@@ -75,6 +75,11 @@ def _row_schema(model: ScoringModel, sample_data: bool) -> dict[str, Any]:
 
 def _score_request(model: ScoringModel | None, max_rows: int, sample_data: bool) -> dict[str, Any]:
     row: dict[str, Any] = _row_schema(model, sample_data) if model is not None else {"type": "object"}
+    return _request_response_body({"type": "array", "minItems": 1, "maxItems": max_rows, "items": row})
+
+
+def _request_response_body(input1: dict[str, Any]) -> dict[str, Any]:
+    """`{"Inputs": {"input1": ...}, "GlobalParameters": {}}`, the body of both request-response formats."""
     return {
         "type": "object",
         "required": ["Inputs"],
@@ -83,9 +88,7 @@ def _score_request(model: ScoringModel | None, max_rows: int, sample_data: bool)
                 "type": "object",
                 "required": ["input1"],
                 "additionalProperties": False,
-                "properties": {
-                    "input1": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
-                },
+                "properties": {"input1": input1},
             },
             "GlobalParameters": {"type": "object"},
         },
@@ -117,19 +120,7 @@ def _classic_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any
         "maxItems": max_rows,
         "items": {"type": "object", "additionalProperties": cell},
     }
-    return {
-        "type": "object",
-        "required": ["Inputs"],
-        "properties": {
-            "Inputs": {
-                "type": "object",
-                "required": ["input1"],
-                "additionalProperties": False,
-                "properties": {"input1": {"oneOf": [table, records]}},
-            },
-            "GlobalParameters": {"type": "object"},
-        },
-    }
+    return _request_response_body({"oneOf": [table, records]})
 
 
 CLASSIC_ERROR_SCHEMA = {
