@@ -10,6 +10,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kstudio_core.evaluation import EvaluationRef
+
 RESULT_SUFFIX: Final = ".result.json"
 SHA256_HEX: Final = r"^[0-9a-f]{64}$"
 
@@ -35,3 +37,5 @@ class RunResult(BaseModel):
     artifact: ResultArtifact
     metrics: dict[str, float] = Field(default_factory=dict)
     task: str | None = None
+    # The run's evaluation report (kstudio_core.evaluation); absent when the trainer wrote none.
+    evaluation: EvaluationRef | None = None
