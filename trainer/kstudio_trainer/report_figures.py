@@ -34,7 +34,10 @@ from sklearn.metrics import (
 from kstudio_core.evaluation import EvaluationReport
 
 SIZE = (6.0, 4.5)  # inches; at 100 dpi the SVG's nominal size is 600x450
-_SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "kstudio"}  # text as text: small, searchable
+# Text as text (small, searchable); a fixed salt for the ids, so the same report gives the same bytes.
+_SVG_STYLE: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "kstudio"}
+# The tab10 palette, so overlaid curves of two models stay apart.
+_COLORS = [f"C{i}" for i in range(10)]
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,7 @@ def _curves(named: Sequence[tuple[str, EvaluationReport]], field: str) -> list[t
 
 
 def _styles(n: int) -> list[dict[str, Any]]:
-    colors = matplotlib.colormaps["tab10"].colors
-    return [{"color": colors[i % len(colors)], "linewidth": 1.5} for i in range(n)]
+    return [{"color": _COLORS[i % len(_COLORS)], "linewidth": 1.5} for i in range(n)]
 
 
 def _roc(named: Sequence[tuple[str, EvaluationReport]]) -> RenderedFigure | None:

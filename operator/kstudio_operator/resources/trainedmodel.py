@@ -28,6 +28,14 @@ class Artifact(KModel):
     sha256: Sha256 = Field(description="sha256 of the whole file, 64 lowercase hex digits.")
 
 
+class EvaluationReportRef(KModel):
+    """The run's evaluation report (evaluation.json with its figures): readers check the sha256 of its bytes
+    before they show anything (kstudio_core.evaluation)."""
+
+    uri: S3Uri = Field(description="s3://bucket/key of evaluation.json, next to the artifact.")
+    sha256: Sha256 = Field(description="sha256 of evaluation.json, 64 lowercase hex digits.")
+
+
 class Source(KModel):
     experiment: ObjectName
     run: int = Field(ge=1)
@@ -39,6 +47,9 @@ class TrainedModelSpec(KModel):
 
     artifact: Artifact
     source: Source | None = Field(default=None, description="The run that produced it; absent for imports.")
+    evaluation: EvaluationReportRef | None = Field(
+        default=None, description="The run's evaluation report; absent when there is none (imports)."
+    )
     description: str | None = Field(default=None, max_length=1024)
     artifact_deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain", description="What happens to the .ilearner file when this object is deleted."
@@ -71,6 +82,9 @@ class TrainedModelStatus(StatusModel):
     headline_metric: str | None = Field(default=None, max_length=64, description="e.g. accuracy=0.9765")
     frameworks: dict[str, str] = Field(default_factory=dict, json_schema_extra={"maxProperties": 16})
     size_bytes: int | None = Field(default=None, ge=0)
+    evaluation: EvaluationReportRef | None = Field(
+        default=None, description="The evaluation report of the verified model (spec.evaluation)"
+    )
     created_at: datetime | None = None
     verified_at: datetime | None = None
     used_by: list[str] = Field(
