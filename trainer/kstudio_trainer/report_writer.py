@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 from kstudio_core import evaluation as ev
@@ -17,14 +18,16 @@ log = logging.getLogger("kstudio.train")
 def with_figures(report: ev.EvaluationReport) -> tuple[ev.EvaluationReport, dict[str, bytes]]:
     """The report naming its figures, and the figures' bytes by file name. Drawing is best effort: a
     figure that cannot be drawn leaves a note, never a failed run (the numbers are all in the report)."""
-    from kstudio_trainer.report_figures import render_report  # matplotlib only when a report is written
-
+    started = time.monotonic()
     try:
+        from kstudio_trainer.report_figures import render_report  # matplotlib only when a report is written
+
         rendered = render_report(report)
     except Exception as exc:
         log.exception("evaluation figures not drawn")
         notes = [*report.notes, f"figures could not be drawn: {type(exc).__name__}: {exc}"]
         return report.model_copy(update={"notes": notes, "figures": []}), {}
+    log.info("evaluation figures drawn in %.2fs", time.monotonic() - started)
     files = {f"{fig.name}.svg": fig.svg for fig in rendered}
     figures = [
         ev.Figure(
