@@ -168,9 +168,9 @@ def metric_rows(a: ModelEvaluation, b: ModelEvaluation) -> list[tuple[str, str, 
     rows = []
     for name in dict.fromkeys([*a.metrics, *b.metrics]):
         va, vb = a.metrics.get(name), b.metrics.get(name)
-        rows.append((name, _fmt(va), _fmt(vb), _delta(name, va, vb)))
+        rows.append((name, _fmt(name, va), _fmt(name, vb), _delta(name, va, vb)))
     for name, va, vb in _report_numbers(a.report, b.report):
-        rows.append((name, _fmt(va), _fmt(vb), _delta(name, va, vb)))
+        rows.append((name, _fmt(name, va), _fmt(name, vb), _delta(name, va, vb)))
     return rows
 
 
@@ -200,10 +200,10 @@ def _report_numbers(
     return [(name, na.get(name), nb.get(name)) for name in dict.fromkeys([*na, *nb])]
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(name: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{int(value)}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return f"{int(value)}" if name.endswith(" rows") else f"{value:.4f}"
 
 
 def _delta(name: str, a: float | None, b: float | None) -> str:

@@ -144,13 +144,13 @@ def evaluation(name: str, metrics: dict[str, float], auc: float | None) -> cli_r
 
 
 def test_comparison_text_puts_metrics_side_by_side_with_deltas() -> None:
-    a = evaluation("penguins-1", {"accuracy": 0.9, "log_loss": 0.3}, 0.91)
+    a = evaluation("penguins-1", {"accuracy": 1.0, "log_loss": 0.3}, 0.91)
     b = evaluation("penguins-2", {"accuracy": 0.95, "log_loss": 0.2}, 0.97)
     text = cli_report.comparison_text(a, b, ["WebService x gate: would promote ..."])
     lines = text.splitlines()
     assert lines[0].split() == ["metric", "A", "penguins-1", "B", "penguins-2", "B", "-", "A"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
-    assert rows["accuracy"] == ["0.9000", "0.9500", "+0.0500", "(B", "better)"]
+    assert rows["accuracy"] == ["1.0000", "0.9500", "-0.0500", "(A", "better)"]
     assert rows["log_loss"] == ["0.3000", "0.2000", "-0.1000", "(B", "better)"]  # lower is better
     assert " ".join(rows["auc"]) == "a<b> 0.9100 0.9700 +0.0600 (B better)"
     assert lines[-1] == "WebService x gate: would promote ..."
