@@ -107,7 +107,8 @@ def test_penguins_report_has_one_vs_rest_curves_per_class(penguins: TrainingOutc
     assert sum(c.count for c in report.class_balance.test) == report.rows.test
     assert report.importance is not None and report.importance.scoring == "accuracy"
     assert {c.column for c in report.importance.columns} == set(PENGUIN_FEATURES)
-    assert report.importance.rows == report.rows.test and report.sweep is None and report.notes == []
+    assert report.importance.rows == report.rows.test and report.importance.repeats == 2
+    assert report.sweep is None and report.notes == []
 
 
 def test_breast_cancer_report_has_the_threshold_table(breast_cancer: TrainingOutcome) -> None:
@@ -133,6 +134,7 @@ def test_breast_cancer_report_has_the_threshold_table(breast_cancer: TrainingOut
     assert half.f1 == pytest.approx(f1_positive, abs=1e-3)
     assert report.importance is not None and report.importance.scoring == "f1_macro"
     assert len(report.importance.columns) == 30
+    assert report.importance.repeats == 1  # 30 columns: one shuffle each keeps the cost bounded
 
 
 def test_diabetes_report_has_residuals_quantiles_and_a_sample(diabetes: TrainingOutcome) -> None:

@@ -30,7 +30,11 @@ from kstudio_trainer.spec import ExperimentSnapshot
 log = logging.getLogger("kstudio.train")
 
 IMPORTANCE_ROWS = 1000
-IMPORTANCE_REPEATS = 3  # 5 cost penguins a second (30 predictions); 3 keep the order of the columns
+# Permutation importance costs one prediction on the test sample per column and repeat: at most
+# IMPORTANCE_REPEATS repeats, fewer for wide tables so that about IMPORTANCE_PREDICTIONS predictions are
+# made (never fewer than one per column). Penguins (6 columns): 2 repeats; 5 repeats cost it a second.
+IMPORTANCE_REPEATS = 3
+IMPORTANCE_PREDICTIONS = 12
 CALIBRATION_BINS = 10
 RESIDUAL_BINS = 30
 ERROR_QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
@@ -249,6 +253,7 @@ def importance_section(
     if len(x) > IMPORTANCE_ROWS:
         sample = x.sample(n=IMPORTANCE_ROWS, random_state=spec.evaluation.seed)
         x, y = sample, y.loc[sample.index]
+    repeats = max(1, min(IMPORTANCE_REPEATS, IMPORTANCE_PREDICTIONS // max(1, len(x.columns))))
     for scoring in _importance_scorings(spec, y):
         try:
             result = permutation_importance(
@@ -256,7 +261,7 @@ def importance_section(
                 x,
                 y,
                 scoring=scoring,
-                n_repeats=IMPORTANCE_REPEATS,
+                n_repeats=repeats,
                 random_state=spec.evaluation.seed,
                 n_jobs=1,
             )
@@ -282,7 +287,7 @@ def importance_section(
             )
         return ev.PermutationImportance(
             scoring=scoring,
-            repeats=IMPORTANCE_REPEATS,
+            repeats=repeats,
             rows=len(x),
             columns=columns[: ev.MAX_IMPORTANCE_COLUMNS],
         )
