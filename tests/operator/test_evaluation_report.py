@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import KSTUDIO, Kubectl, OperatorProcess, experiment_manifest, operator_env, wait_until
+from operator_support import (
+    KSTUDIO,
+    Kubectl,
+    OperatorProcess,
+    experiment_manifest,
+    operator_env,
+    trained_model_manifest,
+    wait_until,
+)
 
 from kstudio_core.evaluation import report_uri
 
@@ -38,14 +46,7 @@ def hand_made(name: str, model: dict[str, Any], evaluation: dict[str, str] | Non
     spec: dict[str, Any] = {"artifact": model["spec"]["artifact"]}
     if evaluation is not None:
         spec["evaluation"] = evaluation
-    return json.dumps(
-        {
-            "apiVersion": "kstudio.io/v1alpha1",
-            "kind": "TrainedModel",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
+    return trained_model_manifest(name, spec)
 
 
 def test_run_names_its_report_and_kstudio_report_and_compare_read_it(
