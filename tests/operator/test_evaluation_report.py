@@ -60,7 +60,7 @@ def test_run_names_its_report_and_kstudio_report_and_compare_read_it(
     assert named["uri"] == report_uri(artifact) == f"{artifact}.evaluation/evaluation.json"
     assert hashlib.sha256(example_data.get_bytes(named["uri"])).hexdigest() == named["sha256"]
 
-    patch = {"spec": {"algorithm": {"name": "LogisticRegression", "params": {"C": 0.005, "max_iter": 500}}}}
+    patch = {"spec": {"algorithm": {"params": {"n_estimators": 3, "max_depth": 1}}}}  # a weaker run 2
     kube.run("patch", "experiment", "penguins", "--type=merge", "-p", json.dumps(patch))
     ready_model(kube, "penguins-2")
 
