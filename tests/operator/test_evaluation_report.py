@@ -122,3 +122,49 @@ def test_run_names_its_report_and_kstudio_report_and_compare_read_it(
     for failed in (none, refused, unknown):
         assert "Traceback" not in failed.stderr and failed.stdout == ""
     assert not (tmp_path / "x.html").exists() and not (tmp_path / "y.html").exists()
+
+
+def all_columns(name: str, **spec: Any) -> str:
+    """An Experiment training on every column but the label."""
+    manifest = json.loads(experiment_manifest(name, **spec))
+    del manifest["spec"]["features"]
+    return json.dumps(manifest)
+
+
+def test_binary_and_regression_runs_report_their_own_figures(
+    kube: Kubectl, operator: OperatorProcess, example_data: Any, local_cluster: Any, tmp_path: Path
+) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    csv = load_breast_cancer(as_frame=True).frame.to_csv(index=False).encode()
+    example_data.put_bytes(csv, "s3://datasets/breast-cancer.csv")
+    binary = all_columns(
+        "breast-cancer",
+        dataset={"uri": "s3://datasets/breast-cancer.csv", "format": "csv"},
+        label="target",
+        algorithm={"name": "LogisticRegression", "params": {"max_iter": 2000}},
+        evaluation={"testFraction": 0.2, "seed": 42, "metrics": ["f1_macro", "roc_auc"]},
+    )
+    regression = all_columns(
+        "diabetes",
+        dataset={"uri": "s3://datasets/diabetes.csv", "format": "csv"},
+        label="target",
+        task="regression",
+        algorithm={"name": "Ridge", "params": {"alpha": 1.0}},
+        evaluation={"testFraction": 0.2, "seed": 42, "metrics": ["rmse", "r2"]},
+    )
+    assert kube.apply(binary).returncode == 0 and kube.apply(regression).returncode == 0
+    out = Path(KEEP) if KEEP else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    for model, figures in (("breast-cancer-1", 4), ("diabetes-1", 2)):
+        ready_model(kube, model)
+        page = str(out / f"{model}.html")
+        shown = kstudio(local_cluster, "report", model, "-n", kube.namespace, "-o", page)
+        assert shown.returncode == 0, (
+            shown.stderr + kube.run("logs", "-l", f"kstudio.io/experiment={model[:-2]}").stdout
+        )
+        assert shown.stdout.strip().endswith(f"({figures} figures)")
+    page = (out / "breast-cancer-1.html").read_text()
+    assert "Thresholds (positive class 1)" in page and page.count("<tr>") > 101
+    page = (out / "diabetes-1.html").read_text()
+    assert "Residual distribution" in page and "Predicted vs actual (test sample)" in page
