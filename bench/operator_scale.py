@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scale_kit import GROUP, KSTUDIO, REPO, WRITES, Cluster, Operator
+from scale_kit import GROUP, KSTUDIO_DEV, REPO, WRITES, Cluster, Operator
 
 # The operator's logs stay after the run (the reconcile errors a row counts are explained there).
 LOGS = Path(tempfile.gettempdir()) / "kstudio-scale-logs"
@@ -248,7 +248,7 @@ def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
     ns = "kstudio-scale-exp"
     cluster.fresh_namespace(ns)
     subprocess.run(
-        [str(KSTUDIO), "upload-examples"],
+        [str(KSTUDIO_DEV), "upload-examples"],
         env=cluster.env | cluster.storage_env(),
         check=True,
         capture_output=True,

@@ -23,6 +23,7 @@ from kstudio_localcluster.layout import ClusterLayout
 
 REPO = Path(__file__).resolve().parents[1]
 KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
+KSTUDIO_DEV = REPO / ".venv" / "bin" / "kstudio-dev"  # dev tools: the example datasets
 GROUP = "kstudio.io"
 WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE")
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")

@@ -59,7 +59,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def train_penguins(work: Path) -> tuple[Path, str]:
-    from kstudio_trainer import examples
+    from kstudio_devtools import examples
 
     csv = work / "penguins.csv"
     examples.penguins_frame().to_csv(csv, index=False)

@@ -31,6 +31,7 @@ from kstudio_localcluster.layout import ClusterLayout
 
 REPO = Path(__file__).resolve().parents[1]
 KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
+KSTUDIO_DEV = REPO / ".venv" / "bin" / "kstudio-dev"  # dev tools: the example datasets
 NAMESPACE = "kstudio-demo"
 
 
@@ -245,7 +246,7 @@ def main() -> int:
         return proc.stdout
 
     step("upload the example datasets")
-    subprocess.run([str(KSTUDIO), "upload-examples"], env={**env, **storage_env}, check=True)
+    subprocess.run([str(KSTUDIO_DEV), "upload-examples"], env={**env, **storage_env}, check=True)
 
     step("install the CRDs")
     print(kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds")), end="")
@@ -278,7 +279,13 @@ def main() -> int:
 
     step("start the operator")
     log_path = layout.root / "demo-operator.log"
-    operator_env = {**env, **storage_env, "KSTUDIO_S3_POD_ENDPOINT": minio["podEndpoint"]}
+    # The local cluster runs this checkout for any `kstudio` image; name the development one explicitly.
+    operator_env = {
+        **env,
+        **storage_env,
+        "KSTUDIO_S3_POD_ENDPOINT": minio["podEndpoint"],
+        "KSTUDIO_IMAGE": "kstudio:dev",
+    }
     with log_path.open("ab") as log:
         operator = subprocess.Popen(
             [str(KSTUDIO), "operator", "--namespace", NAMESPACE], env=operator_env, stdout=log, stderr=log

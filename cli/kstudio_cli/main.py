@@ -21,7 +21,6 @@ def register(name: str, target: str, help_text: str) -> None:
 
 
 register("train", "kstudio_trainer.cli:main", "run one training run of an experiment snapshot")
-register("upload-examples", "kstudio_trainer.examples:main", "upload the example datasets to object storage")
 register("serve", "kstudio_scorer.cli:main", "serve a trained model (.ilearner) over HTTP")
 register("operator", "kstudio_operator.cli:main", "run the kopf operator")
 register("report", "kstudio_cli.report:report_main", "write a TrainedModel's evaluation report as HTML")

@@ -12,8 +12,8 @@ by side with the deltas (B - A) and, when both come from the Experiment a WebSer
 service's promotion gate's verdict (the operator's own `gate`), and writes an HTML file with the curves
 of both overlaid (drawn from the two reports by scikit-learn's display API, kstudio_trainer.report_figures).
 
-Exit codes: 0 written; 1 nothing to show (unknown model, no report, sha256 mismatch, unreadable report);
-75 the cluster or the storage could not be reached (retry).
+Exit codes (kstudio_core.exitcodes): 0 written; 2 nothing to show (unknown model, no report, sha256
+mismatch, unreadable report); 75 the cluster or the storage could not be reached (retry).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from kstudio_core.evaluation import (
     read_figure,
     read_report,
 )
-from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_OK
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_OK
 from kstudio_core.storage import (
     BucketNotFoundError,
     ObjectNotFoundError,
@@ -43,17 +43,15 @@ from kstudio_core.storage import (
     StorageSettings,
 )
 from kstudio_core.vocabulary import LOWER_IS_BETTER
+from kstudio_operator.constants import GROUP_VERSION, TRAINED_MODELS, WEB_SERVICES
 from kstudio_operator.decisions.webservice import gate
-
-EXIT_NOTHING_TO_SHOW = 1
-GROUP_VERSION = "kstudio.io/v1alpha1"
 
 # Draws figures from reports; the trainer's renderer by default (matplotlib is imported only when used).
 Renderer = Callable[[Sequence[tuple[str, EvaluationReport]]], list[Any]]
 
 
 class NothingToShow(Exception):
-    """The user asked for something that cannot be shown; the message says why (exit 1, no traceback)."""
+    """The user asked for something that cannot be shown; the message says why (exit 2, no traceback)."""
 
 
 class Unreachable(Exception):
@@ -295,7 +293,7 @@ def _run(args: argparse.Namespace, names: list[str], act: Action, *, with_servic
         act(models, services, _store())
     except NothingToShow as exc:
         print(f"kstudio: {exc}", file=sys.stderr)
-        return EXIT_NOTHING_TO_SHOW
+        return EXIT_INPUT_ERROR
     except Unreachable as exc:
         print(f"kstudio: {exc}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE_ERROR
@@ -328,13 +326,13 @@ async def _read_cluster(
     try:
         models = []
         for name in names:
-            found = await kube.get(GROUP_VERSION, "trainedmodels", ns, name)
+            found = await kube.get(GROUP_VERSION, TRAINED_MODELS, ns, name)
             if found is None:
                 raise NothingToShow(f"TrainedModel {name} not found in namespace {ns}")
             models.append(found)
         services: list[dict[str, Any]] = []
         if with_services:
-            listed = await kube.request("GET", resource_path(GROUP_VERSION, "webservices", ns))
+            listed = await kube.request("GET", resource_path(GROUP_VERSION, WEB_SERVICES, ns))
             services = list(listed.get("items") or [])
     except ApiError as exc:
         raise Unreachable(f"cannot read from the cluster: {exc}") from exc

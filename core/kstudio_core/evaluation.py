@@ -26,13 +26,12 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from kstudio_core.ilearner import ClassLabel, Task
+from kstudio_core.ilearner import SHA256_HEX, ClassLabel, Task
 
 FORMAT_NAME: Final = "kstudio.evaluation"
 FORMAT_VERSION: Final = 1
 REPORT_FOLDER_SUFFIX: Final = ".evaluation/"
 REPORT_FILE: Final = "evaluation.json"
-SHA256_HEX: Final = r"^[0-9a-f]{64}$"
 
 # Bounds: a report of a 10-row or a 10-million-row dataset has the same shape and at most this size.
 MAX_REPORT_BYTES: Final = 1_000_000

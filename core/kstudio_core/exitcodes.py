@@ -1,4 +1,5 @@
-"""Exit codes of `kstudio train` and `kstudio serve`: the contract between the pods and the operator."""
+"""How `kstudio train` and `kstudio serve` tell the operator why they stopped: the exit code, and a short
+message in the container's termination log (Kubernetes shows it in the pod's status)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,6 @@ EXIT_INPUT_ERROR: Final = 2
 EXIT_INFRASTRUCTURE_ERROR: Final = 75
 # 128 + SIGKILL: what a container killed by the kernel's OOM killer (or any SIGKILL) exits with.
 EXIT_KILLED: Final = 137
+
+# The container's terminationMessagePath (the Kubernetes default); a process writes it only if it exists.
+TERMINATION_LOG: Final = "/dev/termination-log"

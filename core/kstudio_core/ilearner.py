@@ -8,9 +8,9 @@ An `.ilearner` is a zip holding exactly two members:
 
 Readers always get an expected sha256 (from the TrainedModel) and check the *whole file* against it
 before anything inside is parsed. This module has no scikit-learn or skops in it: the trainer serializes
-the pipeline (`kstudio_trainer.artifact_writer`), the scorer loads it (`kstudio_scorer.artifact`), both with
-TRUSTED_TYPES below, and the operator reads only the manifest (`read_manifest`, streaming: memory stays
-flat in the artifact's size).
+the pipeline (`kstudio_trainer.artifact_writer`), the scorer loads it (`kstudio_scorer.model.artifact`),
+both with TRUSTED_TYPES below, and the operator reads only the manifest (`read_manifest`, streaming:
+memory stays flat in the artifact's size).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_MODEL_BYTES = 2 * 1024 * 1024 * 1024
 
 _CHUNK = 1024 * 1024
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A sha256 as every kstudio document spells it (TrainedModel, run result, scorer settings): 64 lower hex.
+SHA256_HEX: Final = r"^[0-9a-f]{64}$"
+_SHA256_RE = re.compile(SHA256_HEX)
 
 # Types trusted beyond skops' defaults (skops already trusts builtins, numpy arrays/scalars, scipy sparse
 # matrices and every public sklearn estimator). Checked with scikit-learn 1.9.1 + skops 0.16.0 on every
@@ -82,6 +84,7 @@ class InvalidArtifactError(ArtifactError):
     """The file is not a well-formed .ilearner (not a zip, missing members, bad or unknown manifest)."""
 
 
+# The column types of an input schema (manifest, run result, TrainedModel status, the scorer's coercion).
 ColumnType = Literal["number", "integer", "string", "boolean"]
 Task = Literal["classification", "regression"]
 ClassLabel = bool | int | float | str

@@ -1,4 +1,5 @@
-"""Label and annotation keys that more than one component writes or reads."""
+"""Label and annotation keys: the API group's names on objects, shared by the operator, the pods it
+builds and the people (or tools) who set an annotation to ask for something."""
 
 from __future__ import annotations
 
@@ -17,3 +18,27 @@ LABEL_EXPERIMENT: Final = f"{API_GROUP}/experiment"
 LABEL_RUN: Final = f"{API_GROUP}/run"
 LABEL_WEB_SERVICE: Final = f"{API_GROUP}/webservice"
 LABEL_ENDPOINT: Final = f"{API_GROUP}/endpoint"
+
+# Requests a person sets on an object:
+# the "Run" button: set or change it on an Experiment to start a run;
+ANNOTATION_RUN: Final = f"{API_GROUP}/run"
+# `<token>` on an Endpoint: serve the model served before the last rollout, until the spec changes;
+ANNOTATION_ROLLBACK: Final = f"{API_GROUP}/rollback"
+# `primaryKey/<token>` or `secondaryKey/<token>` on an Endpoint: regenerate that key once per token.
+ANNOTATION_ROTATE_KEY: Final = f"{API_GROUP}/rotate-key"
+
+# Written by the operator on a training Job, so that a restarted operator rebuilds the run history from
+# the Jobs: the Experiment generation, the run's token, schedule slot, trigger and artifact URI.
+ANNOTATION_GENERATION: Final = f"{API_GROUP}/generation"
+ANNOTATION_TOKEN: Final = f"{API_GROUP}/run-token"
+ANNOTATION_SCHEDULED_AT: Final = f"{API_GROUP}/scheduled-at"
+ANNOTATION_TRIGGER: Final = f"{API_GROUP}/trigger"
+ANNOTATION_OUTPUT: Final = f"{API_GROUP}/output"
+
+# Written by the operator on a scorer pod template: the model its pods serve (name and sha256), read back
+# from the pods to report what is really served; and on the Deployment the hash of the spec it applied.
+ANNOTATION_MODEL: Final = f"{API_GROUP}/model"
+ANNOTATION_MODEL_SHA256: Final = f"{API_GROUP}/model-sha256"
+ANNOTATION_SPEC_HASH: Final = f"{API_GROUP}/spec-hash"
+
+FINALIZER: Final = f"{API_GROUP}/finalizer"

@@ -13,19 +13,23 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from pydantic import BaseModel, ConfigDict, Field
 
+from kstudio_core.environment import StorageEnv, env_name
+
 _CHUNK = 1024 * 1024
-ENV_PREFIX = "KSTUDIO_S3_"
+# Keys as variables serve processes outside a pod (tests, a workstation); pods read the mounted Secret.
+ACCESS_KEY_VARIABLE: Final = env_name("s3_access_key")
+SECRET_KEY_VARIABLE: Final = env_name("s3_secret_key")
 
 
 class StorageError(Exception):
@@ -87,10 +91,6 @@ def check_bucket_name(bucket: str) -> None:
         )
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 class StorageSettings(BaseModel):
     """Where the object store is and how to authenticate.
 
@@ -110,52 +110,48 @@ class StorageSettings(BaseModel):
     backoff: float = 0.3
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> StorageSettings:
-        """Read KSTUDIO_S3_ENDPOINT, _SECURE, _REGION and the keys.
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
+        """Read the storage part of the pod environment (`kstudio_core.environment.StorageEnv`:
+        KSTUDIO_S3_ENDPOINT, _SECURE, _CREDENTIALS_DIR, _REGION) and the keys.
 
-        Keys come from KSTUDIO_S3_ACCESS_KEY / KSTUDIO_S3_SECRET_KEY or, preferred in pods, from
-        KSTUDIO_S3_CREDENTIALS_DIR holding files `accessKey` and `secretKey` (a mounted Secret).
-        Raises StorageError naming the missing setting (never its value).
+        Keys come from the files `accessKey` and `secretKey` in KSTUDIO_S3_CREDENTIALS_DIR (a mounted
+        Secret: what pods use) or, outside a pod, from KSTUDIO_S3_ACCESS_KEY / KSTUDIO_S3_SECRET_KEY.
+        Raises StorageError naming the missing or wrong setting (never a key).
         """
-        env = dict(os.environ if environ is None else environ)
-        endpoint = env.get(ENV_PREFIX + "ENDPOINT", "").strip()
-        if not endpoint:
-            raise StorageError(f"{ENV_PREFIX}ENDPOINT is not set")
-        for scheme, secure_default in (("https://", True), ("http://", False)):
-            if endpoint.startswith(scheme):
-                endpoint = endpoint[len(scheme) :]
-                env.setdefault(ENV_PREFIX + "SECURE", str(secure_default))
-        endpoint = endpoint.rstrip("/")
-        creds_dir = env.get(ENV_PREFIX + "CREDENTIALS_DIR", "").strip()
-        if creds_dir:
-            access_key = _read_secret_file(Path(creds_dir) / "accessKey")
-            secret_key = _read_secret_file(Path(creds_dir) / "secretKey")
+        env = os.environ if environ is None else environ
+        try:
+            where = StorageEnv.read(env)
+        except ValueError as exc:
+            raise StorageError(str(exc)) from None
+        if where.s3_credentials_dir:
+            access_key = _read_secret_file(Path(where.s3_credentials_dir) / "accessKey")
+            secret_key = _read_secret_file(Path(where.s3_credentials_dir) / "secretKey")
         else:
-            access_key = env.get(ENV_PREFIX + "ACCESS_KEY", "")
-            secret_key = env.get(ENV_PREFIX + "SECRET_KEY", "")
-            missing = [n for n, v in (("ACCESS_KEY", access_key), ("SECRET_KEY", secret_key)) if not v]
+            access_key = env.get(ACCESS_KEY_VARIABLE, "")
+            secret_key = env.get(SECRET_KEY_VARIABLE, "")
+            missing = [
+                n for n, v in ((ACCESS_KEY_VARIABLE, access_key), (SECRET_KEY_VARIABLE, secret_key)) if not v
+            ]
             if missing:
-                names = " and ".join(ENV_PREFIX + m for m in missing)
-                raise StorageError(f"{names} not set (or set {ENV_PREFIX}CREDENTIALS_DIR)")
+                directory = env_name("s3_credentials_dir")
+                raise StorageError(f"{' and '.join(missing)} not set (or set {directory})")
         extra: dict[str, Any] = {}
-        if ENV_PREFIX + "REGION" in env:
-            extra["region"] = env[ENV_PREFIX + "REGION"]
+        if where.s3_region is not None:
+            extra["region"] = where.s3_region
         return cls(
-            endpoint=endpoint,
+            endpoint=where.s3_endpoint,
             access_key=access_key,
             secret_key=secret_key,
-            secure=_truthy(env.get(ENV_PREFIX + "SECURE", "false")),
+            secure=where.s3_secure,
             **extra,
         )
 
     def to_env(self) -> dict[str, str]:
         """The environment `from_env` reads, keys included (for child processes; never log it)."""
-        return {
-            ENV_PREFIX + "ENDPOINT": self.endpoint,
-            ENV_PREFIX + "ACCESS_KEY": self.access_key,
-            ENV_PREFIX + "SECRET_KEY": self.secret_key,
-            ENV_PREFIX + "SECURE": "true" if self.secure else "false",
-            ENV_PREFIX + "REGION": self.region,
+        where = StorageEnv(s3_endpoint=self.endpoint, s3_secure=self.secure, s3_region=self.region)
+        return {entry["name"]: entry["value"] for entry in where.container_env()} | {
+            ACCESS_KEY_VARIABLE: self.access_key,
+            SECRET_KEY_VARIABLE: self.secret_key,
         }
 
 

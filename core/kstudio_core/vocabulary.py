@@ -1,7 +1,7 @@
 """What a training spec may name: algorithms (with each parameter's accepted values) and metrics.
 
 Plain data, so the operator checks a spec without importing scikit-learn: `algorithms.json` beside this
-module is generated from scikit-learn's own parameter constraints by `kstudio_trainer.vocabulary_gen`, and
+module is generated from scikit-learn's own parameter constraints by `kstudio-dev vocabulary`, and
 a unit test fails when it drifts from the installed scikit-learn. The trainer builds exactly these
 estimators, so a spec can never make it import or construct anything else.
 """

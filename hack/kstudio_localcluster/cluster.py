@@ -211,6 +211,25 @@ def _minio_info(layout: ClusterLayout) -> MinioInfo | None:
         return None
 
 
+# How long `ensure_up` waits for other sessions to stop using a cluster it would have to replace.
+CLUSTER_WAIT_SECONDS = float(os.environ.get("KSTUDIO_CLUSTER_WAIT_SECONDS", "5400"))
+
+
+def _busy_with_another_setup(layout: ClusterLayout, repo: Path, bin_dir: Path, want_agent: bool) -> str:
+    """Why the running cluster cannot serve this checkout while live sessions still use it, else ''.
+
+    Only a healthy cluster started for another checkout, other binaries or another agent setting counts:
+    a dead one has nothing left to protect."""
+    state = sessions.read_json(layout.state_json) or {}
+    if not state or not sessions.other_users(layout):
+        return ""
+    reason = _control_plane_healthy(layout, state, repo, bin_dir)
+    if not reason and bool(state.get("agent")) != want_agent:
+        reason = "it was started with a different node agent setting"
+    foreign = reason.startswith(("it runs pods from", "it was started"))
+    return f"{reason}; {len(sessions.other_users(layout))} session(s) use it" if foreign else ""
+
+
 def _control_plane_healthy(layout: ClusterLayout, state: dict[str, Any], repo: Path, bin_dir: Path) -> str:
     """'' if the running cluster can be reused as is, else the reason it cannot."""
     if state.get("repo") != str(repo):
@@ -483,6 +502,21 @@ def ensure_up(
         bin_dir = None  # the same directory, once kwok is built and linked into it
     bin_dir = bin_dir or resolve_bin_dir(repo, log, ("kwok",) if fake_nodes else ())
     want_agent = agent_available(repo) and agent is not False
+    waited_since: float | None = None
+    while True:
+        with sessions.cluster_lock(layout):
+            busy = _busy_with_another_setup(sessions.effective(layout), repo, bin_dir, want_agent)
+            if not busy:
+                break
+        # Another checkout's (or another setting's) test sessions are using it: replacing it now would
+        # kill their pods mid-test, so wait for them to finish, as one machine has one cluster.
+        now = time.monotonic()
+        if waited_since is None:
+            waited_since = now
+            log(f"waiting for the running cluster to be free: {busy}")
+        if now - waited_since > CLUSTER_WAIT_SECONDS:
+            raise ClusterError(f"gave up after {CLUSTER_WAIT_SECONDS:.0f}s waiting: {busy}")
+        time.sleep(5)
     with sessions.cluster_lock(layout):
         layout = sessions.effective(layout)
         state = sessions.read_json(layout.state_json) or {}

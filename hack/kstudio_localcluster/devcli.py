@@ -3,6 +3,8 @@
 kstudio-dev cluster up|down|status     the local control plane, MinIO and the node agent
 kstudio-dev node-agent --config FILE   the kubelet stand-in (started by `cluster up`)
 kstudio-dev image-venv                 build the product wheel into a clean venv, as the Dockerfile does
+kstudio-dev upload-examples            the example datasets into object storage (demo, tests, bench)
+kstudio-dev vocabulary [--check]       regenerate core's algorithms.json from scikit-learn
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("kstudio_localcluster.cli:main", "start/stop/inspect the local cluster"),
     "node-agent": ("kstudio_localcluster.nodeagent.cli:main", "run the local node agent (root)"),
     "image-venv": ("kstudio_localcluster.imagevenv:main", "the product wheel in a clean venv (the image)"),
+    "upload-examples": ("kstudio_devtools.examples:main", "upload the example datasets to object storage"),
+    "vocabulary": ("kstudio_devtools.vocabulary_gen:main", "core's algorithms.json from scikit-learn"),
 }
 
 

@@ -2,24 +2,15 @@
 
 Environment: KUBECONFIG or in-cluster credentials; KSTUDIO_S3_ENDPOINT and keys (or
 KSTUDIO_S3_CREDENTIALS_DIR) for verifying artifacts; KSTUDIO_S3_POD_ENDPOINT for what pods use;
-KSTUDIO_IMAGE for the training image; KSTUDIO_RESYNC_SECONDS (the safety-net resync, default 300).
+KSTUDIO_IMAGE for the training and scorer pods (default `kstudio:<this version>`); KSTUDIO_RESYNC_SECONDS
+(the safety-net resync, default 300).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-
-
-class _QuietTimers(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno == logging.INFO
-            and str(record.msg).startswith("Timer ")
-            and "succeeded" in str(record.msg)
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,9 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kopf
 
     kopf.configure(verbose=args.verbose)
-    if not args.verbose:
-        # The reconcile timers tick every few seconds per object; their success is not news.
-        logging.getLogger("kopf.objects").addFilter(_QuietTimers())
     import kstudio_operator.main  # noqa: F401  (registers the handlers)
 
     kopf.run(

@@ -4,35 +4,24 @@ from __future__ import annotations
 
 from typing import Final
 
-from kstudio_core import exitcodes
-
-API_GROUP: Final = "kstudio.io"
-API_VERSION: Final = "v1alpha1"
-GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
-CATEGORY: Final = "kstudio"
-
-# Plurals, as used in API paths and by kopf.
-EXPERIMENTS: Final = "experiments"
-TRAINED_MODELS: Final = "trainedmodels"
-WEB_SERVICES: Final = "webservices"
-ENDPOINTS: Final = "endpoints"
-
-__all__ = [
-    "APP_NAME",
-    "LABEL_COMPONENT",
-    "LABEL_ENDPOINT",
-    "LABEL_EXPERIMENT",
-    "LABEL_MANAGED_BY",
-    "LABEL_NAME",
-    "LABEL_PART_OF",
-    "LABEL_RUN",
-    "LABEL_WEB_SERVICE",
-    "MANAGED_BY",
-]
-
-# Labels on every child object (app.kubernetes.io/* as recommended by Kubernetes): shared with the pods.
-from kstudio_core.labels import (  # noqa: E402
+# Shared with the pods, the trainer and the scorer, and the people who annotate: spelled once, in the core,
+# and re-exported (hence __all__) so that the operator looks every name up in this one module.
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR, EXIT_KILLED, TERMINATION_LOG
+from kstudio_core.labels import (
+    ANNOTATION_GENERATION,
+    ANNOTATION_MODEL,
+    ANNOTATION_MODEL_SHA256,
+    ANNOTATION_OUTPUT,
+    ANNOTATION_ROLLBACK,
+    ANNOTATION_ROTATE_KEY,
+    ANNOTATION_RUN,
+    ANNOTATION_SCHEDULED_AT,
+    ANNOTATION_SPEC_HASH,
+    ANNOTATION_TOKEN,
+    ANNOTATION_TRIGGER,
+    API_GROUP,
     APP_NAME,
+    FINALIZER,
     LABEL_COMPONENT,
     LABEL_ENDPOINT,
     LABEL_EXPERIMENT,
@@ -44,27 +33,52 @@ from kstudio_core.labels import (  # noqa: E402
     MANAGED_BY,
 )
 
-# The "Run" button: set or change this annotation on an Experiment to start a run.
-ANNOTATION_RUN: Final = f"{API_GROUP}/run"
-# Recorded on each training Job so that a restarted operator can rebuild the run history from the Jobs.
-ANNOTATION_GENERATION: Final = f"{API_GROUP}/generation"
-ANNOTATION_TOKEN: Final = f"{API_GROUP}/run-token"
-ANNOTATION_SCHEDULED_AT: Final = f"{API_GROUP}/scheduled-at"
-ANNOTATION_TRIGGER: Final = f"{API_GROUP}/trigger"
-ANNOTATION_OUTPUT: Final = f"{API_GROUP}/output"
+__all__ = [
+    "ANNOTATION_GENERATION",
+    "ANNOTATION_MODEL",
+    "ANNOTATION_MODEL_SHA256",
+    "ANNOTATION_OUTPUT",
+    "ANNOTATION_ROLLBACK",
+    "ANNOTATION_ROTATE_KEY",
+    "ANNOTATION_RUN",
+    "ANNOTATION_SCHEDULED_AT",
+    "ANNOTATION_SPEC_HASH",
+    "ANNOTATION_TOKEN",
+    "ANNOTATION_TRIGGER",
+    "API_GROUP",
+    "APP_NAME",
+    "EXIT_INFRASTRUCTURE_ERROR",
+    "EXIT_INPUT_ERROR",
+    "EXIT_KILLED",
+    "FINALIZER",
+    "LABEL_COMPONENT",
+    "LABEL_ENDPOINT",
+    "LABEL_EXPERIMENT",
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "LABEL_PART_OF",
+    "LABEL_RUN",
+    "LABEL_WEB_SERVICE",
+    "MANAGED_BY",
+    "TERMINATION_LOG",
+]
 
-FINALIZER: Final = f"{API_GROUP}/finalizer"
+API_VERSION: Final = "v1alpha1"
+GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
+CATEGORY: Final = "kstudio"
+
+# Plurals, as used in API paths and by kopf.
+EXPERIMENTS: Final = "experiments"
+TRAINED_MODELS: Final = "trainedmodels"
+WEB_SERVICES: Final = "webservices"
+ENDPOINTS: Final = "endpoints"
+
+# Where kopf keeps its progress on our objects.
 PROGRESS_PREFIX: Final = f"operator.{API_GROUP}"
 
 TRAINER_CONTAINER: Final = "trainer"
 SNAPSHOT_KEY: Final = "snapshot.json"
 SNAPSHOT_MOUNT: Final = "/var/run/kstudio/snapshot"
 S3_CREDENTIALS_MOUNT: Final = "/var/run/secrets/kstudio/s3"
-TERMINATION_LOG: Final = "/dev/termination-log"
-
-# Exit codes of the pods (contract with `kstudio train` / `kstudio serve`).
-EXIT_SPEC_ERROR: Final = exitcodes.EXIT_INPUT_ERROR
-EXIT_INFRA_ERROR: Final = exitcodes.EXIT_INFRASTRUCTURE_ERROR
-EXIT_KILLED: Final = exitcodes.EXIT_KILLED
 
 RUNTIME_UID: Final = 65532

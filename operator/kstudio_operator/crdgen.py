@@ -140,8 +140,10 @@ def build_crd(kind: ResourceKind) -> dict[str, Any]:
         "type": "object",
         "description": kind.description,
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
+            "apiVersion": {"type": "string", "description": f"{API_GROUP}/{API_VERSION}"},
+            "kind": {"type": "string", "description": kind.kind},
+            # The API server refuses anything but a type here (only name/generateName may be
+            # constrained); kubectl explain documents ObjectMeta from its own schema.
             "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,

@@ -116,15 +116,16 @@ def experiments_latest(namespace: str | None, name: str | None, body: kopf.Body,
 def endpoint_deployments(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
-    """(namespace, endpoint) → its scorer Deployment: annotations, pod node selector, rollout status."""
+    """(namespace, endpoint) → its scorer Deployment: annotations, pod placement, rollout status."""
     endpoint = labels.get(c.LABEL_ENDPOINT)
     meta = body.get("metadata") or {}
     pod_spec = (((body.get("spec") or {}).get("template") or {}).get("spec")) or {}
     entry = {
         "name": meta.get("name"),
         "annotations": dict(meta.get("annotations") or {}),
-        # A merge patch merges maps: the keys a new spec drops must be sent as null (scorer.deployment_patch).
+        # The placement: what a new spec drops must be sent as null (decisions.endpoint.deployment_patch).
         "nodeSelector": dict(pod_spec.get("nodeSelector") or {}),
+        "tolerations": list(pod_spec.get("tolerations") or []),
         "status": _pick(
             body.get("status") or {}, "replicas", "readyReplicas", "updatedReplicas", "conditions"
         ),
@@ -160,8 +161,8 @@ def endpoint_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, *
     return {
         (namespace, endpoint): {
             "name": meta.get("name"),
-            "model": annotations.get(f"{c.API_GROUP}/model"),
-            "sha256": annotations.get(f"{c.API_GROUP}/model-sha256"),
+            "model": annotations.get(c.ANNOTATION_MODEL),
+            "sha256": annotations.get(c.ANNOTATION_MODEL_SHA256),
             "ready": ready,
             "deleting": bool(meta.get("deletionTimestamp")),
             "waiting": waiting,

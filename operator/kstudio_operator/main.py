@@ -1,11 +1,13 @@
-"""The operator: registers the kopf handlers (and nothing else; each delegates to handlers/<kind>.py).
+"""The operator's kopf registrations: startup, the indexes, the wake-ups that route watch events to the
+reconcile loops, and the loops themselves (handlers/, one module per kind; serving.py for WebService and
+Endpoint). Nothing here decides or builds anything.
 
 Run it with `kstudio operator` (see kstudio_operator.cli) or `kopf run -m kstudio_operator.main`.
 
-How it stays cheap (DESIGN.md §5): one watch per kind feeds the indexes (indexes.py); every kstudio
-object has a reconcile loop (a kopf daemon, runtime.reconcile_loop) that sleeps until an `on.event`
-handler below wakes it: its own changes, and those of the Jobs/pods it owns or the objects that reference
-it. Reconciles read the indexes, never LIST; an idle operator makes no API requests beyond the watches.
+How it stays cheap: one watch per kind feeds the indexes (indexes.py); every kstudio object has a
+reconcile loop (a kopf daemon, runtime.reconcile_loop) that sleeps until an `on.event` handler below wakes
+it: its own changes, and those of the Jobs/pods it owns or the objects that reference it. Reconciles read
+the indexes, never LIST; an idle operator makes no API requests beyond the watches.
 """
 
 from __future__ import annotations

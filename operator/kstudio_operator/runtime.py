@@ -22,11 +22,32 @@ from typing import Any
 import kopf
 
 from kstudio_operator import metrics
+from kstudio_operator.builders.patches import merge_patch
 from kstudio_operator.kube import Kube
 from kstudio_operator.settings import OperatorConfig
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass
+class Backoff:
+    """The operator's one retry policy: after failures in a row, wait `base`, 2 base, 4 base, ... seconds,
+    at most `cap`; a success starts over. A reconcile that raised waits by it (reconcile_loop), and so
+    does one that found a retryable condition (storage unreachable, an artifact not there yet)."""
+
+    base: float = 2.0
+    cap: float = 300.0
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Seconds to wait after one more failure."""
+        self.failures += 1
+        # The exponent stops growing long after the cap is reached (2**1024 overflows a float).
+        return float(min(self.cap, self.base * 2 ** min(self.failures - 1, 64)))
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 @dataclass
@@ -41,7 +62,8 @@ class Runtime:
     # The status each loop wrote last, with the resourceVersion the API server answered: a reconcile
     # woken before the watch delivered our own write reads this instead of the older body.
     written: dict[Key, tuple[int, dict[str, Any]]] = field(default_factory=dict)
-    failures: dict[Key, int] = field(default_factory=dict)
+    # The Backoff of each object whose handler found a retryable condition (see backoff()).
+    retries: dict[Key, Backoff] = field(default_factory=dict)
     # Models each WebService/Endpoint referenced at its last event: who to wake when that changes.
     references: dict[Key, set[str]] = field(default_factory=dict)
     verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
@@ -90,13 +112,11 @@ class Runtime:
         self.wake(key)
 
     def backoff(self, key: Key, base: float = 2.0, cap: float = 300.0) -> float:
-        """Seconds to wait after another failure of `key`: base, 2 base, 4 base, ... at most `cap`."""
-        n = self.failures.get(key, 0)
-        self.failures[key] = n + 1
-        return float(min(cap, base * 2**n))
+        """Seconds to wait after another failure of `key` (its Backoff, made with `base` and `cap`)."""
+        return self.retries.setdefault(key, Backoff(base, cap)).failed()
 
     def succeeded(self, key: Key) -> None:
-        self.failures.pop(key, None)
+        self.retries.pop(key, None)
 
     def current_status(self, key: Key, body: kopf.Body) -> dict[str, Any]:
         """The object's status as we last know it: the body's, unless our own later write is newer."""
@@ -126,24 +146,6 @@ class Runtime:
         return True
 
 
-def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (RFC 7386) that turns `current` into `desired`: {} when they are equal.
-
-    Nested objects are merged by the API server, so a key that `desired` drops must be sent as null at
-    every depth (a new rollout must not inherit the finishedAt of the previous one); lists are replaced.
-    """
-    patch: dict[str, Any] = {}
-    for key in set(current) | set(desired):
-        old, new = current.get(key), desired.get(key)
-        if old == new:
-            continue
-        if isinstance(old, dict) and isinstance(new, dict):
-            patch[key] = merge_patch(old, new)
-        else:
-            patch[key] = new
-    return patch
-
-
 def runtime(memo: kopf.Memo) -> Runtime:
     rt = memo.get("rt")
     if not isinstance(rt, Runtime):
@@ -164,10 +166,10 @@ async def reconcile_loop(
     """Run `once()` now, then whenever `key` is woken, at the delay it asks for, or at the resync.
 
     `once()` returns the seconds until it wants to run again (None: only on a change or the resync). An
-    exception is logged and retried with exponential backoff; it never ends the loop.
+    exception is logged and retried after a Backoff; it never ends the loop.
     """
     event = rt.wakeups.setdefault(key, asyncio.Event())
-    errors = 0
+    errors = Backoff()
     kind = key[0]
     metrics.LOOPS.labels(kind).inc()
     try:
@@ -178,15 +180,14 @@ async def reconcile_loop(
             metrics.IN_FLIGHT.inc()
             try:
                 delay = await once()
-                errors = 0
+                errors.succeeded()
             except kopf.TemporaryError as exc:
                 outcome = "retry"
                 delay = exc.delay if exc.delay is not None else 2.0
                 log.info("%s/%s/%s: %s; again in %.0fs", *key, exc, delay)
             except Exception as exc:  # an API or programming error: log it, back off, never end the loop
                 outcome = "error"
-                errors += 1
-                delay = min(300.0, 2.0**errors)
+                delay = errors.failed()
                 log.exception("%s/%s/%s: reconcile failed (%s); again in %.0fs", *key, exc, delay)
             finally:
                 metrics.IN_FLIGHT.dec()
@@ -200,5 +201,5 @@ async def reconcile_loop(
         if rt.wakeups.get(key) is event:
             del rt.wakeups[key]
         rt.written.pop(key, None)
-        rt.failures.pop(key, None)
+        rt.retries.pop(key, None)
         rt.endpoint_phases.pop(key, None)

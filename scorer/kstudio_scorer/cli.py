@@ -2,7 +2,7 @@
 
 Exit codes: 0 after a clean shutdown (SIGTERM: drain for KSTUDIO_DRAIN_SECONDS — not ready, still
 serving, every response with `Connection: close` — then stop accepting and finish in-flight requests
-within KSTUDIO_SHUTDOWN_GRACE_SECONDS; see drain.py); 2 when the configuration or the model is wrong
+within KSTUDIO_SHUTDOWN_GRACE_SECONDS; see http/drain.py); 2 when the configuration or the model is wrong
 (digest mismatch, unreadable artifact: do not retry); 75 when object storage was unreachable (a restart
 may help). The reason is printed and written to the termination log.
 """
@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kstudio_core.exitcodes import EXIT_INPUT_ERROR, TERMINATION_LOG
+
 if TYPE_CHECKING:
-    from kstudio_scorer.model import ModelLoadError
+    from kstudio_scorer.model.served_model import ModelLoadError
     from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger("kstudio_scorer")
@@ -89,19 +91,19 @@ def main(argv: list[str]) -> int:
         overrides["auth_enabled"] = False
     import pydantic
 
+    from kstudio_core.environment import env_name
     from kstudio_scorer.settings import ScorerSettings
 
     try:
         settings = ScorerSettings(**overrides)  # type: ignore[arg-type]
     except pydantic.ValidationError as exc:
         problems = "; ".join(
-            f"KSTUDIO_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
-            for e in exc.errors()
+            f"{env_name('_'.join(str(p) for p in e['loc']) or 'settings')}: {e['msg']}" for e in exc.errors()
         )
         message = f"invalid scorer configuration: {problems}"
         print(message, file=sys.stderr)
-        write_termination_log(Path("/dev/termination-log"), message)
-        return 2
+        write_termination_log(Path(TERMINATION_LOG), message)
+        return EXIT_INPUT_ERROR
     return serve(settings, args.log_level)
 
 
@@ -109,14 +111,14 @@ def serve(settings: ScorerSettings, log_level: str) -> int:
     """Run uvicorn until SIGTERM (exit 0) or a model that cannot load (its exit code)."""
     import uvicorn
 
-    from kstudio_scorer.app import create_app
-    from kstudio_scorer.drain import Drain, DrainingServer, DrainMiddleware
-    from kstudio_scorer.service import ScorerState
+    from kstudio_scorer.http.app import create_app
+    from kstudio_scorer.http.drain import DrainingServer, DrainMiddleware
+    from kstudio_scorer.http.state import ScorerState
 
     app = create_app(settings)
-    drain = Drain(settings.drain_seconds)
-    app.add_middleware(DrainMiddleware, drain=drain)  # outermost: sees every response
     state: ScorerState = app.state.kstudio
+    drain = state.drain
+    app.add_middleware(DrainMiddleware, drain=drain)  # outermost: sees every response
     config = uvicorn.Config(
         app,
         host=settings.host,

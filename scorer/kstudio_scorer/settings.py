@@ -1,25 +1,29 @@
 """Scorer settings: every knob of `kstudio serve`, read from KSTUDIO_* environment variables.
 
-One process serves one model. The operator sets these on the scorer pod; tests build them directly.
+One process serves one model. The operator sets those of `kstudio_core.environment.ScorerEnv` on the scorer
+pod (same field names, same prefix: a field here is the variable ENV_PREFIX + its name in capitals); tests
+build the settings directly. Storage is read apart, by `StorageSettings.from_env`.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LoggingLevel = Literal["None", "Error", "All"]
+from kstudio_core.environment import ENV_PREFIX, Flag, LoggingLevel, env_name
+from kstudio_core.exitcodes import TERMINATION_LOG
+from kstudio_core.ilearner import SHA256_HEX
 
 
 class ScorerSettings(BaseSettings):
     """Configuration of one scorer process (env prefix ``KSTUDIO_``, e.g. ``KSTUDIO_MODEL_URI``)."""
 
-    model_config = SettingsConfigDict(env_prefix="KSTUDIO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- the model -------------------------------------------------------------------------------
     model_uri: str = Field(description="s3://bucket/key.ilearner or a local file path of the artifact")
@@ -50,7 +54,7 @@ class ScorerSettings(BaseSettings):
     )
 
     # --- auth ------------------------------------------------------------------------------------
-    auth_enabled: bool = Field(True, description="false disables auth; it is never off by accident")
+    auth_enabled: Flag = Field(True, description="false disables auth; it is never off by accident")
     keys_dir: Path | None = Field(
         None, description="directory of a mounted Secret with files primaryKey and/or secondaryKey"
     )
@@ -66,7 +70,7 @@ class ScorerSettings(BaseSettings):
     output_columns: list[str] | None = Field(
         None, description="scored columns to return; default: every scored column of the task"
     )
-    output_include_inputs: bool = False
+    output_include_inputs: Flag = False
 
     # --- speed -----------------------------------------------------------------------------------
     batch_max_rows: int = Field(
@@ -106,7 +110,7 @@ class ScorerSettings(BaseSettings):
     logging_uri: str | None = Field(None, description="s3://bucket/prefix for samples (level Error/All)")
     logging_flush_seconds: float = Field(5.0, gt=0)
     logging_max_body_bytes: int = Field(64 * 1024, gt=0, description="samples larger are truncated")
-    sample_data: bool = Field(
+    sample_data: Flag = Field(
         False,
         description="Azure's 'sample data' switch: the OpenAPI document shows values seen in training "
         "(the categories of string columns) as examples; off, only placeholders (training data may be "
@@ -115,14 +119,14 @@ class ScorerSettings(BaseSettings):
 
     # --- process ---------------------------------------------------------------------------------
     termination_log: Path | None = Field(
-        Path("/dev/termination-log"), description="why the process stopped (if the path is writable)"
+        Path(TERMINATION_LOG), description="why the process stopped (if the path is writable)"
     )
 
     @field_validator("model_sha256")
     @classmethod
     def _hex_digest(cls, value: str) -> str:
         value = value.strip().lower()
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        if not re.match(SHA256_HEX, value):
             raise ValueError("must be a sha256 digest: 64 hexadecimal characters")
         return value
 
@@ -130,15 +134,16 @@ class ScorerSettings(BaseSettings):
     def _consistent(self) -> ScorerSettings:
         if self.auth_enabled and self.keys_dir is None:
             raise ValueError(
-                "auth is enabled but KSTUDIO_KEYS_DIR is not set; "
-                "set KSTUDIO_AUTH_ENABLED=false to disable auth explicitly"
+                f"auth is enabled but {env_name('keys_dir')} is not set; "
+                f"set {env_name('auth_enabled')}=false to disable auth explicitly"
             )
         if self.jobs_lease_seconds < 2 * self.jobs_heartbeat_seconds:
             raise ValueError(
-                "KSTUDIO_JOBS_LEASE_SECONDS must be at least twice KSTUDIO_JOBS_HEARTBEAT_SECONDS"
+                f"{env_name('jobs_lease_seconds')} must be at least twice "
+                f"{env_name('jobs_heartbeat_seconds')}"
             )
         if self.logging_level != "None" and not self.logging_uri:
             raise ValueError(
-                f"logging level {self.logging_level} needs KSTUDIO_LOGGING_URI (s3://bucket/prefix)"
+                f"logging level {self.logging_level} needs {env_name('logging_uri')} (s3://bucket/prefix)"
             )
         return self

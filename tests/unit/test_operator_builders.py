@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kstudio_core.runresult import RunResult
+from kstudio_core.runresult import RunResult, result_uri
 from kstudio_operator import constants as c
-from kstudio_operator.builders.names import artifact_uri, job_name, result_uri, trained_model_name
+from kstudio_operator.builders.names import artifact_uri, job_name, trained_model_name
 from kstudio_operator.builders.trainedmodel import (
     trained_model_manifest,
 )
@@ -24,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 SPEC = ExperimentSpec.model_validate(
     yaml.safe_load((REPO / "examples" / "penguins" / "experiment.yaml").read_text())["spec"]
 )
-CONFIG = OperatorConfig(pod_s3_endpoint="10.244.0.1:9000")
+RELEASE = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+CONFIG = OperatorConfig(image="kstudio:dev", pod_s3_endpoint="10.244.0.1:9000")
 REQUEST = RunRequest(run=3, generation=2, triggers=("spec", "annotation"), token="tok-1")
 
 
@@ -36,7 +38,9 @@ def test_child_names_are_deterministic() -> None:
     assert job_name("penguins", 3) == "penguins-run-3"
     assert trained_model_name("penguins", 3) == "penguins-3"
     assert artifact_uri(SPEC, "team-a", "penguins", 3) == "s3://models/team-a/penguins/penguins-3.ilearner"
-    assert result_uri("s3://m/a.ilearner") == "s3://m/a.ilearner.result.json"
+    assert result_uri(artifact_uri(SPEC, "team-a", "penguins", 3)) == (
+        "s3://models/team-a/penguins/penguins-3.ilearner.result.json"
+    )
     assert job() == job()
 
 
@@ -88,8 +92,9 @@ def test_job_gets_storage_keys_only_through_a_secret_volume() -> None:
     assert secret["secret"]["secretName"] == "kstudio-s3"
 
 
-def test_image_comes_from_the_environment() -> None:
-    assert OperatorConfig.from_env({}).image == "kstudio:dev"
+def test_image_comes_from_the_environment_and_defaults_to_this_release() -> None:
+    """Never a development image by default: the tag is this version's, as the chart's default is."""
+    assert OperatorConfig.from_env({}).image == OperatorConfig().image == f"kstudio:{RELEASE}"
     cfg = OperatorConfig.from_env(
         {"KSTUDIO_IMAGE": "ghcr.io/org/kstudio:0.1.0", "KSTUDIO_S3_ENDPOINT": "h:1"}
     )

@@ -91,3 +91,20 @@ def test_chart_metadata_and_values() -> None:
         "KSTUDIO_S3_CREDENTIALS_DIR",
     ):
         assert needle in text
+
+
+def test_the_chart_installs_the_image_of_its_own_release_by_default() -> None:
+    """No development tag by default: the image is `kstudio:<appVersion>`, this checkout's version, which is
+    also what the operator gives its pods when KSTUDIO_IMAGE is unset."""
+    import tomllib
+
+    from kstudio_operator.settings import OperatorConfig
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    release = tomllib.loads((CHART.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["appVersion"] == release
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["tag"] == ""
+    helper = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}" in helper
+    assert OperatorConfig().image == f"{values['image']['repository']}:{release}"

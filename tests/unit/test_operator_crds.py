@@ -128,3 +128,31 @@ def test_printer_columns_point_at_schema_fields(kind: Any) -> None:
             node = node["properties"][part]
         expected = {"string": "string", "integer": "integer", "number": "number"}[column["type"]]
         assert node["type"] == expected
+
+
+def _undocumented_fields(root: dict[str, Any]) -> list[str]:
+    """Paths of the named fields (object properties, at any depth, in list items and map values) whose
+    schema has no description: what `kubectl explain <kind>.<path>` would show without a word."""
+    return [
+        path
+        for path, node in _walk(root)
+        if path
+        and path != ".metadata"  # ObjectMeta: the API server's schema documents it (see below)
+        and not path.endswith(("[]", "{}"))
+        and not (node.get("description") or "").strip()
+    ]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.kind)
+def test_metadata_schema_is_what_the_api_server_accepts(kind: Any) -> None:
+    """Anything but `type` under metadata (a description included) makes the API server refuse the whole
+    CRD: "properties[metadata]: Forbidden: must not specify anything other than name and generateName"."""
+    root = crdgen.build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert root["properties"]["metadata"] == {"type": "object"}
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.kind)
+def test_kubectl_explain_documents_every_field_of_spec_and_status(kind: Any) -> None:
+    root = crdgen.build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    missing = [f"{kind.kind}{path}" for path in _undocumented_fields(root)]
+    assert missing == [], f"{len(missing)} field(s) without a description: {', '.join(missing)}"

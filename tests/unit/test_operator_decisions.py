@@ -9,7 +9,6 @@ from typing import Any
 import yaml
 
 from kstudio_core.runresult import RunResult
-from kstudio_operator.builders.runs import ObservedJob
 from kstudio_operator.decisions.experiment import (
     CreateModel,
     DeleteRun,
@@ -19,6 +18,7 @@ from kstudio_operator.decisions.experiment import (
     decide_experiment,
     runs_awaiting_results,
 )
+from kstudio_operator.decisions.run_history import ObservedJob
 from kstudio_operator.decisions.trainedmodel import Verification, decide_trained_model, needs_verification
 from kstudio_operator.resources.trainedmodel import TrainedModelStatus
 from kstudio_operator.settings import OperatorConfig
@@ -203,7 +203,7 @@ def test_trained_model_usage_comes_from_its_users_without_reverifying() -> None:
 
 
 def test_a_status_patch_drops_nested_keys_explicitly_and_is_empty_when_nothing_changed() -> None:
-    from kstudio_operator.runtime import merge_patch
+    from kstudio_operator.builders.patches import merge_patch
 
     finished = {"rollout": {"from": "a", "to": "b", "finishedAt": "t1", "seconds": 3.0}, "phase": "Ready"}
     started = {"rollout": {"from": "b", "to": "a", "startedAt": "t2"}, "phase": "RollingOut"}
@@ -215,6 +215,23 @@ def test_a_status_patch_drops_nested_keys_explicitly_and_is_empty_when_nothing_c
     assert merge_patch(started, started) == {}
     assert merge_patch({"history": [1, 2]}, {"history": [1]}) == {"history": [1]}
     assert merge_patch({"model": "m"}, {}) == {"model": None}
+
+
+def test_a_full_patch_sends_every_desired_value_and_nulls_only_what_was_dropped() -> None:
+    """For children whose observed copy may lag our last write: nothing is left out as 'unchanged'."""
+    from kstudio_operator.builders.patches import merge_patch
+
+    current = {"spec": {"nodeSelector": {"type": "kwok", "zone": "a"}, "replicas": 2}, "note": "x"}
+    desired = {"spec": {"nodeSelector": {"type": "kwok"}, "replicas": 2, "tolerations": []}}
+    assert merge_patch(current, desired, full=True) == {
+        "spec": {"nodeSelector": {"type": "kwok", "zone": None}, "replicas": 2, "tolerations": []},
+        "note": None,
+    }
+    assert merge_patch(desired, desired, full=True) == desired
+    assert merge_patch(current, desired) == {
+        "spec": {"nodeSelector": {"zone": None}, "tolerations": []},
+        "note": None,
+    }
 
 
 def test_a_model_used_by_a_thousand_endpoints_keeps_a_bounded_status_that_counts_them() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kstudio_operator import constants as c
-from kstudio_operator.builders.runs import (
+from kstudio_operator.decisions.run_history import (
     explain_failure,
     latest_tick,
     merge_runs,
@@ -188,7 +188,7 @@ def test_prune_keeps_history_limit_and_models_in_use() -> None:
 
 
 def test_prune_never_lets_the_history_overflow_the_schema() -> None:
-    from kstudio_operator.builders.runs import MAX_RUNS
+    from kstudio_operator.decisions.run_history import MAX_RUNS
 
     records = [record(i) for i in range(1, MAX_RUNS + 6)]
     everything = {r.trained_model for r in records if r.trained_model}

@@ -3,6 +3,7 @@ tolerations) reach the scorer pod template; the schema refuses what core/v1 woul
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -10,8 +11,14 @@ from pydantic import ValidationError
 from test_operator_serving_decisions import CONFIG, EP_OWNER, T0, WS_OWNER
 
 from kstudio_operator import crdgen
-from kstudio_operator.builders import scorer
-from kstudio_operator.decisions.endpoint import CreateChild, EndpointObserved, decide_endpoint, spec_hash
+from kstudio_operator.constants import ANNOTATION_SPEC_HASH
+from kstudio_operator.decisions.endpoint import (
+    CreateChild,
+    EndpointObserved,
+    ReplaceDeployment,
+    decide_endpoint,
+    spec_hash,
+)
 from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
 from kstudio_operator.resources import ENDPOINT, WEB_SERVICE
 from kstudio_operator.resources.endpoint import EndpointSpec
@@ -167,16 +174,65 @@ def test_the_crds_check_scheduling_as_the_api_server_checks_a_pod(path: tuple[st
     assert len(toleration["x-kubernetes-validations"]) == 3
 
 
+def _apply(target: Any, patch: Any) -> Any:
+    """RFC 7386's reference algorithm: what the API server makes of `target` merge-patched with `patch`."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _apply(out.get(key), value)
+    return out
+
+
+def _patch_to(spec: dict[str, Any], placed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(desired Deployment, the decision's patch) for an Endpoint `spec` whose Deployment's pods are
+    `placed` (their nodeSelector/tolerations as the index sees them) and whose spec hash is outdated."""
+    observed = {"annotations": {ANNOTATION_SPEC_HASH: "outdated"}, **placed}
+    decision = decide_endpoint(spec, {}, _observe(deployment=observed), T0, CONFIG, EP_OWNER)
+    [action] = decision.actions
+    assert isinstance(action, ReplaceDeployment)
+    return action.manifest, action.patch
+
+
+def _placed(manifest: dict[str, Any], placement: dict[str, Any]) -> dict[str, Any]:
+    """`manifest` as a Deployment whose pods are placed by `placement` instead."""
+    out = copy.deepcopy(manifest)
+    pod = out["spec"]["template"]["spec"]
+    for key in ("nodeSelector", "tolerations"):
+        pod.pop(key, None)
+    pod.update(copy.deepcopy(placement))
+    return out
+
+
 def test_the_deployment_patch_removes_the_placement_a_new_spec_drops() -> None:
     """The Deployment is merge-patched: dropped node selector keys and tolerations must be sent as null,
-    or the pods would stay pinned to the old nodes."""
-    moved = _deployment({"webService": "svc", "scheduling": {"nodeSelector": {"zone": "a"}}})
-    patch = scorer.deployment_patch(moved, {"type": "kwok", "zone": "b"})
+    or the pods would stay pinned to the old nodes. The decision computes the whole patch."""
+    kwok_zone_b = {"nodeSelector": {"type": "kwok", "zone": "b"}, "tolerations": KWOK["tolerations"]}
+    moved, patch = _patch_to(
+        {"webService": "svc", "scheduling": {"nodeSelector": {"zone": "a"}}}, kwok_zone_b
+    )
     pod = patch["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"type": None, "zone": "a"} and pod["tolerations"] is None
     assert patch["metadata"]["annotations"] == moved["metadata"]["annotations"]
     assert moved["spec"]["template"]["spec"]["nodeSelector"] == {"zone": "a"}  # the manifest is left as built
-    unpinned = scorer.deployment_patch(_deployment({"webService": "svc"}), {"type": "kwok"})["spec"]
-    assert unpinned["template"]["spec"]["nodeSelector"] == {"type": None}
-    kept = scorer.deployment_patch(_deployment({"webService": "svc", "scheduling": KWOK}), {"type": "kwok"})
-    assert kept["spec"]["template"]["spec"]["tolerations"] == KWOK["tolerations"]
+    unpinned, unpin = _patch_to({"webService": "svc"}, {"nodeSelector": {"type": "kwok"}})
+    assert unpin["spec"]["template"]["spec"]["nodeSelector"] is None
+    assert unpin["spec"]["template"]["spec"]["tolerations"] is None
+    kept, keep = _patch_to({"webService": "svc", "scheduling": KWOK}, {"nodeSelector": {"type": "kwok"}})
+    assert keep["spec"]["template"]["spec"]["tolerations"] == KWOK["tolerations"]
+    # Applied to the Deployment as it was, each patch gives exactly the desired spec.
+    for desired, sent, before in (
+        (moved, patch, kwok_zone_b),
+        (unpinned, unpin, {"nodeSelector": {"type": "kwok"}}),
+        (kept, keep, {"nodeSelector": {"type": "kwok"}}),
+    ):
+        assert _apply(_placed(desired, before), sent)["spec"] == desired["spec"]
+
+
+def test_the_deployment_patch_writes_only_its_own_annotation() -> None:
+    """Only the spec-hash annotation is ours: others (the Deployment controller's revision) stay."""
+    _, patch = _patch_to({"webService": "svc"}, {})
+    assert set(patch["metadata"]["annotations"]) == {ANNOTATION_SPEC_HASH}

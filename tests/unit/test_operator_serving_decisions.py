@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kstudio_operator.builders.scorer import ANNOTATION_MODEL_SHA256
+from kstudio_operator.constants import ANNOTATION_MODEL_SHA256, ANNOTATION_SPEC_HASH
 from kstudio_operator.decisions.endpoint import (
-    ANNOTATION_SPEC_HASH,
     CreateChild,
     EndpointObserved,
     ReplaceDeployment,

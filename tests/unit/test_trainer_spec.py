@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from kstudio_devtools.examples import diabetes_snapshot, penguins_snapshot
 from kstudio_trainer.errors import SpecError
-from kstudio_trainer.examples import diabetes_snapshot, penguins_snapshot
 from kstudio_trainer.spec import parse_snapshot, validate_snapshot
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """`kstudio train`: one run of an experiment snapshot -> .ilearner + result JSON (+ termination log).
 
     kstudio train --snapshot spec.json --run 3 --output s3://models/penguins/penguins-3.ilearner \
-        [--result-file result.json] [--termination-log /dev/termination-log] [--no-evaluation]
+        [--result-file result.json] [--termination-log PATH] [--no-evaluation]
 
 Exit codes: 0 trained; 2 the spec or the data is wrong (do not retry); 75 infrastructure failed (retry).
 Storage settings come from KSTUDIO_S3_* (see kstudio_core.storage.StorageSettings.from_env).
@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from kstudio_core.evaluation import EvaluationRef
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_OK, TERMINATION_LOG
 from kstudio_core.ilearner import ArtifactDigest
+from kstudio_core.runresult import ResultArtifact, RunResult, result_uri
 from kstudio_core.storage import (
     BucketNotFoundError,
     ObjectNotFoundError,
@@ -36,8 +38,6 @@ from kstudio_core.storage import (
 from kstudio_trainer.artifact_writer import write_ilearner
 from kstudio_trainer.data import read_table, table_format
 from kstudio_trainer.errors import (
-    EXIT_INFRASTRUCTURE_ERROR,
-    EXIT_OK,
     InfrastructureError,
     InputError,
     SpecError,
@@ -49,9 +49,7 @@ from kstudio_trainer.training import TrainingOutcome, train
 
 log = logging.getLogger("kstudio.train")
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_LIMIT = 4096
-RESULT_SUFFIX = ".result.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--termination-log",
         type=Path,
-        help=f"where to write a short JSON summary (default {DEFAULT_TERMINATION_LOG} if it exists)",
+        help=f"where to write a short JSON summary (default {TERMINATION_LOG} if it exists)",
     )
     p.add_argument(
         "--no-evaluation",
@@ -98,21 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             termination_log, {"ok": False, "exitCode": 1, "reason": "InternalError", "message": repr(exc)}
         )
         return 1
-    artifact = result["artifact"]
     _write_termination_log(
         termination_log,
         {
             "ok": True,
-            "uri": artifact["uri"],
-            "sha256": artifact["sha256"],
-            "sizeBytes": artifact["sizeBytes"],
-            "metrics": result["metrics"],
+            "uri": result.artifact.uri,
+            "sha256": result.artifact.sha256,
+            "sizeBytes": result.artifact.size_bytes,
+            "metrics": result.metrics,
         },
     )
     return EXIT_OK
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> RunResult:
     """The run itself; raises TrainerError subclasses. Returns the result document."""
     snapshot = load_snapshot(args.snapshot)
     spec = parse_snapshot(snapshot)
@@ -141,8 +138,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.info("artifact: %d bytes, sha256 %s", digest.size_bytes, digest.sha256)
         result = result_document(outcome, str(output), digest)
         if outcome.evaluation is not None:
-            result["evaluation"] = _write_evaluation(outcome, output, store).to_wire()
-        body = json.dumps(result, indent=2, sort_keys=False).encode()
+            result.evaluation = _write_evaluation(outcome, output, store)
+        body = result.to_json()
         _publish(store, output, artifact_path, digest, body)
     if args.result_file:
         args.result_file.parent.mkdir(parents=True, exist_ok=True)
@@ -169,24 +166,24 @@ def load_snapshot(path: Path) -> dict[str, Any]:
     return doc
 
 
-def result_document(outcome: TrainingOutcome, uri: str, digest: ArtifactDigest) -> dict[str, Any]:
-    """The machine-readable result the operator reads (`<output>.result.json`)."""
-    return {
-        "artifact": {"uri": uri, "sha256": digest.sha256, "sizeBytes": digest.size_bytes},
-        "task": outcome.manifest.task,
-        "label": outcome.manifest.label,
-        "run": outcome.manifest.run,
-        "metrics": outcome.metrics,
-        "inputSchema": [c.model_dump(exclude_none=True) for c in outcome.schema],
-        "classes": outcome.classes,
-        "trials": outcome.trials,
-        "bestParams": outcome.best_params,
-        "sweepMetric": outcome.sweep_metric,
-        "rows": outcome.rows,
-        "frameworks": outcome.manifest.frameworks,
-        "trainingSeconds": outcome.seconds,
-        "createdAt": outcome.manifest.createdAt.isoformat(),
-    }
+def result_document(outcome: TrainingOutcome, uri: str, digest: ArtifactDigest) -> RunResult:
+    """The result the operator reads (`result_uri(<output>)`)."""
+    return RunResult(
+        artifact=ResultArtifact(uri=uri, sha256=digest.sha256, size_bytes=digest.size_bytes),
+        task=outcome.manifest.task,
+        label=outcome.manifest.label,
+        run=outcome.manifest.run,
+        metrics=outcome.metrics,
+        input_schema=outcome.schema,
+        classes=outcome.classes,
+        trials=outcome.trials,
+        best_params=outcome.best_params,
+        sweep_metric=outcome.sweep_metric,
+        rows=outcome.rows,
+        frameworks=outcome.manifest.frameworks,
+        training_seconds=outcome.seconds,
+        created_at=outcome.manifest.createdAt,
+    )
 
 
 def _output_target(text: str) -> S3Uri | Path:
@@ -232,8 +229,8 @@ def _publish(
     if isinstance(output, Path):
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(artifact, output)
-        Path(str(output) + RESULT_SUFFIX).write_bytes(body)
-        log.info("wrote %s and %s%s", output, output, RESULT_SUFFIX)
+        Path(result_uri(str(output))).write_bytes(body)
+        log.info("wrote %s and %s", output, result_uri(str(output)))
         return
     assert store is not None
     try:
@@ -241,10 +238,10 @@ def _publish(
         uploaded = store.upload(artifact, output)
         if uploaded != digest.sha256:
             raise InfrastructureError(f"artifact changed while uploading: {uploaded} != {digest.sha256}")
-        store.put_bytes(body, output.with_suffix(RESULT_SUFFIX), content_type="application/json")
+        store.put_bytes(body, result_uri(str(output)), content_type="application/json")
     except StorageError as exc:
         raise InfrastructureError(f"cannot upload the artifact: {exc}") from exc
-    log.info("uploaded %s and %s", output, output.with_suffix(RESULT_SUFFIX))
+    log.info("uploaded %s and %s", output, result_uri(str(output)))
 
 
 def _write_evaluation(
@@ -259,7 +256,7 @@ def _write_evaluation(
 
 
 def _default_termination_log() -> Path | None:
-    path = Path(DEFAULT_TERMINATION_LOG)
+    path = Path(TERMINATION_LOG)
     # Only inside a pod, where Kubernetes provides the file; never create it on a workstation.
     return path if path.is_file() and os.access(path, os.W_OK) else None
 

@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_INPUT_ERROR = 2
-EXIT_INFRASTRUCTURE_ERROR = 75
+from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR
 
 
 class TrainerError(Exception):

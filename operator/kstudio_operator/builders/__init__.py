@@ -1,1 +1,1 @@
-"""Pure functions from specs to child manifests and decisions. No I/O: unit-tested without a cluster."""
+"""Pure functions from specs to child manifests and merge patches. No I/O: unit-tested without a cluster."""

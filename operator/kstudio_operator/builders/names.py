@@ -22,8 +22,3 @@ def artifact_uri(spec: ExperimentSpec, namespace: str, experiment: str, run: int
     if not prefix.endswith("/"):
         prefix += "/"
     return f"{prefix}{namespace}/{experiment}/{trained_model_name(experiment, run)}.ilearner"
-
-
-def result_uri(artifact: str) -> str:
-    """Where the trainer writes its result JSON: next to the artifact (contract with `kstudio train`)."""
-    return f"{artifact}.result.json"

@@ -9,16 +9,17 @@ propagates, then finishes its in-flight requests.
 
 from __future__ import annotations
 
-import copy
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from kstudio_core.environment import FieldRef, ScorerEnv
 from kstudio_operator import constants as c
 from kstudio_operator.builders.training import (
     SCRATCH,
     container_basics,
+    pod_storage,
+    process_env,
     restricted_pod_security_context,
     s3_credentials_volume,
 )
@@ -33,8 +34,6 @@ KEYS_MOUNT = "/var/run/secrets/kstudio/keys"
 # drops the pod from the Service, then finish in-flight requests within SHUTDOWN_GRACE_SECONDS.
 DRAIN_SECONDS = 3
 SHUTDOWN_GRACE_SECONDS = 20
-ANNOTATION_MODEL = f"{c.API_GROUP}/model"
-ANNOTATION_MODEL_SHA256 = f"{c.API_GROUP}/model-sha256"
 KEY_NAMES = ("primaryKey", "secondaryKey")
 
 
@@ -60,10 +59,6 @@ def quantity_bytes(quantity: str) -> int:
 
 def keys_secret_name(endpoint: str) -> str:
     return f"{endpoint}-keys"
-
-
-def default_endpoint_name(web_service: str) -> str:
-    return f"{web_service}-default"
 
 
 def endpoint_labels(endpoint: str, web_service: str) -> dict[str, str]:
@@ -125,40 +120,33 @@ def deployment(
 ) -> dict[str, Any]:
     """The scorer Deployment of an Endpoint serving `model`. `output`: the WebService's output spec."""
     labels = endpoint_labels(endpoint, web_service)
-    env = [
-        {"name": "KSTUDIO_MODEL_URI", "value": model.uri},
-        {"name": "KSTUDIO_MODEL_SHA256", "value": model.sha256},
+    pod_env = ScorerEnv(
+        model_uri=model.uri,
+        model_sha256=model.sha256,
         # OIP V2 clients address /v2/models/<endpoint>: stable across model patches; the answer's
         # model_version is the sha256 of the model that answered.
-        {"name": "KSTUDIO_MODEL_NAME", "value": endpoint},
-        {"name": "KSTUDIO_PORT", "value": str(SCORER_PORT)},
-        {"name": "KSTUDIO_S3_ENDPOINT", "value": config.pod_s3_endpoint},
-        {"name": "KSTUDIO_S3_SECURE", "value": "true" if config.pod_s3_secure else "false"},
-        {"name": "KSTUDIO_S3_CREDENTIALS_DIR", "value": c.S3_CREDENTIALS_MOUNT},
-        {"name": "KSTUDIO_AUTH_ENABLED", "value": "true" if spec.auth.enabled else "false"},
-        {"name": "KSTUDIO_KEYS_DIR", "value": KEYS_MOUNT},
-        {"name": "KSTUDIO_MAX_CONCURRENT_CALLS", "value": str(spec.max_concurrent_calls)},
-        {"name": "KSTUDIO_LOGGING_LEVEL", "value": spec.logging.level},
-        {"name": "KSTUDIO_SAMPLE_DATA", "value": str(spec.logging.sample_data).lower()},
+        model_name=endpoint,
+        port=SCORER_PORT,
+        storage=pod_storage(config),
+        auth_enabled=spec.auth.enabled,
+        keys_dir=KEYS_MOUNT,
+        max_concurrent_calls=spec.max_concurrent_calls,
+        logging_level=spec.logging.level,
+        sample_data=spec.logging.sample_data,
         # The scorer refuses models that inflate beyond this, before allocating (half the memory limit).
-        {"name": "KSTUDIO_MAX_MODEL_BYTES", "value": str(quantity_bytes(spec.resources.memory) // 2)},
-        {"name": "KSTUDIO_LOGGING_URI", "value": f"s3://{config.logs_bucket}/{namespace}/{endpoint}"},
-        {"name": "KSTUDIO_OUTPUT_COLUMNS", "value": json.dumps(list(output.get("columns") or []))},
-        {
-            "name": "KSTUDIO_OUTPUT_INCLUDE_INPUTS",
-            "value": "true" if output.get("includeInputs") else "false",
-        },
+        max_model_bytes=quantity_bytes(spec.resources.memory) // 2,
+        logging_uri=f"s3://{config.logs_bucket}/{namespace}/{endpoint}",
+        output_columns=list(output.get("columns") or []),
+        output_include_inputs=bool(output.get("includeInputs")),
         # Batch jobs of every replica in one store, so any replica answers for any job.
-        {"name": "KSTUDIO_JOBS_STORE_URI", "value": f"s3://{config.logs_bucket}/{namespace}/{endpoint}/jobs"},
-        {"name": "KSTUDIO_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "KSTUDIO_DRAIN_SECONDS", "value": str(DRAIN_SECONDS)},
-        {"name": "KSTUDIO_SHUTDOWN_GRACE_SECONDS", "value": str(SHUTDOWN_GRACE_SECONDS)},
-        {"name": "KSTUDIO_MODEL_DIR", "value": f"{SCRATCH}/model"},
-        {"name": "KSTUDIO_JOBS_WORK_DIR", "value": f"{SCRATCH}/jobs"},
-        {"name": "HOME", "value": SCRATCH},
-        {"name": "TMPDIR", "value": SCRATCH},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-    ]
+        jobs_store_uri=f"s3://{config.logs_bucket}/{namespace}/{endpoint}/jobs",
+        pod_name=FieldRef(field_path="metadata.name"),
+        drain_seconds=DRAIN_SECONDS,
+        shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS,
+        model_dir=f"{SCRATCH}/model",
+        jobs_work_dir=f"{SCRATCH}/jobs",
+    )
+    env = pod_env.container_env() + process_env()
     probe = {"httpGet": {"path": "/readyz", "port": SCORER_PORT}, "periodSeconds": 1, "failureThreshold": 2}
     container = {
         "name": SCORER_CONTAINER,
@@ -182,7 +170,7 @@ def deployment(
             {"name": "tmp", "mountPath": SCRATCH},
         ],
     }
-    template_annotations = {ANNOTATION_MODEL: model.name, ANNOTATION_MODEL_SHA256: model.sha256}
+    template_annotations = {c.ANNOTATION_MODEL: model.name, c.ANNOTATION_MODEL_SHA256: model.sha256}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -213,17 +201,3 @@ def deployment(
             },
         },
     }
-
-
-def deployment_patch(desired: dict[str, Any], current_node_selector: dict[str, str]) -> dict[str, Any]:
-    """The merge patch that turns the scorer Deployment into `desired`.
-
-    A merge patch replaces lists but merges maps and keeps keys it does not mention: node selector keys
-    the Deployment has and `desired` lacks are sent as null, and so are nodeSelector/tolerations when
-    `desired` has none (the builder leaves them out rather than writing empty values)."""
-    spec = copy.deepcopy(desired["spec"])
-    pod = spec["template"]["spec"]
-    selector = {key: None for key in current_node_selector} | dict(pod.get("nodeSelector") or {})
-    pod["nodeSelector"] = selector or None
-    pod.setdefault("tolerations", None)
-    return {"metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": spec}

@@ -8,7 +8,15 @@ from typing import Any
 from kstudio_core.runresult import RunResult
 from kstudio_operator import constants as c
 from kstudio_operator.builders.names import trained_model_name
-from kstudio_operator.builders.runs import headline_metric
+
+
+def headline_metric(metrics: dict[str, float], preferred: list[str]) -> str | None:
+    """'name=0.1234' of the first preferred metric the model has (else the first by name): the one figure
+    an Experiment's and a TrainedModel's status show."""
+    for name in [*preferred, *sorted(metrics)]:
+        if name in metrics:
+            return f"{name}={metrics[name]:.4f}"
+    return None
 
 
 def trained_model_manifest(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kstudio_core.environment import StorageEnv, TrainerEnv
 from kstudio_operator import constants as c
 from kstudio_operator.builders.names import artifact_uri, job_name, snapshot_configmap_name
 from kstudio_operator.resources.experiment import ExperimentSpec, Trigger
@@ -59,6 +60,25 @@ def container_basics(cpu: str, memory: str) -> dict[str, Any]:
         "terminationMessagePath": c.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def pod_storage(config: OperatorConfig) -> StorageEnv:
+    """Where pods find the object store; its keys reach them only as the mounted storage Secret."""
+    return StorageEnv(
+        s3_endpoint=config.pod_s3_endpoint,
+        s3_secure=config.pod_s3_secure,
+        s3_credentials_dir=c.S3_CREDENTIALS_MOUNT,
+    )
+
+
+def process_env() -> list[dict[str, str]]:
+    """What any Python process in our read-only containers needs: a writable home and temp dir, and logs
+    written as they happen."""
+    return [
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "TMPDIR", "value": SCRATCH},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
 
 
 def s3_credentials_volume(secret: str) -> dict[str, Any]:
@@ -123,14 +143,7 @@ def training_job(
         annotations[c.ANNOTATION_TOKEN] = request.token
     if request.scheduled_at is not None:
         annotations[c.ANNOTATION_SCHEDULED_AT] = request.scheduled_at.isoformat().replace("+00:00", "Z")
-    env = [
-        {"name": "KSTUDIO_S3_ENDPOINT", "value": config.pod_s3_endpoint},
-        {"name": "KSTUDIO_S3_SECURE", "value": "true" if config.pod_s3_secure else "false"},
-        {"name": "KSTUDIO_S3_CREDENTIALS_DIR", "value": c.S3_CREDENTIALS_MOUNT},
-        {"name": "HOME", "value": SCRATCH},
-        {"name": "TMPDIR", "value": SCRATCH},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-    ]
+    env = TrainerEnv(storage=pod_storage(config)).container_env() + process_env()
     container = {
         "name": c.TRAINER_CONTAINER,
         "image": config.image,
@@ -169,7 +182,7 @@ def training_job(
                         "onExitCodes": {
                             "containerName": c.TRAINER_CONTAINER,
                             "operator": "In",
-                            "values": [c.EXIT_SPEC_ERROR, c.EXIT_KILLED],
+                            "values": [c.EXIT_INPUT_ERROR, c.EXIT_KILLED],
                         },
                     },
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

@@ -1,4 +1,5 @@
-"""Pure decisions, one per kind: `decide(spec, status, observed, now) -> Decision`.
+"""Pure decisions, one module per kind (and run_history.py, the runs of an Experiment):
+`decide(spec, status, observed, now) -> Decision`.
 
 No I/O here: a handler observes (from indexes and, where it must, object storage), calls its decide
 function, applies the actions, posts the events and writes the status. Unit tests cover every decision
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 EventType = Literal["Normal", "Warning"]
 
@@ -29,3 +32,13 @@ class Decision:
     actions: list[Any] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue: float | None = None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field: 'spec.algorithm.name: Input should be ...' (what an
+    InvalidSpec condition says)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"spec.{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)

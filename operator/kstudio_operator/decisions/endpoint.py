@@ -17,16 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.ownership import own
-from kstudio_operator.decisions import Decision, Event
-from kstudio_operator.handlers.common import describe_validation_error
+from kstudio_operator.builders.patches import merge_patch
+from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.resources.common import Condition, ConditionStatus, digest_prefix, set_condition
 from kstudio_operator.resources.endpoint import EndpointSpec, EndpointStatus, RollbackOverride, Rollout
 from kstudio_operator.settings import OperatorConfig
 
 HISTORY = 20
-ANNOTATION_SPEC_HASH = "kstudio.io/spec-hash"
 # Waiting reasons / exit codes of a scorer container that mean "this model will not come up by itself".
 STUCK_WAITING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "CreateContainerError", "StartError"}
 
@@ -38,9 +38,11 @@ class CreateChild:
 
 @dataclass(frozen=True)
 class ReplaceDeployment:
-    """Merge-patch the Deployment's spec (and its spec-hash annotation) to `manifest`."""
+    """Make the scorer Deployment `manifest` by sending `patch` (a merge patch, complete: see
+    `deployment_patch`)."""
 
     manifest: dict[str, Any]
+    patch: dict[str, Any]
 
 
 @dataclass
@@ -59,6 +61,21 @@ class EndpointObserved:
 
 def spec_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest["spec"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def deployment_patch(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that makes the scorer Deployment `desired`, given its index entry `observed`.
+
+    The spec is sent in full, with its spec-hash annotation (the other annotations are not ours: they
+    stay). The builder leaves nodeSelector and tolerations out when the Endpoint sets none, so whatever
+    placement the Deployment has and `desired` dropped is sent as null (or its pods stay pinned)."""
+    placement = {
+        "nodeSelector": observed.get("nodeSelector") or {},
+        "tolerations": observed.get("tolerations") or [],
+    }
+    current = {"spec": {"template": {"spec": placement}}}
+    wanted = {"metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": desired["spec"]}
+    return merge_patch(current, wanted, full=True)
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -160,7 +177,7 @@ def decide_endpoint(
         observed.namespace, observed.name, spec.web_service, spec, model, ws_spec.get("output") or {}, config
     )
     own(desired, owner)
-    desired["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash(desired)
+    desired["metadata"].setdefault("annotations", {})[c.ANNOTATION_SPEC_HASH] = spec_hash(desired)
     if not observed.has_service:
         svc = scorer.service(observed.namespace, observed.name, spec.web_service)
         own(svc, owner)
@@ -168,8 +185,8 @@ def decide_endpoint(
     deployment = observed.deployment
     if deployment is None:
         decision.actions.append(CreateChild(desired))
-    elif (deployment.get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != spec_hash(desired):
-        decision.actions.append(ReplaceDeployment(desired))
+    elif (deployment.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH) != spec_hash(desired):
+        decision.actions.append(ReplaceDeployment(desired, deployment_patch(desired, deployment)))
 
     # Status: what the ready pods serve, the rollout, the conditions.
     ready = sum(count for _, count in now_serving.values())

@@ -19,19 +19,17 @@ from kstudio_core.snapshot import validate_snapshot
 from kstudio_operator import constants as c
 from kstudio_operator.builders import names
 from kstudio_operator.builders.ownership import own
-from kstudio_operator.builders.runs import (
+from kstudio_operator.builders.trainedmodel import headline_metric, trained_model_manifest
+from kstudio_operator.builders.training import snapshot_configmap, training_job
+from kstudio_operator.decisions import Decision, Event, describe_validation_error
+from kstudio_operator.decisions.run_history import (
     ObservedJob,
-    headline_metric,
     is_final,
     merge_runs,
     next_tick,
     plan_run,
     runs_to_prune,
 )
-from kstudio_operator.builders.trainedmodel import trained_model_manifest
-from kstudio_operator.builders.training import snapshot_configmap, training_job
-from kstudio_operator.decisions import Decision, Event
-from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import Condition, set_condition
 from kstudio_operator.resources.experiment import ExperimentSpec, ExperimentStatus, RunRecord
 from kstudio_operator.settings import OperatorConfig

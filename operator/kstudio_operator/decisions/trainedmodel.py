@@ -11,8 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kstudio_operator.decisions import Decision, Event
-from kstudio_operator.handlers.common import describe_validation_error
+from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.resources.common import Condition, ConditionStatus, set_condition
 from kstudio_operator.resources.trainedmodel import LISTED_USERS, TrainedModelSpec, TrainedModelStatus
 

@@ -14,12 +14,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kstudio_core.vocabulary import LOWER_IS_BETTER
-from kstudio_operator import constants as c
+from kstudio_operator.builders.endpoint import default_endpoint, default_endpoint_name
 from kstudio_operator.builders.ownership import own
-from kstudio_operator.builders.scorer import default_endpoint_name
-from kstudio_operator.decisions import Decision, Event
+from kstudio_operator.builders.patches import merge_patch
+from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.decisions.endpoint import CreateChild
-from kstudio_operator.handlers.common import describe_validation_error
 from kstudio_operator.resources.common import digest_prefix, set_condition
 from kstudio_operator.resources.scheduling import Scheduling
 from kstudio_operator.resources.webservice import (
@@ -76,26 +75,18 @@ def gate(
     return False, f"{words} < minDelta {min_delta}"
 
 
-def _scheduling_field(wanted: Scheduling) -> dict[str, Any]:
-    """{"scheduling": ...} for a new default Endpoint, nothing when the service sets none."""
-    return {"scheduling": wanted.to_wire()} if wanted != Scheduling() else {}
-
-
 def _scheduling_patch(their: Any, wanted: Scheduling) -> dict[str, Any] | None:
     """The merge patch that gives the default Endpoint the service's scheduling, None when it has it.
 
-    Compared as parsed models, so an absent field and its empty default are equal (no write). A merge
-    patch merges maps: node selector keys the service dropped are sent as null to remove them."""
+    Compared as parsed models, so an absent field and its empty default are equal (no write); an invalid
+    one is overwritten whole."""
     try:
         current = Scheduling.model_validate(their or {})
     except ValidationError:
-        current = None  # edited into something invalid: overwrite it whole
+        current = None
     if current == wanted:
         return None
-    selector: dict[str, str | None] = dict(wanted.node_selector)
-    if isinstance(their, dict) and isinstance(their.get("nodeSelector"), dict):
-        selector |= {key: None for key in their["nodeSelector"] if key not in wanted.node_selector}
-    return {"nodeSelector": selector, "tolerations": [t.to_wire() for t in wanted.tolerations]}
+    return merge_patch(their if isinstance(their, dict) else {}, wanted.to_wire(), full=True)
 
 
 def decide_web_service(
@@ -164,21 +155,7 @@ def decide_web_service(
     default = default_endpoint_name(observed.name)
     mine = observed.endpoints.get(default)
     if mine is None:
-        endpoint = {
-            "apiVersion": c.GROUP_VERSION,
-            "kind": "Endpoint",
-            "metadata": {
-                "name": default,
-                "namespace": observed.namespace,
-                "labels": {c.LABEL_WEB_SERVICE: observed.name, c.LABEL_MANAGED_BY: c.MANAGED_BY},
-            },
-            "spec": {
-                "webService": observed.name,
-                "replicas": spec.scorer.replicas,
-                "resources": spec.scorer.resources.to_wire(),
-                **_scheduling_field(spec.scorer.scheduling),
-            },
-        }
+        endpoint = default_endpoint(observed.namespace, observed.name, spec.scorer)
         decision.actions.append(CreateChild(own(endpoint, owner)))
     else:
         their = mine.get("spec") or {}

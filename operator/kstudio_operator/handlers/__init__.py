@@ -1,4 +1,6 @@
-"""Thin kopf handlers, one module per kind: parse, build (pure), apply (kube.py), report (status, Events).
+"""The I/O layer: one reconcile loop per kind (serving.py holds WebService and Endpoint). Each observes
+(indexes, object storage), calls its pure decision (decisions/), applies the actions (kube.py), posts the
+Events and writes the status (runtime.py).
 
 They are plain functions; kstudio_operator.main registers them with kopf.
 """

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from kstudio_core.runresult import RunResult
 from kstudio_core.storage import ObjectNotFoundError, StorageError
 from kstudio_operator import constants as c
-from kstudio_operator.builders.runs import ObservedJob, observe_job, parse_time
 from kstudio_operator.decisions.experiment import (
     CreateModel,
     DeleteRun,
@@ -29,6 +28,7 @@ from kstudio_operator.decisions.experiment import (
     parse_spec,
     runs_awaiting_results,
 )
+from kstudio_operator.decisions.run_history import ObservedJob, observe_job, parse_time
 from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
 from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime

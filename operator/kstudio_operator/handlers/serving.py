@@ -16,6 +16,7 @@ import kopf
 
 from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
+from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.decisions.endpoint import (
     CreateChild,
@@ -29,8 +30,6 @@ from kstudio_operator.indexes import values
 from kstudio_operator.kube import ApiError
 from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
 
-ANNOTATION_ROTATE = f"{c.API_GROUP}/rotate-key"
-ANNOTATION_ROLLBACK = f"{c.API_GROUP}/rollback"
 ENDPOINT_INDEXES = (
     "web_services",
     "trained_models",
@@ -59,7 +58,7 @@ async def ensure_keys(
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     secret_name = scorer.keys_secret_name(name)
-    request = str((meta.get("annotations") or {}).get(ANNOTATION_ROTATE) or "")
+    request = str((meta.get("annotations") or {}).get(c.ANNOTATION_ROTATE_KEY) or "")
     done = {"keysSecret": status.get("keysSecret"), "keysRotation": status.get("keysRotation")}
     if done["keysSecret"] != secret_name:
         keys = {k: scorer.new_key() for k in scorer.KEY_NAMES}
@@ -69,7 +68,8 @@ async def ensure_keys(
         which = request.split("/", 1)[0]
         if which not in scorer.KEY_NAMES:
             message = (
-                f"{ANNOTATION_ROTATE} must be primaryKey/<token> or secondaryKey/<token>, got {request!r}"
+                f"{c.ANNOTATION_ROTATE_KEY} must be primaryKey/<token> or secondaryKey/<token>, "
+                f"got {request!r}"
             )
             await rt.kube.event(body, "Warning", "InvalidRotation", message)
         else:
@@ -95,8 +95,8 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         deployment=_first(idx["endpoint_deployments"], (namespace, name)),
         pods=values(idx["endpoint_pods"], (namespace, name)),
         has_service=bool(values(idx["endpoint_services"], (namespace, name))),
-        rollback_request=(meta.get("annotations") or {}).get(ANNOTATION_ROLLBACK),
-        is_default=name == scorer.default_endpoint_name(ws_name)
+        rollback_request=(meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK),
+        is_default=name == default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
     )
     status = rt.current_status(key, body)
@@ -106,9 +106,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         if isinstance(action, CreateChild):
             await rt.kube.create(action.manifest)
         elif isinstance(action, ReplaceDeployment):
-            selector = (observed.deployment or {}).get("nodeSelector") or {}
-            patch = scorer.deployment_patch(action.manifest, selector)
-            await rt.kube.patch("apps/v1", "deployments", namespace, name, patch, status=False)
+            await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
     await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
     rt.endpoint_phases[key] = decision.status.get("phase")

@@ -19,6 +19,7 @@ import kopf
 
 from kstudio_core.evaluation import REPORT_FILE, report_uri
 from kstudio_core.ilearner import ArtifactError, DigestMismatchError, read_manifest
+from kstudio_core.runresult import result_uri
 from kstudio_core.storage import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -158,7 +159,7 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
         try:
             await asyncio.to_thread(remove_report, rt.store, spec)
             await asyncio.to_thread(rt.store.remove, spec.artifact.uri)
-            await asyncio.to_thread(rt.store.remove, spec.artifact.uri + ".result.json")
+            await asyncio.to_thread(rt.store.remove, result_uri(spec.artifact.uri))
         except ObjectNotFoundError:
             pass
         except StorageError as exc:

@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kstudio_core.ilearner import SHA256_HEX
+
 # RFC 1123 DNS label / subdomain, as Kubernetes validates object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SHA256_HEX = r"^[0-9a-f]{64}$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
 S3_PREFIX = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]*$"
 # Kubernetes resource quantity (a simplified but faithful form of resource.Quantity's grammar).
@@ -61,12 +62,20 @@ class Condition(KModel):
     type: str = Field(
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="What the condition is about, in CamelCase (e.g. Ready).",
     )
-    status: ConditionStatus
-    reason: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime
-    observed_generation: int | None = Field(default=None, ge=0)
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Why, as one CamelCase word a program can match on.",
+    )
+    message: str = Field(default="", max_length=32768, description="Why, in words for a person.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from."
+    )
 
 
 CONDITIONS_SCHEMA_EXTRA: dict[str, Any] = {
@@ -75,8 +84,14 @@ CONDITIONS_SCHEMA_EXTRA: dict[str, Any] = {
 }
 
 
-def conditions_field() -> Any:
-    return Field(default_factory=list, max_length=16, json_schema_extra=CONDITIONS_SCHEMA_EXTRA)
+def conditions_field(types: str) -> Any:
+    """status.conditions, described by `types`: which condition types the kind reports."""
+    return Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
+        description=f"Kubernetes conditions, one per type: {types}",
+    )
 
 
 def set_condition(

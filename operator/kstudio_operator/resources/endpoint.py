@@ -25,74 +25,160 @@ from kstudio_operator.resources.scheduling import Scheduling
 
 class Auth(KModel):
     enabled: bool = Field(
-        default=True, description="Keys in Secret <endpoint>-keys (primaryKey/secondaryKey)."
+        default=True,
+        description="Require `Authorization: Bearer <key>` on scoring calls (default true); the keys are "
+        "in Secret <endpoint>-keys (primaryKey/secondaryKey). false: anyone who reaches the Service scores.",
     )
 
 
 class Logging(KModel):
-    level: Literal["None", "Error", "All"] = "None"
-    sample_data: bool = False
+    level: Literal["None", "Error", "All"] = Field(
+        default="None",
+        description="Which calls are recorded to object storage (bucket kstudio-logs unless the operator "
+        "is configured otherwise, under <namespace>/<endpoint>/): None (default), Error (failed calls: "
+        "route, status, error) or All (every call with its request and response bodies). Headers, and so "
+        "keys, are never recorded.",
+    )
+    sample_data: bool = Field(
+        default=False,
+        description="Show values seen in training (the categories of text columns) as examples in the "
+        "endpoint's OpenAPI document (default false: placeholders only, training data may be confidential).",
+    )
 
 
-class EndpointResources(KModel):
-    cpu: Quantity = "500m"
-    memory: Quantity = "512Mi"
+class ScorerResources(KModel):
+    """CPU and memory of one scorer pod (an Endpoint's, and a WebService's default Endpoint's)."""
+
+    cpu: Quantity = Field(
+        default="500m", description="CPU each scorer pod requests, a Kubernetes quantity (default 500m)."
+    )
+    memory: Quantity = Field(
+        default="512Mi",
+        description="Memory each scorer pod requests and may not exceed, a Kubernetes quantity (default "
+        "512Mi); a model that inflates to more than half of it is refused before loading.",
+    )
 
 
 class EndpointSpec(KModel):
+    """One scoring endpoint of a WebService: its model (pinned or following the service), keys, request
+    logging, capacity and placement."""
+
     web_service: ObjectName = Field(description="The WebService this endpoint belongs to (immutable).")
     model: ObjectName | None = Field(
         default=None, description="Pinned TrainedModel; absent = follow the service."
     )
     allow_schema_change: bool = Field(
-        default=False, description="Allow a model whose input schema differs from the one being served."
+        default=False,
+        description="Allow a model whose input schema differs from the one being served (default false: "
+        "such a model is refused and condition ModelAccepted says why).",
     )
-    replicas: int = Field(default=1, ge=0, le=20)
-    auth: Auth = Field(default_factory=Auth)
-    logging: Logging = Field(default_factory=Logging)
-    max_concurrent_calls: int = Field(default=20, ge=1, le=1000)
-    resources: EndpointResources = Field(default_factory=EndpointResources)
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=20,
+        description="Scorer pods (0-20, default 1); 0 stops every pod and the endpoint answers nothing.",
+    )
+    auth: Auth = Field(
+        default_factory=Auth, description="Whether scoring calls need one of the endpoint's keys."
+    )
+    logging: Logging = Field(
+        default_factory=Logging,
+        description="Request/response samples to object storage, and training values in the OpenAPI "
+        "document.",
+    )
+    max_concurrent_calls: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Scoring calls one scorer pod handles at once (1-1000, default 20); beyond that it "
+        "answers 429 with Retry-After.",
+    )
+    resources: ScorerResources = Field(
+        default_factory=ScorerResources, description="CPU and memory of each scorer pod."
+    )
     scheduling: Scheduling = Field(
         default_factory=Scheduling, description="Where the scorer pods may run (nodeSelector, tolerations)."
     )
 
 
 class Rollout(StatusModel):
-    from_model: str | None = Field(default=None, alias="from", max_length=253)
-    to_model: str | None = Field(default=None, alias="to", max_length=253)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    seconds: float | None = Field(default=None, ge=0)
+    """One change of the served model: from, to, when, and how long until every pod served the new one."""
+
+    from_model: str | None = Field(
+        default=None, alias="from", max_length=253, description="The TrainedModel served before."
+    )
+    to_model: str | None = Field(
+        default=None, alias="to", max_length=253, description="The TrainedModel being rolled out."
+    )
+    started_at: datetime | None = Field(default=None, description="When the first pod of it was wanted.")
+    finished_at: datetime | None = Field(
+        default=None, description="When every ready pod served it (absent while rolling out)."
+    )
+    seconds: float | None = Field(default=None, ge=0, description="finishedAt minus startedAt, in seconds.")
 
 
 class RollbackOverride(StatusModel):
     """The last `kstudio.io/rollback` request: `model` is served instead of `spec_model` while `active`,
     i.e. until spec.model changes (the token stays, so the same request is not handled twice)."""
 
-    token: str = Field(max_length=253)
-    model: str = Field(max_length=253)
-    spec_model: str | None = Field(default=None, max_length=253)
-    active: bool = True
+    token: str = Field(max_length=253, description="The kstudio.io/rollback annotation value it handled.")
+    model: str = Field(max_length=253, description="The TrainedModel restored (the one served before).")
+    spec_model: str | None = Field(
+        default=None, max_length=253, description="The model the spec asked for when the rollback was made."
+    )
+    active: bool = Field(
+        default=True,
+        description="True while the restored model is served; false once the wanted model changed.",
+    )
 
 
 class EndpointStatus(StatusModel):
-    observed_generation: int | None = None
-    phase: Literal["Pending", "Ready", "RollingOut", "Stalled", "Failed"] | None = None
-    conditions: list[Condition] = conditions_field()
-    model: str | None = Field(default=None, max_length=253)
-    model_digest: str | None = Field(default=None, max_length=64)
-    model_digest_prefix: str | None = Field(
-        default=None, max_length=DIGEST_PREFIX_LENGTH, description="start of modelDigest (kubectl get)"
+    """What the ready pods really serve, the rollout in progress and the past ones, and the keys."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status describes."
     )
-    url: str | None = Field(default=None, max_length=1024)
-    replicas: int | None = Field(default=None, ge=0)
-    ready_replicas: int | None = Field(default=None, ge=0)
-    rollout: Rollout | None = None
-    history: list[Rollout] = Field(default_factory=list, max_length=50)
-    rolled_back: RollbackOverride | None = None
-    keys_secret: str | None = Field(default=None, max_length=253, description="Secret with the API keys")
+    phase: Literal["Pending", "Ready", "RollingOut", "Stalled", "Failed"] | None = Field(
+        default=None,
+        description="Pending (no pod ready yet, or no model), Ready (every pod serves the wanted model), "
+        "RollingOut (old pods serve while new ones start), Stalled (the new model does not come up; the "
+        "old pods keep serving, conditions say why), Failed (the spec is refused).",
+    )
+    conditions: list[Condition] = conditions_field(
+        "Ready (a pod answers), Progressing (a rollout is under way) and ModelAccepted (the wanted "
+        "model may be served: it exists, is Ready, and has the same input schema unless allowSchemaChange)."
+    )
+    model: str | None = Field(
+        default=None, max_length=253, description="The TrainedModel the ready pods serve."
+    )
+    model_digest: str | None = Field(
+        default=None, max_length=64, description="sha256 of the model the ready pods serve."
+    )
+    model_digest_prefix: str | None = Field(
+        default=None, max_length=DIGEST_PREFIX_LENGTH, description="Start of modelDigest (kubectl get)."
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="In-cluster URL of the scorer: http://<endpoint>.<namespace>.svc:80.",
+    )
+    replicas: int | None = Field(default=None, ge=0, description="Scorer pods wanted (spec.replicas).")
+    ready_replicas: int | None = Field(default=None, ge=0, description="Scorer pods ready to answer.")
+    rollout: Rollout | None = Field(default=None, description="The latest change of the served model.")
+    history: list[Rollout] = Field(
+        default_factory=list, max_length=50, description="The last 20 finished rollouts, oldest first."
+    )
+    rolled_back: RollbackOverride | None = Field(
+        default=None,
+        description="The last kstudio.io/rollback request: while active, the model served before the last "
+        "rollout is served instead of the one wanted (spec.model, or the service's model) until that "
+        "changes.",
+    )
+    keys_secret: str | None = Field(
+        default=None, max_length=253, description="Secret with the API keys: <endpoint>-keys."
+    )
     keys_rotation: str | None = Field(
-        default=None, max_length=253, description="the last kstudio.io/rotate-key request handled"
+        default=None, max_length=253, description="The last kstudio.io/rotate-key request handled."
     )
 
 

@@ -74,6 +74,8 @@ PARAM_NAME = r"^[a-z_][a-z0-9_]{0,63}$"
 
 
 class Dataset(KModel):
+    """The table to train on: one file in object storage, a header row and one column per field."""
+
     uri: S3Uri = Field(description="s3://bucket/key of the training data.")
     format: Literal["csv", "parquet"] | None = Field(
         default=None, description="File format (default: from the key's suffix, else csv)."
@@ -81,18 +83,39 @@ class Dataset(KModel):
 
 
 class Preprocessing(KModel):
-    impute: Literal["mean", "median", "most_frequent", "none"] = "median"
-    scale: Literal["standard", "minmax", "robust", "none"] = "standard"
-    categorical: Literal["onehot", "ordinal"] = "onehot"
+    impute: Literal["mean", "median", "most_frequent", "none"] = Field(
+        default="median",
+        description="How missing numeric values are filled, from the training rows (default median); "
+        "missing categorical values get the most frequent category. none: no filling (the algorithm "
+        "must accept missing values, e.g. HistGradientBoosting*).",
+    )
+    scale: Literal["standard", "minmax", "robust", "none"] = Field(
+        default="standard",
+        description="How numeric columns are rescaled (default standard: zero mean, unit variance; "
+        "minmax: to [0, 1]; robust: median and interquartile range; none: unchanged).",
+    )
+    categorical: Literal["onehot", "ordinal"] = Field(
+        default="onehot",
+        description="How text and boolean columns become numbers (default onehot: one 0/1 column per "
+        "category, rare categories grouped; ordinal: one integer per category). Categories not seen in "
+        "training are accepted when scoring (the infrequent group, or -1).",
+    )
     numeric_columns: list[ColumnName] | None = Field(
-        default=None, max_length=512, description="Override: treat these columns as numeric."
+        default=None,
+        max_length=512,
+        description="Override the detected type: treat these columns as numeric (text in them is a data "
+        "error naming the column).",
     )
     categorical_columns: list[ColumnName] | None = Field(
-        default=None, max_length=512, description="Override: treat these columns as categorical."
+        default=None,
+        max_length=512,
+        description="Override the detected type: treat these columns as categorical (e.g. numeric codes).",
     )
 
 
 class Algorithm(KModel):
+    """The scikit-learn estimator and its constructor parameters."""
+
     name: AlgorithmName = Field(description="A scikit-learn estimator from the allowlist.")
     params: dict[Annotated[str, Field(pattern=PARAM_NAME)], Any] = Field(
         default_factory=dict,
@@ -107,23 +130,57 @@ class Sweep(KModel):
         json_schema_extra={"minProperties": 1, "maxProperties": 8},
     )
     metric: MetricName | None = Field(
-        default=None, description="Metric to maximise (default: the first one)."
+        default=None,
+        description="Metric that picks the best combination (the highest, or the lowest for errors such "
+        "as rmse); default: the first of evaluation.metrics.",
     )
-    folds: int = Field(default=3, ge=2, le=10)
+    folds: int = Field(
+        default=3,
+        ge=2,
+        le=10,
+        description="Cross-validation folds on the training split (2-10, default 3); classification "
+        "needs at least this many rows of its rarest class.",
+    )
 
 
 class Evaluation(KModel):
-    test_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
-    seed: int = Field(default=42, ge=0, le=2**31 - 1)
-    metrics: list[MetricName] = Field(default_factory=list, max_length=8)
+    test_fraction: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=0.5,
+        description="Share of the rows held out to compute the metrics (0.05-0.5, default 0.2); "
+        "stratified by class for classification when every class has at least two rows.",
+    )
+    seed: int = Field(
+        default=42,
+        ge=0,
+        le=2**31 - 1,
+        description="Random seed of the split, the sweep's folds and the estimator: the same spec and "
+        "data train the same model (default 42).",
+    )
+    metrics: list[MetricName] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Metrics computed on the held-out rows (at most 8; the first is the headline). "
+        "Default: accuracy, precision_macro, recall_macro, f1_macro, roc_auc for classification; rmse, "
+        "mae, r2 for regression.",
+    )
 
 
 class Resources(KModel):
-    cpu: Quantity = "1"
-    memory: Quantity = "1Gi"
+    cpu: Quantity = Field(
+        default="1", description="CPU the training container requests, a Kubernetes quantity (default 1)."
+    )
+    memory: Quantity = Field(
+        default="1Gi",
+        description="Memory the training container requests and may not exceed, a Kubernetes quantity "
+        "(default 1Gi); a run that needs more fails with reason OOMKilled.",
+    )
 
 
 class Storage(KModel):
+    """Object storage of the runs: the credentials Secret and where models are written."""
+
     credentials_secret: ObjectName = Field(
         default="kstudio-s3",
         description="Secret in this namespace with keys accessKey and secretKey, mounted into training Jobs.",
@@ -137,31 +194,70 @@ class Storage(KModel):
 class ExperimentSpec(KModel):
     """What to train, on what data, how to evaluate it, and when to re-run."""
 
-    dataset: Dataset
-    label: ColumnName
+    dataset: Dataset = Field(description="The training data: a CSV or Parquet file in object storage.")
+    label: ColumnName = Field(
+        description="Column to predict: class labels for classification, numbers for regression. Rows "
+        "without a label are dropped."
+    )
     features: list[ColumnName] | None = Field(
         default=None, max_length=512, description="Input columns (default: every column but the label)."
     )
-    task: Task
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
-    algorithm: Algorithm
-    sweep: Sweep | None = None
-    evaluation: Evaluation = Field(default_factory=Evaluation)
-    schedule: str | None = Field(
-        default=None, max_length=128, pattern=CRON, description="Cron schedule for periodic retraining (UTC)."
+    task: Task = Field(
+        description="classification (predict a class: labels and probabilities) or regression (predict "
+        "a number); decides which algorithms and metrics apply."
     )
-    resources: Resources = Field(default_factory=Resources)
+    preprocessing: Preprocessing = Field(
+        default_factory=Preprocessing,
+        description="Missing values, scaling and categorical encoding, learned from the training rows and "
+        "applied again when scoring.",
+    )
+    algorithm: Algorithm = Field(
+        description="The estimator to train: a classifier for classification, a regressor for regression."
+    )
+    sweep: Sweep | None = Field(
+        default=None,
+        description="Parameter sweep: every combination of the values is cross-validated on the training "
+        "split and the best one is trained and evaluated; absent = train algorithm.params once.",
+    )
+    evaluation: Evaluation = Field(
+        default_factory=Evaluation,
+        description="How the data is split into training and test rows, and which metrics are reported.",
+    )
+    schedule: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=CRON,
+        description="Cron schedule for periodic retraining, five fields or @daily-style, in UTC; absent = "
+        "no schedule (runs start on create, spec change and the kstudio.io/run annotation).",
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="CPU and memory of each run's training Job."
+    )
     history_limit: int = Field(
         default=10,
         ge=1,
         le=100,
-        description="Runs kept in status.runs (runs whose model is in use are kept).",
+        description="Finished runs kept (1-100, default 10); older ones are deleted with their Job and "
+        "TrainedModel, except the latest successful run and runs whose model is in use.",
     )
     backoff_limit: int = Field(
-        default=2, ge=0, le=5, description="Retries of a run after infrastructure errors (exit 75)."
+        default=2,
+        ge=0,
+        le=5,
+        description="Retries of a run after an infrastructure error such as unreachable storage (exit 75; "
+        "0-5, default 2); bad specs or data and out-of-memory fail at once.",
     )
-    active_deadline_seconds: int = Field(default=3600, ge=60, le=86400)
-    storage: Storage = Field(default_factory=Storage)
+    active_deadline_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        description="Seconds a run's Job may take, retries included (60-86400, default 3600); then "
+        "Kubernetes stops it and the run fails.",
+    )
+    storage: Storage = Field(
+        default_factory=Storage,
+        description="Credentials for object storage and where the trained models are written.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -203,35 +299,79 @@ Trigger = Literal["create", "spec", "annotation", "schedule"]
 class RunRecord(StatusModel):
     """One run of the experiment: a snapshot of the spec at `generation`, trained by `job`."""
 
-    run: int = Field(ge=1)
-    generation: int = Field(ge=1)
-    triggers: list[Trigger] = Field(default_factory=list, max_length=4)
-    token: str | None = Field(default=None, max_length=253)
-    scheduled_at: datetime | None = None
-    job: str = Field(max_length=63)
-    phase: RunPhase
-    reason: str | None = Field(default=None, max_length=128)
-    message: str | None = Field(default=None, max_length=4096)
-    trained_model: str | None = Field(default=None, max_length=253)
-    artifact: str | None = Field(default=None, max_length=1024)
-    metrics: dict[str, float] = Field(default_factory=dict, json_schema_extra={"maxProperties": 32})
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    run: int = Field(ge=1, description="Run number, counting from 1.")
+    generation: int = Field(ge=1, description="metadata.generation of the spec this run trained.")
+    triggers: list[Trigger] = Field(
+        default_factory=list,
+        max_length=4,
+        description="What started it: create, spec (the spec changed), annotation (a new kstudio.io/run "
+        "token), schedule (a spec.schedule tick); one run covers every trigger that arrived meanwhile.",
+    )
+    token: str | None = Field(
+        default=None, max_length=253, description="The kstudio.io/run annotation value when it ran."
+    )
+    scheduled_at: datetime | None = Field(default=None, description="The schedule tick it ran for (UTC).")
+    job: str = Field(max_length=63, description="Name of its training Job: <experiment>-run-<run>.")
+    phase: RunPhase = Field(description="Pending, Running, Succeeded or Failed.")
+    reason: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Why it failed, one word (e.g. InvalidData, OOMKilled, InfrastructureError).",
+    )
+    message: str | None = Field(
+        default=None, max_length=4096, description="Why it failed, in words: what to fix."
+    )
+    trained_model: str | None = Field(
+        default=None, max_length=253, description="The TrainedModel it produced: <experiment>-<run>."
+    )
+    artifact: str | None = Field(default=None, max_length=1024, description="s3:// URI of its .ilearner.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        json_schema_extra={"maxProperties": 32},
+        description="Metrics on the held-out test rows, by name.",
+    )
+    started_at: datetime | None = Field(default=None, description="When its Job started.")
+    finished_at: datetime | None = Field(default=None, description="When it succeeded or failed.")
 
 
 ExperimentPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Invalid"]
 
 
 class ExperimentStatus(StatusModel):
-    observed_generation: int | None = None
-    phase: ExperimentPhase | None = None
-    conditions: list[Condition] = conditions_field()
-    runs: list[RunRecord] = Field(default_factory=list, max_length=100)
-    latest_run: int | None = None
-    latest_trained_model: str | None = Field(default=None, max_length=253)
-    latest_metric: str | None = Field(default=None, max_length=64, description="e.g. accuracy=0.9765")
-    last_schedule_time: datetime | None = None
-    next_schedule_time: datetime | None = None
+    """What the operator observed: the runs, the latest model and the schedule (written by the operator)."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status describes."
+    )
+    phase: ExperimentPhase | None = Field(
+        default=None,
+        description="Phase of the latest run (Pending, Running, Succeeded, Failed); Invalid when the spec "
+        "is refused (condition SpecValid says why).",
+    )
+    conditions: list[Condition] = conditions_field(
+        "SpecValid, Running and Ready (a TrainedModel of the latest successful run exists)."
+    )
+    runs: list[RunRecord] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The runs, oldest first: spec.historyLimit of them, plus older runs whose model is in "
+        "use.",
+    )
+    latest_run: int | None = Field(default=None, description="Number of the latest run.")
+    latest_trained_model: str | None = Field(
+        default=None, max_length=253, description="TrainedModel of the latest successful run."
+    )
+    latest_metric: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Headline metric of the latest successful run, e.g. accuracy=0.9765.",
+    )
+    last_schedule_time: datetime | None = Field(
+        default=None, description="The last spec.schedule tick that started a run."
+    )
+    next_schedule_time: datetime | None = Field(
+        default=None, description="The next spec.schedule tick (UTC)."
+    )
 
 
 def _task_rule() -> CelRule:

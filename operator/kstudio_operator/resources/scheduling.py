@@ -49,7 +49,10 @@ class Toleration(KModel):
     key: str | None = Field(
         default=None, max_length=316, pattern=LABEL_KEY, description="Taint key; absent = every key."
     )
-    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Default Equal.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None,
+        description="Equal (default: key and value must match) or Exists (key only; no key = every taint).",
+    )
     value: LabelValue | None = Field(default=None, description="Taint value (operator Equal).")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect; absent = every effect."

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from kstudio_core.ilearner import ColumnType
 from kstudio_operator.constants import TRAINED_MODELS
 from kstudio_operator.resources.common import (
     CelRule,
@@ -37,28 +38,39 @@ class EvaluationReportRef(KModel):
 
 
 class Source(KModel):
-    experiment: ObjectName
-    run: int = Field(ge=1)
-    generation: int | None = Field(default=None, ge=1)
+    experiment: ObjectName = Field(description="The Experiment that trained it.")
+    run: int = Field(ge=1, description="The run number in that Experiment's status.runs.")
+    generation: int | None = Field(
+        default=None, ge=1, description="The Experiment's metadata.generation that run trained."
+    )
 
 
 class TrainedModelSpec(KModel):
     """Immutable once created: a different model is a different TrainedModel."""
 
-    artifact: Artifact
+    artifact: Artifact = Field(
+        description="The .ilearner file and its sha256: the operator and the scorer refuse a file whose "
+        "digest differs, before reading it."
+    )
     source: Source | None = Field(default=None, description="The run that produced it; absent for imports.")
     evaluation: EvaluationReportRef | None = Field(
         default=None, description="The run's evaluation report; absent when there is none (imports)."
     )
-    description: str | None = Field(default=None, max_length=1024)
+    description: str | None = Field(
+        default=None, max_length=1024, description="A note for people (at most 1024 characters)."
+    )
     artifact_deletion_policy: Literal["Retain", "Delete"] = Field(
-        default="Retain", description="What happens to the .ilearner file when this object is deleted."
+        default="Retain",
+        description="What happens to the .ilearner file when this object is deleted: Retain (default, the "
+        "file stays) or Delete (the operator removes it and its run result).",
     )
 
 
 class InputColumn(KModel):
-    name: ColumnName
-    type: Literal["number", "integer", "string", "boolean"]
+    name: ColumnName = Field(description="Column name, as in the training data.")
+    type: ColumnType = Field(
+        description="Type a scoring request must give it: number, integer, string or boolean."
+    )
 
 
 ModelPhase = Literal["Pending", "Ready", "Invalid"]
@@ -69,30 +81,67 @@ LISTED_USERS = 256
 
 
 class TrainedModelStatus(StatusModel):
-    observed_generation: int | None = None
-    phase: ModelPhase | None = None
-    reason: str | None = Field(default=None, max_length=128)
-    message: str | None = Field(default=None, max_length=4096)
-    conditions: list[Condition] = conditions_field()
-    task: Literal["classification", "regression"] | None = None
-    label: str | None = Field(default=None, max_length=256)
-    input_schema: list[InputColumn] = Field(default_factory=list, max_length=1024)
-    classes: list[bool | int | float | str] = Field(default_factory=list, max_length=1024)
-    metrics: dict[str, float] = Field(default_factory=dict, json_schema_extra={"maxProperties": 32})
-    headline_metric: str | None = Field(default=None, max_length=64, description="e.g. accuracy=0.9765")
-    frameworks: dict[str, str] = Field(default_factory=dict, json_schema_extra={"maxProperties": 16})
-    size_bytes: int | None = Field(default=None, ge=0)
-    evaluation: EvaluationReportRef | None = Field(
-        default=None, description="The evaluation report of the verified model (spec.evaluation)"
+    """What the operator found when it verified the artifact, and who uses the model."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status describes."
     )
-    created_at: datetime | None = None
-    verified_at: datetime | None = None
+    phase: ModelPhase | None = Field(
+        default=None,
+        description="Pending (not verified yet, e.g. storage unreachable), Ready (downloaded, sha256 "
+        "matches, manifest read) or Invalid (see reason and message).",
+    )
+    reason: str | None = Field(
+        default=None, max_length=128, description="Why the phase, one CamelCase word (e.g. DigestMismatch)."
+    )
+    message: str | None = Field(default=None, max_length=4096, description="Why the phase, in words.")
+    conditions: list[Condition] = conditions_field(
+        "Ready (verified) and InUse (a WebService or Endpoint serves it: deletion waits)."
+    )
+    task: Literal["classification", "regression"] | None = Field(
+        default=None, description="What the model predicts: classification or regression."
+    )
+    label: str | None = Field(default=None, max_length=256, description="The column it predicts.")
+    input_schema: list[InputColumn] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="The columns a scoring request must give, with their types.",
+    )
+    classes: list[bool | int | float | str] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Classification: the class labels, in the order of Scored Probabilities.",
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        json_schema_extra={"maxProperties": 32},
+        description="Metrics on the held-out test rows, by name.",
+    )
+    headline_metric: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The first of the experiment's evaluation.metrics, e.g. accuracy=0.9765.",
+    )
+    frameworks: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={"maxProperties": 16},
+        description="Library versions it was trained with, e.g. scikit-learn: 1.9.1.",
+    )
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the .ilearner file in bytes.")
+    evaluation: EvaluationReportRef | None = Field(
+        default=None,
+        description="The run's evaluation report (spec.evaluation), named once the model is verified.",
+    )
+    created_at: datetime | None = Field(default=None, description="When the trainer wrote it.")
+    verified_at: datetime | None = Field(default=None, description="When the operator verified its sha256.")
     used_by: list[str] = Field(
         default_factory=list,
         max_length=LISTED_USERS,
-        description=f"WebServices and Endpoints serving this model: the first {LISTED_USERS}",
+        description=f"WebServices and Endpoints serving this model: the first {LISTED_USERS}.",
     )
-    used_by_count: int | None = Field(default=None, ge=0, description="how many use it")
+    used_by_count: int | None = Field(
+        default=None, ge=0, description="How many WebServices and Endpoints serve it."
+    )
 
 
 TRAINED_MODEL = ResourceKind(
