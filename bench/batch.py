@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import servers
 
-from kstudio_scorer.batch import parquet_write_options
+from kstudio_scorer.bes.file_scoring import parquet_write_options
 
 N_FEATURES = 10
 

@@ -44,7 +44,7 @@ import loadgen
 import servers
 
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
-from kstudio_scorer.artifact import load_ilearner
+from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_trainer.artifact_writer import write_ilearner
 
 N_FEATURES = 10

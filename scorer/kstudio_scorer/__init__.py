@@ -1,1 +1,1 @@
-"""Data plane: the .ilearner artifact format, object storage, the scoring app and batch scoring."""
+"""The data plane: `kstudio serve` scores rows with one verified .ilearner model, online and in batch."""

@@ -2,7 +2,7 @@
 
 Exit codes: 0 after a clean shutdown (SIGTERM: drain for KSTUDIO_DRAIN_SECONDS — not ready, still
 serving, every response with `Connection: close` — then stop accepting and finish in-flight requests
-within KSTUDIO_SHUTDOWN_GRACE_SECONDS; see drain.py); 2 when the configuration or the model is wrong
+within KSTUDIO_SHUTDOWN_GRACE_SECONDS; see http/drain.py); 2 when the configuration or the model is wrong
 (digest mismatch, unreadable artifact: do not retry); 75 when object storage was unreachable (a restart
 may help). The reason is printed and written to the termination log.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from kstudio_core.exitcodes import EXIT_INPUT_ERROR, TERMINATION_LOG
 
 if TYPE_CHECKING:
-    from kstudio_scorer.model import ModelLoadError
+    from kstudio_scorer.model.served_model import ModelLoadError
     from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger("kstudio_scorer")
@@ -111,14 +111,14 @@ def serve(settings: ScorerSettings, log_level: str) -> int:
     """Run uvicorn until SIGTERM (exit 0) or a model that cannot load (its exit code)."""
     import uvicorn
 
-    from kstudio_scorer.app import create_app
-    from kstudio_scorer.drain import Drain, DrainingServer, DrainMiddleware
-    from kstudio_scorer.service import ScorerState
+    from kstudio_scorer.http.app import create_app
+    from kstudio_scorer.http.drain import DrainingServer, DrainMiddleware
+    from kstudio_scorer.http.state import ScorerState
 
     app = create_app(settings)
-    drain = Drain(settings.drain_seconds)
-    app.add_middleware(DrainMiddleware, drain=drain)  # outermost: sees every response
     state: ScorerState = app.state.kstudio
+    drain = state.drain
+    app.add_middleware(DrainMiddleware, drain=drain)  # outermost: sees every response
     config = uvicorn.Config(
         app,
         host=settings.host,

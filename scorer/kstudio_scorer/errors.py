@@ -1,4 +1,4 @@
-"""Domain errors of the scoring app. app.py maps each class to one HTTP status, in one place."""
+"""Domain errors of the scorer. http/responses.py maps each class to one HTTP status, in one place."""
 
 from __future__ import annotations
 

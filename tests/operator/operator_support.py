@@ -126,6 +126,18 @@ def operator_env(cluster: Any) -> dict[str, str]:
     return env
 
 
+def trained_model_manifest(name: str, spec: dict[str, Any]) -> str:
+    """A TrainedModel made by hand (an import), as JSON for `kubectl apply -f -`."""
+    return json.dumps(
+        {
+            "apiVersion": "kstudio.io/v1alpha1",
+            "kind": "TrainedModel",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
 def experiment_manifest(name: str = "penguins", **spec_overrides: Any) -> str:
     spec: dict[str, Any] = {
         "dataset": {"uri": "s3://datasets/penguins.csv", "format": "csv"},

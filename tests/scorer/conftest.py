@@ -17,7 +17,7 @@ from scorer_support import (
     wait_ready,
 )
 
-from kstudio_scorer.app import create_app
+from kstudio_scorer.http.app import create_app
 
 
 @pytest.fixture(scope="session")

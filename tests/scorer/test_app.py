@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -13,8 +14,9 @@ import orjson
 from fastapi.testclient import TestClient
 from scorer_support import BuiltModel, settings_for
 
-from kstudio_scorer.app import create_app
-from kstudio_scorer.model import ScoringModel
+from kstudio_scorer.http.app import create_app
+from kstudio_scorer.http.routes import ROUTES
+from kstudio_scorer.model.served_model import ScoringModel
 
 Client = Callable[..., TestClient]
 
@@ -143,6 +145,9 @@ def test_declared_body_over_the_limit_is_413_before_reading(
     chunks = (b"x" * 400 for _ in range(10))
     r = client.post("/score", content=chunks, headers={"content-type": "application/json"})
     assert r.status_code == 413
+    # both counted under their route: the limits layer answered the first before any endpoint ran
+    metrics = client.get("/metrics").text
+    assert 'kstudio_scorer_requests_total{method="POST",route="/score",status="413"} 2.0' in metrics
 
 
 def test_v2_per_column_and_single_matrix_inputs(models: dict[str, BuiltModel], make_client: Client) -> None:
@@ -282,6 +287,27 @@ def test_jobs_routes_validate_and_404(models: dict[str, BuiltModel], make_client
     assert client.get("/jobs/0123").status_code == 404
 
 
+def test_every_route_that_needs_the_key_refuses_a_caller_without_it_before_the_body(
+    models: dict[str, BuiltModel], make_client: Client, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "primaryKey").write_text("the-key-0123456789")
+    client = make_client(models["classifier"], auth_enabled=True, keys_dir=keys)
+    for route in ROUTES:
+        path = re.sub(r"{\w+}", "model", route.path)
+        r = client.request(
+            route.method, path, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        if route.needs_key:
+            assert r.status_code == 401, (route.method, route.path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+            code = r.json()["error"]["code"] if route.classic else r.json()["code"]
+            assert code == ("Unauthorized" if route.classic else "unauthorized")
+        else:
+            assert r.status_code != 401, (route.method, route.path)
+
+
 def test_metrics_count_routes_rows_and_model(models: dict[str, BuiltModel], make_client: Client) -> None:
     m = models["classifier"]
     client = make_client(m)
@@ -293,6 +319,18 @@ def test_metrics_count_routes_rows_and_model(models: dict[str, BuiltModel], make
     assert 'kstudio_scorer_rows_scored_total{route="/score"} 7.0' in text
     assert f'kstudio_scorer_model_info{{name="model",sha256="{m.sha256}",task="classification"}} 1.0' in text
     assert 'kstudio_scorer_request_duration_seconds_bucket{le="0.1",route="/score"}' in text
+
+
+def test_metrics_observe_the_rows_of_each_predict_call(
+    models: dict[str, BuiltModel], make_client: Client
+) -> None:
+    m = models["classifier"]
+    client = make_client(m)
+    client.post("/score", json=rrs(rows_of(m, 7)))
+    text = client.get("/metrics").text
+    assert "kstudio_scorer_predict_batch_rows_count 1.0" in text
+    assert "kstudio_scorer_predict_batch_rows_sum 7.0" in text
+    assert 'kstudio_scorer_predict_batch_rows_bucket{le="8.0"} 1.0' in text
 
 
 def test_openapi_request_schema_comes_from_the_model(

@@ -17,7 +17,7 @@ from fixtures.minio_server import MinioServer
 from kstudio_core.ilearner import DigestMismatchError, sha256_file
 from kstudio_core.storage import ObjectStore
 from kstudio_devtools import examples
-from kstudio_scorer.artifact import load_ilearner
+from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_trainer import artifact_writer, cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -31,8 +31,8 @@ from kstudio_core.ilearner import (
     read_manifest,
     sha256_file,
 )
-from kstudio_scorer.artifact import load_ilearner
-from kstudio_scorer.inflation import ArtifactTooLargeError, ModelSizeLimit
+from kstudio_scorer.model.artifact import load_ilearner
+from kstudio_scorer.model.inflation import ArtifactTooLargeError, ModelSizeLimit
 from kstudio_trainer import artifact_writer
 from kstudio_trainer.artifact_writer import write_ilearner
 

@@ -19,8 +19,8 @@ from kstudio_core.ilearner import (
     InvalidArtifactError,
     sha256_file,
 )
-from kstudio_scorer.artifact import load_ilearner
-from kstudio_scorer.inflation import (
+from kstudio_scorer.model.artifact import load_ilearner
+from kstudio_scorer.model.inflation import (
     ArtifactTooLargeError,
     ModelSizeLimit,
     cgroup_memory_limit,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from kstudio_core.ilearner import IlearnerManifest
-from kstudio_scorer.artifact import load_ilearner
+from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_trainer.algorithms import CLASSIFIERS, REGRESSORS
 from kstudio_trainer.artifact_writer import write_ilearner
 from kstudio_trainer.data import prepare

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kstudio_scorer.auth import KeyRing
 from kstudio_scorer.errors import UnauthorizedError
+from kstudio_scorer.http.keys import KeyRing
 
 
 def put(d: Path, name: str, value: str) -> None:

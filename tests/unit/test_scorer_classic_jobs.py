@@ -5,14 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from kstudio_scorer.classic_jobs import (
+from kstudio_scorer.bes.classic_bes import (
     ClassicJobRequestError,
     job_from_request,
     status_document,
     storage_from_connection_string,
     uri_of_relative_location,
 )
-from kstudio_scorer.jobs import new_job
+from kstudio_scorer.bes.jobs import new_job
 
 SECRET = "c2VjcmV0LWtleS1ub3QtdG8tbGVhaw=="
 CONN = f"DefaultEndpointsProtocol=http;AccountName=minio-user;AccountKey={SECRET};BlobEndpoint=http://10.0.0.5:9000/"

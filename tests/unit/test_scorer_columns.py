@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from kstudio_scorer.columns import (
-    Column,
+from kstudio_scorer.errors import InputValidationError, MalformedRequestError, TooManyRowsError
+from kstudio_scorer.model.columns import Column, concat
+from kstudio_scorer.protocols.request_columns import (
     columns_from_records,
     columns_from_table,
     columns_from_v2_inputs,
-    concat,
 )
-from kstudio_scorer.errors import InputValidationError, MalformedRequestError, TooManyRowsError
 
 SCHEMA = (Column("x", "number"), Column("n", "integer"), Column("s", "string"), Column("b", "boolean"))
 

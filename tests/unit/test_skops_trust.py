@@ -14,8 +14,8 @@ import skops.io as skops_io
 from sklearn.naive_bayes import GaussianNB
 
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest, UntrustedContentError, write_container
-from kstudio_scorer.artifact import load_ilearner
-from kstudio_scorer.skops_trust import SKLEARN_TYPES, explicit_lists
+from kstudio_scorer.model.artifact import load_ilearner
+from kstudio_scorer.model.skops_trust import SKLEARN_TYPES, explicit_lists
 from kstudio_trainer import pipeline as trainer_pipeline
 from kstudio_trainer.algorithms import CLASSIFIERS, REGRESSORS
 from kstudio_trainer.artifact_writer import write_ilearner
@@ -73,7 +73,7 @@ def test_public_estimator_outside_the_list_is_refused_though_skops_would_trust_i
 
 LOAD_AND_LIST_MODULES = """
 import json, sys
-from kstudio_scorer.artifact import load_ilearner
+from kstudio_scorer.model.artifact import load_ilearner
 load_ilearner(sys.argv[1], sys.argv[2])
 import skops.io._trusted_types as t
 print(json.dumps({"modules": sorted(sys.modules), "estimators": t.SKLEARN_ESTIMATOR_TYPE_NAMES}))

@@ -17,12 +17,14 @@ from typing import Any
 
 import kopf
 
+from kstudio_core.evaluation import REPORT_FILE, report_uri
 from kstudio_core.ilearner import ArtifactError, DigestMismatchError, read_manifest
 from kstudio_core.runresult import result_uri
 from kstudio_core.storage import (
     AccessDeniedError,
     BucketNotFoundError,
     ObjectNotFoundError,
+    S3Uri,
     StorageError,
     StorageUnavailableError,
 )
@@ -84,6 +86,17 @@ def verify_artifact(
     )
 
 
+def remove_report(store: Any, spec: TrainedModelSpec) -> None:
+    """The run's evaluation report and figures: its folder next to the artifact. Blocking. A report kept
+    anywhere else (named by hand) is not the model's to delete."""
+    if spec.evaluation is None or spec.evaluation.uri != report_uri(spec.artifact.uri):
+        return
+    report = S3Uri.parse(spec.evaluation.uri)
+    folder = report.key.removesuffix(REPORT_FILE)  # "<artifact key>.evaluation/": only this run's files
+    for key in store.list_keys(report.bucket, folder):
+        store.remove(S3Uri(report.bucket, key))
+
+
 def users_of(model_users: Any, namespace: str, name: str) -> list[str]:
     return sorted(set(values(model_users, (namespace, name))))
 
@@ -136,6 +149,7 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     spec, _ = parse_spec(dict(body.get("spec") or {}))
     if spec is not None and spec.artifact_deletion_policy == "Delete" and rt.store is not None:
         try:
+            await asyncio.to_thread(remove_report, rt.store, spec)
             await asyncio.to_thread(rt.store.remove, spec.artifact.uri)
             await asyncio.to_thread(rt.store.remove, result_uri(spec.artifact.uri))
         except ObjectNotFoundError:

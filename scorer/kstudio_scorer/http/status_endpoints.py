@@ -1,0 +1,79 @@
+"""Endpoints that report, score nothing and need no key: liveness, readiness, metrics, V2 metadata.
+
+Readiness (`readyz`, `v2_ready`, `v2_model_ready`) turns 503 while the model loads and, from the first
+SIGTERM on, while the pod drains (drain.py): the pod leaves the Service while it still scores.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+
+from kstudio_scorer.errors import ModelNotFoundError
+from kstudio_scorer.http.responses import json_response
+from kstudio_scorer.http.state import state_of
+from kstudio_scorer.protocols.request_columns import v2_datatype
+
+SERVER_NAME = "kstudio-scorer"
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    state = state_of(request)
+    m = state.model
+    if state.reports_ready:
+        return json_response({"ready": True, "model": m.name, "sha256": m.digest})
+    if state.drain.active:
+        return json_response(
+            {"ready": False, "state": "draining", "reason": "shutting down: draining connections"}, 503
+        )
+    return json_response({"ready": False, "state": m.state, "reason": m.error or "loading"}, 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def v2_live(request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def v2_ready(request: Request) -> Response:
+    ready = state_of(request).reports_ready
+    return json_response({"ready": ready}, 200 if ready else 503)
+
+
+async def v2_server_metadata(request: Request) -> Response:
+    return json_response({"name": SERVER_NAME, "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+
+
+async def v2_model_metadata(request: Request, name: str) -> Response:
+    m = state_of(request).named_model(name)
+    schema = m.schema
+    outputs = [
+        {"name": "predict", "datatype": "BYTES" if m.task == "classification" else "FP64", "shape": [-1]}
+    ]
+    if m.task == "classification":
+        if m.classes and not isinstance(m.classes[0], str):
+            outputs[0]["datatype"] = "INT64" if isinstance(m.classes[0], int) else "FP64"
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]})
+    return json_response(
+        {
+            "name": m.name,
+            "versions": [m.digest],
+            "platform": "sklearn",
+            "inputs": [{"name": c.name, "datatype": v2_datatype(c.type), "shape": [-1]} for c in schema],
+            "outputs": outputs,
+            "parameters": {"task": m.task, "classes": m.classes, "sha256": m.digest},
+        }
+    )
+
+
+async def v2_model_ready(request: Request, name: str) -> Response:
+    state = state_of(request)
+    if name != state.model.name:
+        raise ModelNotFoundError(f"no model named {name!r}; this endpoint serves {state.model.name!r}")
+    ready = state.reports_ready
+    return json_response({"name": name, "ready": ready}, 200 if ready else 503)
