@@ -9,7 +9,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_no_two_test_files_share_a_basename() -> None:
-    names = Counter(p.name for p in TESTS.rglob("*.py") if p.name != "conftest.py" and p.name != "__init__.py")
+    names = Counter(p.name for p in TESTS.rglob("*.py") if p.name not in ("conftest.py", "__init__.py"))
     assert [name for name, count in names.items() if count > 1] == []
 
 
