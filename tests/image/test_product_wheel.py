@@ -1,6 +1,7 @@
-"""The product wheel (what the Docker image installs) holds operator, scorer, trainer, the shared core and
-the `kstudio` command, and nothing of the local cluster or other development tools: no example datasets
-or test fixtures, no generator, no dependency that only those need. Run with `-rP` to see its file list."""
+"""The product wheel (what the Docker image installs) holds operator, scorer, trainer, console, the shared
+core and the `kstudio` command, and nothing of the local cluster or other development tools: no example
+datasets or test fixtures, no generator, no dependency that only those need. Run with `-rP` to see its
+file list."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
-PRODUCT_PACKAGES = {"kstudio_cli", "kstudio_core", "kstudio_operator", "kstudio_scorer", "kstudio_trainer"}
+PRODUCT_PACKAGES = {
+    "kstudio_cli",
+    "kstudio_console",
+    "kstudio_core",
+    "kstudio_operator",
+    "kstudio_scorer",
+    "kstudio_trainer",
+}
 # What lives in hack/ (kstudio-dev): the local cluster, the Go build, the example datasets and their upload,
 # the vocabulary generator.
 DEV_MARKERS = ("localcluster", "nodeagent", "hack/", "gobuild", "devtools", "examples", "vocabulary_gen")
