@@ -109,14 +109,15 @@ def digest_prefix(sha256: Any) -> str:
 def model_users(
     web_services: Iterable[Obj], endpoints: Iterable[Obj]
 ) -> dict[str, list[tuple[str, str, str]]]:
-    """model name -> [(kind, name, how)] of the WebServices and Endpoints serving or pinning it."""
-    users: dict[str, list[tuple[str, str, str]]] = {}
+    """model name -> [(kind, name, how)] of the WebServices and Endpoints serving or pinning it; `how` is
+    "serves", "pinned in spec" or both."""
+    found: dict[str, dict[tuple[str, str], list[str]]] = {}
 
     def add(model: Any, kind: str, name: str, how: str) -> None:
         if model:
-            entry = (kind, name, how)
-            if entry not in users.setdefault(str(model), []):
-                users[str(model)].append(entry)
+            hows = found.setdefault(str(model), {}).setdefault((kind, name), [])
+            if how not in hows:
+                hows.append(how)
 
     for ws in web_services:
         add(status_of(ws).get("model"), "WebService", name_of(ws), "serves")
@@ -124,7 +125,10 @@ def model_users(
     for ep in endpoints:
         add(status_of(ep).get("model"), "Endpoint", name_of(ep), "serves")
         add(spec_of(ep).get("model"), "Endpoint", name_of(ep), "pinned in spec")
-    return users
+    return {
+        model: [(kind, name, ", ".join(hows)) for (kind, name), hows in users.items()]
+        for model, users in found.items()
+    }
 
 
 # --- experiments ---------------------------------------------------------------------------------------

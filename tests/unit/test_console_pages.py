@@ -238,6 +238,12 @@ def test_run_history_chart_is_an_svg_drawn_by_matplotlib_marking_failed_runs() -
 
 
 def test_who_uses_a_model_counts_serving_and_pinning(cache: ObjectCache) -> None:
+    both = {
+        **ENDPOINT,
+        "metadata": {**ENDPOINT["metadata"], "name": "ep3"},
+        "status": {"model": "penguins-2"},
+    }
+    assert pages.model_users([], [both])["penguins-2"] == [("Endpoint", "ep3", "serves, pinned in spec")]
     users = pages.model_users([WEB_SERVICE], [ENDPOINT])
     assert users["penguins-2"] == [
         ("WebService", "penguins", "serves"),
