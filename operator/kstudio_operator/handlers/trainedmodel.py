@@ -1,4 +1,4 @@
-"""TrainedModel: a reconcile loop that verifies the artifact once per generation and keeps `usedBy`
+"""TrainedModel: a reconcile that verifies the artifact once per generation and keeps `usedBy`
 current from the index of WebServices/Endpoints; deletion blocked while the model is in use.
 
 Verification streams: the artifact is downloaded to a private temp file while its sha256 is computed,
@@ -44,7 +44,7 @@ from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
 from kstudio_operator.resources.common import get_condition
 from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
-from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
+from kstudio_operator.runtime import Body, Key, Runtime, runtime
 
 
 def verify_artifact(
@@ -101,7 +101,8 @@ def users_of(model_users: Any, namespace: str, name: str) -> list[str]:
     return sorted(set(values(model_users, (namespace, name))))
 
 
-async def reconcile_once(rt: Runtime, key: Key, body: kopf.Body, model_users: Any) -> float | None:
+async def reconcile_trained_model(rt: Runtime, key: Key, body: Body) -> float | None:
+    model_users = rt.indexes["model_users"]
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 1)
@@ -123,15 +124,6 @@ async def reconcile_once(rt: Runtime, key: Key, body: kopf.Body, model_users: An
         return rt.backoff(key, base=2.0, cap=300.0)
     rt.succeeded(key)
     return None
-
-
-async def trained_model_loop(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    rt = runtime(memo)
-    model_users = kwargs["model_users"]
-    key: Key = ("TrainedModel", body["metadata"]["namespace"], body["metadata"]["name"])
-    await reconcile_loop(rt, key, stopped, lambda: reconcile_once(rt, key, body, model_users))
 
 
 async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
