@@ -39,6 +39,7 @@ from kstudio_console.cache import (
     SERVICE,
     TRAINED_MODEL,
     WEB_SERVICE,
+    Kind,
     ObjectCache,
 )
 from kstudio_console.evaluations import ModelEvaluation, NothingToShow, Unreachable, metric_rows
@@ -100,6 +101,12 @@ class Console:
             **values,
         )
         return HTMLResponse(html, status_code=http_status, headers={"Cache-Control": "no-store"})
+
+    def link(self, namespace: str, kind: Kind, name: str | None) -> str:
+        """The page of an object the cache holds; "" (no link) for a name that names nothing (yet)."""
+        if not name or self.cache.get(kind, namespace, name) is None:
+            return ""
+        return pages.url(namespace, kind.kind, name)
 
 
 def _cell(value: Any) -> str:
@@ -305,9 +312,7 @@ async def model_page(console: Console, request: Request) -> Response:
         status=status,
         artifact=spec.get("artifact") or {},
         source=source,
-        source_url=pages.url(ns, "Experiment", source["experiment"])
-        if source and console.cache.get(EXPERIMENT, ns, source["experiment"])
-        else "",
+        source_url=console.link(ns, EXPERIMENT, source.get("experiment")),
         users=pages.user_links(ns, users.get(name, [])),
         metrics=sorted((status.get("metrics") or {}).items()),
         compare_with=siblings,
@@ -412,15 +417,11 @@ async def web_service(console: Console, request: Request) -> Response:
         name=name,
         spec=spec,
         status=status,
-        model_url=pages.url(ns, "TrainedModel", model)
-        if model and console.cache.get(TRAINED_MODEL, ns, model)
-        else "",
+        model_url=console.link(ns, TRAINED_MODEL, model),
         follows=follow.get("experiment") or "",
         follows_url=pages.url(ns, "Experiment", follow["experiment"]) if follow.get("experiment") else "",
         gate=gate,
-        default_url=pages.url(ns, "Endpoint", default)
-        if default and console.cache.get(ENDPOINT, ns, default)
-        else "",
+        default_url=console.link(ns, ENDPOINT, default),
         endpoints=pages.endpoint_rows(ns, own),
         promotions=pages.promotion_rows(ws),
         events=pages.event_rows(console.cache.objects(EVENT, ns), _now(), EVENTS_ON_PAGES, about=name),
@@ -455,12 +456,8 @@ async def endpoint(console: Console, request: Request) -> Response:
         spec=spec,
         status=status,
         self_url=pages.url(ns, "Endpoint", name),
-        model_url=pages.url(ns, "TrainedModel", model)
-        if model and console.cache.get(TRAINED_MODEL, ns, model)
-        else "",
-        web_service_url=pages.url(ns, "WebService", ws)
-        if ws and console.cache.get(WEB_SERVICE, ns, ws)
-        else "",
+        model_url=console.link(ns, TRAINED_MODEL, model),
+        web_service_url=console.link(ns, WEB_SERVICE, ws),
         pods=pages.scorer_pods(console.cache.objects(POD, ns), name),
         rollouts=pages.rollout_timeline(ep),
         schema=schema,
