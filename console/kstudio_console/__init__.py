@@ -7,6 +7,9 @@
   sha256 or by their data.
 - `testform`: Studio's Test form (one row, the user's key, the endpoint's Service).
 
+Layers, highest first (each imports only lower ones; checked by tests/unit/test_import_direction.py):
+`cli` > `app` > `pages`, `watch`, `reports`, `report_html`, `testform` > `cache`, `evaluations`, `charts`.
+
 It imports the core and nothing else of ours: the trainer's renderer and the operator's promotion gate are
 handed in by the `kstudio` command (kstudio_cli.console).
 """

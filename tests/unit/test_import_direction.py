@@ -45,6 +45,13 @@ OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("resources",),  # the models
     ("constants", "settings"),
 )
+# The console's layers, highest first, as kstudio_console/__init__.py states them.
+CONSOLE_LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cli",),  # `kstudio console`: settings, the watches and the server
+    ("app",),  # the one route table
+    ("pages", "watch", "reports", "report_html", "testform"),  # page contents, watches, reports, Test form
+    ("cache", "evaluations", "charts"),  # the objects; a verified report and its deltas; drawn charts
+)
 HEAVY = ("sklearn", "scipy", "numpy", "skops", "fastapi", "pandas", "pyarrow")
 # The console is a web app (FastAPI is its own); it draws its run chart with matplotlib, imported on use.
 NOT_AT_CONSOLE_START = ("sklearn", "scipy", "numpy", "skops", "pandas", "pyarrow", "matplotlib", "kopf")
@@ -144,6 +151,10 @@ def layer_violations(root: Path, package: str, layers: tuple[tuple[str, ...], ..
 
 def test_the_operator_imports_only_downwards_through_its_layers() -> None:
     assert layer_violations(PACKAGES["kstudio_operator"], "kstudio_operator", OPERATOR_LAYERS) == []
+
+
+def test_the_console_imports_only_downwards_through_its_layers() -> None:
+    assert layer_violations(PACKAGES["kstudio_console"], "kstudio_console", CONSOLE_LAYERS) == []
 
 
 def test_the_layer_check_reports_a_decision_that_imports_a_handler(tmp_path: Path) -> None:
