@@ -69,10 +69,21 @@ def test_output_projection_selects_columns_and_echoes_inputs(
 def test_missing_values_become_nan_for_the_imputer(
     models: dict[str, BuiltModel], make_client: Client
 ) -> None:
+    """null is a missing value: the pipeline's imputer fills it (median), as it would for NaN in training."""
     m = models["classifier"]
     client = make_client(m)
-    row = rows_of(m, 1)[0] | {"bill_length_mm": None}
-    assert client.post("/score", json=rrs([row])).status_code == 200
+    rows = rows_of(m, 3)
+    rows[0]["bill_length_mm"] = None
+    rows[2]["flipper_count"] = None
+    r = client.post("/score", json=rrs(rows))
+    assert r.status_code == 200, r.text
+    frame = m.frame.head(3).copy()
+    frame.loc[0, "bill_length_mm"] = np.nan
+    frame.loc[2, "flipper_count"] = np.nan
+    out = r.json()["Results"]["output1"]
+    assert [o["Scored Labels"] for o in out] == m.pipeline.predict(frame).tolist()
+    for o, p in zip(out, m.pipeline.predict_proba(frame), strict=True):
+        assert np.allclose([o["Scored Probabilities"][c] for c in m.pipeline.classes_], p)
 
 
 def test_validation_errors_name_row_and_column(models: dict[str, BuiltModel], make_client: Client) -> None:
