@@ -15,6 +15,7 @@ import yaml
 from operator_support import REPO, Kubectl, experiment_manifest, wait_until
 from test_experiment_runs import run_done
 
+from fixtures.operator_process import allowed_patterns, fail_on, operator_problems, reconcile_outcomes
 from kstudio_localcluster import netns
 
 pytestmark = pytest.mark.cluster
@@ -63,7 +64,12 @@ def chart_values(namespace: str, pod_endpoint: str) -> list[str]:
 
 
 def test_chart_lints_renders_installs_and_trains_in_cluster(
-    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path, helm_binary: Path
+    kube: Kubectl,
+    local_cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    helm_binary: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     helm = Helm(local_cluster, helm_binary, tmp_path / "helm")
     assert helm("version", "--short").stdout.startswith("v4.3.1")
@@ -150,6 +156,18 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         )  # Job, Deployment, Secret, ...
         assert scraped['kstudio_operator_loops{kind="Endpoint"}'] == 1
         assert 'kstudio_operator_endpoint_rollouts{state="stalled"}' in scraped
+        # Checked like every operator of the suite (fixtures/operator_process.py), from what an admin sees:
+        # its pod's restarts, its log, its metrics.
+        statuses = kube.items("pods", "app.kubernetes.io/component=operator")[0]["status"][
+            "containerStatuses"
+        ]
+        restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
+        exits = [f"restarted {restarts} times in its pod"] if restarts else []
+        full_log = operator_log(kube, lines=-1)
+        fail_on(
+            operator_problems(full_log, reconcile_outcomes(text), exits, allowed_patterns(request)),
+            full_log[-5000:],
+        )
         kube.run("delete", "webservice", "svc", "--timeout=60s")
         kube.run("delete", "experiment", "penguins", "--timeout=60s")
         wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
@@ -167,5 +185,5 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         )
 
 
-def operator_log(kube: Kubectl) -> str:
-    return kube.run("logs", "deployment/kstudio-operator", "--tail=400", check=False).stdout
+def operator_log(kube: Kubectl, lines: int = 400) -> str:
+    return kube.run("logs", "deployment/kstudio-operator", f"--tail={lines}", check=False).stdout

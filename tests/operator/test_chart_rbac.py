@@ -11,6 +11,8 @@ import yaml
 from operator_support import REPO, Kubectl, OperatorProcess, experiment_manifest, operator_env, wait_until
 from test_experiment_runs import run_done
 
+from fixtures.operator_process import allowed_patterns, fail_on
+
 pytestmark = pytest.mark.cluster
 
 
@@ -34,7 +36,7 @@ def render_rbac(namespace: str, suffix: str) -> list[dict[str, Any]]:
 
 
 def test_operator_works_with_only_the_charts_rbac(
-    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path
+    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     suffix = namespace[-6:]
     docs = render_rbac(namespace, suffix)
@@ -78,3 +80,4 @@ def test_operator_works_with_only_the_charts_rbac(
             "--ignore-not-found",
             check=False,
         )
+    fail_on(proc.problems(allowed_patterns(request)), proc.log_tail(80))

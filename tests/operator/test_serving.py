@@ -217,13 +217,14 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
     result = json.loads(out.strip().splitlines()[-1])
     rate = (result["ok"] + result["failed"]) / result["seconds"]
     answers = [(t, v) for t, v in result["answers"] if t < second_patch_at]
+    # The load spanned the switch: answers from m-a and from m-b (how many per second is bench/patch.py's).
+    assert {v for _, v in answers} == {models["m-a"], models["m-b"]}, answers[:3]
     first_new = next(t for t, v in answers if v == models["m-b"])
     last_old = max(t for t, v in answers if v == models["m-a"])
     counts = f"{result['ok']} ok, {result['failed']} failed at {rate:.0f} req/s"
     timeline = f"m-a last answered at {last_old:.1f}s, m-b first at {first_new:.1f}s (load clock)"
     print(f"\npatch under load: {counts}; status showed m-b {switched:.1f}s after the patch; {timeline}")
     assert result["failed"] == 0, result["errors"]
-    assert rate >= 50
     assert status["modelDigest"] == models["m-b"] and status["rollout"]["from"] == "m-a"
     assert status["history"][-1]["to"] == "m-b" and status["history"][-1]["seconds"] > 0
     # Once the status says m-b, every answer is from m-b: the last m-a request started before that.
