@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import numpy as np
 import orjson
 from fastapi.testclient import TestClient
@@ -344,6 +345,23 @@ def test_metrics_observe_the_rows_of_each_predict_call(
     assert 'kstudio_scorer_predict_batch_rows_bucket{le="8.0"} 1.0' in text
 
 
+def test_the_openapi_row_schema_admits_what_the_scorer_accepts(
+    models: dict[str, BuiltModel], make_client: Client
+) -> None:
+    """README: columns the model does not use are ignored, and values may be strings as classic clients
+    send them ("41.5", "true"; "" = missing). A document forbidding them would make clients generated from
+    it refuse requests the scorer answers."""
+    m = models["classifier"]
+    client = make_client(m)
+    doc = client.get("/openapi.json").json()
+    rows = rows_of(m, 2)
+    rows[0]["colour"] = "blue"
+    rows[1] |= {"bill_length_mm": "41.5", "flipper_count": "", "male": "true"}
+    body = rrs(rows)
+    assert client.post("/score", json=body).status_code == 200
+    jsonschema_rs.validate({**doc, "$ref": "#/components/schemas/ScoreRequest"}, body)
+
+
 def test_openapi_request_schema_comes_from_the_model(
     models: dict[str, BuiltModel], make_client: Client
 ) -> None:
@@ -356,8 +374,12 @@ def test_openapi_request_schema_comes_from_the_model(
     props = rows["items"]["properties"]
     assert list(props) == ["bill_length_mm", "flipper_count", "island", "male"]
     assert props["flipper_count"]["anyOf"][0] == {"type": "integer"}
-    assert props["male"] == {"type": "boolean"}
-    assert rows["items"]["required"] == list(props) and rows["items"]["additionalProperties"] is False
+    assert props["male"]["anyOf"] == [{"type": "boolean"}, {"type": "string"}]  # "true" as classic sends it
+    assert props["bill_length_mm"]["anyOf"] == [{"type": "number"}, {"type": "string"}, {"type": "null"}]
+    # Every input column is required; others are allowed and ignored (README), not forbidden.
+    assert (
+        rows["items"]["required"] == list(props) and rows["items"].get("additionalProperties", True) is True
+    )
     assert "predict_proba" in str(doc["components"]["schemas"]["InferenceRequest"])
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

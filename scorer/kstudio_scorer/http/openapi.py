@@ -46,12 +46,20 @@ ERROR_SCHEMA = {
 
 
 def _column_schema(col: Column, categories: list[str] | None) -> dict[str, Any]:
+    """A row's value of `col`. Numeric and boolean columns also take the value as text, as the samples
+    the classic portal generated send it (request_columns.py reads it by the column's type)."""
     typed: dict[str, Any] = {"type": _JSON_TYPES[col.type]}
     if categories:
         typed["examples"] = categories[:5]
+    as_text = {"type": "string"}
     if col.type == "boolean":
-        return typed
-    return {"anyOf": [typed, {"type": "null"}], "description": f"{col.type}; null = missing value"}
+        return {"anyOf": [typed, as_text], "description": 'boolean, or as text: "true"/"false"/"1"/"0"'}
+    if col.type == "string":
+        return {"anyOf": [typed, {"type": "null"}], "description": "string; null = missing value"}
+    return {
+        "anyOf": [typed, as_text, {"type": "null"}],
+        "description": f'{col.type}, or as text ("3.5"); null or "" = missing value',
+    }
 
 
 def _example_value(col: Column, categories: list[str] | None) -> Any:
@@ -66,9 +74,8 @@ def _row_schema(model: ScoringModel, sample_data: bool) -> dict[str, Any]:
     cats = {c.name: c.categories for c in model.manifest.inputSchema} if sample_data else {}
     return {
         "type": "object",
-        "description": "one row: every input column of the model, no other",
+        "description": "one row: every input column of the model; other columns are ignored",
         "required": [c.name for c in model.schema],
-        "additionalProperties": False,
         "properties": {c.name: _column_schema(c, cats.get(c.name)) for c in model.schema},
         "example": {c.name: _example_value(c, cats.get(c.name)) for c in model.schema},
     }
