@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import REPO, Kubectl, OperatorProcess, operator_env
+from operator_support import REPO, Kubectl, OperatorProcess, operator_env, wait_until
 
 from fixtures.operator_process import allowed_patterns, fail_on
 
@@ -26,6 +26,13 @@ def kstudio_crds(local_cluster: Any) -> None:
     local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     local_cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k}" for k in KSTUDIO_KINDS]
+    )
+    # A changed CRD is Established before the API server has re-initialised its storage, which answers
+    # 429 "storage is (re)initializing" meanwhile: an operator started then would log retried requests.
+    wait_until(
+        "the kstudio kinds to be served",
+        lambda: local_cluster.kubectl("get", ",".join(KSTUDIO_KINDS), "-A", check=False).returncode == 0,
+        timeout=60,
     )
 
 
