@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.utils import get_openapi
 
+from kstudio_scorer.http import classic_job_endpoints as classic_jobs
 from kstudio_scorer.http import status_endpoints as status
 from kstudio_scorer.http.routes import ROUTES
 from kstudio_scorer.http.routing import Route
@@ -334,11 +335,59 @@ def _scoring_operation(route: Route, auth_enabled: bool) -> dict[str, Any]:
     return op
 
 
+_BLOB_REFERENCE = {
+    "type": "object",
+    "description": "an object in S3-compatible storage: BlobEndpoint (the S3 endpoint), AccountName (access "
+    "key) and AccountKey (secret key) in the connection string; RelativeLocation /<bucket>/<key> (.csv or "
+    ".parquet)",
+    "required": ["ConnectionString", "RelativeLocation"],
+    "properties": {
+        "ConnectionString": {"type": "string"},
+        "RelativeLocation": {"type": "string"},
+        "BaseLocation": {"type": ["string", "null"]},
+        "SasBlobToken": {"type": ["string", "null"]},
+    },
+}
+CLASSIC_JOB_REQUEST = {
+    "type": "object",
+    "description": "Inputs (or, as classic's older clients send it, Input: the one input) and Outputs",
+    "required": ["Outputs"],
+    "properties": {
+        "Inputs": {"type": "object", "additionalProperties": _BLOB_REFERENCE, "minProperties": 1},
+        "Input": _BLOB_REFERENCE,
+        "Outputs": {"type": "object", "additionalProperties": _BLOB_REFERENCE, "minProperties": 1},
+        "GlobalParameters": {"type": ["object", "null"]},
+    },
+}
+CLASSIC_JOB_STATUS = {
+    "type": "object",
+    "required": ["StatusCode", "Results", "Details"],
+    "properties": {
+        "StatusCode": {
+            "type": "string",
+            "enum": ["NotStarted", "Running", "Failed", "Cancelled", "Finished"],
+        },
+        "Results": {"type": ["object", "null"], "additionalProperties": _BLOB_REFERENCE},
+        "Details": {"type": ["string", "null"]},
+    },
+}
+# The classic BES endpoints read and answer raw JSON: their bodies, as classic's documentation has them.
+_CLASSIC_JOB_BODIES: dict[Callable[..., Any], tuple[str | None, dict[str, Any]]] = {
+    classic_jobs.create_job: ("ClassicJobRequest", {"type": "string", "description": "the job id"}),
+    classic_jobs.get_job: (None, {"$ref": "#/components/schemas/ClassicJobStatus"}),
+}
+
+
 def _generated_operation(route: Route, generated: dict[str, Any], auth_enabled: bool) -> dict[str, Any]:
     """FastAPI's operation of a route, with the errors our layers answer in our shapes (FastAPI lists
-    only its own 422, in a shape we never send)."""
+    only its own 422, in a shape we never send), and the bodies of the classic BES endpoints."""
     op = dict(generated)
     success = {k: v for k, v in op.get("responses", {}).items() if k.startswith("2")}
+    if route.endpoint in _CLASSIC_JOB_BODIES:
+        request, answer = _CLASSIC_JOB_BODIES[route.endpoint]
+        if request is not None:
+            op["requestBody"] = _body(request)
+        success = {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}}}
     op["responses"] = {**success, **_documented_errors(route, auth_enabled)}
     return op
 
@@ -358,6 +407,8 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
     schemas["Error"] = ERROR_SCHEMA
     schemas["ClassicRequest"] = _classic_request(loaded, settings.max_rows)
     schemas["ClassicError"] = CLASSIC_ERROR_SCHEMA
+    schemas["ClassicJobRequest"] = CLASSIC_JOB_REQUEST
+    schemas["ClassicJobStatus"] = CLASSIC_JOB_STATUS
     generated = doc["paths"]
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
