@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fixtures.local_cluster import wait_until as wait_until  # re-exported for the operator tests
+from fixtures.operator_process import KSTUDIO as KSTUDIO
 from fixtures.operator_process import OperatorProcess as OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,18 @@ def operator_env(cluster: Any) -> dict[str, str]:
         }
     )
     return env
+
+
+def manifest(kind: str, name: str, spec: dict[str, Any]) -> str:
+    """A kstudio.io object (TrainedModel, WebService, Endpoint, ...) as JSON for `kubectl apply -f -`."""
+    return json.dumps(
+        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def trained_model_manifest(name: str, spec: dict[str, Any]) -> str:
+    """A TrainedModel made by hand (an import)."""
+    return manifest("TrainedModel", name, spec)
 
 
 def experiment_manifest(name: str = "penguins", **spec_overrides: Any) -> str:

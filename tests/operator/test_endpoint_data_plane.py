@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from operator_support import Kubectl, OperatorProcess, wait_until
+from operator_support import Kubectl, OperatorProcess, manifest, wait_until
 from serving_kit import build_model
 
 from kstudio_localcluster import netns
@@ -59,12 +59,6 @@ class Client:
             conn.close()
 
 
-def _doc(kind: str, name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
-    )
-
-
 def _rows(n: int) -> pd.DataFrame:
     return pd.DataFrame(np.round(np.random.default_rng(7).normal(size=(n, 2)), 3), columns=["x1", "x2"])
 
@@ -82,11 +76,15 @@ def test_an_endpoint_runs_batch_jobs_logs_its_calls_and_refuses_calls_over_its_l
     uri = f"s3://models/{namespace}/imports/m.ilearner"
     example_data.upload(path, uri)
     expected = load_ilearner(path, sha).pipeline  # predicts from the columns x1, x2 as a matrix
-    assert kube.apply(_doc("TrainedModel", "m", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    assert (
+        kube.apply(manifest("TrainedModel", "m", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    )
     kube.run("wait", "--for=condition=Ready", "trainedmodel/m", "--timeout=60s")
-    assert kube.apply(_doc("WebService", "svc", {"model": "m", "scorer": {"replicas": 0}})).returncode == 0
+    assert (
+        kube.apply(manifest("WebService", "svc", {"model": "m", "scorer": {"replicas": 0}})).returncode == 0
+    )
     spec = {"webService": "svc", "model": "m", "maxConcurrentCalls": 1, "logging": {"level": "All"}}
-    assert kube.apply(_doc("Endpoint", "ep", spec)).returncode == 0
+    assert kube.apply(manifest("Endpoint", "ep", spec)).returncode == 0
     wait_until(
         "ep Ready on m",
         lambda: (s := kube.status("endpoint", "ep")).get("phase") == "Ready" and s.get("model") == "m",

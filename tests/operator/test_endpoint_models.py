@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, OperatorProcess, condition, wait_until
+from operator_support import Kubectl, OperatorProcess, condition, manifest, wait_until
 from serving_kit import build_model_with_schema
 
 pytestmark = pytest.mark.cluster
@@ -20,12 +20,6 @@ SCHEMAS = {
     "m-x": {"x1": "number", "x3": "number"},  # x2 removed, x3 added
     "m-t": {"x1": "number", "x2": "string"},  # x2 changed type
 }
-
-
-def _doc(kind: str, name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
-    )
 
 
 def _patch(kube: Kubectl, spec: dict[str, Any]) -> None:
@@ -54,12 +48,15 @@ def test_the_schema_gate_and_rollback_decide_what_an_endpoint_serves(
         uri = f"s3://models/{namespace}/imports/{name}.ilearner"
         example_data.upload(tmp_path / f"{name}.ilearner", uri)
         assert (
-            kube.apply(_doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+            kube.apply(manifest("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode
+            == 0
         )
     for name in SCHEMAS:
         kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
-    assert kube.apply(_doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
-    assert kube.apply(_doc("Endpoint", "ep", {"webService": "svc", "model": "m-a"})).returncode == 0
+    assert (
+        kube.apply(manifest("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
+    )
+    assert kube.apply(manifest("Endpoint", "ep", {"webService": "svc", "model": "m-a"})).returncode == 0
     wait_until("ep serving m-a", lambda: _serving(kube, "m-a"), 180)
 
     # Nothing to roll back to yet: said so, nothing changes.

@@ -4,14 +4,20 @@ finishes it once (one Job, one TrainedModel, one Deployment, one rollout record)
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, OperatorProcess, experiment_manifest, operator_env, wait_until
+from operator_support import (
+    Kubectl,
+    OperatorProcess,
+    experiment_manifest,
+    manifest,
+    operator_env,
+    wait_until,
+)
 from serving_kit import build_model
 from test_experiment_runs import run_done, runs
 
@@ -119,12 +125,6 @@ def test_killing_the_leader_mid_run_lets_the_other_replica_finish_it_once(
     assert [r["run"] for r in runs(kube)] == [1]
 
 
-def _doc(kind: str, name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
-    )
-
-
 def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
     kube: Kubectl,
     replicas: list[Replica],
@@ -139,10 +139,10 @@ def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
         uri = f"s3://models/{namespace}/imports/{name}.ilearner"
         example_data.upload(tmp_path / f"{name}.ilearner", uri)
         artifact = {"artifact": {"uri": uri, "sha256": digests[name]}}
-        assert kube.apply(_doc("TrainedModel", name, artifact)).returncode == 0
+        assert kube.apply(manifest("TrainedModel", name, artifact)).returncode == 0
     kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "trainedmodel/m-b", "--timeout=60s")
     spec = {"model": "m-a", "scorer": {"replicas": 2, "scheduling": ON_KWOK}}
-    assert kube.apply(_doc("WebService", "svc", spec)).returncode == 0
+    assert kube.apply(manifest("WebService", "svc", spec)).returncode == 0
 
     def serving(model: str) -> dict[str, Any] | None:
         status = kube.status("endpoint", "svc-default")

@@ -3,14 +3,20 @@ the API server itself counts the requests it served (apiserver_request_total on 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import QUICK_RESYNC, Kubectl, OperatorProcess, reconciled_again, wait_until
+from operator_support import (
+    QUICK_RESYNC,
+    Kubectl,
+    OperatorProcess,
+    manifest,
+    reconciled_again,
+    wait_until,
+)
 from serving_kit import build_model
 
 pytestmark = pytest.mark.cluster
@@ -42,12 +48,6 @@ def operator_writes(local_cluster: Any) -> Counter[str]:
     return found
 
 
-def _doc(kind: str, name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
-    )
-
-
 @QUICK_RESYNC
 def test_an_idle_operator_writes_nothing_and_a_restart_writes_nothing_to_unchanged_objects(
     kube: Kubectl,
@@ -60,9 +60,13 @@ def test_an_idle_operator_writes_nothing_and_a_restart_writes_nothing_to_unchang
     sha = build_model(tmp_path / "m.ilearner", flip=False)
     uri = f"s3://models/{namespace}/imports/m.ilearner"
     example_data.upload(tmp_path / "m.ilearner", uri)
-    assert kube.apply(_doc("TrainedModel", "m", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-    assert kube.apply(_doc("WebService", "svc", {"model": "m", "scorer": {"replicas": 0}})).returncode == 0
-    assert kube.apply(_doc("Endpoint", "ep", {"webService": "svc", "model": "m"})).returncode == 0
+    assert (
+        kube.apply(manifest("TrainedModel", "m", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    )
+    assert (
+        kube.apply(manifest("WebService", "svc", {"model": "m", "scorer": {"replicas": 0}})).returncode == 0
+    )
+    assert kube.apply(manifest("Endpoint", "ep", {"webService": "svc", "model": "m"})).returncode == 0
     for name in ("svc-default", "ep"):
         wait_until(
             f"{name} Ready on m",
