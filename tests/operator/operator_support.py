@@ -108,6 +108,14 @@ def trained_model_manifest(name: str, spec: dict[str, Any]) -> str:
     return manifest("TrainedModel", name, spec)
 
 
+def import_model(kube: Kubectl, store: Any, namespace: str, path: Path, sha: str, name: str) -> None:
+    """Upload the artifact at `path` where imports go (`store`: the example_data fixture) and apply a
+    TrainedModel `name` naming it, as a user importing a model would."""
+    uri = f"s3://models/{namespace}/imports/{name}.ilearner"
+    store.upload(path, uri)
+    assert kube.apply(trained_model_manifest(name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+
+
 def experiment_manifest(name: str = "penguins", **spec_overrides: Any) -> str:
     spec: dict[str, Any] = {
         "dataset": {"uri": "s3://datasets/penguins.csv", "format": "csv"},

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from operator_support import Kubectl, OperatorProcess, manifest, wait_until
+from operator_support import Kubectl, OperatorProcess, import_model, manifest, wait_until
 from serving_kit import build_model
 
 from kstudio_localcluster import netns
@@ -73,12 +73,8 @@ def test_an_endpoint_runs_batch_jobs_logs_its_calls_and_refuses_calls_over_its_l
 ) -> None:
     path = tmp_path / "m.ilearner"
     sha = build_model(path, flip=False)
-    uri = f"s3://models/{namespace}/imports/m.ilearner"
-    example_data.upload(path, uri)
+    import_model(kube, example_data, namespace, path, sha, "m")
     expected = load_ilearner(path, sha).pipeline  # predicts from the columns x1, x2 as a matrix
-    assert (
-        kube.apply(manifest("TrainedModel", "m", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-    )
     kube.run("wait", "--for=condition=Ready", "trainedmodel/m", "--timeout=60s")
     assert (
         kube.apply(manifest("WebService", "svc", {"model": "m", "scorer": {"replicas": 0}})).returncode == 0

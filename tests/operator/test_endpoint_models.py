@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, OperatorProcess, condition, manifest, wait_until
+from operator_support import Kubectl, OperatorProcess, condition, import_model, manifest, wait_until
 from serving_kit import build_model_with_schema
 
 pytestmark = pytest.mark.cluster
@@ -45,12 +45,7 @@ def test_the_schema_gate_and_rollback_decide_what_an_endpoint_serves(
 ) -> None:
     for name, schema in SCHEMAS.items():
         sha = build_model_with_schema(tmp_path / f"{name}.ilearner", schema)
-        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-        example_data.upload(tmp_path / f"{name}.ilearner", uri)
-        assert (
-            kube.apply(manifest("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode
-            == 0
-        )
+        import_model(kube, example_data, namespace, tmp_path / f"{name}.ilearner", sha, name)
     for name in SCHEMAS:
         kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
     assert (

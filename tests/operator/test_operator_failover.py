@@ -14,6 +14,7 @@ from operator_support import (
     Kubectl,
     OperatorProcess,
     experiment_manifest,
+    import_model,
     manifest,
     operator_env,
     wait_until,
@@ -136,10 +137,7 @@ def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
     digests = {}
     for name, flip in (("m-a", False), ("m-b", True)):
         digests[name] = build_model(tmp_path / f"{name}.ilearner", flip=flip)
-        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-        example_data.upload(tmp_path / f"{name}.ilearner", uri)
-        artifact = {"artifact": {"uri": uri, "sha256": digests[name]}}
-        assert kube.apply(manifest("TrainedModel", name, artifact)).returncode == 0
+        import_model(kube, example_data, namespace, tmp_path / f"{name}.ilearner", digests[name], name)
     kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "trainedmodel/m-b", "--timeout=60s")
     spec = {"model": "m-a", "scorer": {"replicas": 2, "scheduling": ON_KWOK}}
     assert kube.apply(manifest("WebService", "svc", spec)).returncode == 0

@@ -13,6 +13,7 @@ from operator_support import (
     QUICK_RESYNC,
     Kubectl,
     OperatorProcess,
+    import_model,
     manifest,
     reconciled_again,
     wait_until,
@@ -58,11 +59,7 @@ def test_an_idle_operator_writes_nothing_and_a_restart_writes_nothing_to_unchang
     tmp_path: Path,
 ) -> None:
     sha = build_model(tmp_path / "m.ilearner", flip=False)
-    uri = f"s3://models/{namespace}/imports/m.ilearner"
-    example_data.upload(tmp_path / "m.ilearner", uri)
-    assert (
-        kube.apply(manifest("TrainedModel", "m", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-    )
+    import_model(kube, example_data, namespace, tmp_path / "m.ilearner", sha, "m")
     assert (
         kube.apply(manifest("WebService", "svc", {"model": "m", "scorer": {"replicas": 0}})).returncode == 0
     )
