@@ -6,6 +6,14 @@ from __future__ import annotations
 from typing import Final
 
 API_GROUP: Final = "kstudio.io"
+API_VERSION: Final = "v1alpha1"
+GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
+
+# Plurals of the four kinds, as in API paths (the operator, its kopf registrations, the console's watches).
+EXPERIMENTS: Final = "experiments"
+TRAINED_MODELS: Final = "trainedmodels"
+WEB_SERVICES: Final = "webservices"
+ENDPOINTS: Final = "endpoints"
 
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"

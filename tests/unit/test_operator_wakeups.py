@@ -154,3 +154,17 @@ def test_a_model_that_becomes_ready_wakes_the_endpoints_following_a_service_that
         )
     )
     assert woken(rt) == {follower, ("WebService", "ns", "ws"), ("TrainedModel", "ns", "m")}
+
+
+def test_a_scorer_child_event_without_its_kind_wakes_its_endpoint_instead_of_raising() -> None:
+    """Found by the scale benchmark (fixed in 2b2d482 without a test): an event whose body lacks `kind`
+    raised KeyError in scorer_changed, so kopf logged a traceback and the Endpoint was not woken."""
+    ep = ("Endpoint", "ns", "ep")
+    rt = runtime_with_loops(ep)
+    labels = {"kstudio.io/endpoint": "ep"}
+    meta = {"namespace": "ns", "name": "ep-1", "resourceVersion": "7", "labels": labels}
+    for type_ in ("MODIFIED", "DELETED"):
+        unwake(rt)
+        body = kopf.Body({"metadata": meta, "status": {}})
+        run(main.scorer_changed("ns", "ep-1", labels, body, type_, kopf.Memo(rt=rt)))
+        assert woken(rt) == {ep}, type_
