@@ -18,6 +18,7 @@ LABEL_EXPERIMENT: Final = f"{API_GROUP}/experiment"
 LABEL_RUN: Final = f"{API_GROUP}/run"
 LABEL_WEB_SERVICE: Final = f"{API_GROUP}/webservice"
 LABEL_ENDPOINT: Final = f"{API_GROUP}/endpoint"
+LABEL_BATCH_JOB: Final = f"{API_GROUP}/batchjob"
 
 # Requests a person sets on an object:
 # the "Run" button: set or change it on an Experiment to start a run;
