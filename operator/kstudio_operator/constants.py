@@ -22,6 +22,7 @@ from kstudio_core.labels import (
     API_GROUP,
     APP_NAME,
     FINALIZER,
+    LABEL_BATCH_JOB,
     LABEL_COMPONENT,
     LABEL_ENDPOINT,
     LABEL_EXPERIMENT,
@@ -51,6 +52,7 @@ __all__ = [
     "EXIT_INPUT_ERROR",
     "EXIT_KILLED",
     "FINALIZER",
+    "LABEL_BATCH_JOB",
     "LABEL_COMPONENT",
     "LABEL_ENDPOINT",
     "LABEL_EXPERIMENT",
@@ -72,6 +74,7 @@ EXPERIMENTS: Final = "experiments"
 TRAINED_MODELS: Final = "trainedmodels"
 WEB_SERVICES: Final = "webservices"
 ENDPOINTS: Final = "endpoints"
+BATCH_JOBS: Final = "batchjobs"
 
 # Where kopf keeps its progress on our objects.
 PROGRESS_PREFIX: Final = f"operator.{API_GROUP}"
@@ -82,3 +85,9 @@ SNAPSHOT_MOUNT: Final = "/var/run/kstudio/snapshot"
 S3_CREDENTIALS_MOUNT: Final = "/var/run/secrets/kstudio/s3"
 
 RUNTIME_UID: Final = 65532
+
+# Written by the operator on a BatchJob's Job: what it planned (model, inputs, shards), so that a restarted
+# operator rebuilds the status from the Job.
+ANNOTATION_BATCH_PLAN: Final = f"{API_GROUP}/batch-plan"
+# Set by the Job controller on the pods of an Indexed Job: the pod's shard.
+ANNOTATION_COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"

@@ -21,7 +21,7 @@ import kopf
 
 from kstudio_operator import constants as c
 from kstudio_operator import indexes, metrics
-from kstudio_operator.handlers import experiment, serving, trainedmodel
+from kstudio_operator.handlers import batchjob, experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
 from kstudio_operator.runtime import Key, Runtime, runtime
 from kstudio_operator.settings import OperatorConfig
@@ -30,6 +30,8 @@ EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
 TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
 WEB_SERVICES = (c.API_GROUP, c.API_VERSION, c.WEB_SERVICES)
 ENDPOINTS = (c.API_GROUP, c.API_VERSION, c.ENDPOINTS)
+BATCH_JOBS = (c.API_GROUP, c.API_VERSION, c.BATCH_JOBS)
+BATCH_LABELS = {c.LABEL_BATCH_JOB: kopf.PRESENT}
 RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
 SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
 
@@ -112,6 +114,10 @@ kopf.index("apps", "v1", "deployments", id="endpoint_deployments", labels=SCORER
 )
 kopf.index("", "v1", "pods", id="endpoint_pods", labels=SCORER_LABELS)(indexes.endpoint_pods)
 kopf.index("", "v1", "services", id="endpoint_services", labels=SCORER_LABELS)(indexes.endpoint_services)
+kopf.index(*ENDPOINTS, id="endpoint_models")(indexes.endpoint_models)
+kopf.index(*BATCH_JOBS, id="batch_jobs_by_model")(indexes.batch_jobs_by_model)
+kopf.index("batch", "v1", "jobs", id="batch_job_jobs", labels=BATCH_LABELS)(indexes.batch_job_jobs)
+kopf.index("", "v1", "pods", id="batch_job_pods", labels=BATCH_LABELS)(indexes.batch_job_pods)
 
 
 # --- wake-ups: a change reaches the loop of the object it concerns -------------------------------------
@@ -245,6 +251,44 @@ def model_user_changed(
         rt.wake(("TrainedModel", str(namespace), model))
 
 
+@kopf.on.event(*BATCH_JOBS)
+def batch_job_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    runtime(memo).wake_on_change(("BatchJob", str(namespace), str(name)), body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=BATCH_LABELS)
+@kopf.on.event("", "v1", "pods", labels=BATCH_LABELS)
+def batch_shards_changed(
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Its BatchJob, when what it reads of this Job or pod (the index entry) changed."""
+    rt = runtime(memo)
+    kind = str(body.get("kind"))
+    index = indexes.batch_job_pods if kind == "Pod" else indexes.batch_job_jobs
+    view = list(index(namespace=namespace, labels=labels, body=body).values())
+    if rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
+        rt.wake(("BatchJob", str(namespace), str(labels[c.LABEL_BATCH_JOB])))
+
+
+@kopf.on.event(*TRAINED_MODELS)
+@kopf.on.event(*ENDPOINTS)
+def batch_model_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """BatchJobs waiting for this TrainedModel or Endpoint to be Ready."""
+    rt = runtime(memo)
+    for batch_job in indexes.values(kwargs["batch_jobs_by_model"], (namespace, f"{body.get('kind')}/{name}")):
+        rt.wake(("BatchJob", str(namespace), str(batch_job)))
+
+
 # --- reconcile loops --------------------------------------------------------------------------------------
 kopf.daemon(*EXPERIMENTS, id="reconcile", cancellation_timeout=10.0)(experiment.experiment_loop)
 kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
@@ -254,3 +298,5 @@ kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmode
 
 kopf.daemon(*WEB_SERVICES, id="reconcile", cancellation_timeout=10.0)(serving.web_service_loop)
 kopf.daemon(*ENDPOINTS, id="reconcile", cancellation_timeout=10.0)(serving.endpoint_loop)
+
+kopf.daemon(*BATCH_JOBS, id="reconcile", cancellation_timeout=10.0)(batchjob.batch_job_loop)
