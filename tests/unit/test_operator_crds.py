@@ -105,7 +105,10 @@ def test_batchjob_spec_is_immutable_and_its_exclusive_fields_are_checked_by_cel(
         "has(self.model) != has(self.endpoint)",
         "!(has(self.shards) && has(self.rowsPerShard))",
     } <= rules
-    assert spec["properties"]["input"]["x-kubernetes-validations"][0]["rule"] == "has(self.uri) != has(self.uris)"
+    assert (
+        spec["properties"]["input"]["x-kubernetes-validations"][0]["rule"]
+        == "has(self.uri) != has(self.uris)"
+    )
     assert "self.format == 'csv'" in spec["properties"]["output"]["x-kubernetes-validations"][0]["rule"]
     assert spec["properties"]["shards"]["maximum"] == 1000
     assert spec["properties"]["output"]["properties"]["uri"]["pattern"].endswith("/)?$")
