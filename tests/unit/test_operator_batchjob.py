@@ -271,16 +271,16 @@ def _results(rejected: tuple[int, ...] = (0, 0, 0)) -> Results:
                 slices=[SliceResult(input="s3://data/in/a.csv", rows=10 + bad)],
                 part=part,
                 errors=errors,
+                finished_at=datetime(2026, 12, 5, 11, 0, 10 - index, tzinfo=UTC),
             )
         )
     return Results(shards=shards)
 
 
-COMPLETE = {
+COMPLETE = {  # what the Job controller says first; "Complete" and completionTime follow once pods are gone
     "completedIndexes": "0-2",
     "startTime": "2026-12-05T11:00:00Z",
-    "completionTime": "2026-12-05T11:00:10Z",
-    "conditions": [{"type": "Complete", "status": "True"}],
+    "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}],
 }
 
 

@@ -421,9 +421,13 @@ def _complete(
     rejected = sum(r.rows_rejected for r in results.shards)
     read = scored + rejected
     job_status = job.get("status") or {}
-    started, completed = parse_time(job_status.get("startTime")), parse_time(job_status.get("completionTime"))
+    # From the Job's start to the last shard's end: the Job's completionTime comes only after its
+    # SuccessCriteriaMet condition, which is when the output is published.
+    ends = [r.finished_at for r in results.shards if r.finished_at is not None]
+    started = parse_time(job_status.get("startTime"))
+    completed = max(ends) if ends else parse_time(job_status.get("completionTime"))
     seconds = (completed - started).total_seconds() if started and completed else None
-    rate = round(read / seconds, 1) if seconds else None
+    rate = round(read / seconds, 1) if seconds and seconds > 0 else None
     threshold = _threshold(spec)
     prefix = output_prefix(spec)
     layout = OutputLayout(prefix)
