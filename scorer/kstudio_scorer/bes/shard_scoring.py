@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -195,7 +196,7 @@ class ShardScorer:
             started_at=started,
             finished_at=datetime.now(UTC),
             seconds=round(time.monotonic() - clock, 3),
-            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            peak_rss_bytes=peak_rss_bytes(),
         )
         # Last: the result says the part and the errors are in place.
         self.store.put_bytes(result.to_json(), self.layout.result(self.index), "application/json")
@@ -423,6 +424,19 @@ def _explain(error: Exception, header: CsvHeader | None) -> tuple[str, str]:
             text = name_csv_column(text, header.names)
         reason = _ARROW_ROW.sub("", text)
     return column, " ".join(reason.split())[:REASON_CHARS]
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM, which a new program starts afresh (getrusage's ru_maxrss
+    keeps the parent's high-water mark across fork and exec, so a small shard started by a big process
+    would report the parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _csv_line(values: tuple[str, ...]) -> bytes:
