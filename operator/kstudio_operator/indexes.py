@@ -253,4 +253,7 @@ def batch_job_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, 
                 "reason": term.get("reason"),
                 "message": term.get("message"),
             }
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):  # why a shard does not start (a missing Secret, an image it cannot pull)
+            entry["waiting"] = f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
     return {(namespace, batch_job): entry}

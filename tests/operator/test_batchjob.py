@@ -26,6 +26,7 @@ from batch_kit import (
 )
 from operator_support import Kubectl, OperatorProcess, condition, wait_until
 
+from kstudio_core.batch import BatchPlan, InputObject, PlannedModel
 from kstudio_core.storage import ObjectStore
 
 pytestmark = pytest.mark.cluster
@@ -256,6 +257,33 @@ def test_a_missing_input_fails_naming_it_before_any_pod_starts(
     assert f"{base}nowhere.csv does not exist" in status["message"]
     assert kube.get("job", "ghost") is None and not kube.items("pods", "kstudio.io/batchjob=ghost")
     assert any(e["reason"] == "InputNotFound" for e in kube.events("ghost"))
+
+
+def test_an_output_that_is_missing_or_another_jobs_fails_before_any_pod_starts(
+    kube: Kubectl, batch_operator: OperatorProcess, model: dict[str, Any], data: tuple[ObjectStore, str]
+) -> None:
+    store, base = data
+    store.put_bytes(csv_bytes(rows_table(10, FEATURES)), f"{base}in.csv")
+    other = BatchPlan(
+        batch_job="elsewhere/earlier",
+        uid="another-uid",
+        inputs=[InputObject(uri=f"{base}in.csv", size_bytes=1)],
+        input_format="csv",
+        output_prefix=f"{base}taken/",
+        output_format="csv",
+        shards=1,
+        model=PlannedModel(name="m", uri=model["uri"], sha256=model["sha256"]),
+    )
+    store.put_bytes(other.to_json(), other.layout.plan)
+    for name, output, reason, said in (
+        ("nobucket", "s3://no-such-bucket/out/", "OutputNotFound", "bucket no-such-bucket of output.uri"),
+        ("taken", f"{base}taken/", "OutputInUse", "holds the output of BatchJob elsewhere/earlier"),
+    ):
+        spec = {"model": "m", "input": {"uri": f"{base}in.csv"}, "output": {"uri": output}}
+        assert kube.apply(batch_job(name, **spec)).returncode == 0
+        status = wait_until(f"{name} to fail", lambda n=name: finished(kube, n), timeout=120)
+        assert (status["phase"], status["reason"]) == ("Failed", reason) and said in status["message"], status
+        assert kube.get("job", name) is None
 
 
 def test_a_missing_column_fails_its_shard_once_without_retry_naming_the_column(

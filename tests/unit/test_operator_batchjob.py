@@ -205,6 +205,9 @@ def test_a_restarted_operator_rebuilds_the_status_from_the_running_job() -> None
     assert status["shards"] == {"total": 3, "active": 2, "succeeded": 1, "failed": 0}
     assert decision.actions == []
     assert parse_indexes("0-2,5,7-8") == [0, 1, 2, 5, 7, 8]
+    stuck = {"name": "scores-0-x", "index": 0, "waiting": 'CreateContainerConfigError: secret "s3" not found'}
+    said = decide(job=job, pods=[stuck, {"name": "scores-2-y", "waiting": "ContainerCreating"}]).status
+    assert said["message"].endswith('pod scores-0-x waits: CreateContainerConfigError: secret "s3" not found')
 
 
 def test_a_failed_shard_fails_the_job_in_its_own_words() -> None:

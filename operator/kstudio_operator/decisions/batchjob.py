@@ -46,6 +46,8 @@ from kstudio_operator.resources.common import digest_prefix, set_condition
 from kstudio_operator.settings import OperatorConfig
 
 FINAL = ("Succeeded", "Failed")
+# Waiting reasons of a container on its way up: nothing to report.
+_STARTING = ("ContainerCreating", "PodInitializing")
 
 
 # --- what the handler observed -------------------------------------------------------------------------
@@ -392,6 +394,9 @@ def _follow_job(
     if phase == "Succeeded":
         return _complete(spec, status, observed, job, now)
     message = f"{counts.succeeded} of {counts.total} shards done, {counts.active} running"
+    stuck = [p for p in observed.pods if p.get("waiting") and not str(p["waiting"]).startswith(_STARTING)]
+    if stuck:
+        message += f"; pod {stuck[0].get('name')} waits: {stuck[0]['waiting']}"
     running = _with(
         status,
         gen,

@@ -85,6 +85,9 @@ def list_inputs(store: Any, store_error: str | None, spec: BatchJobSpec, uid: st
         if isinstance(found, Listing):
             return found
         inputs, fmt = found
+        bucket = output_prefix(spec).removeprefix("s3://").split("/", 1)[0]
+        if not store.bucket_exists(bucket):
+            return Listing(problem="OutputNotFound", message=f"bucket {bucket} of output.uri does not exist")
         busy = _output_in_use(store, OutputLayout(output_prefix(spec)), uid)
         if busy is not None:
             return busy
