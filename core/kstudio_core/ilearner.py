@@ -8,9 +8,9 @@ An `.ilearner` is a zip holding exactly two members:
 
 Readers always get an expected sha256 (from the TrainedModel) and check the *whole file* against it
 before anything inside is parsed. This module has no scikit-learn or skops in it: the trainer serializes
-the pipeline (`kstudio_trainer.artifact_writer`), the scorer loads it (`kstudio_scorer.model.artifact`), both with
-TRUSTED_TYPES below, and the operator reads only the manifest (`read_manifest`, streaming: memory stays
-flat in the artifact's size).
+the pipeline (`kstudio_trainer.artifact_writer`), the scorer loads it (`kstudio_scorer.model.artifact`),
+both with TRUSTED_TYPES below, and the operator reads only the manifest (`read_manifest`, streaming:
+memory stays flat in the artifact's size).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def model(
 
 @pytest.fixture
 def batch_operator(operator: OperatorProcess, kube: Kubectl, local_cluster: Any) -> Iterator[OperatorProcess]:
-    """The operator, with BatchJobs removed while it still runs (their finalizer is its daemon's)."""
+    """The operator, with BatchJobs removed while it still runs."""
     local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/batchjobs.kstudio.io")
     yield operator
     if not operator.running:

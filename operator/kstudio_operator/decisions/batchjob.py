@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -80,8 +81,9 @@ class BatchObserved:
     name: str
     uid: str
     generation: int
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # the namespace's TrainedModels
-    endpoint: dict[str, Any] | None = None  # spec.endpoint's index entry
+    # The namespace's TrainedModels by name (a lookup view of the index: read two, copy none).
+    models: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    endpoint: dict[str, Any] | None = None  # spec.endpoint as the watch last showed it
     job: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
     listing: Listing | None = None
@@ -147,7 +149,7 @@ def parse_spec(raw: dict[str, Any]) -> tuple[BatchJobSpec | None, str]:
 def resolve_model(
     spec: BatchJobSpec,
     status: BatchJobStatus,
-    models: dict[str, dict[str, Any]],
+    models: Mapping[str, dict[str, Any]],
     endpoint: dict[str, Any] | None,
 ) -> ModelChoice | ModelWait:
     """The model to score with: the one recorded at the start, else the TrainedModel (Ready), else what
@@ -175,7 +177,7 @@ def resolve_model(
     return choice
 
 
-def _trained_model(name: str, source: str, models: dict[str, dict[str, Any]]) -> ModelChoice | ModelWait:
+def _trained_model(name: str, source: str, models: Mapping[str, dict[str, Any]]) -> ModelChoice | ModelWait:
     entry = models.get(name)
     if entry is None:
         return ModelWait("ModelNotFound", f"TrainedModel {name} does not exist (yet)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,7 +52,7 @@ class EndpointObserved:
     name: str
     generation: int
     web_service: dict[str, Any] | None  # {"spec", "status"} of the WebService, None when it does not exist
-    models: dict[str, dict[str, Any]]  # TrainedModel name → {"spec", "status"} (this namespace)
+    models: Mapping[str, dict[str, Any]]  # TrainedModel name → {"spec", "status"} (this namespace)
     deployment: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
     has_service: bool = False

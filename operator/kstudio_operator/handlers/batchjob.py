@@ -61,11 +61,10 @@ from kstudio_operator.decisions.batchjob import (
     resolve_model,
 )
 from kstudio_operator.handlers.common import post_events
-from kstudio_operator.indexes import values
+from kstudio_operator.indexes import NamespaceEntries, values
 from kstudio_operator.resources.batchjob import BatchInput, BatchJobSpec, BatchJobStatus
-from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
+from kstudio_operator.runtime import Body, Key, Runtime
 
-BATCH_JOB_INDEXES = ("trained_models", "endpoint_models", "batch_job_jobs", "batch_job_pods")
 CSV_SAMPLE_BYTES = 1024 * 1024
 MAX_RESULT_BYTES = 4 * 1024 * 1024
 MAX_PLAN_BYTES = 64 * 1024 * 1024
@@ -271,22 +270,23 @@ def _first(index: Any, key: Any) -> Any:
     return found[0] if found else None
 
 
-async def batch_job_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, Any]) -> float | None:
+async def reconcile_batch_job(rt: Runtime, key: Key, body: Body) -> float | None:
+    idx = rt.indexes
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], str(meta.get("uid"))
     spec_raw = dict(body.get("spec") or {})
     status = rt.current_status(key, body)
     spec, _ = parse_spec(spec_raw)
     job = _first(idx["batch_job_jobs"], (namespace, name))
+    # The Endpoint as the watch last showed it (the cache of kstudio objects): its phase and served model.
+    endpoint = rt.objects.get(("Endpoint", namespace, spec.endpoint)) if spec and spec.endpoint else None
     observed = BatchObserved(
         namespace=namespace,
         name=name,
         uid=uid,
         generation=int(meta.get("generation") or 1),
-        models={m: next(iter(v)) for (ns, m), v in idx["trained_models"].items() if ns == namespace and v},
-        endpoint=_first(idx["endpoint_models"], (namespace, spec.endpoint))
-        if spec and spec.endpoint
-        else None,
+        models=NamespaceEntries(idx["trained_models"], namespace),
+        endpoint=dict(endpoint) if endpoint is not None else None,
         job=job,
         pods=values(idx["batch_job_pods"], (namespace, name)),
     )
@@ -334,12 +334,3 @@ async def _apply(rt: Runtime, key: Key, action: Any, uid: str) -> None:
         raise kopf.TemporaryError(
             f"object storage: {exc}", delay=rt.backoff(key, base=5.0, cap=300.0)
         ) from exc
-
-
-async def batch_job_loop(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    rt = runtime(memo)
-    key: Key = ("BatchJob", body["metadata"]["namespace"], body["metadata"]["name"])
-    idx = {k: kwargs[k] for k in BATCH_JOB_INDEXES}
-    await reconcile_loop(rt, key, stopped, lambda: batch_job_once(rt, key, body, idx))
