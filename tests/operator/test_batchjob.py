@@ -335,6 +335,31 @@ def test_a_job_waits_for_its_model_then_runs(
     assert status["phase"] == "Succeeded" and status["model"] == "later", status
 
 
+def test_a_job_on_an_endpoint_waits_until_it_is_ready_then_scores_with_the_model_it_serves(
+    kube: Kubectl, batch_operator: OperatorProcess, model: dict[str, Any], data: tuple[ObjectStore, str]
+) -> None:
+    store, base = data
+    store.put_bytes(csv_bytes(rows_table(2_000, FEATURES)), f"{base}in.csv")
+    spec = {"endpoint": "svc-default", "input": {"uri": f"{base}in.csv"}, "output": {"uri": f"{base}out/"}}
+    assert kube.apply(batch_job("served", **(spec | {"resources": SMALL}))).returncode == 0
+    waiting = wait_until(
+        "served to wait", lambda: (s := kube.status("batchjob", "served")).get("reason") and s, timeout=60
+    )
+    assert (waiting["phase"], waiting["reason"]) == ("Pending", "EndpointNotFound"), waiting
+    assert condition(waiting, "ModelReady")["status"] == "False"
+    assert "Endpoint svc-default does not exist" in waiting["message"]
+    doc = {"apiVersion": "kstudio.io/v1alpha1", "kind": "WebService", "metadata": {"name": "svc"}}
+    assert kube.apply(json.dumps(doc | {"spec": {"model": "m"}})).returncode == 0
+    status = wait_until("served to finish", lambda: finished(kube, "served"), timeout=300)
+    assert status["phase"] == "Succeeded" and status["rows"]["scored"] == 2_000, status
+    assert (status["model"], status["modelSource"], status["modelDigest"]) == (
+        "m",
+        "Endpoint/svc-default",
+        model["sha256"],
+    )
+    assert kube.status("endpoint", "svc-default")["phase"] == "Ready"  # it ran once the Endpoint was Ready
+
+
 def test_the_crd_refuses_two_models_and_a_changed_spec(
     kube: Kubectl, batch_operator: OperatorProcess
 ) -> None:
