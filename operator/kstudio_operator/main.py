@@ -260,12 +260,26 @@ async def scorer_changed(
     **_: Any,
 ) -> None:
     """Its Endpoint, when what the Endpoint reads of this child (the index entry) changed."""
-    rt = runtime(memo)
+    owner: Key = ("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT]))
+    _child_changed(runtime(memo), SCORER_VIEWS, owner, namespace, name, labels, body, type)
+
+
+def _child_changed(
+    rt: Runtime,
+    views: dict[str, Callable[..., dict[Any, Any]]],
+    owner: Key,
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    type: str | None,
+) -> None:
+    """Wake `owner` when what it reads of this child (its index entry, by the child's kind) changed."""
     kind = str(body.get("kind"))
-    index = SCORER_VIEWS.get(kind)  # a body without its kind: wake, as for any change
+    index = views.get(kind)  # a body without its kind: wake, as for any change
     view = list(index(namespace=namespace, name=name, labels=labels, body=body).values()) if index else None
     if index is None or rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
-        rt.wake(("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT])))
+        rt.wake(owner)
 
 
 @kopf.on.event(*WEB_SERVICES)
@@ -293,6 +307,13 @@ async def batch_job_changed(
     runtime(memo).object_changed(("BatchJob", str(namespace), str(name)), body, type)
 
 
+# What a BatchJob reads of its Job and its shard pods.
+SHARD_VIEWS: dict[str, Callable[..., dict[Any, Any]]] = {
+    "Job": indexes.batch_job_jobs,
+    "Pod": indexes.batch_job_pods,
+}
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=BATCH_LABELS)
 @kopf.on.event("", "v1", "pods", labels=BATCH_LABELS)
 async def batch_shards_changed(
@@ -305,12 +326,8 @@ async def batch_shards_changed(
     **_: Any,
 ) -> None:
     """Its BatchJob, when what it reads of this Job or pod (the index entry) changed."""
-    rt = runtime(memo)
-    kind = str(body.get("kind"))
-    index = indexes.batch_job_pods if kind == "Pod" else indexes.batch_job_jobs
-    view = list(index(namespace=namespace, labels=labels, body=body).values())
-    if rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
-        rt.wake(("BatchJob", str(namespace), str(labels[c.LABEL_BATCH_JOB])))
+    owner: Key = ("BatchJob", str(namespace), str(labels[c.LABEL_BATCH_JOB]))
+    _child_changed(runtime(memo), SHARD_VIEWS, owner, namespace, name, labels, body, type)
 
 
 @kopf.on.event(*TRAINED_MODELS)
