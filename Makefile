@@ -33,7 +33,7 @@ binaries-all:  ## the same plus helm and kwok (the chart test and the fake-node 
 lint: install  ## ruff + mypy on the packages, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy core cli operator scorer trainer hack
+	$(VENV)/bin/mypy core cli operator scorer trainer console hack
 	$(VENV)/bin/hadolint Dockerfile
 
 # The Python environment and the Go build overlap (network vs CPU), hence the -j2 sub-make.

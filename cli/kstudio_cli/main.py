@@ -28,6 +28,11 @@ register("report", "kstudio_cli.report:report_main", "write a TrainedModel's eva
 register(
     "compare", "kstudio_cli.report:compare_main", "compare two TrainedModels: metrics, deltas, gate, curves"
 )
+register(
+    "console",
+    "kstudio_cli.console:console_main",
+    "the read-only web console (experiments, models, endpoints)",
+)
 register("crds", "kstudio_operator.crdgen:main", "generate crds/*.yaml from the resource models")
 
 

@@ -20,8 +20,13 @@ from kstudio_core.labels import (
     ANNOTATION_TOKEN,
     ANNOTATION_TRIGGER,
     API_GROUP,
+    API_VERSION,
     APP_NAME,
+    BATCH_JOBS,
+    ENDPOINTS,
+    EXPERIMENTS,
     FINALIZER,
+    GROUP_VERSION,
     LABEL_BATCH_JOB,
     LABEL_COMPONENT,
     LABEL_ENDPOINT,
@@ -32,6 +37,8 @@ from kstudio_core.labels import (
     LABEL_RUN,
     LABEL_WEB_SERVICE,
     MANAGED_BY,
+    TRAINED_MODELS,
+    WEB_SERVICES,
 )
 
 __all__ = [
@@ -47,11 +54,16 @@ __all__ = [
     "ANNOTATION_TOKEN",
     "ANNOTATION_TRIGGER",
     "API_GROUP",
+    "API_VERSION",
     "APP_NAME",
+    "BATCH_JOBS",
+    "ENDPOINTS",
     "EXIT_INFRASTRUCTURE_ERROR",
     "EXIT_INPUT_ERROR",
     "EXIT_KILLED",
+    "EXPERIMENTS",
     "FINALIZER",
+    "GROUP_VERSION",
     "LABEL_BATCH_JOB",
     "LABEL_COMPONENT",
     "LABEL_ENDPOINT",
@@ -63,18 +75,11 @@ __all__ = [
     "LABEL_WEB_SERVICE",
     "MANAGED_BY",
     "TERMINATION_LOG",
+    "TRAINED_MODELS",
+    "WEB_SERVICES",
 ]
 
-API_VERSION: Final = "v1alpha1"
-GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
 CATEGORY: Final = "kstudio"
-
-# Plurals, as used in API paths and by kopf.
-EXPERIMENTS: Final = "experiments"
-TRAINED_MODELS: Final = "trainedmodels"
-WEB_SERVICES: Final = "webservices"
-ENDPOINTS: Final = "endpoints"
-BATCH_JOBS: Final = "batchjobs"
 
 # Where kopf keeps its progress on our objects.
 PROGRESS_PREFIX: Final = f"operator.{API_GROUP}"

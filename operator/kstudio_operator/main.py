@@ -13,13 +13,12 @@ no API requests beyond the watches.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
+from kstudio_core.kubelogin import cluster_credentials
 from kstudio_operator import constants as c
 from kstudio_operator import indexes, kopf_scale, metrics
 from kstudio_operator.handlers import batchjob, experiment, serving, trainedmodel
@@ -41,16 +40,7 @@ SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
 
 def credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else $KUBECONFIG as it is now (not as it was at import time)."""
-    info = kopf.login_with_service_account(settings=settings)
-    if info is None:
-        return kopf.login_with_kubeconfig(settings=settings)
-    # kopf dials https://kubernetes.default.svc, which needs cluster DNS; like client-go's in-cluster config,
-    # use the API service's address from the environment the kubelet sets (works without DNS).
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if host and port:
-        host = f"[{host}]" if ":" in host else host
-        info = dataclasses.replace(info, server=f"https://{host}:{port}")
-    return info
+    return cluster_credentials(settings)
 
 
 @kopf.on.login()
