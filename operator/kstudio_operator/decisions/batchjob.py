@@ -267,11 +267,7 @@ def decide_batch_job(
     recorded = _with(
         previous,
         gen,
-        model=model.name,
-        model_source=model.source,
-        model_uri=model.uri,
-        model_digest=model.sha256,
-        model_digest_prefix=digest_prefix(model.sha256),
+        **_recorded_model(model.name, model.source, model.uri, model.sha256),
         conditions=set_condition(
             previous.conditions,
             "ModelReady",
@@ -361,11 +357,7 @@ def _follow_job(
         status = _with(
             status,
             gen,
-            model=planned.model,
-            model_source=planned.model_source,
-            model_uri=planned.model_uri,
-            model_digest=planned.model_sha256,
-            model_digest_prefix=digest_prefix(planned.model_sha256),
+            **_recorded_model(planned.model, planned.model_source, planned.model_uri, planned.model_sha256),
             inputs=InputSummary(
                 objects=planned.objects, size_bytes=planned.size_bytes, format=planned.format
             ),
@@ -604,6 +596,17 @@ def _summary(text: str) -> tuple[str | None, str | None]:
 
 
 # --- status helpers --------------------------------------------------------------------------------------
+def _recorded_model(name: str, source: str, uri: str, sha256: str) -> dict[str, Any]:
+    """The status fields that say which model the job scores with (recorded once, then kept)."""
+    return {
+        "model": name,
+        "model_source": source,
+        "model_uri": uri,
+        "model_digest": sha256,
+        "model_digest_prefix": digest_prefix(sha256),
+    }
+
+
 def _with(status: BatchJobStatus, generation: int, **fields: Any) -> BatchJobStatus:
     return status.model_copy(update={"observed_generation": generation, **fields})
 
