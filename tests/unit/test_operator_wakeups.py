@@ -196,3 +196,17 @@ def test_a_waiting_batch_job_is_woken_by_its_model_and_a_started_one_is_not() ->
     tm = kopf.Body({"kind": "TrainedModel", "metadata": {"namespace": "ns", "name": "m"}})
     run(main.batch_model_changed("ns", "m", tm, memo, batch_jobs_by_model=index))
     assert woken(rt) == {waiting}
+
+
+def test_a_scorer_child_event_without_its_kind_wakes_its_endpoint_instead_of_raising() -> None:
+    """Found by the scale benchmark (fixed in 2b2d482 without a test): an event whose body lacks `kind`
+    raised KeyError in scorer_changed, so kopf logged a traceback and the Endpoint was not woken."""
+    ep = ("Endpoint", "ns", "ep")
+    rt = runtime_with_loops(ep)
+    labels = {"kstudio.io/endpoint": "ep"}
+    meta = {"namespace": "ns", "name": "ep-1", "resourceVersion": "7", "labels": labels}
+    for type_ in ("MODIFIED", "DELETED"):
+        unwake(rt)
+        body = kopf.Body({"metadata": meta, "status": {}})
+        run(main.scorer_changed("ns", "ep-1", labels, body, type_, kopf.Memo(rt=rt)))
+        assert woken(rt) == {ep}, type_

@@ -122,7 +122,11 @@ class RollbackOverride(StatusModel):
     i.e. until spec.model changes (the token stays, so the same request is not handled twice)."""
 
     token: str = Field(max_length=253, description="The kstudio.io/rollback annotation value it handled.")
-    model: str = Field(max_length=253, description="The TrainedModel restored (the one served before).")
+    model: str = Field(
+        max_length=253,
+        description="The TrainedModel restored (the one served before); empty when there was none, "
+        "so nothing was restored.",
+    )
     spec_model: str | None = Field(
         default=None, max_length=253, description="The model the spec asked for when the rollback was made."
     )
