@@ -22,6 +22,7 @@ def register(name: str, target: str, help_text: str) -> None:
 
 register("train", "kstudio_trainer.cli:main", "run one training run of an experiment snapshot")
 register("serve", "kstudio_scorer.cli:main", "serve a trained model (.ilearner) over HTTP")
+register("score-shard", "kstudio_scorer.shard_cli:main", "score one shard of a BatchJob (its Job's pods)")
 register("operator", "kstudio_operator.cli:main", "run the kopf operator")
 register("report", "kstudio_cli.report:report_main", "write a TrainedModel's evaluation report as HTML")
 register(

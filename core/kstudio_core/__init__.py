@@ -12,6 +12,8 @@
 - `environment`: the environment of scorer and trainer pods as a typed table (the operator's builders
   write it, the pods' settings read the same names), and the one reading of a yes/no value and of an
   object-store endpoint.
+- `batch`: the BatchJob plan, shard results and manifest, their places under the output prefix, and the
+  rule that cuts the input into shards; `parquet_footer`: a Parquet file's row count without pyarrow.
 - `exitcodes`: exit codes and the termination log; `labels`: label and annotation keys, the API group,
   version and plurals; `kubelogin`: the API server credentials (in-cluster or kubeconfig).
 

@@ -22,10 +22,12 @@ from kstudio_core.labels import (
     API_GROUP,
     API_VERSION,
     APP_NAME,
+    BATCH_JOBS,
     ENDPOINTS,
     EXPERIMENTS,
     FINALIZER,
     GROUP_VERSION,
+    LABEL_BATCH_JOB,
     LABEL_COMPONENT,
     LABEL_ENDPOINT,
     LABEL_EXPERIMENT,
@@ -54,6 +56,7 @@ __all__ = [
     "API_GROUP",
     "API_VERSION",
     "APP_NAME",
+    "BATCH_JOBS",
     "ENDPOINTS",
     "EXIT_INFRASTRUCTURE_ERROR",
     "EXIT_INPUT_ERROR",
@@ -61,6 +64,7 @@ __all__ = [
     "EXPERIMENTS",
     "FINALIZER",
     "GROUP_VERSION",
+    "LABEL_BATCH_JOB",
     "LABEL_COMPONENT",
     "LABEL_ENDPOINT",
     "LABEL_EXPERIMENT",
@@ -86,3 +90,9 @@ SNAPSHOT_MOUNT: Final = "/var/run/kstudio/snapshot"
 S3_CREDENTIALS_MOUNT: Final = "/var/run/secrets/kstudio/s3"
 
 RUNTIME_UID: Final = 65532
+
+# Written by the operator on a BatchJob's Job: what it planned (model, inputs, shards), so that a restarted
+# operator rebuilds the status from the Job.
+ANNOTATION_BATCH_PLAN: Final = f"{API_GROUP}/batch-plan"
+# Set by the Job controller on the pods of an Indexed Job: the pod's shard.
+ANNOTATION_COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"

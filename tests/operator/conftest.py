@@ -17,6 +17,7 @@ KSTUDIO_KINDS = (
     "trainedmodels.kstudio.io",
     "webservices.kstudio.io",
     "endpoints.kstudio.io",
+    "batchjobs.kstudio.io",
 )
 
 

@@ -381,5 +381,5 @@ def test_openapi_request_schema_comes_from_the_model(
         rows["items"]["required"] == list(props) and rows["items"].get("additionalProperties", True) is True
     )
     assert "predict_proba" in str(doc["components"]["schemas"]["InferenceRequest"])
-    docs = client.get("/docs")
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # No page that loads its script from a CDN (FastAPI's Swagger UI and ReDoc would).
+    assert [client.get(path).status_code for path in ("/docs", "/redoc")] == [404, 404]
