@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from operator_support import REPO, Kubectl, OperatorProcess, operator_env
+from serving_kit import build_model, doc
 
 KSTUDIO_KINDS = (
     "experiments.kstudio.io",
@@ -59,6 +60,23 @@ def namespace(kube_namespace: str, local_cluster: Any, kstudio_crds: None, examp
 @pytest.fixture
 def kube(local_cluster: Any, namespace: str) -> Kubectl:
     return Kubectl(local_cluster, namespace)
+
+
+@pytest.fixture
+def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> dict[str, str]:
+    """Three TrainedModels in the namespace: m-a, m-b (same schema, different answers) and m-bad (its
+    recorded digest does not match the file: scorer pods refuse to load it). name → sha256."""
+    out = {}
+    for name, flip in (("m-a", False), ("m-b", True)):
+        path = tmp_path / f"{name}.ilearner"
+        sha = build_model(path, flip)
+        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
+        example_data.upload(path, uri)
+        assert (
+            kube.apply(doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+        )
+        out[name] = sha
+    return out
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -10,7 +13,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_localcluster import netns
 from kstudio_trainer.artifact_writer import write_ilearner
+
+V2_BODY = {
+    "inputs": [
+        {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
+        {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]},
+    ]
+}
 
 # A client inside the cluster's network namespace: OIP V2 infer against a ClusterIP at a fixed rate until
 # stdin closes; prints one JSON line: counts, failures and, per second, the model versions that answered.
@@ -63,3 +74,44 @@ def build_model(path: Path, flip: bool) -> str:
     return write_ilearner(
         path, make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), manifest
     ).sha256
+
+
+def doc(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> str:
+    return json.dumps(
+        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name, **meta}, "spec": spec}
+    )
+
+
+def secret_key(kube: Any, endpoint: str, which: str = "primaryKey") -> str:
+    secret = kube.get("secret", f"{endpoint}-keys")
+    assert secret is not None
+    return base64.b64decode(secret["data"][which]).decode()
+
+
+def endpoint_ready(kube: Any, name: str, model: str) -> dict[str, Any] | None:
+    status = kube.status("endpoint", name)
+    return status if status.get("phase") == "Ready" and status.get("model") == model else None
+
+
+def cluster_ip(kube: Any, service: str) -> str:
+    svc = kube.get("service", service)
+    assert svc is not None
+    return str(svc["spec"]["clusterIP"])
+
+
+def infer(
+    local_cluster: Any, ip: str, key: str | None, endpoint: str, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """OIP V2 infer of one row on a ClusterIP, from inside the cluster's network namespace."""
+    path = f"/v2/models/{endpoint}/infer"
+    sent = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        return netns.http_request(
+            local_cluster.info.layout.netns,
+            "POST",
+            f"http://{ip}{path}",
+            json.dumps(V2_BODY).encode(),
+            sent | (headers or {}),
+        )
+    except OSError as exc:  # kube-proxy may not route a new Service yet: "refused" until it does
+        return 0, repr(exc)

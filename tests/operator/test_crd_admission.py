@@ -96,3 +96,35 @@ def test_unknown_algorithm_is_refused_listing_the_allowed_ones(kube: Kubectl) ->
     proc = kube.apply(experiment_manifest("evil", algorithm={"name": "os.system"}))
     assert proc.returncode != 0
     assert "spec.algorithm.name" in proc.stderr and "RandomForestClassifier" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"traffic": [{"model": "a", "weight": 90}, {"model": "b", "weight": 20}]}, "must sum to 100"),
+        (
+            {"traffic": [{"model": "a", "weight": 50}, {"model": "a", "weight": 50}]},
+            "lists a model more than once",
+        ),
+        (
+            {"model": "a", "traffic": [{"model": "a", "weight": 100}]},
+            "spec.model and spec.traffic are mutually",
+        ),
+        (
+            {"traffic": [{"model": "a", "weight": 101}, {"model": "b", "weight": -1}]},
+            "spec.traffic[0].weight",
+        ),
+    ],
+)
+def test_a_traffic_split_that_cannot_be_served_is_refused_with_the_reason(
+    kube: Kubectl, spec: dict[str, Any], words: str
+) -> None:
+    manifest = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": "split"},
+        "spec": {"webService": "svc", **spec},
+    }
+    proc = kube.apply(json.dumps(manifest))
+    assert proc.returncode != 0
+    assert words in proc.stderr, proc.stderr

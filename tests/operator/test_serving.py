@@ -3,7 +3,6 @@ a model patched in under load with zero failed requests, a bad model that stalls
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -13,70 +12,12 @@ from typing import Any
 
 import pytest
 from operator_support import Kubectl, OperatorProcess, condition, wait_until
-from serving_kit import LOADGEN, build_model
+from serving_kit import LOADGEN, build_model, cluster_ip, endpoint_ready, infer, secret_key
+from serving_kit import doc as _doc
 
 from kstudio_localcluster import netns
 
 pytestmark = pytest.mark.cluster
-
-
-def _doc(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name, **meta}, "spec": spec}
-    )
-
-
-@pytest.fixture
-def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> dict[str, str]:
-    """Three TrainedModels in the namespace: m-a, m-b (same schema, different answers) and m-bad (its
-    recorded digest does not match the file: scorer pods refuse to load it). name → sha256."""
-    out = {}
-    for name, flip in (("m-a", False), ("m-b", True)):
-        path = tmp_path / f"{name}.ilearner"
-        sha = build_model(path, flip)
-        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-        example_data.upload(path, uri)
-        assert (
-            kube.apply(_doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-        )
-        out[name] = sha
-    return out
-
-
-def secret_key(kube: Kubectl, endpoint: str, which: str = "primaryKey") -> str:
-    secret = kube.get("secret", f"{endpoint}-keys")
-    assert secret is not None
-    return base64.b64decode(secret["data"][which]).decode()
-
-
-def endpoint_ready(kube: Kubectl, name: str, model: str) -> dict[str, Any] | None:
-    status = kube.status("endpoint", name)
-    return status if status.get("phase") == "Ready" and status.get("model") == model else None
-
-
-def cluster_ip(kube: Kubectl, service: str) -> str:
-    svc = kube.get("service", service)
-    assert svc is not None
-    return str(svc["spec"]["clusterIP"])
-
-
-def infer(local_cluster: Any, ip: str, key: str | None, endpoint: str) -> tuple[int, str]:
-    path = f"/v2/models/{endpoint}/infer"
-    body = json.dumps(
-        {
-            "inputs": [
-                {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
-                {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]},
-            ]
-        }
-    ).encode()
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-    try:
-        return netns.http_request(
-            local_cluster.info.layout.netns, "POST", f"http://{ip}{path}", body, headers
-        )
-    except OSError as exc:  # kube-proxy may not route a new Service yet: "refused" until it does
-        return 0, repr(exc)
 
 
 def test_a_web_service_serves_its_model_through_its_default_endpoint_with_generated_keys(

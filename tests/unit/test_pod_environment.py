@@ -18,6 +18,7 @@ from kstudio_core.environment import (
     ScorerEnv,
     StorageEnv,
     StoreAddress,
+    TrafficModel,
     env_name,
     parse_endpoint,
     parse_flag,
@@ -104,7 +105,10 @@ def test_scorer_pods_reach_the_https_store_the_operator_uses_over_https(
     assert (storage.access_key, storage.secret_key) == ("pod-access", "pod-secret")
 
     scorer = _scorer_settings(env, monkeypatch)
-    assert (scorer.model_uri, scorer.model_sha256, scorer.model_name) == (MODEL.uri, MODEL.sha256, "ep2")
+    assert (scorer.traffic, scorer.model_name) == (
+        [TrafficModel(name=MODEL.name, uri=MODEL.uri, sha256=MODEL.sha256, weight=100)],
+        "ep2",
+    )
     assert (scorer.keys_dir, scorer.pod_name, scorer.output_columns) == (keys, "ep2-1", ["Scored Labels"])
 
 
@@ -124,7 +128,9 @@ def _as_written(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return json.dumps(value)
+        return json.dumps(
+            [v.model_dump(mode="json") if isinstance(v, pydantic.BaseModel) else v for v in value]
+        )
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

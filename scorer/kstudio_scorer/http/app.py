@@ -38,6 +38,7 @@ from kstudio_scorer.http.samples import SampleLogger
 from kstudio_scorer.http.state import ScorerState
 from kstudio_scorer.model.scored_columns import SCORED_LABELS, OutputProjection
 from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
+from kstudio_scorer.model.traffic import Served, Split
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,14 @@ def create_app(
     model: ScoringModel | None = None,
     store_factory: Callable[[], ObjectStore] | None = None,
 ) -> FastAPI:
-    """Build the app. The model loads in the background on startup (unless given ready); /readyz says when."""
+    """Build the app. The models load in the background on startup (unless given ready); /readyz says when.
+    `model`: the one model to serve instead of those the settings name."""
     factory = store_factory or (lambda: ObjectStore(StorageSettings.from_env()))
     scorer_metrics = ScorerMetrics()
+    models = [model] if model else [ScoringModel(settings, factory, s) for s in settings.served_models()]
     state = ScorerState(
         settings=settings,
-        model=model or ScoringModel(settings, factory),
+        split=Split([Served(m) for m in models]),
         metrics=scorer_metrics,
         store_factory=factory,
         drain=Drain(settings.drain_seconds),
@@ -125,8 +128,8 @@ def create_app(
             limits=StreamLimits(settings.jobs_chunk_rows, settings.jobs_csv_block_bytes),
             on_finished=lambda job: scorer_metrics.jobs.labels(job.state).inc(),
         )
-        if state.model.ready:
-            state.model_became_ready()
+        if all(m.ready for m in models):
+            state.models_became_ready()
         else:
             state.load_task = asyncio.create_task(_load(state))
         try:
@@ -135,15 +138,14 @@ def create_app(
             if state.load_task is not None and not state.load_task.done():
                 state.load_task.cancel()
             state.jobs.close()
-            if state.batcher is not None:
-                state.batcher.close()
+            state.close()
             if state.samples is not None:
                 state.samples.close()
 
     app = FastAPI(
         title=f"kstudio scorer: {settings.model_name}",
         version="0.1.0",
-        description="Scores rows with one trained model (.ilearner). "
+        description="Scores rows with trained models (.ilearner), one per request (a traffic split). "
         "Request schemas follow the model's input schema.",
         lifespan=lifespan,
     )
@@ -192,9 +194,9 @@ def _job_store(settings: ScorerSettings, factory: Callable[[], ObjectStore]) -> 
 
 async def _load(state: ScorerState) -> None:
     try:
-        await asyncio.to_thread(state.model.load)
+        await asyncio.to_thread(state.load_models)
     except ModelLoadError as exc:
         if state.on_load_failure is not None:
             state.on_load_failure(exc)
         return
-    state.model_became_ready()
+    state.models_became_ready()

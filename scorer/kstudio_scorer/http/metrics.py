@@ -7,6 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kstudio_core.serving import MODEL_REQUESTS
 from kstudio_scorer.http.routing import RouteTable
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,6 +32,20 @@ class ScorerMetrics:
             registry=r,
         )
         self.rows = Counter("kstudio_scorer_rows_scored", "rows scored by route", ["route"], registry=r)
+        self.model_requests = Counter(
+            MODEL_REQUESTS,
+            "scoring calls by the model that answered and outcome: ok; error (the model was asked and the "
+            "answer is not 2xx); refused (the input was refused before the model was asked)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "kstudio_scorer_model_request_duration_seconds",
+            "scoring calls' latency by the model that answered (from the body read to the answer)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.model_info = Gauge(
             "kstudio_scorer_model_info",
             "the model this process serves (value 1 once ready)",

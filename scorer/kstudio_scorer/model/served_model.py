@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from kstudio_core.environment import TrafficModel
 from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR
 from kstudio_core.ilearner import DigestMismatchError, IlearnerManifest, sha256_file
 from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
@@ -25,7 +26,7 @@ from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_scorer.model.columns import Column, Columns, schema_of
 from kstudio_scorer.model.forest import ForestPredictor
-from kstudio_scorer.model.inflation import model_size_limit
+from kstudio_scorer.model.inflation import ModelSizeLimit, model_size_limit
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ class ModelLoadError(Exception):
     """The model cannot be served. `exit_code`: 2 = the artifact or configuration is wrong (do not retry),
     75 = infrastructure (object storage unreachable; a restart may help)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, model: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.model = model  # which of the pod's models, when it serves several
 
 
 def _final_estimator(pipeline: Any) -> Any:
@@ -81,14 +83,24 @@ def _final_estimator(pipeline: Any) -> Any:
 
 
 class ScoringModel:
-    """One model, loaded once per process."""
+    """One model, loaded once per process: `source` (default: the first the settings name), by its
+    TrainedModel name, artifact, sha256 and weight in the endpoint's traffic split."""
 
     def __init__(
-        self, settings: ScorerSettings, store_factory: Callable[[], ObjectStore] | None = None
+        self,
+        settings: ScorerSettings,
+        store_factory: Callable[[], ObjectStore] | None = None,
+        source: TrafficModel | None = None,
     ) -> None:
+        source = source or settings.served_models()[0]
         self.settings = settings
-        self.name = settings.model_name
-        self.digest = settings.model_sha256
+        self.name = source.name
+        self.digest = source.sha256
+        self.uri = source.uri
+        self.weight = source.weight
+        # What it may inflate to: the pod's limit, less what the models loaded before it took.
+        self.size_limit: ModelSizeLimit | None = None
+        self.inflated_bytes = 0
         self._store_factory = store_factory or (lambda: ObjectStore(StorageSettings.from_env()))
         self.state: State = "loading"
         self.error: str | None = None
@@ -117,7 +129,7 @@ class ScoringModel:
         The downloaded bytes' digest is compared before the file is kept; load_ilearner checks it again
         on the bytes it actually parses.
         """
-        uri = self.settings.model_uri
+        uri = self.uri
         if not uri.startswith("s3://"):
             return Path(uri)
         from kstudio_core.storage import StorageError
@@ -182,10 +194,12 @@ class ScoringModel:
 
     def _install(self, path: Path) -> None:
         try:
-            loaded = load_ilearner(path, self.digest, model_size_limit(self.settings.max_model_bytes))
+            limit = self.size_limit or model_size_limit(self.settings.max_model_bytes)
+            loaded = load_ilearner(path, self.digest, limit)
         except FileNotFoundError as exc:
             raise ModelLoadError(f"model file {path} does not exist", EXIT_INPUT_ERROR) from exc
         self.manifest = loaded.manifest
+        self.inflated_bytes = loaded.inflated_bytes
         self._pipeline = loaded.pipeline
         self._forest = ForestPredictor(loaded.pipeline)
         self.schema = schema_of(loaded.manifest.inputSchema)

@@ -1,0 +1,136 @@
+"""Serving modes of one Endpoint on the local cluster: a traffic split between models with sticky sessions,
+its weights changed under load with zero failed requests, and a split that waits for a model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from operator_support import Kubectl, OperatorProcess, condition, wait_until
+from serving_kit import LOADGEN, cluster_ip, doc, infer, secret_key
+
+pytestmark = pytest.mark.cluster
+
+
+def split_ready(kube: Kubectl, name: str, split: str) -> dict[str, Any] | None:
+    status = kube.status("endpoint", name)
+    return status if status.get("phase") == "Ready" and status.get("split") == split else None
+
+
+def traffic(*pairs: tuple[str, int]) -> list[dict[str, Any]]:
+    return [{"model": m, "weight": w} for m, w in pairs]
+
+
+def answered_by(local_cluster: Any, ip: str, key: str, endpoint: str, session: str | None = None) -> str:
+    code, body = infer(local_cluster, ip, key, endpoint, {"x-kstudio-session": session} if session else None)
+    assert code == 200, body
+    return str(json.loads(body)["model_name"])
+
+
+def test_a_split_answers_from_every_model_and_a_session_sticks_to_one_across_pods(
+    kube: Kubectl, operator: OperatorProcess, models: dict[str, str], local_cluster: Any
+) -> None:
+    for name in models:
+        kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
+    assert kube.apply(doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
+    split = {"webService": "svc", "traffic": traffic(("m-a", 50), ("m-b", 50)), "replicas": 2}
+    assert kube.apply(doc("Endpoint", "ep-split", split)).returncode == 0
+    status = wait_until(
+        "ep-split serving m-a:50,m-b:50 on 2 pods",
+        lambda: (s := split_ready(kube, "ep-split", "m-a:50,m-b:50")) and s["readyReplicas"] == 2 and s,
+        240,
+    )
+    assert status["traffic"] == [
+        {"model": "m-a", "weight": 50, "digest": models["m-a"]},
+        {"model": "m-b", "weight": 50, "digest": models["m-b"]},
+    ]
+    table = kube.run("get", "endpoints.kstudio.io", "ep-split").stdout
+    assert "m-a:50,m-b:50" in table, table
+
+    ip, key = cluster_ip(kube, "ep-split"), secret_key(kube, "ep-split")
+    wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep-split")[0] == 200, 30)
+    seen = Counter(answered_by(local_cluster, ip, key, "ep-split") for _ in range(60))
+    assert set(seen) == {"m-a", "m-b"}, seen
+    # Each session is answered by one model, whichever of the 2 pods the Service picks.
+    for session in ("alice", "bob", "carol", "dave", "erin"):
+        assert len({answered_by(local_cluster, ip, key, "ep-split", session) for _ in range(12)}) == 1
+    sticky = {answered_by(local_cluster, ip, key, "ep-split", f"user-{i}") for i in range(20)}
+    assert sticky == {"m-a", "m-b"}  # sessions spread over both
+
+    # A model of the new split that does not exist: the split that serves keeps serving, named in status.
+    kube.run(
+        "patch",
+        "endpoints.kstudio.io",
+        "ep-split",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"traffic": traffic(("m-a", 80), ("m-x", 20))}}),
+    )
+    waiting = wait_until(
+        "ModelAccepted False",
+        lambda: (
+            (c := condition(kube.status("endpoint", "ep-split"), "ModelAccepted"))
+            and c["status"] == "False"
+            and c
+        ),
+        30,
+    )
+    assert waiting["reason"] == "ModelNotFound" and "TrainedModel m-x does not exist" in waiting["message"]
+    assert "keep serving m-a:50,m-b:50" in waiting["message"]
+    assert kube.status("endpoint", "ep-split")["split"] == "m-a:50,m-b:50"
+    assert answered_by(local_cluster, ip, key, "ep-split", "alice") in {"m-a", "m-b"}
+
+
+def test_changing_the_weights_under_load_fails_no_request_and_moves_the_traffic(
+    kube: Kubectl, operator: OperatorProcess, models: dict[str, str], local_cluster: Any
+) -> None:
+    for name in models:
+        kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
+    assert kube.apply(doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
+    split = {"webService": "svc", "traffic": traffic(("m-a", 90), ("m-b", 10)), "replicas": 2}
+    assert kube.apply(doc("Endpoint", "ep-w", split)).returncode == 0
+    wait_until(
+        "ep-w on 2 pods",
+        lambda: (s := split_ready(kube, "ep-w", "m-a:90,m-b:10")) and s["readyReplicas"] == 2,
+        240,
+    )
+    ip, key = cluster_ip(kube, "ep-w"), secret_key(kube, "ep-w")
+    wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep-w")[0] == 200, 30)
+    netns = local_cluster.info.layout.netns
+    gen = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", LOADGEN, ip, key, "60", "ep-w"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gen.stdout is not None
+        word, t0 = gen.stdout.readline().split()
+        assert word == "started"
+        time.sleep(4)
+        patched_at = time.monotonic() - float(t0)
+        new = {"spec": {"traffic": traffic(("m-a", 10), ("m-b", 90))}}
+        kube.run("patch", "endpoints.kstudio.io", "ep-w", "--type=merge", "-p", json.dumps(new))
+        status = wait_until("ep-w on m-a:10,m-b:90", lambda: split_ready(kube, "ep-w", "m-a:10,m-b:90"), 240)
+        shown_at = time.monotonic() - float(t0)
+        time.sleep(6)
+        out, _ = gen.communicate(input="", timeout=60)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    result = json.loads(out.strip().splitlines()[-1])
+    by_digest = {sha: name for name, sha in models.items()}
+    before = Counter(by_digest[v] for t, v in result["answers"] if t < patched_at)
+    after = Counter(by_digest[v] for t, v in result["answers"] if t > shown_at)
+    print(
+        f"\nweights under load: {result['ok']} ok, {result['failed']} failed; before {before}, after {after}"
+    )
+    assert result["failed"] == 0, result["errors"]
+    assert before["m-a"] > before["m-b"] and after["m-b"] > after["m-a"], (before, after)
+    assert status["rollout"]["from"] == "m-a:90,m-b:10" and status["history"][-1]["to"] == "m-a:10,m-b:90"
