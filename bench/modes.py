@@ -1,4 +1,5 @@
-"""Serving modes on the local cluster: a traffic split's observed shares, and weights changed under load.
+"""Serving modes: a traffic split's observed shares and weights changed under load (local cluster), and
+what a mirror costs the caller (one scorer process).
 
 - `split`: a 2-replica Endpoint at 90/10 through its Service; N requests (default 10,000, a new connection
   every 50 so both pods answer) count the model each answer names. Target: each share within +-1.5
@@ -7,11 +8,17 @@
   90/10 -> 10/90 -> 90/10 ... (`--runs`); per run the seconds from the patch to the status showing the new
   split, the failed requests (target 0), and the share of the second model in the 5 s before the patch and
   after the status showed the new split.
+- `shadow`: one `kstudio serve` (pinned to core 1) answering with RandomForestClassifier(100) on 10
+  features, alone and with another RandomForestClassifier(100) as its mirror at 100 %, driven open-loop at
+  a fixed rate (default 50 req/s, OIP V2, one row; client pinned to core 0) for `--seconds` per round,
+  rounds alternating. Latency from each request's scheduled send time to its answer; p50 and p99 per
+  configuration and their ratio. Target: with the mirror <= 1.10 x without, at p50 and p99.
 
 Usage: .venv/bin/python bench/modes.py split [--requests 10000]
        .venv/bin/python bench/modes.py weights [--runs 3] [--rate 60]
-Registers as a user of the local cluster (started from this checkout if none runs; another checkout's
-sessions are waited for) in namespace kstudio-bench-modes, deleted after.
+       .venv/bin/python bench/modes.py shadow [--rate 50] [--seconds 60] [--rounds 3]
+`split` and `weights` register as a user of the local cluster (started from this checkout if none runs;
+another checkout's sessions are waited for) in namespace kstudio-bench-modes, deleted after.
 """
 
 from __future__ import annotations
@@ -219,6 +226,144 @@ def weights(bench: Bench, runs: int, rate: float) -> int:
     return 0
 
 
+def shadow(rate: float, seconds: float, rounds: int) -> int:
+    import numpy as np
+    from servers import start_ours
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+    from kstudio_trainer.artifact_writer import write_ilearner
+
+    with tempfile.TemporaryDirectory(prefix="kstudio-shadow-") as tmp:
+        work = Path(tmp)
+        x, y = make_classification(n_samples=5000, n_features=10, n_informative=6, random_state=0)
+        manifest = IlearnerManifest(
+            task="classification",
+            label="y",
+            inputSchema=[ColumnSpec(name=f"f{i}", type="number") for i in range(10)],
+            classes=[0, 1],
+        )
+        shas = {}
+        for name, seed in (("answer", 0), ("mirror", 1)):
+            forest = RandomForestClassifier(n_estimators=100, random_state=seed).fit(x, y)
+            shas[name] = write_ilearner(work / f"{name}.ilearner", forest, manifest).sha256
+        mirror = json.dumps(
+            {"name": "mirror", "uri": str(work / "mirror.ilearner"), "sha256": shas["mirror"], "percent": 100}
+        )
+        row = np.random.default_rng(3).normal(size=10).tolist()
+        body = json.dumps(
+            {
+                "inputs": [
+                    {"name": f"f{i}", "shape": [1], "datatype": "FP64", "data": [v]}
+                    for i, v in enumerate(row)
+                ]
+            }
+        )
+        configs = {"alone": {}, "mirror 100%": {"KSTUDIO_MIRROR": mirror}}
+        latencies: dict[str, list[float]] = {name: [] for name in configs}
+        mirrored = 0.0
+        for round_ in range(rounds):
+            for config, env in configs.items():
+                server = start_ours(work / "answer.ilearner", shas["answer"], "ep", work, env)
+                try:
+                    out = subprocess.run(
+                        [
+                            "taskset",
+                            "-c",
+                            "0",
+                            sys.executable,
+                            "-c",
+                            OPEN_LOOP,
+                            str(server.port),
+                            str(rate),
+                            str(seconds),
+                            body,
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                    result = json.loads(out)
+                    metrics = urllib_get(f"{server.base}/metrics")
+                finally:
+                    server.stop()
+                latencies[config] += result["latencies"]
+                if config != "alone":
+                    mirrored += _sample(
+                        metrics, 'kstudio_scorer_mirror_requests_total{mirror="mirror",outcome="ok"}'
+                    )
+                print(
+                    json.dumps(
+                        {
+                            "round": round_ + 1,
+                            "config": config,
+                            "failed": result["failed"],
+                            **_percentiles(result["latencies"]),
+                        }
+                    ),
+                    flush=True,
+                )
+        rows = {name: _percentiles(values) for name, values in latencies.items()}
+        per = f"{rounds} x {seconds:.0f} s per configuration"
+        print(f"\n{rate:.0f} req/s, {per}; copies the mirror scored: {mirrored:.0f}")
+        print("| configuration | requests | p50 ms | p99 ms |")
+        print("|---|---|---|---|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['requests']} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} |")
+        base, with_mirror = rows["alone"], rows["mirror 100%"]
+        p50, p99 = (with_mirror[k] / base[k] for k in ("p50 ms", "p99 ms"))
+        print(f"| ratio | | {p50:.3f} | {p99:.3f} |")
+    return 0
+
+
+# Open loop at a fixed rate on one keep-alive connection: each request is due at t0 + i/rate; its latency
+# runs from then (a late send counts against the server) to the answer.
+OPEN_LOOP = r"""
+import http.client, json, sys, time
+port, rate, seconds, body = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+latencies, failed = [], 0
+t0 = time.perf_counter() + 0.5
+for i in range(int(rate * seconds)):
+    due = t0 + i / rate
+    while (now := time.perf_counter()) < due:
+        time.sleep(min(due - now, 0.005))
+    try:
+        conn.request("POST", "/v2/models/ep/infer", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse(); resp.read()
+        if resp.status != 200:
+            failed += 1
+            continue
+    except Exception:
+        failed += 1; conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10); continue
+    latencies.append(time.perf_counter() - due)
+print(json.dumps({"latencies": latencies, "failed": failed}))
+"""
+
+
+def urllib_get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return str(r.read().decode())
+
+
+def _sample(text: str, line_start: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def _percentiles(latencies: list[float]) -> dict[str, Any]:
+    ordered = sorted(latencies)
+    if not ordered:
+        return {"requests": 0, "p50 ms": float("nan"), "p99 ms": float("nan")}
+
+    def at(q: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"requests": len(ordered), "p50 ms": at(0.50), "p99 ms": at(0.99)}
+
+
 @contextmanager
 def cluster_session() -> Iterator[Cluster]:
     """The local cluster, this process registered as a user (as a pytest session is), and a fresh
@@ -247,7 +392,13 @@ def main() -> int:
     p_weights = sub.add_parser("weights", help="weights changed under load")
     p_weights.add_argument("--runs", type=int, default=3)
     p_weights.add_argument("--rate", type=float, default=60.0)
+    p_shadow = sub.add_parser("shadow", help="what a mirror at 100 %% costs the caller")
+    p_shadow.add_argument("--rate", type=float, default=50.0)
+    p_shadow.add_argument("--seconds", type=float, default=60.0)
+    p_shadow.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.command == "shadow":
+        return shadow(args.rate, args.seconds, args.rounds)
     with cluster_session() as cluster, tempfile.TemporaryDirectory(prefix="kstudio-modes-") as tmp:
         operator = Operator(cluster, NS, Path(tmp) / "operator.log")
         operator.start()

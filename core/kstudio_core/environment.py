@@ -189,6 +189,18 @@ class TrafficModel(BaseModel):
     weight: int = Field(default=100, ge=0, le=100)
 
 
+class MirrorModel(BaseModel):
+    """A model that scores a copy of `percent` % of a scorer's answered requests, off the request path,
+    to compare its answers with those given (shadow scoring); its own answers are never returned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    uri: str = Field(min_length=1)
+    sha256: str = Field(pattern=SHA256_HEX)
+    percent: int = Field(default=100, ge=1, le=100)
+
+
 def traffic_problems(traffic: list[TrafficModel]) -> list[str]:
     """What is wrong with a scorer's list of models ([] when nothing): empty, weights not summing to 100,
     a name or a sha256 listed twice. The CRD refuses these first; the scorer checks again what it is told."""
@@ -207,6 +219,7 @@ class ScorerEnv(PodEnv):
     """What `kstudio serve` is told by the operator (ScorerSettings documents each; more have defaults)."""
 
     traffic: list[TrafficModel] = Field(min_length=1)
+    mirror: MirrorModel | None = None
     model_name: str
     port: int
     storage: StorageEnv

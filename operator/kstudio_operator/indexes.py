@@ -54,13 +54,14 @@ def experiment_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body,
 
 
 def model_references(body: Mapping[str, Any]) -> set[str]:
-    """TrainedModel names a WebService or Endpoint uses: named in its spec (model, traffic) or served
-    (status: model, traffic)."""
+    """TrainedModel names a WebService or Endpoint uses: named in its spec (model, traffic, mirror) or
+    served (status: model, traffic, mirror)."""
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return set()
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     named = [spec.get("model"), status.get("model")]
+    named += [(doc.get("mirror") or {}).get("model") for doc in (spec, status)]
     for listed in (spec.get("traffic"), status.get("traffic")):
         named += [t.get("model") for t in listed or [] if isinstance(t, dict)]
     return {str(v) for v in named if v}

@@ -21,6 +21,7 @@ from kstudio_core.environment import (
     ENV_PREFIX,
     Flag,
     LoggingLevel,
+    MirrorModel,
     TrafficModel,
     env_name,
     traffic_problems,
@@ -46,6 +47,15 @@ class ScorerSettings(BaseSettings):
     )
     model_name: str = Field(
         "model", description="name under /v2/models/{name} (the endpoint's); one model_uri is served under it"
+    )
+    mirror: MirrorModel | None = Field(
+        None,
+        description="shadow scoring, as JSON {name, uri, sha256, percent}: a model loaded with the others "
+        "that scores a copy of percent % of the answered requests off the request path; its answers are "
+        "only compared with the ones given (metrics; disagreements logged with logging on), never returned",
+    )
+    mirror_queue_size: int = Field(
+        1000, gt=0, description="copies waiting for the mirror at most; more are dropped and counted"
     )
     model_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-model",
@@ -168,6 +178,8 @@ class ScorerSettings(BaseSettings):
             raise ValueError(f"{env_name('model_uri')} and {env_name('model_sha256')} are required")
         if self.traffic is not None and (problems := traffic_problems(self.traffic)):
             raise ValueError(f"{env_name('traffic')}: {'; '.join(problems)}")
+        if self.mirror is not None and self.mirror.sha256 in {m.sha256 for m in self.served_models()}:
+            raise ValueError(f"{env_name('mirror')}: the mirror {self.mirror.name} also answers requests")
         if self.auth_enabled and self.keys_dir is None:
             raise ValueError(
                 f"auth is enabled but {env_name('keys_dir')} is not set; "

@@ -128,3 +128,22 @@ def test_a_traffic_split_that_cannot_be_served_is_refused_with_the_reason(
     proc = kube.apply(json.dumps(manifest))
     assert proc.returncode != 0
     assert words in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"traffic": [{"model": "a", "weight": 50}, {"model": "b", "weight": 50}], "mirror": {"model": "b"}},
+        {"model": "a", "mirror": {"model": "a", "percent": 10}},
+    ],
+)
+def test_a_mirror_that_also_answers_is_refused(kube: Kubectl, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": "shadow"},
+        "spec": {"webService": "svc", **spec},
+    }
+    proc = kube.apply(json.dumps(manifest))
+    assert proc.returncode != 0
+    assert "spec.mirror.model also answers requests" in proc.stderr, proc.stderr

@@ -1,5 +1,6 @@
 """Serving modes of one Endpoint on the local cluster: a traffic split between models with sticky sessions,
-its weights changed under load with zero failed requests, and a split that waits for a model."""
+its weights changed under load with zero failed requests, a split that waits for a model, and a mirror
+that never answers while its agreement metric tells a worse model apart."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_support import Kubectl, OperatorProcess, condition, wait_until
-from serving_kit import LOADGEN, cluster_ip, doc, infer, secret_key
+from serving_kit import LOADGEN, build_model, cluster_ip, doc, infer, secret_key
+
+from kstudio_localcluster import netns
 
 pytestmark = pytest.mark.cluster
 
@@ -134,3 +138,73 @@ def test_changing_the_weights_under_load_fails_no_request_and_moves_the_traffic(
     assert result["failed"] == 0, result["errors"]
     assert before["m-a"] > before["m-b"] and after["m-b"] > after["m-a"], (before, after)
     assert status["rollout"]["from"] == "m-a:90,m-b:10" and status["history"][-1]["to"] == "m-a:10,m-b:90"
+
+
+def scorer_metric(local_cluster: Any, ip: str, line_start: str) -> float | None:
+    """One sample of the scorer's /metrics (no key needed), through the Service."""
+    code, text = netns.http_request(local_cluster.info.layout.netns, "GET", f"http://{ip}/metrics")
+    found = [line for line in text.splitlines() if line.startswith(line_start)] if code == 200 else []
+    return float(found[0].split()[-1]) if found else None
+
+
+def test_a_mirror_never_answers_and_its_agreement_drops_when_it_is_a_worse_model(
+    kube: Kubectl,
+    operator: OperatorProcess,
+    models: dict[str, str],
+    local_cluster: Any,
+    example_data: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    # m-twin: trained like m-a (same answers, another artifact); m-b answers the opposite.
+    sha = build_model(tmp_path / "m-twin.ilearner", flip=False)
+    uri = f"s3://models/{namespace}/imports/m-twin.ilearner"
+    example_data.upload(tmp_path / "m-twin.ilearner", uri)
+    assert (
+        kube.apply(doc("TrainedModel", "m-twin", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    )
+    for name in (*models, "m-twin"):
+        kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
+    assert kube.apply(doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
+    spec = {"webService": "svc", "model": "m-a", "mirror": {"model": "m-twin", "percent": 100}, "replicas": 1}
+    assert kube.apply(doc("Endpoint", "ep-shadow", spec)).returncode == 0
+    status = wait_until(
+        "ep-shadow mirroring m-twin",
+        lambda: (
+            (s := split_ready(kube, "ep-shadow", "m-a:100"))
+            and (s.get("mirror") or {}).get("model") == "m-twin"
+            and s
+        ),
+        240,
+    )
+    assert status["mirror"] == {"model": "m-twin", "percent": 100, "digest": sha}
+    ip, key = cluster_ip(kube, "ep-shadow"), secret_key(kube, "ep-shadow")
+    wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep-shadow")[0] == 200, 30)
+
+    agreement = {}
+    for mirror in ("m-twin", "m-b"):
+        if mirror == "m-b":
+            patch = {"spec": {"mirror": {"model": "m-b", "percent": 100}}}
+            kube.run("patch", "endpoints.kstudio.io", "ep-shadow", "--type=merge", "-p", json.dumps(patch))
+            wait_until(
+                "ep-shadow mirroring m-b",
+                lambda: (
+                    (s := split_ready(kube, "ep-shadow", "m-a:100"))
+                    and (s.get("mirror") or {}).get("model") == "m-b"
+                ),
+                240,
+            )
+            wait_until(
+                "the new pod to answer", lambda: infer(local_cluster, ip, key, "ep-shadow")[0] == 200, 30
+            )
+        answers = {answered_by(local_cluster, ip, key, "ep-shadow") for _ in range(30)}
+        assert answers == {"m-a"}  # the mirror never answers
+        scored = f'kstudio_scorer_mirror_requests_total{{mirror="{mirror}",outcome="ok"}}'
+        wait_until(
+            f"{mirror} to score copies", lambda m=scored: (scorer_metric(local_cluster, ip, m) or 0) >= 30, 30
+        )
+        gauge = f'kstudio_scorer_mirror_label_agreement{{mirror="{mirror}",model="m-a"}}'
+        agreement[mirror] = scorer_metric(local_cluster, ip, gauge)
+    assert agreement == {"m-twin": 1.0, "m-b": 0.0}, agreement
+    rows = kube.run("get", "endpoints.kstudio.io", "ep-shadow", "-o", "wide").stdout
+    assert "m-b" in rows, rows  # the Mirror column

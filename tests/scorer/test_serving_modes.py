@@ -1,20 +1,24 @@
 """Serving modes in one scorer, with real models: a traffic split (every answer names its model, a session
-sticks to one, OIP V2 can address one model of the split, counts per model, one size limit for all)."""
+sticks to one, OIP V2 can address one model of the split, counts per model, one size limit for all) and a
+mirror (scores copies off the request path, never answers, agreement metrics, disagreements to MinIO)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from scorer_support import wait_ready
 from sklearn.linear_model import LogisticRegression
 
-from kstudio_core.environment import TrafficModel
+from kstudio_core.environment import MirrorModel, TrafficModel
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
+from kstudio_core.storage import ObjectStore
 from kstudio_scorer.http.app import create_app
 from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
 from kstudio_scorer.settings import ScorerSettings
@@ -29,10 +33,13 @@ V2 = {
 }
 
 
-def _model(path: Path, flip: bool) -> TrafficModel:
-    """x1, x2 -> 0/1; `flip` learns the opposite, so the two models answer differently."""
-    x = np.random.default_rng(0).normal(size=(80, 2))
+def _model(path: Path, flip: bool, noise: float = 0.0) -> TrafficModel:
+    """x1, x2 -> 0/1; `flip` learns the opposite, so the two models answer differently; `noise` mislabels
+    that share of the training rows (a worse model)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 2))
     y = ((x[:, 0] + x[:, 1] > 0) ^ flip).astype(int)
+    y = np.where(rng.random(80) < noise, 1 - y, y)
     manifest = IlearnerManifest(
         task="classification",
         label="y",
@@ -47,6 +54,12 @@ def _model(path: Path, flip: bool) -> TrafficModel:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrafficModel, TrafficModel]:
     d = tmp_path_factory.mktemp("split")
     return _model(d / "m-a.ilearner", False), _model(d / "m-b.ilearner", True)
+
+
+@pytest.fixture(scope="module")
+def near(tmp_path_factory: pytest.TempPathFactory) -> TrafficModel:
+    """Almost m-a: trained with a few labels wrong, so it agrees with m-a on most rows."""
+    return _model(tmp_path_factory.mktemp("near") / "m-near.ilearner", False, noise=0.05)
 
 
 def _client(a: TrafficModel, b: TrafficModel, wa: int, **settings: Any) -> TestClient:
@@ -146,3 +159,112 @@ def test_the_models_of_a_split_share_one_size_limit_and_the_one_that_does_not_fi
     assert failures[0].model == "m-b" and failures[0].exit_code == 2
     assert "inflated by m-a loaded before it" in str(failures[0])
     assert body["ready"] is False and body["model"] == "m-b"
+
+
+def _mirrored(model: TrafficModel, percent: int = 100) -> MirrorModel:
+    return MirrorModel(name=model.name, uri=model.uri, sha256=model.sha256, percent=percent)
+
+
+def _metric(text: str, line_start: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(line_start)).split()[-1])
+
+
+def _wait_for(client: TestClient, line_start: str, at_least: float) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = client.get("/metrics").text
+        if (
+            any(line.startswith(line_start) for line in text.splitlines())
+            and _metric(text, line_start) >= at_least
+        ):
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{line_start} never reached {at_least}")
+
+
+def test_a_mirror_scores_copies_never_answers_and_its_agreement_tells_a_worse_model_apart(
+    pair: tuple[TrafficModel, TrafficModel], near: TrafficModel
+) -> None:
+    a, flipped = pair
+    rows = [{"x1": float(v), "x2": float(w)} for v, w in np.random.default_rng(7).normal(size=(50, 2))]
+    body = {"Inputs": {"input1": rows}, "GlobalParameters": {}}
+    agreement = {}
+    for mirror in (near, flipped):
+        values = {"traffic": [a], "mirror": _mirrored(mirror), "auth_enabled": False, "termination_log": None}
+        with TestClient(create_app(ScorerSettings(**values))) as client:
+            wait_ready(client)
+            for _ in range(20):
+                r = client.post("/score", json=body)
+                assert (
+                    r.status_code == 200 and r.headers["x-kstudio-model"] == "m-a"
+                )  # the mirror never answers
+            done = f'kstudio_scorer_mirror_requests_total{{mirror="{mirror.name}",outcome="ok"}}'
+            text = _wait_for(client, done, 20)
+            rows_line = f'kstudio_scorer_mirror_rows_total{{mirror="{mirror.name}",model="m-a"}}'
+            assert _metric(text, rows_line) == 1000
+            gauge = f'kstudio_scorer_mirror_label_agreement{{mirror="{mirror.name}",model="m-a"}}'
+            agreement[mirror.name] = _metric(text, gauge)
+            assert f'kstudio_scorer_mirror_duration_seconds_count{{mirror="{mirror.name}"}}' in text
+            assert 'kstudio_scorer_model_requests_total{model="m-a",outcome="ok"} 20.0' in text
+    assert agreement["m-near"] > 0.8 and agreement["m-b"] < 0.2, agreement
+
+
+def test_copies_the_mirror_cannot_keep_up_with_are_dropped_and_counted(
+    pair: tuple[TrafficModel, TrafficModel],
+) -> None:
+    a, b = pair
+    values = {
+        "traffic": [a],
+        "mirror": _mirrored(b),
+        "mirror_queue_size": 2,
+        "auth_enabled": False,
+        "termination_log": None,
+    }
+    app = create_app(ScorerSettings(**values))
+    with TestClient(app) as client:
+        wait_ready(client)
+        state = app.state.kstudio  # type: ignore[attr-defined]
+        served = state.split.primary
+        columns = served.model.warm_up_columns()
+        given = served.model.predict(columns)
+        started = time.perf_counter()
+        for _ in range(2000):  # far faster than one predict each: the queue overflows
+            state.shadow(served, "/score", columns, given, b"{}")
+        offered_in = time.perf_counter() - started
+        text = _wait_for(client, 'kstudio_scorer_mirror_requests_total{mirror="m-b",outcome="dropped"}', 1)
+        dropped = _metric(text, 'kstudio_scorer_mirror_requests_total{mirror="m-b",outcome="dropped"}')
+        text = _wait_for(
+            client, 'kstudio_scorer_mirror_requests_total{mirror="m-b",outcome="ok"}', 2000 - dropped
+        )
+    assert dropped > 0 and offered_in < 1.0  # offering never waited for the mirror
+
+
+def test_disagreeing_copies_reach_object_storage_with_logging_on(
+    pair: tuple[TrafficModel, TrafficModel], minio_server: Any, object_store: ObjectStore
+) -> None:
+    a, b = pair
+    object_store.ensure_bucket("endpoint-logs")
+    values = {
+        "traffic": [a],
+        "mirror": _mirrored(b),
+        "auth_enabled": False,
+        "termination_log": None,
+        "logging_level": "Error",
+        "logging_uri": "s3://endpoint-logs/ep-mirror",
+        "logging_flush_seconds": 0.2,
+    }
+    app = create_app(ScorerSettings(**values), store_factory=lambda: ObjectStore(minio_server.settings))
+    with TestClient(app) as client:
+        wait_ready(client)
+        r = client.post("/score", json={"Inputs": {"input1": [ROW, {"x1": -2.0, "x2": -1.0}]}})
+        assert r.status_code == 200
+        deadline = time.monotonic() + 20
+        keys: list[str] = []
+        while not keys and time.monotonic() < deadline:
+            keys = object_store.list_keys("endpoint-logs", "ep-mirror/mirror/")
+            time.sleep(0.2)
+    assert keys, "no disagreement sample was written"
+    record = orjson.loads(object_store.get_bytes(f"s3://endpoint-logs/{keys[0]}").splitlines()[0])
+    assert (record["model"], record["mirror"], record["rows"], record["differing"]) == ("m-a", "m-b", 2, 2)
+    assert record["differingRows"] == [0, 1] and record["answer"] != record["mirrorAnswer"]
+    assert record["request"]["Inputs"]["input1"][0] == ROW

@@ -230,3 +230,65 @@ def test_every_model_of_a_split_is_in_use() -> None:
         "status": {"traffic": [{"model": "m-0", "weight": 100}]},
     }
     assert model_references(body) == {"m-0", "m-1", "m-2"}
+
+
+def test_a_mirror_is_loaded_by_every_pod_and_the_status_says_which_one_they_load() -> None:
+    spec = {"webService": "svc", "replicas": 1, "model": "m-1", "mirror": {"model": "m-3", "percent": 25}}
+    created = decide_endpoint(spec, {}, observe([]), T0, CONFIG, OWNER)
+    tpl = template(created)
+    env = {e["name"]: e.get("value") for e in tpl["spec"]["containers"][0]["env"]}
+    assert json.loads(env["KSTUDIO_MIRROR"]) == {
+        "name": "m-3",
+        "uri": "s3://models/m-3.ilearner",
+        "sha256": sha(3),
+        "percent": 25,
+    }
+    loaded = annotation((1, 100)) + f";mirror=m-3@{sha(3)}:25"
+    assert tpl["metadata"]["annotations"][ANNOTATION_TRAFFIC] == loaded
+    manifest = next(a.manifest for a in created.actions if a.manifest["kind"] == "Deployment")
+    dep = {"annotations": manifest["metadata"]["annotations"]}
+    ready = decide_endpoint(spec, created.status, observe([pod("a", loaded)], dep), T0, CONFIG, OWNER)
+    assert ready.status["phase"] == "Ready" and ready.status["split"] == "m-1:100"
+    assert ready.status["mirror"] == {"model": "m-3", "percent": 25, "digest": sha(3)}
+    # Dropping the mirror rolls the pods (they unload it) but changes nobody's answers: no rollout record.
+    dropped = decide_endpoint(
+        {k: v for k, v in spec.items() if k != "mirror"},
+        ready.status,
+        observe([pod("a", loaded)], dep),
+        T0,
+        CONFIG,
+        OWNER,
+    )
+    assert isinstance(dropped.actions[0], ReplaceDeployment) and dropped.events == []
+    assert dropped.status["phase"] == "RollingOut" and dropped.status["mirror"]["model"] == "m-3"
+
+
+def test_a_mirror_that_would_answer_or_cannot_compare_is_refused_and_named() -> None:
+    follows = decide_endpoint(
+        {"webService": "svc", "mirror": {"model": "m-1"}}, {}, observe([]), T0, CONFIG, OWNER
+    )
+    accepted = next(c for c in follows.status["conditions"] if c["type"] == "ModelAccepted")
+    assert accepted["reason"] == "MirrorAnswers" and "the mirror m-1 also answers" in accepted["message"]
+    with pytest.raises(ValidationError, match=r"spec\.mirror\.model m-2 also answers requests"):
+        EndpointSpec.model_validate(SPLIT_90_10 | {"mirror": {"model": "m-2"}})
+    models = {"m-1": model(1), "m-3": model(3, task="regression")}
+    other_task = decide_endpoint(
+        {"webService": "svc", "model": "m-1", "mirror": {"model": "m-3"}},
+        {},
+        observe([], models=models),
+        T0,
+        CONFIG,
+        OWNER,
+    )
+    accepted = next(c for c in other_task.status["conditions"] if c["type"] == "ModelAccepted")
+    assert accepted["reason"] == "TaskMismatch" and "m-3 (regression)" in accepted["message"]
+
+
+def test_a_mirror_is_in_use_like_the_models_that_answer() -> None:
+    body = {
+        "kind": "Endpoint",
+        "metadata": {},
+        "spec": {"model": "m-1", "mirror": {"model": "m-3"}},
+        "status": {},
+    }
+    assert model_references(body) == {"m-1", "m-3"}

@@ -25,6 +25,7 @@ from kstudio_core.environment import (
 )
 from kstudio_core.storage import StorageError, StorageSettings
 from kstudio_operator.builders.scorer import ServedModel, deployment
+from kstudio_operator.builders.traffic import Split
 from kstudio_operator.builders.training import RunRequest, training_job
 from kstudio_operator.resources import EndpointSpec, ExperimentSpec
 from kstudio_operator.settings import OperatorConfig
@@ -131,6 +132,8 @@ def _as_written(value: object) -> str:
         return json.dumps(
             [v.model_dump(mode="json") if isinstance(v, pydantic.BaseModel) else v for v in value]
         )
+    if isinstance(value, pydantic.BaseModel):
+        return json.dumps(value.model_dump(mode="json"))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -150,7 +153,11 @@ def test_every_variable_the_operator_gives_a_scorer_pod_reaches_its_settings(
         }
     )
     output = {"columns": ["Scored Labels"], "includeInputs": True}
-    container = _container(deployment("ns", "ep2", "penguins", spec, MODEL, output, CONFIG))
+    mirror = ServedModel(
+        name="penguins-4", uri="s3://models/ns/penguins/penguins-4.ilearner", sha256="cd" * 32
+    )
+    served = Split((MODEL,), mirror=mirror)
+    container = _container(deployment("ns", "ep2", "penguins", spec, served, output, CONFIG))
     keys = tmp_path / "keys"
     keys.mkdir()
     env = _process_env(

@@ -78,3 +78,19 @@ def test_the_operator_reads_the_per_model_counts_the_scorer_writes() -> None:
     metrics.model_requests.labels("m-2", "error").inc(1)
     counts = model_request_counts(metrics.render().decode())
     assert counts == {"m-1": {"ok": 41.0}, "m-2": {"ok": 9.0, "error": 1.0}}
+
+
+def test_a_mirrors_answer_is_compared_row_by_row() -> None:
+    import numpy as np
+
+    from kstudio_scorer.model.served_model import Prediction
+    from kstudio_scorer.model.shadow import compare
+
+    labels = compare(
+        Prediction(labels=np.array(["a", "b", "c"])), Prediction(labels=np.array(["a", "x", "c"]))
+    )
+    assert (labels.rows, labels.equal_labels, labels.differing) == (3, 2, (1,))
+    values = compare(Prediction(values=np.array([1.0, 2.0])), Prediction(values=np.array([1.5, 2.0])))
+    assert (values.rows, values.absolute_difference, values.differing) == (2, 0.5, (0,))
+    with pytest.raises(ValueError, match="another kind"):
+        compare(Prediction(labels=np.array([1])), Prediction(values=np.array([1.0])))

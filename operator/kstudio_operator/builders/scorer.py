@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from kstudio_core.environment import FieldRef, ScorerEnv, TrafficModel
+from kstudio_core.environment import FieldRef, MirrorModel, ScorerEnv, TrafficModel
 from kstudio_operator import constants as c
 from kstudio_operator.builders.traffic import ServedModel, Split
 from kstudio_operator.builders.training import (
@@ -118,6 +118,9 @@ def deployment(
         traffic=[
             TrafficModel(name=m.name, uri=m.uri, sha256=m.sha256, weight=m.weight) for m in split.models
         ],
+        mirror=MirrorModel(name=mirror.name, uri=mirror.uri, sha256=mirror.sha256, percent=mirror.weight)
+        if (mirror := split.mirror)
+        else None,
         # OIP V2 clients address /v2/models/<endpoint>: stable across model patches; the answer's
         # model_name and model_version name the model that answered (its TrainedModel and sha256).
         model_name=endpoint,

@@ -1,10 +1,10 @@
 """What an Endpoint's scorer pods serve, as one value: its traffic split, each model with its artifact,
-sha256 and weight.
+sha256 and weight, and the mirror that scores copies of the requests (its weight is the percent copied).
 
 The builder writes a split on the pod template (env for the scorer; the annotation kstudio.io/traffic,
 `Split.annotation()`), the pods carry it, the endpoint_pods index reads it back and the decision parses it
 (`Split.parse`) to compare what ready pods load with what it wants. People see `Split.label()`:
-`penguins-2:90,penguins-3:10`. Model names are DNS subdomains, so `@`, `:` and `,` never occur in them.
+`penguins-2:90,penguins-3:10`. Model names are DNS subdomains, so `@`, `:`, `,` and `;` never occur in them.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ class Split:
     """Models in the order of the Endpoint's traffic list; their weights sum to 100."""
 
     models: tuple[ServedModel, ...]
+    mirror: ServedModel | None = None
 
     @classmethod
-    def of(cls, models: Iterable[ServedModel]) -> Split:
-        return cls(tuple(models))
+    def of(cls, models: Iterable[ServedModel], mirror: ServedModel | None = None) -> Split:
+        return cls(tuple(models), mirror)
 
     @property
     def primary(self) -> ServedModel:
@@ -43,8 +44,10 @@ class Split:
         return [m.name for m in self.models]
 
     def annotation(self) -> str:
-        """`name@sha256:weight,...`: what a pod template says its pods load (names, digests, weights)."""
-        return ",".join(f"{m.name}@{m.sha256}:{m.weight}" for m in self.models)
+        """`name@sha256:weight,...[;mirror=name@sha256:percent]`: what a pod template says its pods load
+        (names, digests, weights, the mirror)."""
+        split = ",".join(_entry(m) for m in self.models)
+        return split + (f";mirror={_entry(self.mirror)}" if self.mirror else "")
 
     def label(self) -> str:
         """`penguins-2:90,penguins-3:10` (one model: `penguins-2:100`), for status and kubectl get."""
@@ -57,14 +60,24 @@ class Split:
     @classmethod
     def parse(cls, annotation: str) -> Split | None:
         """The split of a pod's annotation (its models without URIs), None when it is not one."""
-        models = []
-        for part in annotation.split(","):
-            name, at, rest = part.partition("@")
-            sha256, colon, weight = rest.partition(":")
-            if not (name and at and sha256 and colon and weight.isdigit()):
-                return None
-            models.append(ServedModel(name, "", sha256, int(weight)))
-        return cls(tuple(models)) if models else None
+        split, _, mirrored = annotation.partition(";mirror=")
+        models = [_parse_entry(part) for part in split.split(",")]
+        mirror = _parse_entry(mirrored) if mirrored else None
+        if not models or None in models or (mirrored and mirror is None):
+            return None
+        return cls(tuple(m for m in models if m is not None), mirror)
+
+
+def _entry(m: ServedModel) -> str:
+    return f"{m.name}@{m.sha256}:{m.weight}"
+
+
+def _parse_entry(text: str) -> ServedModel | None:
+    name, at, rest = text.partition("@")
+    sha256, colon, weight = rest.partition(":")
+    if not (name and at and sha256 and colon and weight.isdigit()):
+        return None
+    return ServedModel(name, "", sha256, int(weight))
 
 
 def parse_label(label: str) -> list[tuple[str, int]]:

@@ -29,6 +29,7 @@ from kstudio_operator.resources.endpoint import (
     EndpointStatus,
     RollbackOverride,
     Rollout,
+    ServedMirror,
     ServedWeight,
 )
 from kstudio_operator.settings import OperatorConfig
@@ -177,7 +178,8 @@ def decide_endpoint(
     rolled_back = _rollback(previous, observed.rollback_request, _name_of(wanted), decision)
     if rolled_back is not None and rolled_back.active:
         wanted = parse_label(rolled_back.model)
-    target, accept_reason, accept_status = _accept(observed, spec, wanted, current)
+    mirror = (spec.mirror.model, spec.mirror.percent) if spec.mirror else None
+    target, accept_reason, accept_status = _accept(observed, spec, wanted, mirror, current)
     conds = set_condition(conds, "ModelAccepted", accept_status, accept_reason[0], accept_reason[1], gen)
     if target is not None and target is current:
         # Keeping what the pods serve: its URIs, which the pods' annotations do not carry.
@@ -278,6 +280,9 @@ def decide_endpoint(
         if serving
         else [],
         split=serving.label() if serving else None,
+        mirror=ServedMirror(model=m.name, percent=m.weight, digest=m.sha256)
+        if serving and (m := serving.mirror)
+        else None,
         url=scorer.service_url(observed.namespace, observed.name),
         replicas=spec.replicas,
         ready_replicas=ready,
@@ -352,18 +357,27 @@ def _rollback(
 
 
 def _accept(
-    observed: EndpointObserved, spec: EndpointSpec, wanted: Wanted, current: Split | None
+    observed: EndpointObserved,
+    spec: EndpointSpec,
+    wanted: Wanted,
+    mirror: tuple[str, int] | None,
+    current: Split | None,
 ) -> tuple[Split | None, tuple[str, str], ConditionStatus]:
     """(the split to put in the pod template, (reason, message), ModelAccepted status). Anything the
-    wanted models cannot do keeps `current`, and the message names the models that wait."""
+    wanted models (and mirror) cannot do keeps `current`, and the message names the models that wait."""
     if not wanted:
         return current, ("NoModel", "the WebService serves no model yet"), "False"
-    keeps = f"; the pods keep serving {current.rollout_name()}" if current and len(wanted) > 1 else ""
-    missing = [name for name, _ in wanted if name not in observed.models]
+    several = len(wanted) > 1 or mirror is not None
+    keeps = f"; the pods keep serving {current.rollout_name()}" if current and several else ""
+    if mirror is not None and mirror[0] in {name for name, _ in wanted}:
+        message = f"the mirror {mirror[0]} also answers requests (the split is {_name_of(wanted)})"
+        return current, ("MirrorAnswers", message + keeps), "False"
+    names = [name for name, _ in wanted] + ([mirror[0]] if mirror else [])
+    missing = [name for name in names if name not in observed.models]
     if missing:
         message = "; ".join(f"TrainedModel {name} does not exist" for name in missing)
         return current, ("ModelNotFound", message + keeps), "False"
-    statuses = {name: (observed.models[name].get("status") or {}) for name, _ in wanted}
+    statuses = {name: (observed.models[name].get("status") or {}) for name in names}
     waiting = [
         f"TrainedModel {name} is {st.get('phase') or 'Pending'}: {st.get('message') or 'not verified yet'}"
         for name, st in statuses.items()
@@ -371,28 +385,34 @@ def _accept(
     ]
     if waiting:
         return current, ("ModelNotReady", "; ".join(waiting) + keeps), "False"
-    if problem := _split_problem(observed, spec, wanted, statuses, current):
+    if problem := _split_problem(observed, spec, names, statuses, current, mirror is not None):
         reason, message = problem
         return current, (reason, message + keeps), "False"
-    models = []
-    for name, weight in wanted:
-        artifact = (observed.models[name].get("spec") or {}).get("artifact") or {}
-        models.append(ServedModel(name, str(artifact.get("uri")), str(artifact.get("sha256")), weight))
-    target = Split.of(models)
+    target = Split.of(
+        [_served(observed.models[name], name, weight) for name, weight in wanted],
+        _served(observed.models[mirror[0]], *mirror) if mirror else None,
+    )
     what = f"TrainedModel {wanted[0][0]}" if len(wanted) == 1 else f"the split {target.label()}"
-    return target, ("Accepted", f"serving {what} is allowed"), "True"
+    also = f" with the mirror {mirror[0]} at {mirror[1]}%" if mirror else ""
+    return target, ("Accepted", f"serving {what}{also} is allowed"), "True"
+
+
+def _served(model: dict[str, Any], name: str, weight: int) -> ServedModel:
+    artifact = (model.get("spec") or {}).get("artifact") or {}
+    return ServedModel(name, str(artifact.get("uri")), str(artifact.get("sha256")), weight)
 
 
 def _split_problem(
     observed: EndpointObserved,
     spec: EndpointSpec,
-    wanted: Wanted,
+    names: list[str],
     statuses: dict[str, dict[str, Any]],
     current: Split | None,
+    mirrored: bool,
 ) -> tuple[str, str] | None:
-    """Why Ready models cannot be served together: another input schema than the one served (unless
-    allowed), another task than the others, more than the pods' memory. None when they can."""
-    names = [name for name, _ in wanted]
+    """Why Ready models (the split's, then the mirror) cannot be served together: another input schema
+    than the one served (unless allowed), another task than the others, a mirror of a task without
+    predictions to compare, more than the pods' memory. None when they can."""
     reference = current.primary.name if current else names[0]
     if not spec.allow_schema_change:
         old = ((observed.models.get(reference) or {}).get("status") or {}).get("inputSchema") or []
@@ -410,7 +430,12 @@ def _split_problem(
     tasks = {name: statuses[name].get("task") for name in names if statuses[name].get("task")}
     if len(set(tasks.values())) > 1:
         listed = ", ".join(f"{name} ({task})" for name, task in tasks.items())
-        return "TaskMismatch", f"the models of a split must do the same task: {listed}"
+        return "TaskMismatch", f"the models of a split (and its mirror) must do the same task: {listed}"
+    if mirrored and set(tasks.values()) - {"classification", "regression"}:
+        return (
+            "MirrorCannotCompare",
+            f"a mirror compares predictions: {names[-1]} is a {tasks[names[-1]]} model",
+        )
     sizes = {name: int(statuses[name].get("sizeBytes") or 0) for name in names}
     budget = scorer.quantity_bytes(spec.resources.memory) // 2
     if sum(sizes.values()) > budget:
@@ -428,13 +453,18 @@ def _with_uris(split: Split | None, models: dict[str, dict[str, Any]]) -> Split 
     gone or no longer has that sha256."""
     if split is None:
         return None
-    out = []
-    for m in split.models:
-        artifact = ((models.get(m.name) or {}).get("spec") or {}).get("artifact") or {}
-        if artifact.get("sha256") != m.sha256 or not artifact.get("uri"):
-            return None
-        out.append(ServedModel(m.name, str(artifact["uri"]), m.sha256, m.weight))
-    return Split.of(out)
+    found = [_with_uri(m, models) for m in split.models]
+    mirror = _with_uri(split.mirror, models) if split.mirror else None
+    if None in found or (split.mirror and mirror is None):
+        return None
+    return Split.of([m for m in found if m is not None], mirror)
+
+
+def _with_uri(m: ServedModel, models: dict[str, dict[str, Any]]) -> ServedModel | None:
+    artifact = ((models.get(m.name) or {}).get("spec") or {}).get("artifact") or {}
+    if artifact.get("sha256") != m.sha256 or not artifact.get("uri"):
+        return None
+    return ServedModel(m.name, str(artifact["uri"]), m.sha256, m.weight)
 
 
 def _mib(n: int) -> str:

@@ -77,6 +77,18 @@ class TrafficWeight(KModel):
     )
 
 
+class Mirror(KModel):
+    """Shadow scoring: a model that scores copies of the requests without ever answering them."""
+
+    model: ObjectName = Field(description="A TrainedModel in this namespace, not one that answers.")
+    percent: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="Share of the answered requests copied to it, in percent (1-100, default 100).",
+    )
+
+
 class EndpointSpec(KModel):
     """One scoring endpoint of a WebService: its model (pinned or following the service) or a traffic
     split between models, keys, request logging, capacity and placement."""
@@ -95,6 +107,14 @@ class EndpointSpec(KModel):
         "weight (the weights sum to 100, a model once). Every scorer pod loads all of them and answers each "
         "request with one, the same one for every request with the same x-kstudio-session header; the "
         "answer names it (header x-kstudio-model). A change is a rolling update like a model patch.",
+    )
+    mirror: Mirror | None = Field(
+        default=None,
+        description="Shadow scoring: every scorer pod also loads this model and has it score a copy of "
+        "percent % of the answered requests, off the request path (a bounded queue: when full, copies are "
+        "dropped and counted), never returning its answers; its agreement with the answering model is in "
+        "the scorer's metrics (kstudio_scorer_mirror_*), and with logging on the copies on which they "
+        "disagree go to object storage under <logs>/mirror/.",
     )
     allow_schema_change: bool = Field(
         default=False,
@@ -147,6 +167,8 @@ def endpoint_spec_problems(spec: EndpointSpec) -> list[str]:
         names = [t.model for t in spec.traffic]
         if twice := sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"spec.traffic lists {', '.join(twice)} more than once")
+    if spec.mirror is not None and spec.mirror.model in {spec.model, *(t.model for t in spec.traffic or [])}:
+        problems.append(f"spec.mirror.model {spec.mirror.model} also answers requests")
     return problems
 
 
@@ -200,6 +222,14 @@ class ServedWeight(StatusModel):
     digest: str | None = Field(default=None, max_length=64, description="sha256 the ready pods loaded.")
 
 
+class ServedMirror(StatusModel):
+    """The mirror the ready pods load, the share of requests it scores and its sha256."""
+
+    model: str = Field(max_length=253, description="The TrainedModel.")
+    percent: int = Field(ge=1, le=100, description="Share of the answered requests copied to it.")
+    digest: str | None = Field(default=None, max_length=64, description="sha256 the ready pods loaded.")
+
+
 class EndpointStatus(StatusModel):
     """What the ready pods really serve, the rollout in progress and the past ones, and the keys."""
 
@@ -236,6 +266,9 @@ class EndpointStatus(StatusModel):
         max_length=SPLIT_LABEL_LENGTH,
         description="The models the ready pods serve and their weights, e.g. penguins-2:90,penguins-3:10 "
         "(kubectl get).",
+    )
+    mirror: ServedMirror | None = Field(
+        default=None, description="The mirror the ready pods load (spec.mirror), when there is one."
     )
     model_digest_prefix: str | None = Field(
         default=None, max_length=DIGEST_PREFIX_LENGTH, description="Start of modelDigest (kubectl get)."
@@ -281,6 +314,7 @@ ENDPOINT = ResourceKind(
         PrinterColumn("Phase", ".status.phase"),
         PrinterColumn("URL", ".status.url"),
         PrinterColumn("Split", ".status.split", description="Models the ready pods serve, with weights"),
+        PrinterColumn("Mirror", ".status.mirror.model", description="Model scoring copies", priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     rules=(
@@ -309,6 +343,14 @@ ENDPOINT = ResourceKind(
             ".size() == 1)",
             message="spec.traffic lists a model more than once: give each model one entry and weight",
             field_path=".traffic",
+        ),
+        CelRule(
+            path="spec",
+            rule="!has(self.mirror) || ((!has(self.model) || self.model != self.mirror.model) && "
+            "(!has(self.traffic) || !self.traffic.exists(t, t.model == self.mirror.model)))",
+            message="spec.mirror.model also answers requests (spec.model or spec.traffic): a mirror only "
+            "scores copies, name another model",
+            field_path=".mirror.model",
         ),
     ),
 )

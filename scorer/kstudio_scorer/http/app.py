@@ -31,6 +31,7 @@ from kstudio_scorer.http.fast_routes import FastRoute, FastRoutesMiddleware
 from kstudio_scorer.http.keys import KeyRing
 from kstudio_scorer.http.limits import LimitsMiddleware
 from kstudio_scorer.http.metrics import MetricsMiddleware, ScorerMetrics
+from kstudio_scorer.http.mirror import Mirror
 from kstudio_scorer.http.openapi import build_openapi
 from kstudio_scorer.http.responses import JSON, error_response, render_error
 from kstudio_scorer.http.routes import ROUTES
@@ -103,6 +104,7 @@ def create_app(
         keys=KeyRing(settings.keys_dir, settings.keys_reload_seconds)
         if settings.auth_enabled and settings.keys_dir
         else None,
+        mirror=_mirror(settings, scorer_metrics),
     )
 
     @asynccontextmanager
@@ -116,6 +118,15 @@ def create_app(
                 max_body_bytes=settings.logging_max_body_bytes,
                 on_dropped=lambda n: scorer_metrics.samples_dropped.inc(n),
             )
+            if state.mirror is not None:
+                state.mirror.samples = SampleLogger(
+                    "All",
+                    f"{settings.logging_uri.rstrip('/')}/mirror",
+                    factory,
+                    flush_seconds=settings.logging_flush_seconds,
+                    max_body_bytes=settings.logging_max_body_bytes,
+                    on_dropped=lambda n: scorer_metrics.samples_dropped.inc(n),
+                )
         state.jobs = JobManager(
             state.model,
             factory,
@@ -141,6 +152,8 @@ def create_app(
             state.close()
             if state.samples is not None:
                 state.samples.close()
+            if state.mirror is not None and state.mirror.samples is not None:
+                state.mirror.samples.close()
 
     app = FastAPI(
         title=f"kstudio scorer: {settings.model_name}",
@@ -184,6 +197,10 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, routes=ROUTES, metrics=scorer_metrics)
     return app
+
+
+def _mirror(settings: ScorerSettings, metrics: ScorerMetrics) -> Mirror | None:
+    return Mirror(settings.mirror, settings, metrics) if settings.mirror is not None else None
 
 
 def _job_store(settings: ScorerSettings, factory: Callable[[], ObjectStore]) -> JobStore:

@@ -46,6 +46,50 @@ class ScorerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.mirror_requests = Counter(
+            "kstudio_scorer_mirror_requests",
+            "copies of answered requests by mirror model and outcome: ok (scored and compared), error (the "
+            "mirror could not score it), dropped (its queue was full)",
+            ["mirror", "outcome"],
+            registry=r,
+        )
+        self.mirror_latency = Histogram(
+            "kstudio_scorer_mirror_duration_seconds",
+            "time the mirror model took to score a copy, off the request path",
+            ["mirror"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.mirror_rows = Counter(
+            "kstudio_scorer_mirror_rows",
+            "rows the mirror scored, by mirror and the model whose answer it was compared with",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_labels_agreed = Counter(
+            "kstudio_scorer_mirror_labels_agreed",
+            "classification: rows where the mirror's label equals the answered one",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_absolute_difference = Counter(
+            "kstudio_scorer_mirror_absolute_difference",
+            "regression: the sum over rows of |mirror's value - answered value|",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_label_agreement = Gauge(
+            "kstudio_scorer_mirror_label_agreement",
+            "classification: share of the mirrored rows (since start) whose labels agree (0-1)",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_mean_absolute_difference = Gauge(
+            "kstudio_scorer_mirror_mean_absolute_difference",
+            "regression: mean |mirror's value - answered value| over the mirrored rows since start",
+            ["mirror", "model"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "kstudio_scorer_model_info",
             "the model this process serves (value 1 once ready)",

@@ -2,8 +2,9 @@
 
 Each picks the model that answers (the endpoint's traffic split, model/traffic.py) and notes it in the call,
 parses its protocol's body (protocols/), has that model's micro-batcher score the columns and renders the
-answer in the same protocol; a bad request raises a ScorerError, which the fast routes render. By the
-time an endpoint runs, the key has been checked (auth.py) and the body read (fast_routes.py).
+answer in the same protocol, and hands a copy to the mirror if there is one; a bad request raises a
+ScorerError, which the fast routes render. By the time an endpoint runs, the key has been checked (auth.py)
+and the body read (fast_routes.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ async def score(state: ScorerState, call: ScoringCall) -> bytes:
     columns = columns_from_records(payload, m.schema, state.settings.max_rows)
     records: list[dict[str, Any]] = payload
     pred = await _predict(served, call, columns)
+    state.shadow(served, call.route.path, columns, pred, call.body)
     assert served.projection is not None
     out = rrs.render_response(pred, records, m.classes, served.projection)
     return _scored(state, call, columns.n_rows, out)
@@ -68,6 +70,7 @@ async def _score_classic(
     m = served.model
     request = classic.parse_request(payload, m.schema, state.settings.max_rows)
     pred = await _predict(served, call, request.columns)
+    state.shadow(served, call.route.path, request.columns, pred, call.body)
     projection = served.projection
     out = classic.render_response(request, pred, m.classes, projection, m.schema, details=query.details)
     return _scored(state, call, request.columns.n_rows, out)
@@ -84,6 +87,7 @@ async def v2_infer(state: ScorerState, call: ScoringCall) -> bytes:
     wanted = oip.requested_outputs(doc, m.task)
     columns = oip.to_columns(doc, m.schema, state.settings.max_rows)
     pred = await _predict(served, call, columns)
+    state.shadow(served, call.route.path, columns, pred, call.body)
     out = oip.render_response(doc, pred, wanted, m.name, m.digest)
     return _scored(state, call, columns.n_rows, out)
 

@@ -1,8 +1,8 @@
 """What the endpoints and the ASGI layers share, hung on app.state.kstudio (no module globals).
 
 `ScorerState` holds the served models (their traffic split: model/traffic.py) and, once they are ready,
-their micro-batchers and output projections; the batch jobs, the sample logger, the key ring, the metrics
-and the drain. app.py builds it.
+their micro-batchers and output projections; the mirror (mirror.py), the batch jobs, the sample logger,
+the key ring, the metrics and the drain. app.py builds it.
 """
 
 from __future__ import annotations
@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from kstudio_core.exitcodes import EXIT_INPUT_ERROR
 from kstudio_core.storage import ObjectStore
 from kstudio_scorer.bes.jobs import JobManager
 from kstudio_scorer.errors import ModelNotFoundError, ModelNotReadyError
 from kstudio_scorer.http.drain import Drain
 from kstudio_scorer.http.keys import KeyRing
 from kstudio_scorer.http.metrics import ScorerMetrics
+from kstudio_scorer.http.mirror import Mirror
 from kstudio_scorer.http.samples import SampleLogger
+from kstudio_scorer.model.columns import Columns
 from kstudio_scorer.model.inflation import model_size_limit
 from kstudio_scorer.model.microbatch import MicroBatcher
 from kstudio_scorer.model.scored_columns import OutputProjection
-from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
+from kstudio_scorer.model.served_model import ModelLoadError, Prediction, ScoringModel
 from kstudio_scorer.model.traffic import Served, Split
 from kstudio_scorer.settings import ScorerSettings
 
@@ -38,6 +41,7 @@ class ScorerState:
     store_factory: Callable[[], ObjectStore]
     drain: Drain
     keys: KeyRing | None = None
+    mirror: Mirror | None = None
     jobs: JobManager | None = None
     samples: SampleLogger | None = None
     on_load_failure: Callable[[ModelLoadError], None] | None = None
@@ -55,9 +59,9 @@ class ScorerState:
 
     @property
     def ready(self) -> bool:
-        """Every model loaded, warmed up, and wired to its batcher: only then do scoring routes accept
-        calls."""
-        return self.split.ready
+        """Every model (the mirror too) loaded, warmed up, and wired to its batcher: only then do scoring
+        routes accept calls."""
+        return self.split.ready and (self.mirror is None or self.mirror.ready)
 
     @property
     def reports_ready(self) -> bool:
@@ -96,15 +100,16 @@ class ScorerState:
             raise ModelNotReadyError(self.not_ready_reason())
         return served if served is not None else self.split.pick(session)
 
-    def models(self) -> list[ScoringModel]:
-        """Every model this process loads."""
-        return [s.model for s in self.split.served]
+    def models(self) -> list[ScoringModel | Mirror]:
+        """Every model this process loads: its split, then its mirror."""
+        return [*(s.model for s in self.split.served), *([self.mirror] if self.mirror else [])]
 
     def load_models(self) -> None:
         """Fetch, verify and load every model, one after the other, within one size limit (blocking).
-        Raises the first ModelLoadError: a pod serves all of its split or nothing."""
+        Raises the first ModelLoadError: a pod serves all of its split (and mirror) or nothing."""
         limit = model_size_limit(self.settings.max_model_bytes)
-        for model in self.models():
+        for served in self.split.served:
+            model = served.model
             if not model.ready:
                 model.size_limit = limit
                 try:
@@ -113,6 +118,17 @@ class ScorerState:
                     exc.model = model.name
                     raise
             limit = limit.less(model.inflated_bytes, model.name)
+        if self.mirror is None:
+            return
+        mirror = self.mirror
+        mirror.load(limit)
+        if mirror.task != self.model.task:
+            raise ModelLoadError(
+                f"the mirror {mirror.name} is a {mirror.task} model, the split's are {self.model.task}: "
+                "a mirror's answers are compared with theirs",
+                EXIT_INPUT_ERROR,
+                mirror.name,
+            )
 
     def models_became_ready(self) -> None:
         for served in self.split.served:
@@ -128,6 +144,8 @@ class ScorerState:
                 self.settings.batch_max_wait_ms / 1000.0,
                 on_predict=self.metrics.predict_batch_rows.observe,
             )
+        if (mirror := self.mirror) is not None:
+            self.metrics.model_info.labels(mirror.name, mirror.digest, mirror.task).set(1)
         self.metrics.ready.set(1)
         if self.on_ready is not None:
             self.on_ready()
@@ -136,6 +154,13 @@ class ScorerState:
         for served in self.split.served:
             if served.batcher is not None:
                 served.batcher.close()
+        if self.mirror is not None:
+            self.mirror.close()
+
+    def shadow(self, served: Served, route: str, columns: Columns, given: Prediction, request: bytes) -> None:
+        """Hand a copy of an answered request to the mirror, if there is one (never waits)."""
+        if self.mirror is not None:
+            self.mirror.offer(served.model.name, route, columns, given, request)
 
     def record_error(self, route: str, status: int, request: bytes | None, message: str) -> None:
         """A failed call, for the sample logger (level Error or All)."""

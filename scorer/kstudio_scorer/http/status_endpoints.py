@@ -32,7 +32,7 @@ async def readyz(request: Request) -> Response:
         return json_response(
             {"ready": False, "state": "draining", "reason": "shutting down: draining connections"}, 503
         )
-    waiting = next((s.model for s in state.split if not s.model.ready), m)
+    waiting = next((model for model in state.models() if not model.ready), m)
     return json_response(
         {"ready": False, "state": waiting.state, "model": waiting.name, "reason": waiting.error or "loading"},
         503,
