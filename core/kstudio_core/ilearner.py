@@ -3,14 +3,15 @@
 An `.ilearner` is a zip holding exactly two members:
 
 - `manifest.json` — what the model is: format name and version, task, label, input schema, classes,
-  metrics, framework versions, the experiment snapshot and run that produced it;
+  metrics, framework versions, the experiment snapshot and run that produced it (a `transform`, which
+  only prepares data, has no label, classes or metrics, and names the columns it answers with);
 - `model.skops` — the fitted scikit-learn pipeline, serialized with skops.
 
 Readers always get an expected sha256 (from the TrainedModel) and check the *whole file* against it
 before anything inside is parsed. This module has no scikit-learn or skops in it: the trainer serializes
-the pipeline (`kstudio_trainer.artifact_writer`), the scorer loads it (`kstudio_scorer.model.artifact`), both with
-TRUSTED_TYPES below, and the operator reads only the manifest (`read_manifest`, streaming: memory stays
-flat in the artifact's size).
+the pipeline (`kstudio_trainer.artifact_writer`), the scorer loads it (`kstudio_scorer.model.artifact`),
+both with TRUSTED_TYPES below, and the operator reads only the manifest (`read_manifest`, streaming:
+memory stays flat in the artifact's size).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class InvalidArtifactError(ArtifactError):
 
 # The column types of an input schema (manifest, run result, TrainedModel status, the scorer's coercion).
 ColumnType = Literal["number", "integer", "string", "boolean"]
-Task = Literal["classification", "regression"]
+# `transform`: preprocessing only (imputation, scaling, encoding, column selection): it predicts nothing and
+# answers with its transformed columns (manifest.outputColumns).
+Task = Literal["classification", "regression", "transform"]
 ClassLabel = bool | int | float | str
 
 
@@ -111,8 +114,9 @@ class IlearnerManifest(BaseModel):
     formatVersion: Literal[1] = FORMAT_VERSION
     serialization: Literal["skops"] = SERIALIZATION
     task: Task
-    label: str = Field(min_length=1)
+    label: str | None = Field(default=None, min_length=1)
     inputSchema: list[ColumnSpec] = Field(min_length=1)
+    outputColumns: list[str] = Field(default_factory=list)
     classes: list[ClassLabel] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     frameworks: dict[str, str] = Field(default_factory=dict)
@@ -123,6 +127,14 @@ class IlearnerManifest(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         return [c.name for c in self.inputSchema]
+
+    @pydantic.model_validator(mode="after")
+    def _task_fields(self) -> IlearnerManifest:
+        if self.task == "transform" and not self.outputColumns:
+            raise ValueError("a transform names the columns it answers with (outputColumns)")
+        if self.task != "transform" and self.label is None:
+            raise ValueError(f"a {self.task} model names its label")
+        return self
 
 
 @dataclass(frozen=True)

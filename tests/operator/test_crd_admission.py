@@ -147,3 +147,17 @@ def test_a_mirror_that_also_answers_is_refused(kube: Kubectl, spec: dict[str, An
     proc = kube.apply(json.dumps(manifest))
     assert proc.returncode != 0
     assert "spec.mirror.model also answers requests" in proc.stderr, proc.stderr
+
+
+def test_a_transform_with_an_algorithm_and_a_model_without_one_are_refused(kube: Kubectl) -> None:
+    transform = json.loads(experiment_manifest("prep", task="transform"))
+    proc = kube.apply(json.dumps(transform))
+    assert proc.returncode != 0
+    assert "a transform fits preprocessing only" in proc.stderr, proc.stderr
+    spec = {k: v for k, v in transform["spec"].items() if k not in ("label", "algorithm", "evaluation")}
+    assert kube.apply(json.dumps(transform | {"spec": spec})).returncode == 0
+    model = json.loads(experiment_manifest("nolabel"))
+    del model["spec"]["algorithm"]
+    proc = kube.apply(json.dumps(model))
+    assert proc.returncode != 0
+    assert "classification and regression need spec.label and spec.algorithm" in proc.stderr, proc.stderr

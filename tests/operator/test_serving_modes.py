@@ -1,6 +1,6 @@
 """Serving modes of one Endpoint on the local cluster: a traffic split between models with sticky sessions,
-its weights changed under load with zero failed requests, a split that waits for a model, and a mirror
-that never answers while its agreement metric tells a worse model apart."""
+its weights changed under load with zero failed requests, a split that waits for a model, a mirror that
+never answers while its agreement metric tells a worse model apart, and a transform-only web service."""
 
 from __future__ import annotations
 
@@ -208,3 +208,72 @@ def test_a_mirror_never_answers_and_its_agreement_drops_when_it_is_a_worse_model
     assert agreement == {"m-twin": 1.0, "m-b": 0.0}, agreement
     rows = kube.run("get", "endpoints.kstudio.io", "ep-shadow", "-o", "wide").stdout
     assert "m-b" in rows, rows  # the Mirror column
+
+
+def test_a_transform_only_web_service_answers_rrs_classic_and_oip_with_its_columns_named(
+    kube: Kubectl, operator: OperatorProcess, local_cluster: Any
+) -> None:
+    # Studio's non-predictive experiment: penguins' measurements imputed and scaled, island one-hot encoded.
+    spec = {
+        "dataset": {"uri": "s3://datasets/penguins.csv", "format": "csv"},
+        "task": "transform",
+        "features": ["bill_length_mm", "body_mass_g", "island"],
+        "preprocessing": {"impute": "median", "scale": "standard", "categorical": "onehot"},
+        "resources": {"cpu": "500m", "memory": "1Gi"},
+    }
+    assert kube.apply(doc("Experiment", "prep", spec)).returncode == 0
+    wait_until("TrainedModel prep-1", lambda: kube.get("trainedmodel", "prep-1"), timeout=240)
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/prep-1", "--timeout=120s")
+    model = kube.status("trainedmodel", "prep-1")
+    columns = ["bill_length_mm", "body_mass_g", "island_Biscoe", "island_Dream", "island_Torgersen"]
+    assert (model["task"], model["outputColumns"], model.get("label")) == ("transform", columns, None)
+
+    # The same lifecycle as a model: a WebService following the Experiment, its default Endpoint and keys.
+    assert kube.apply(doc("WebService", "prep", {"modelFrom": {"experiment": "prep"}})).returncode == 0
+    wait_until("prep-default serving prep-1", lambda: split_ready(kube, "prep-default", "prep-1:100"), 240)
+    ip, key = cluster_ip(kube, "prep-default"), secret_key(kube, "prep-default")
+    netns_name = local_cluster.info.layout.netns
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        code, text = netns.http_request(
+            netns_name, "POST", f"http://{ip}{path}", json.dumps(body).encode(), auth
+        )
+        assert code == 200, text
+        return dict(json.loads(text))
+
+    row = {"bill_length_mm": 39.1, "body_mass_g": 3750, "island": "Torgersen"}
+    wait_until("the Service to answer", lambda: infer_ok(local_cluster, ip, key), 30)
+    rrs = post("/score", {"Inputs": {"input1": [row]}, "GlobalParameters": {}})["Results"]["output1"][0]
+    assert list(rrs) == columns and rrs["island_Torgersen"] == 1.0 and rrs["island_Biscoe"] == 0.0
+    table = {"Inputs": {"input1": {"ColumnNames": list(row), "Values": [["39.1", "3750", "Torgersen"]]}}}
+    classic = post("/workspaces/w/services/prep/execute?api-version=2.0", table)["Results"]["output1"][
+        "value"
+    ]
+    assert classic["ColumnNames"] == columns and classic["Values"][0][4] == "1"
+    assert abs(float(classic["Values"][0][0]) - rrs["bill_length_mm"]) < 1e-9
+    v2 = {
+        "inputs": [
+            {"name": "bill_length_mm", "shape": [1], "datatype": "FP64", "data": [39.1]},
+            {"name": "body_mass_g", "shape": [1], "datatype": "FP64", "data": [3750]},
+            {"name": "island", "shape": [1], "datatype": "BYTES", "data": ["Torgersen"]},
+        ]
+    }
+    oip = post("/v2/models/prep-default/infer", v2)
+    assert [o["name"] for o in oip["outputs"]] == columns and oip["model_name"] == "prep-1"
+    assert [o["data"][0] for o in oip["outputs"]] == [rrs[c] for c in columns]
+
+
+def infer_ok(local_cluster: Any, ip: str, key: str) -> bool:
+    """RRS on the transform answers (kube-proxy may not route a new Service yet)."""
+    body = json.dumps(
+        {"Inputs": {"input1": [{"bill_length_mm": 40, "body_mass_g": 4000, "island": "Dream"}]}}
+    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    try:
+        code, _ = netns.http_request(
+            local_cluster.info.layout.netns, "POST", f"http://{ip}/score", body.encode(), headers
+        )
+    except OSError:
+        return False
+    return code == 200

@@ -268,3 +268,96 @@ def test_disagreeing_copies_reach_object_storage_with_logging_on(
     assert (record["model"], record["mirror"], record["rows"], record["differing"]) == ("m-a", "m-b", 2, 2)
     assert record["differingRows"] == [0, 1] and record["answer"] != record["mirrorAnswer"]
     assert record["request"]["Inputs"]["input1"][0] == ROW
+
+
+@pytest.fixture(scope="module")
+def transform(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrafficModel, list[str]]:
+    """A transform fitted by the trainer: impute + scale two numbers, one-hot a category, drop the rest."""
+    import pandas as pd
+
+    from kstudio_trainer.spec import parse_snapshot
+    from kstudio_trainer.transform import train_transform
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "length": rng.normal(44, 5, 60).round(1),
+            "mass": rng.normal(4000, 500, 60).round(0),
+            "island": rng.choice(["Biscoe", "Dream"], 60),
+            "note": ["ignored"] * 60,
+        }
+    )
+    frame.loc[3, "length"] = None
+    snapshot = {
+        "dataset": {"uri": "/dev/null"},
+        "task": "transform",
+        "features": ["length", "mass", "island"],
+        "preprocessing": {"impute": "median", "scale": "standard", "categorical": "onehot"},
+    }
+    outcome = train_transform(frame, parse_snapshot(snapshot), snapshot, 1)
+    path = tmp_path_factory.mktemp("transform") / "prep.ilearner"
+    digest = write_ilearner(path, outcome.pipeline, outcome.manifest)
+    return TrafficModel(name="prep-1", uri=str(path), sha256=digest.sha256), outcome.manifest.outputColumns
+
+
+def test_a_transform_answers_rrs_classic_and_oip_with_its_transformed_columns_named(
+    transform: tuple[TrafficModel, list[str]],
+) -> None:
+    model, columns = transform
+    assert columns == ["length", "mass", "island_Biscoe", "island_Dream"]
+    settings = ScorerSettings(traffic=[model], model_name="ep", auth_enabled=False, termination_log=None)  # type: ignore[call-arg]
+    row = {"length": 44.0, "mass": 4500.0, "island": "Dream"}
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        rrs = client.post("/score", json={"Inputs": {"input1": [row, {**row, "length": None}]}}).json()
+        first, missing = rrs["Results"]["output1"]
+        assert list(first) == columns and (first["island_Biscoe"], first["island_Dream"]) == (0.0, 1.0)
+        assert abs(first["mass"] - (4500 - 4000) / 500) < 0.5  # scaled by the training rows
+        assert missing["length"] == pytest.approx(first["length"], abs=0.5)  # imputed with the median
+        table = {"Inputs": {"input1": {"ColumnNames": list(row), "Values": [["44", "4500", "Dream"]]}}}
+        classic = client.post(
+            "/workspaces/w/services/s/execute?api-version=2.0&details=true", json=table
+        ).json()
+        value = classic["Results"]["output1"]["value"]
+        assert value["ColumnNames"] == columns and value["ColumnTypes"] == ["Double"] * 4
+        assert value["Values"][0][2:] == ["0", "1"]
+        v2 = {
+            "inputs": [
+                {"name": "length", "shape": [1], "datatype": "FP64", "data": [44.0]},
+                {"name": "mass", "shape": [1], "datatype": "FP64", "data": [4500.0]},
+                {"name": "island", "shape": [1], "datatype": "BYTES", "data": ["Dream"]},
+            ]
+        }
+        oip = client.post("/v2/models/ep/infer", json=v2).json()
+        assert [o["name"] for o in oip["outputs"]] == columns and oip["model_name"] == "prep-1"
+        assert oip["outputs"][3]["data"] == [1.0] and oip["outputs"][3]["datatype"] == "FP64"
+        only = client.post("/v2/models/ep/infer", json=v2 | {"outputs": [{"name": "mass"}]}).json()
+        assert [o["name"] for o in only["outputs"]] == ["mass"]
+        meta = client.get("/v2/models/ep").json()
+        assert [o["name"] for o in meta["outputs"]] == columns and meta["parameters"]["task"] == "transform"
+        assert client.post("/score", json={"Inputs": {"input1": [{"length": 1.0}]}}).status_code == 422
+
+
+def test_a_transform_batch_job_writes_the_transformed_columns(
+    transform: tuple[TrafficModel, list[str]], minio_server: Any, object_store: ObjectStore
+) -> None:
+    model, columns = transform
+    object_store.ensure_bucket("transform-jobs")
+    object_store.put_bytes(
+        b"length,mass,island\n44.0,4500,Dream\n,4000,Biscoe\n", "s3://transform-jobs/in.csv"
+    )
+    settings = ScorerSettings(traffic=[model], auth_enabled=False, termination_log=None)  # type: ignore[call-arg]
+    app = create_app(settings, store_factory=lambda: ObjectStore(minio_server.settings))
+    with TestClient(app) as client:
+        wait_ready(client)
+        r = client.post(
+            "/jobs", json={"input": "s3://transform-jobs/in.csv", "output": "s3://transform-jobs/out.csv"}
+        )
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 30
+        while (job := client.get(f"/jobs/{r.json()['id']}").json())["state"] not in ("Succeeded", "Failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+    assert job["state"] == "Succeeded", job
+    lines = object_store.get_bytes("s3://transform-jobs/out.csv").decode().splitlines()
+    assert lines[0].replace('"', "").split(",") == columns and len(lines) == 3

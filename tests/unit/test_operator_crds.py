@@ -97,7 +97,7 @@ def test_webservice_model_and_model_from_are_mutually_exclusive() -> None:
 
 def test_experiment_bounds_and_enums() -> None:
     spec = _schema("experiments")["properties"]["spec"]["properties"]
-    assert spec["task"]["enum"] == ["classification", "regression"]
+    assert spec["task"]["enum"] == ["classification", "regression", "transform"]
     assert "RandomForestClassifier" in spec["algorithm"]["properties"]["name"]["enum"]
     fraction = spec["evaluation"]["properties"]["testFraction"]
     assert (fraction["minimum"], fraction["maximum"]) == (0.05, 0.5)

@@ -84,11 +84,11 @@ async def v2_infer(state: ScorerState, call: ScoringCall) -> bytes:
     served = call.served = state.addressed(name, version, call.session)
     m = served.model
     doc = oip.parse_request(call.body, call.binary_header)
-    wanted = oip.requested_outputs(doc, m.task)
+    wanted = oip.requested_outputs(doc, oip.output_names(m.task, m.output_columns))
     columns = oip.to_columns(doc, m.schema, state.settings.max_rows)
     pred = await _predict(served, call, columns)
     state.shadow(served, call.route.path, columns, pred, call.body)
-    out = oip.render_response(doc, pred, wanted, m.name, m.digest)
+    out = oip.render_response(doc, pred, wanted, m.name, m.digest, m.output_columns)
     return _scored(state, call, columns.n_rows, out)
 
 

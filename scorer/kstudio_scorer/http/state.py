@@ -135,7 +135,7 @@ class ScorerState:
             m = served.model
             assert m.manifest is not None
             served.projection = OutputProjection.for_task(
-                m.task, self.settings.output_columns, self.settings.output_include_inputs
+                m.task, self.settings.output_columns, self.settings.output_include_inputs, m.output_columns
             )
             self.metrics.model_info.labels(m.name, m.digest, m.task).set(1)
             served.batcher = MicroBatcher(

@@ -67,6 +67,8 @@ async def v2_model_metadata(request: Request, name: str) -> Response:
     outputs = [
         {"name": "predict", "datatype": "BYTES" if m.task == "classification" else "FP64", "shape": [-1]}
     ]
+    if m.task == "transform":
+        outputs = [{"name": name, "datatype": "FP64", "shape": [-1]} for name in m.output_columns]
     if m.task == "classification":
         if m.classes and not isinstance(m.classes[0], str):
             outputs[0]["datatype"] = "INT64" if isinstance(m.classes[0], int) else "FP64"

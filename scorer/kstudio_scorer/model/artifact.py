@@ -70,9 +70,10 @@ def load_ilearner(
         with open_model_member(raw, archive, MODEL_MEMBER, limit) as payload:
             inflated = check_inner_sizes(payload, MODEL_MEMBER, limit)
             pipeline = _load_pipeline(payload)
-    if not callable(getattr(pipeline, "predict", None)):
+    needs = "transform" if manifest.task == "transform" else "predict"
+    if not callable(getattr(pipeline, needs, None)):
         raise InvalidArtifactError(
-            f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no predict()"
+            f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no {needs}()"
         )
     return LoadedModel(manifest=manifest, pipeline=pipeline, inflated_bytes=inflated)
 

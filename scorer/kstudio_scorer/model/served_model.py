@@ -53,17 +53,20 @@ _ARGMAX_CONSISTENT = frozenset(
 
 @dataclass
 class Prediction:
-    """Model output for n rows. Classification: labels (+ probabilities); regression: values."""
+    """Model output for n rows. Classification: labels (+ probabilities); regression: values; transform:
+    the transformed columns, one per column of `transformed` (named by the model's output_columns)."""
 
     labels: npt.NDArray[Any] | None = None
     probabilities: npt.NDArray[np.float64] | None = None
     values: npt.NDArray[Any] | None = None
+    transformed: npt.NDArray[np.float64] | None = None
 
     def slice(self, start: int, stop: int) -> Prediction:
         return Prediction(
             None if self.labels is None else self.labels[start:stop],
             None if self.probabilities is None else self.probabilities[start:stop],
             None if self.values is None else self.values[start:stop],
+            None if self.transformed is None else self.transformed[start:stop],
         )
 
 
@@ -107,6 +110,7 @@ class ScoringModel:
         self.manifest: IlearnerManifest | None = None
         self.schema: tuple[Column, ...] = ()
         self.classes: list[Any] = []
+        self.output_columns: list[str] = []  # a transform's answer: its transformed columns
         self._pipeline: Any = None
         self._as_frame = True
         self._argmax_labels = False
@@ -201,7 +205,8 @@ class ScoringModel:
         self.manifest = loaded.manifest
         self.inflated_bytes = loaded.inflated_bytes
         self._pipeline = loaded.pipeline
-        self._forest = ForestPredictor(loaded.pipeline)
+        self._forest = ForestPredictor(loaded.pipeline) if loaded.manifest.task != "transform" else None
+        self.output_columns = list(loaded.manifest.outputColumns)
         self.schema = schema_of(loaded.manifest.inputSchema)
         numeric = all(c.type in ("number", "integer") for c in self.schema)
         # A pipeline fitted on a DataFrame selects columns by name; one fitted on a bare matrix wants the
@@ -234,7 +239,13 @@ class ScoringModel:
         return Columns(arrays, 1)
 
     def _warm_up(self) -> None:
-        self.predict(self.warm_up_columns())
+        pred = self.predict(self.warm_up_columns())
+        if pred.transformed is not None and pred.transformed.shape[1] != len(self.output_columns):
+            raise ModelLoadError(
+                f"the transform gives {pred.transformed.shape[1]} columns, its manifest names "
+                f"{len(self.output_columns)}",
+                EXIT_INPUT_ERROR,
+            )
 
     # --- predicting ------------------------------------------------------------------------------
     def model_input(self, columns: Columns) -> Any:
@@ -246,6 +257,11 @@ class ScoringModel:
     def predict(self, columns: Columns) -> Prediction:
         """Score validated columns. Raises PredictionError if the model itself raises."""
         x = self.model_input(columns)
+        if self.task == "transform":
+            try:
+                return Prediction(transformed=np.asarray(self._pipeline.transform(x), dtype=np.float64))
+            except (ValueError, TypeError) as exc:
+                raise PredictionError(f"the transform could not prepare this input: {exc}") from exc
         p = self._forest
         assert p is not None, "predict() before load()"
         try:
