@@ -7,8 +7,11 @@ one scorer pod that tolerates the local cluster's kwok fake nodes (`make cluster
 `kstudio-dev cluster up --fake-nodes 10`): real API server, controller-manager, scheduler and operator,
 simulated kubelets. Ready = every Endpoint Ready (a ready pod serves its model).
 
-For each N it prints:
-  ready_s       seconds from the first create until all are Ready;
+For each N and each start order (--orders: warm, the operator runs before the objects are created; cold,
+it starts once they all exist, as after an upgrade or a drain) it prints:
+  ready_s       seconds from the first create until all are Ready (cold: and from the operator's start);
+  requests/obj  the requests its client sent until Ready, per object created (its metric by verb and
+                resource is in the row's JSON; kopf's finalizer patches are not in it);
   idle req/s    API requests per second over an idle window, from the API server's own
                 apiserver_request_total: kstudio.io objects (only the operator touches them) by verb, and
                 every group minus the same window measured without the operator (baseline);
@@ -16,16 +19,20 @@ For each N it prints:
   restart       after SIGKILL + restart: seconds until its own reconciles_total covers every object with none
                 in flight or queued, the write requests its client sent meanwhile (its metric by verb) and
                 the kstudio.io writes the API server saw (kopf's own included); target 0 for both;
+  failover      two replicas with --leader-election; the leader SIGKILLed once converged: seconds until
+                the other holds the Lease and until it converged (target <= 15 s);
   patch_s       (endpoints) seconds from patching one WebService's model until its default Endpoint's
                 status shows the new digest, the other N-1 idle;
   delete_s      seconds from deleting every kstudio object (operator running) until none and no child is
                 left;
   metrics       the operator's own /metrics after the restart (reconciles by kind/outcome, mean reconcile
-                ms, loops, in flight, wake-ups pending, API requests by verb, rollouts).
+                ms, loops, in flight, wake-ups pending, API requests by verb, rollouts);
+  heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py).
 Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
 the run Succeeded (the penguins example).
 
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
+       [--orders warm,cold] [--heap FRAMES] [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -33,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -74,25 +83,42 @@ def create_objects(cluster: Cluster, namespace: str, docs: list[dict[str, Any]])
 
 
 def wait_for(what: str, check: Any, started: float, timeout: float = 900) -> float:
-    while not check():
+    while not (last := check()):
         if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{what}: not after {timeout:.0f} s")
+            raise RuntimeError(f"{what}: not after {timeout:.0f} s (last seen: {last})")
         time.sleep(0.5)
     return time.monotonic() - started
 
 
-def models_ready(cluster: Cluster, namespace: str, n: int) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Readiness:
+    """How many of `n` objects are Ready (true when all are), and the phases of the others."""
+
+    ready: int
+    n: int
+    others: dict[str, int]
+
+    def __bool__(self) -> bool:
+        return self.ready == self.n
+
+    def __str__(self) -> str:
+        return f"{self.ready}/{self.n} Ready, others by phase {self.others}"
+
+
+def _readiness(statuses: list[Any], n: int, ready: Callable[[dict[str, Any]], bool]) -> Readiness:
+    done = [s for s in statuses if isinstance(s, dict) and ready(s)]
+    others = Counter(str(s.get("phase")) for s in statuses if isinstance(s, dict) and not ready(s))
+    return Readiness(len(done), n, dict(others))
+
+
+def models_ready(cluster: Cluster, namespace: str, n: int) -> Readiness:
     statuses = [i.get("status") or {} for i in cluster.items(namespace, "trainedmodels")]
-    ready = sum(1 for s in statuses if isinstance(s, dict) and s.get("phase") == "Ready" and s.get("usedBy"))
-    return ready == n
+    return _readiness(statuses, n, lambda s: s.get("phase") == "Ready" and bool(s.get("usedBy")))
 
 
-def endpoints_ready(cluster: Cluster, namespace: str, n: int, model: str) -> bool:
+def endpoints_ready(cluster: Cluster, namespace: str, n: int, model: str) -> Readiness:
     statuses = [i.get("status") or {} for i in cluster.items(namespace, "endpoints.kstudio.io")]
-    ready = sum(
-        1 for s in statuses if isinstance(s, dict) and s.get("phase") == "Ready" and s.get("model") == model
-    )
-    return ready == n
+    return _readiness(statuses, n, lambda s: s.get("phase") == "Ready" and s.get("model") == model)
 
 
 def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> dict[str, Any]:
@@ -137,15 +163,23 @@ def measure(
     converge: dict[str, int],
     out: dict[str, Any],
 ) -> None:
-    """Create `docs`, wait for `ready`, then the idle window, the baseline and the restart."""
+    """Create `docs` (the operator running, or started once they all exist: out["order"] warm or cold),
+    wait for `ready`, then the idle window, the baseline and the restart."""
     t0 = time.monotonic()
     create_objects(cluster, ns, docs)
     out["create_s"] = time.monotonic() - t0
+    if out["order"] == "cold":
+        op.start()
+    started = time.monotonic()
     out["ready_s"] = wait_for(f"N={n} all Ready", ready, t0)
+    out["ready_after_create_s"] = time.monotonic() - started
     out["errors"] = error_reasons(op.log)
     time.sleep(10)  # let the last status writes' watch events settle
     out["metrics_ready"] = op.summary()
+    out["requests_per_object"] = round(op.metric("kstudio_operator_api_requests_total") / n, 2)
     out["idle"] = idle_window(cluster, idle, op)
+    if op.heap is not None:
+        out["heap"] = op.heap_report()
     op.kill()
     out["baseline"] = idle_window(cluster, idle, None)  # the same window without the operator
     before = cluster.requests()
@@ -155,6 +189,43 @@ def measure(
     out["restart_client_writes"] = op.client_writes()
     out["restart_kstudio_writes"] = kstudio_writes(cluster.requests() - before)
     out["metrics_restart"] = op.summary()
+    op.stop()
+    out["failover"] = failover(cluster, ns, converge)
+    op.start()
+    op.wait_converged(converge)
+
+
+def failover(cluster: Cluster, ns: str, converge: dict[str, int]) -> dict[str, float]:
+    """Two replicas with leader election; once the leader converged, SIGKILL it: seconds until the other
+    holds the Lease (takeover_s) and until its reconciles cover every object with none in flight or
+    queued (converged_s)."""
+    lease = f"{ns}/kstudio-operator"
+    pair = [
+        Operator(cluster, ns, LOGS / f"operator-{ns}-replica-{i}.log", None, "--leader-election", lease)
+        for i in (1, 2)
+    ]
+    for replica in pair:
+        replica.start()
+    try:
+
+        def leader() -> Operator | None:
+            holder = cluster.kubectl("-n", ns, "get", "lease", "kstudio-operator", "-o",
+                                     "jsonpath={.spec.holderIdentity}", check=False)  # fmt: skip
+            return next((r for r in pair if r.proc and f"_{r.proc.pid}_" in holder), None)
+
+        wait_for("a leader", leader, time.monotonic(), 120)
+        first = leader()
+        assert first is not None
+        first.wait_converged(converge)
+        other = next(r for r in pair if r is not first)
+        killed = time.monotonic()
+        first.kill()
+        takeover = wait_for("the other replica leads", lambda: leader() is other, killed, 120)
+        converged = takeover + other.wait_converged(converge)
+        return {"takeover_s": round(takeover, 1), "converged_s": round(converged, 1)}
+    finally:
+        for replica in pair:
+            replica.stop()
 
 
 def cleanup(cluster: Cluster, op: Operator, ns: str) -> None:
@@ -173,42 +244,49 @@ def run_size(
     mode: str,
     n: int,
     docs: list[dict[str, Any]],
-    ready: Callable[[str], bool],
+    ready: Callable[[str], Any],
     converge: dict[str, int],
-    idle: float,
+    options: argparse.Namespace,
+    order: str,
     then: Callable[[str, Operator, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """One row: a fresh namespace and operator, `measure`, then `then` (mode-specific figures), then
-    delete all; whatever happens, `cleanup`. `ready(namespace)` says when every object is Ready."""
+    """One row: a fresh namespace and operator (started before the objects are created, `order` warm, or
+    after, cold), `measure`, then `then` (mode-specific figures), then delete all; whatever happens,
+    `cleanup`. `ready(namespace)` says when every object is Ready."""
     ns = f"kstudio-scale-{mode}-{n}"
     cluster.fresh_namespace(ns)
-    op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}.log")
-    op.start()
-    out: dict[str, Any] = {"mode": mode, "n": n}
+    op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}-{order}.log", heap=options.heap)
+    out: dict[str, Any] = {"mode": mode, "n": n, "order": order, "load_average": os.getloadavg()}
     try:
-        time.sleep(3)
-        out["rss_empty_mb"] = op.rss_mb()
-        measure(cluster, op, ns, n, docs, lambda: ready(ns), idle, converge, out)
+        if order == "warm":
+            op.start()
+            time.sleep(3)
+            out["rss_empty_mb"] = op.rss_mb()
+        measure(cluster, op, ns, n, docs, lambda: ready(ns), options.idle, converge, out)
         if then is not None:
             then(ns, op, out)
         out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
+        out["load_average_end"] = os.getloadavg()
     finally:
         cleanup(cluster, op, ns)
     return out
 
 
-def run_models(cluster: Cluster, n: int, artifact: dict[str, str], idle: float) -> dict[str, Any]:
+def run_models(
+    cluster: Cluster, n: int, artifact: dict[str, str], options: argparse.Namespace, order: str
+) -> dict[str, Any]:
     docs = [_manifest("TrainedModel", f"m-{i}", {"artifact": artifact}) for i in range(n)]
     docs += [
         _manifest("Endpoint", f"ep-{i}", {"webService": "svc", "model": f"m-{i}", "replicas": 0})
         for i in range(n)
     ]
     converge = {"TrainedModel": n, "Endpoint": n}
-    return run_size(cluster, "models", n, docs, lambda ns: models_ready(cluster, ns, n), converge, idle)
+    ready = lambda ns: models_ready(cluster, ns, n)  # noqa: E731
+    return run_size(cluster, "models", n, docs, ready, converge, options, order)
 
 
 def run_endpoints(
-    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], idle: float
+    cluster: Cluster, n: int, artifacts: dict[str, dict[str, str]], options: argparse.Namespace, order: str
 ) -> dict[str, Any]:
     docs = [_manifest("TrainedModel", name, {"artifact": a}) for name, a in artifacts.items()]
     scorer = {"replicas": 1, "resources": {"cpu": "50m", "memory": "64Mi"}, "scheduling": ON_FAKE_NODES}
@@ -237,10 +315,10 @@ def run_endpoints(
         out["patch_s"] = wait_for("ws-0 on m-b", switched, t, 300)
         out["metrics_patch"] = op.summary()
 
-    def ready(ns: str) -> bool:
+    def ready(ns: str) -> Readiness:
         return endpoints_ready(cluster, ns, n, "m-a")
 
-    return run_size(cluster, "endpoints", n, docs, ready, converge, idle, placement_and_patch)
+    return run_size(cluster, "endpoints", n, docs, ready, converge, options, order, placement_and_patch)
 
 
 def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
@@ -299,31 +377,61 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
     print(
-        "| N | all Ready s | idle kstudio.io req/s | idle all req/s (operator - baseline) | CPU % | RSS MB "
-        "(empty) | restart converged s | restart writes (client / kstudio.io at API server) |"
-        f"{extra} delete all s |"
+        "| N | order | all Ready s (after the last create; cold: after the operator's start) | operator "
+        "requests per object while creating | idle kstudio.io req/s | idle all req/s (operator - baseline) | "
+        "CPU % | RSS MB (empty) | restart converged s | restart writes (client / kstudio.io at API server) | "
+        f"failover s (takeover / converged) |{extra} delete all s | load average |"
     )
-    print("|---" * (11 if endpoints else 9) + "|")
+    print("|---" * (15 if endpoints else 13) + "|")
     for r in rows:
         idle, base = r["idle"], r["baseline"]
         kst = sum(idle["kstudio_by_verb"].values())
         more = f" {r['patch_s']:.1f} | {r['pods_on_fake_nodes']} |" if endpoints else ""
+        empty = f" ({r['rss_empty_mb']:.0f})" if "rss_empty_mb" in r else ""
+        since = f" ({r['ready_after_create_s']:.1f})"
+        loads = r["load_average"][0], r.get("load_average_end", r["load_average"])[0]
         print(
-            f"| {r['n']} | {r['ready_s']:.1f} | {kst:.2f} {idle['kstudio_by_verb']} | "
-            f"{idle['all_per_s'] - base['all_per_s']:.2f} | {idle['cpu_pct']:.1f} | {idle['rss_mb']:.0f} "
-            f"({r['rss_empty_mb']:.0f}) | {r['restart_converged_s']:.1f} | {r['restart_client_writes']} / "
-            f"{r['restart_kstudio_writes']} |{more} {r['delete_s']:.1f} |"
+            f"| {r['n']} | {r['order']} | {r['ready_s']:.1f}{since} | {r['requests_per_object']:.1f} | "
+            f"{kst:.2f} {idle['kstudio_by_verb']} | {idle['all_per_s'] - base['all_per_s']:.2f} | "
+            f"{idle['cpu_pct']:.1f} | {idle['rss_mb']:.0f}{empty} | {r['restart_converged_s']:.1f} | "
+            f"{r['restart_client_writes']} / {r['restart_kstudio_writes']} | {r['failover']['takeover_s']} / "
+            f"{r['failover']['converged_s']} |{more} {r['delete_s']:.1f} | "
+            f"{loads[0]:.1f}-{loads[1]:.1f} |"
         )
+    heaps = [r for r in rows if "heap" in r]
+    for r in heaps:
+        h = r["heap"]
+        print(
+            f"\nheap N={r['n']} {r['order']}: RSS {h['rss_mb']} MB, after malloc_trim "
+            f"{h.get('rss_after_trim_mb')} MB, traced {h.get('traced_mb')} MB (peak "
+            f"{h.get('traced_peak_mb')}), gc objects {h['gc_objects']}, tasks {h['tasks']}"
+        )
+        for module, kb in list((h.get("traced_by_module_kb") or {}).items())[:12]:
+            print(f"  {kb / 1024:7.1f} MB  {module}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("models", "endpoints"), default="models")
     parser.add_argument("--sizes", default="100,300,1000")
+    parser.add_argument(
+        "--orders",
+        default="warm,cold",
+        help="warm: the operator runs before the objects are created; cold: it starts once they exist",
+    )
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle window")
     parser.add_argument("--no-job-delay", action="store_true", help="skip the Job -> Experiment figure")
+    parser.add_argument(
+        "--heap",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="run the operator under bench/operator_heap.py (tracemalloc with FRAMES frames, 0: none) and "
+        "print where its memory goes after the idle window",
+    )
+    parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
-    cluster = Cluster()
+    cluster = Cluster(args.cluster_root)
     LOGS.mkdir(exist_ok=True)
     print(f"operator logs: {LOGS}", flush=True)
     if args.mode == "endpoints" and not cluster.names("default", "nodes", "type=kwok"):
@@ -339,12 +447,13 @@ def main() -> int:
             artifacts[name] = {"uri": uri, "sha256": sha}
         rows = []
         for n in (int(s) for s in args.sizes.split(",")):
-            if args.mode == "models":
-                row = run_models(cluster, n, artifacts["m-a"], args.idle)
-            else:
-                row = run_endpoints(cluster, n, artifacts, args.idle)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for order in args.orders.split(","):
+                if args.mode == "models":
+                    row = run_models(cluster, n, artifacts["m-a"], args, order)
+                else:
+                    row = run_endpoints(cluster, n, artifacts, args, order)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
         delay = None
         if args.mode == "models" and not args.no_job_delay:
             delay = job_to_status_delay(cluster, work)

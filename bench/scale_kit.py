@@ -23,6 +23,7 @@ from kstudio_localcluster.layout import ClusterLayout
 
 REPO = Path(__file__).resolve().parents[1]
 KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
+PYTHON = REPO / ".venv" / "bin" / "python"
 KSTUDIO_DEV = REPO / ".venv" / "bin" / "kstudio-dev"  # dev tools: the example datasets
 GROUP = "kstudio.io"
 WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE")
@@ -32,10 +33,12 @@ Sample = tuple[str, dict[str, str], float]
 
 
 class Cluster:
-    def __init__(self) -> None:
-        layout = ClusterLayout()
+    def __init__(self, root: Path | None = None) -> None:
+        """The local cluster, or the instance whose files are under `root` (`kstudio-dev cluster --root
+        ROOT --name ... up`: a private instance that other sessions' tests neither share nor stop)."""
+        layout = ClusterLayout(root=root) if root else ClusterLayout()
         if not layout.kubeconfig.exists():
-            raise SystemExit("no local cluster: run `make cluster-up` first")
+            raise SystemExit(f"no local cluster at {layout.root}: run `make cluster-up` first")
         out = subprocess.run(
             ["bash", str(REPO / "hack" / "build-binaries.sh")], check=True, capture_output=True, text=True
         )
@@ -116,10 +119,16 @@ class Cluster:
 
 
 class Operator:
-    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
-        self.cluster, self.namespace, self.log = cluster, namespace, log
+    def __init__(
+        self, cluster: Cluster, namespace: str, log: Path, heap: int | None = None, *args: str
+    ) -> None:
+        """`heap` None: `kstudio operator`; else the same operator in bench/operator_heap.py, under
+        tracemalloc with `heap` frames (0: not traced), whose `heap_report()` says where memory goes.
+        `args`: more `kstudio operator` arguments (--leader-election)."""
+        self.cluster, self.namespace, self.log, self.heap, self.args = cluster, namespace, log, heap, args
         log.unlink(missing_ok=True)  # restarts of this operator append; a new one starts afresh
         self.proc: subprocess.Popen[bytes] | None = None
+        self.report = log.with_suffix(".heap.json")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.metrics_port = int(sock.getsockname()[1])
@@ -128,10 +137,27 @@ class Operator:
         env = {k: v for k, v in self.cluster.env.items() if not k.startswith("KSTUDIO_")}
         env |= self.cluster.storage_env() | {"KSTUDIO_IMAGE": "kstudio:dev"}
         env["KSTUDIO_METRICS_PORT"] = str(self.metrics_port)
+        command = [str(KSTUDIO), "operator"]
+        if self.heap is not None:
+            command = [str(PYTHON), str(REPO / "bench" / "operator_heap.py"), "--report", str(self.report)]
+            command += ["--trace", str(self.heap), "--trim", "--"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(KSTUDIO), "operator", "--namespace", self.namespace], env=env, stdout=out, stderr=out
+                [*command, "--namespace", self.namespace, *self.args], env=env, stdout=out, stderr=out
             )
+
+    def heap_report(self, timeout: float = 300) -> dict[str, object]:
+        """bench/operator_heap.py's report of the running operator (started with `heap`)."""
+        assert self.proc is not None and self.heap is not None
+        done = Path(f"{self.report}.done")
+        done.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        started = time.monotonic()
+        while not done.exists():
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"no heap report in {self.report} after {timeout:.0f} s")
+            time.sleep(0.5)
+        return dict(json.loads(self.report.read_text()))
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -7,6 +7,8 @@
   data (generated from scikit-learn by `kstudio-dev vocabulary`, checked against it by a test).
 - `runresult`: the document a training run leaves next to its artifact (one model: the trainer writes it,
   the operator reads it).
+- `evaluation`: the evaluation report a run leaves next to its artifact (`evaluation.json`, figures) and
+  its verified reader.
 - `environment`: the environment of scorer and trainer pods as a typed table (the operator's builders
   write it, the pods' settings read the same names), and the one reading of a yes/no value and of an
   object-store endpoint.

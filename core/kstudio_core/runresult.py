@@ -14,6 +14,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from pydantic.alias_generators import to_camel
 
+from kstudio_core.evaluation import EvaluationRef
 from kstudio_core.ilearner import SHA256_HEX, ClassLabel, ColumnSpec
 
 RESULT_SUFFIX: Final = ".result.json"
@@ -52,6 +53,8 @@ class RunResult(_Document):
     frameworks: dict[str, str] = Field(default_factory=dict)
     training_seconds: float | None = None
     created_at: datetime | None = None
+    # The run's evaluation report (kstudio_core.evaluation); absent when the trainer wrote none.
+    evaluation: EvaluationRef | None = None
 
     @field_serializer("input_schema")
     def _columns_without_nulls(self, columns: list[ColumnSpec]) -> list[dict[str, Any]]:

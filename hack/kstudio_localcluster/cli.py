@@ -10,16 +10,21 @@ from pathlib import Path
 
 from kstudio_localcluster import cluster
 from kstudio_localcluster.certs import PkiError
-from kstudio_localcluster.layout import API_PORT, MINIO_PORT, ClusterLayout, cache_root
+from kstudio_localcluster.layout import ClusterLayout, cache_root
 from kstudio_localcluster.netns import NetnsError
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="kstudio-dev cluster", description=__doc__)
-    parser.add_argument("--name", default="kstudio", help="instance name = its netns (default kstudio)")
-    parser.add_argument("--root", type=Path, help="state directory (default $KSTUDIO_CACHE/cluster)")
-    parser.add_argument("--api-port", type=int, default=API_PORT, help="host port of the API forward")
-    parser.add_argument("--minio-port", type=int, default=MINIO_PORT, help="host port of the MinIO forward")
+    default = ClusterLayout()  # the default instance, or $KSTUDIO_CLUSTER_INSTANCE's (see layout.py)
+    parser.add_argument(
+        "--name", default=default.name, help=f"instance name = its netns (default {default.name})"
+    )
+    parser.add_argument("--root", type=Path, help=f"state directory (default {default.root})")
+    parser.add_argument("--api-port", type=int, default=default.api_host_port,
+                        help="host port of the API forward")  # fmt: skip
+    parser.add_argument("--minio-port", type=int, default=default.minio_host_port,
+                        help="host port of the MinIO forward")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster (or reuse a healthy one); prints the KUBECONFIG export")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each component")
@@ -35,7 +40,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     layout = ClusterLayout(
         name=args.name,
-        root=args.root or cache_root() / "cluster",
+        root=args.root
+        or (default.root if args.name == default.name else cache_root() / f"cluster-{args.name}"),
         api_host_port=args.api_port,
         minio_host_port=args.minio_port,
     )

@@ -3,6 +3,11 @@
 The default instance is the one every developer and test uses (netns "kstudio", API on 127.0.0.1:6443,
 files under ~/.cache/kstudio/cluster). Tests that must destroy a cluster (the teardown check) build a
 second instance with another name, root directory and host ports, so they never touch the shared one.
+
+`KSTUDIO_CLUSTER_INSTANCE=N` (1-99) makes another instance the default of this process and its children:
+netns "kst<N>", API on 127.0.0.1:6443+N, files under ~/.cache/kstudio/cluster-<N>. Two checkouts on one
+machine (say, two worktrees under test at once) then each run their own cluster instead of waiting for
+the one cluster, at the cost of a second control plane's memory and CPU.
 """
 
 from __future__ import annotations
@@ -43,14 +48,44 @@ def repo_root() -> Path:
     return Path(env).resolve() if env else Path(__file__).resolve().parents[2]
 
 
+def _instance() -> int | None:
+    """The instance number $KSTUDIO_CLUSTER_INSTANCE names (None: the default instance)."""
+    raw = os.environ.get("KSTUDIO_CLUSTER_INSTANCE", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 99:
+        raise ValueError(f"KSTUDIO_CLUSTER_INSTANCE={raw!r}: expected a number from 1 to 99")
+    return int(raw)
+
+
+def _default_name() -> str:
+    n = _instance()
+    return "kstudio" if n is None else f"kst{n}"
+
+
+def _default_root() -> Path:
+    n = _instance()
+    return cache_root() / ("cluster" if n is None else f"cluster-{n}")
+
+
+def _default_api_port() -> int:
+    return API_PORT + (_instance() or 0)
+
+
+def _default_minio_port() -> int:
+    # MinIO's host forward moves to a free port when this one is busy (cluster._start_clean).
+    n = _instance()
+    return MINIO_PORT if n is None else MINIO_PORT + 100 + n
+
+
 @dataclass(frozen=True)
 class ClusterLayout:
     """Everything that identifies one cluster instance on this machine."""
 
-    name: str = "kstudio"
-    root: Path = field(default_factory=lambda: cache_root() / "cluster")
-    api_host_port: int = API_PORT
-    minio_host_port: int = MINIO_PORT
+    name: str = field(default_factory=_default_name)
+    root: Path = field(default_factory=_default_root)
+    api_host_port: int = field(default_factory=_default_api_port)
+    minio_host_port: int = field(default_factory=_default_minio_port)
 
     @property
     def netns(self) -> str:

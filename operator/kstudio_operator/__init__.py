@@ -5,10 +5,13 @@ higher one; modules sharing a layer (`a | b`) do not import each other. tests/un
 checks it, as kopf's import-linter "layers" contract does:
 
     cli | crdgen            the commands `kstudio operator` and `kstudio crds`
-    main                    kopf registrations: indexes, wake-ups, one reconcile loop per object
+    main                    kopf registrations: indexes, wake-ups, the reconciles of each kind
     handlers                I/O per kind: observe (indexes, storage), decide, apply, post Events, write status
-    runtime                 the reconcile loop, per-process state, status writes, the retry policy
-    kube | indexes          the async API client; the watch-fed lookups
+    runtime | leader        the reconcile workers, per-process state, status writes, the retry policy;
+                            leader election on a Lease
+    kube | indexes |        the async API client; the watch-fed lookups; the work queue of object keys;
+      workqueue |           kopf at thousands of objects (a linear start-up barrier, bounded own patches)
+      kopf_scale
     metrics                 the operator's Prometheus metrics
     decisions               pure: decide(spec, status, observed, now) -> actions, Events, status
     builders                pure: child manifests and merge patches

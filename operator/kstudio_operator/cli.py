@@ -1,16 +1,23 @@
-"""`kstudio operator`: run the kopf operator (standalone, one replica).
+"""`kstudio operator`: run the kopf operator; with --leader-election, one of several replicas.
 
 Environment: KUBECONFIG or in-cluster credentials; KSTUDIO_S3_ENDPOINT and keys (or
 KSTUDIO_S3_CREDENTIALS_DIR) for verifying artifacts; KSTUDIO_S3_POD_ENDPOINT for what pods use;
 KSTUDIO_IMAGE for the training and scorer pods (default `kstudio:<this version>`); KSTUDIO_RESYNC_SECONDS
-(the safety-net resync, default 300).
+(the safety-net resync, default 300); KSTUDIO_WORKERS (reconcile workers per kind, default 8).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +30,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument(
+        "--leader-election",
+        metavar="NAMESPACE/NAME",
+        default=None,
+        help="reconcile only while holding this coordination.k8s.io Lease, so that several replicas can "
+        "run with one active (default: always, a single replica)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=10.0,
+        help="with --leader-election: seconds without a renewal after which another replica takes over",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
@@ -31,13 +51,88 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose)
     import kstudio_operator.main  # noqa: F401  (registers the handlers)
 
-    kopf.run(
-        standalone=True,
-        clusterwide=not args.namespace,
-        namespaces=tuple(args.namespace),
-        liveness_endpoint=args.liveness,
+    operator_args: dict[str, Any] = {
+        "standalone": True,
+        "clusterwide": not args.namespace,
+        "namespaces": tuple(args.namespace),
+    }
+    if not args.leader_election:
+        kopf.run(liveness_endpoint=args.liveness, **operator_args)
+        return 0
+    from kstudio_operator.leader import LeaseConfig
+
+    duration = args.lease_seconds
+    lease = LeaseConfig.parse(
+        args.leader_election, duration=duration, renew_deadline=0.7 * duration, retry=duration / 5
     )
+    return asyncio.run(run_elected(lease, args.liveness, operator_args))
+
+
+async def run_elected(lease: Any, liveness: str | None, operator_args: dict[str, Any]) -> int:
+    """Wait for the Lease, then run the operator while it is held (leader.py says why this way).
+
+    Metrics and the health endpoint answer from the start, so a standby replica is live and Ready (it
+    is healthy: it waits); `kstudio_operator_leader` says which replica leads."""
+    import kopf
+
+    from kstudio_operator import metrics
+    from kstudio_operator.kube import Kube
+    from kstudio_operator.leader import Elector
+    from kstudio_operator.main import credentials
+    from kstudio_operator.settings import OperatorConfig
+
+    settings = kopf.OperatorSettings()
+    info = credentials(settings)
+    if info is None:
+        raise SystemExit("kstudio operator: no Kubernetes credentials (in-cluster or KUBECONFIG)")
+
+    async def relogin() -> kopf.ConnectionInfo | None:
+        return credentials(settings)
+
+    config = OperatorConfig.from_env()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    metrics.LEADER.set(0)
+    health = await _serve_health(liveness) if liveness else None
+    kube = Kube(info, login=relogin)
+    elector = Elector(kube, lease)
+    try:
+        await elector.acquire()
+        metrics.LEADER.set(1)
+        held = asyncio.create_task(elector.hold())
+        operator = asyncio.create_task(kopf.operator(**operator_args))
+        done, _ = await asyncio.wait({held, operator}, return_when=asyncio.FIRST_COMPLETED)
+        if held in done:
+            # Another replica may take over `duration - renew_deadline` seconds from now: stop at once,
+            # mid-reconcile if need be (every write is idempotent; the pod restarts as a candidate).
+            log.error("leader election: stopping, this replica no longer holds the Lease")
+            logging.shutdown()
+            os._exit(1)
+        held.cancel()
+        await elector.release()  # a normal stop (SIGTERM): the next replica takes over at once
+    finally:
+        await kube.close()
+        if health is not None:
+            await health.cleanup()
     return 0
+
+
+async def _serve_health(url: str) -> Any:
+    """A /healthz that answers 200 while the event loop runs (what kopf's liveness endpoint answers for an
+    operator without probes), for the standby and the leader alike."""
+    from aiohttp import web
+
+    where = urlparse(url)
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get(where.path or "/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, where.hostname, where.port).start()
+    return runner
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ to what the reconciles read, so memory stays small with many objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -19,6 +19,36 @@ NamespacedName = tuple[str, str]
 
 def _pick(doc: Mapping[str, Any], *keys: str) -> dict[str, Any]:
     return {k: doc[k] for k in keys if doc.get(k) is not None}
+
+
+# Annotations no reconcile reads that can be as large as the spec: kubectl's client-side apply copy and
+# kopf's own records (progress, last handled configuration).
+_BULKY_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def cached_object(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A kstudio object as the reconciles read it (runtime.Runtime.objects): without managedFields and
+    bulky annotations, which are most of a server-side-applied object's size."""
+    meta = body.get("metadata") or {}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k not in _BULKY_ANNOTATIONS and not k.startswith(c.PROGRESS_PREFIX)
+    }
+    kept = _pick(
+        meta,
+        *("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp"),
+        *("deletionTimestamp", "labels", "ownerReferences"),
+    )
+    if annotations:
+        kept["annotations"] = annotations
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": kept,
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
+    }
 
 
 def trim_job(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,6 +207,27 @@ def endpoint_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, *
             "lastTerminated": last,
         }
     }
+
+
+class NamespaceEntries(Mapping[str, Any]):
+    """The first value of each `(namespace, name)` key of an index in one namespace, by name, looked up
+    when asked: a reconcile reads two or three models, never a copy of an index of thousands."""
+
+    def __init__(self, index: Mapping[Any, Any], namespace: str) -> None:
+        self._index, self._namespace = index, namespace
+
+    def __getitem__(self, name: str) -> Any:
+        found = values(self._index, (self._namespace, name))
+        if not found:
+            raise KeyError(name)
+        return found[0]
+
+    def __iter__(self) -> Iterator[str]:
+        here = self._namespace
+        return (name for (ns, name), entries in list(self._index.items()) if ns == here and entries)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def values(index: Mapping[Any, Any] | None, key: Any) -> list[Any]:

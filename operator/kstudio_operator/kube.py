@@ -6,7 +6,7 @@ manifests and of what kopf hands to handlers, and imports nothing heavy (no `kub
 
 Every write uses a deterministic name. A 409 on create means "already there" (an earlier attempt or an
 earlier operator process made it) and returns the existing object; a 404 on delete means "already gone".
-Requests are counted by verb in the operator's metrics (kstudio_operator_api_requests_total).
+Requests are counted by verb and resource in the operator's metrics (kstudio_operator_api_requests_total).
 """
 
 from __future__ import annotations
@@ -58,6 +58,15 @@ PLURALS = {
 }
 
 
+def resource_of(path: str) -> str:
+    """The resource a request path names, for the metrics: `pods`, `endpoints/status`, `pods/log`."""
+    parts = path.strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]  # drop /api/v1 or /apis/<group>/<version>
+    if parts[:1] == ["namespaces"] and len(parts) > 2:
+        parts = parts[2:]
+    return "/".join(parts[:1] + parts[2:3])
+
+
 def object_path(obj: Mapping[str, Any], *, collection: bool = False) -> str:
     meta = obj.get("metadata") or {}
     plural = PLURALS[str(obj["kind"])]
@@ -72,7 +81,7 @@ class Kube:
     def __init__(self, info: kopf.ConnectionInfo, login: Login | None = None, timeout: float = 30) -> None:
         self._info = info
         self._login = login
-        # Per request, not counting the wait for one of the pool's connections: with a thousand loops
+        # Per request, not counting the wait for one of the pool's connections: with a thousand reconciles
         # reconciling at once, a total timeout expired in the queue and turned load into errors (and
         # exponential backoff) in the 1,000-endpoint benchmark.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
@@ -106,7 +115,7 @@ class Kube:
         for attempt in (1, 2):
             if self._session is None:
                 self._session = self._new_session()
-            metrics.API_REQUESTS.labels(method).inc()
+            metrics.API_REQUESTS.labels(method, resource_of(path)).inc()
             try:
                 async with self._session.request(
                     method, url, data=data, headers={"Content-Type": content_type}
@@ -129,13 +138,16 @@ class Kube:
         raise ApiError(401, f"{method} {path}: unauthorized")
 
     # --- objects ---------------------------------------------------------------------------------
-    async def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """(the object, created-now). An existing object of that name is returned as it is."""
+    async def create(self, obj: dict[str, Any], *, read_existing: bool = True) -> tuple[dict[str, Any], bool]:
+        """(the object, created-now). An existing object of that name is returned as it is, or as {} with
+        `read_existing=False` (a Secret: the operator may create one, never read it)."""
         try:
             return await self.request("POST", object_path(obj, collection=True), obj), True
         except ApiError as exc:
             if exc.status != 409:
                 raise
+        if not read_existing:
+            return {}, False
         return await self.request("GET", object_path(obj)), False
 
     async def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -1,30 +1,33 @@
 """The operator's kopf registrations: startup, the indexes, the wake-ups that route watch events to the
-reconcile loops, and the loops themselves (handlers/, one module per kind; serving.py for WebService and
+reconciles, and the reconciles themselves (handlers/, one module per kind; serving.py for WebService and
 Endpoint). Nothing here decides or builds anything.
 
 Run it with `kstudio operator` (see kstudio_operator.cli) or `kopf run -m kstudio_operator.main`.
 
-How it stays cheap: one watch per kind feeds the indexes (indexes.py); every kstudio object has a
-reconcile loop (a kopf daemon, runtime.reconcile_loop) that sleeps until an `on.event` handler below wakes
-it: its own changes, and those of the Jobs/pods it owns or the objects that reference it. Reconciles read
-the indexes, never LIST; an idle operator makes no API requests beyond the watches.
+How it stays cheap: one watch per kind feeds the indexes (indexes.py) and the cache of kstudio objects;
+an `on.event` handler below queues the key of each object a change concerns (its own changes, those of
+the Jobs/pods it owns or of the objects that reference it), and a fixed pool of workers per kind
+reconciles the queued keys (runtime.py). Reconciles read the caches, never LIST; an idle operator makes
+no API requests beyond the watches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
 from kstudio_operator import constants as c
-from kstudio_operator import indexes, metrics
+from kstudio_operator import indexes, kopf_scale, metrics
 from kstudio_operator.handlers import experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
-from kstudio_operator.runtime import Key, Runtime, runtime
+from kstudio_operator.runtime import Key, Reconcile, Runtime, runtime, start_workers, stop_workers
 from kstudio_operator.settings import OperatorConfig
+
+kopf_scale.install()  # kopf's start-up barrier linear in the objects, its own patches bounded
 
 EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
 TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
@@ -34,7 +37,7 @@ RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
 SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
 
 
-def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+def credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else $KUBECONFIG as it is now (not as it was at import time)."""
     info = kopf.login_with_service_account(settings=settings)
     if info is None:
@@ -51,10 +54,10 @@ def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
     """kopf's watches and our own client (kube.Kube) use the same credentials."""
-    info = _login(settings)
+    info = credentials(settings)
 
     async def relogin() -> kopf.ConnectionInfo | None:
-        return _login(settings)
+        return credentials(settings)
 
     rt = memo.get("rt")
     if info is not None and isinstance(rt, Runtime) and rt.kube_or_none is None:
@@ -63,7 +66,9 @@ def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.Co
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+) -> None:
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.PROGRESS_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -83,56 +88,87 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
         store_error = str(exc)
         logger.warning(f"object storage not configured ({exc}); TrainedModels stay Pending")
     config = OperatorConfig.from_env()
-    rt = Runtime(config=config, store=store, store_error=store_error)
-    metrics.track(rt.pending_wakeups, rt.endpoint_phases)
+    # kopf hands its indexes to startup handlers already (empty until the watches fill them in place).
+    rt = Runtime(config=config, store=store, store_error=store_error, indexes=_indexes(kwargs))
+    metrics.track(rt.pending_wakeups, rt.endpoint_phases, rt.in_flight, rt.counts)
+    metrics.LEADER.set(1)  # kopf runs: this process reconciles (it leads, or there is no election)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     memo["rt"] = rt
+    # The workers take keys only once the watch events start to come, which kopf delays until every
+    # index has been filled from its initial listing.
+    start_workers(rt, RECONCILERS)
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     rt = memo.get("rt")
-    if isinstance(rt, Runtime) and rt.kube_or_none is not None:
-        await rt.kube_or_none.close()
+    if isinstance(rt, Runtime):
+        await stop_workers(rt)
+        if rt.kube_or_none is not None:
+            await rt.kube_or_none.close()
 
 
 # --- indexes (watch-fed lookups; handlers receive them by these names) ---------------------------------
-kopf.index("batch", "v1", "jobs", id="experiment_jobs", labels=RUN_LABELS)(indexes.experiment_jobs)
-kopf.index("", "v1", "pods", id="experiment_pods", labels=RUN_LABELS)(indexes.experiment_pods)
-kopf.index(*TRAINED_MODELS, id="trained_models")(indexes.trained_models)
-kopf.index(*WEB_SERVICES, id="model_users")(indexes.model_users)
-kopf.index(*ENDPOINTS, id="model_users")(indexes.model_users)
-kopf.index(*WEB_SERVICES, id="web_services")(indexes.web_services)
-kopf.index(*WEB_SERVICES, id="services_by_experiment")(indexes.services_by_experiment)
-kopf.index(*ENDPOINTS, id="endpoints_by_service")(indexes.endpoints_by_service)
-kopf.index(*EXPERIMENTS, id="experiments_latest")(indexes.experiments_latest)
-kopf.index("apps", "v1", "deployments", id="endpoint_deployments", labels=SCORER_LABELS)(
-    indexes.endpoint_deployments
-)
-kopf.index("", "v1", "pods", id="endpoint_pods", labels=SCORER_LABELS)(indexes.endpoint_pods)
-kopf.index("", "v1", "services", id="endpoint_services", labels=SCORER_LABELS)(indexes.endpoint_services)
+def _inline(fn: Callable[..., dict[Any, Any]]) -> Callable[..., Awaitable[dict[Any, Any]]]:
+    """`fn` as a coroutine function: kopf runs a plain function in its thread pool, one thread hop per
+    watch event and index; these are pure and take microseconds, so they run on the event loop."""
+
+    async def on_loop(**kwargs: Any) -> dict[Any, Any]:
+        return fn(**kwargs)
+
+    return on_loop
 
 
-# --- wake-ups: a change reaches the loop of the object it concerns -------------------------------------
+INDEXES: dict[str, tuple[tuple[str, ...], Callable[..., dict[Any, Any]], dict[str, Any]]] = {
+    "experiment_jobs": (("batch", "v1", "jobs"), indexes.experiment_jobs, RUN_LABELS),
+    "experiment_pods": (("", "v1", "pods"), indexes.experiment_pods, RUN_LABELS),
+    "trained_models": (TRAINED_MODELS, indexes.trained_models, {}),
+    "web_services": (WEB_SERVICES, indexes.web_services, {}),
+    "services_by_experiment": (WEB_SERVICES, indexes.services_by_experiment, {}),
+    "endpoints_by_service": (ENDPOINTS, indexes.endpoints_by_service, {}),
+    "experiments_latest": (EXPERIMENTS, indexes.experiments_latest, {}),
+    "endpoint_deployments": (("apps", "v1", "deployments"), indexes.endpoint_deployments, SCORER_LABELS),
+    "endpoint_pods": (("", "v1", "pods"), indexes.endpoint_pods, SCORER_LABELS),
+    "endpoint_services": (("", "v1", "services"), indexes.endpoint_services, SCORER_LABELS),
+}
+for _id, (_resource, _fn, _labels) in INDEXES.items():
+    kopf.index(*_resource, id=_id, labels=_labels or None)(_inline(_fn))
+# One index over two kinds: who uses a model.
+kopf.index(*WEB_SERVICES, id="model_users")(_inline(indexes.model_users))
+kopf.index(*ENDPOINTS, id="model_users")(_inline(indexes.model_users))
+
+
+def _indexes(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {name: kwargs[name] for name in [*INDEXES, "model_users"]}
+
+
+# --- wake-ups: a change reaches the reconcile of the object it concerns ------------------------------
+# Coroutines, not plain functions: they run on the event loop that owns the work queues (and take
+# microseconds), where kopf would run a plain function in a thread.
 @kopf.on.event(*EXPERIMENTS)
-def experiment_changed(
-    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+async def experiment_changed(
+    namespace: str | None,
+    name: str | None,
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     rt = runtime(memo)
-    rt.wake_on_change(("Experiment", str(namespace), str(name)), body)
+    rt.object_changed(("Experiment", str(namespace), str(name)), body, type)
     for service in indexes.values(kwargs["services_by_experiment"], (namespace, name)):
         rt.wake(("WebService", str(namespace), service))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=RUN_LABELS)
 @kopf.on.event("", "v1", "pods", labels=RUN_LABELS)
-def run_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def run_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     runtime(memo).wake(("Experiment", str(namespace), str(labels[c.LABEL_EXPERIMENT])))
 
 
 @kopf.on.event(*TRAINED_MODELS)
-def trained_model_changed(
+async def trained_model_changed(
     namespace: str | None,
     name: str | None,
     labels: kopf.Labels,
@@ -145,7 +181,7 @@ def trained_model_changed(
     came from, when what they read of it changed (not for its usedBy)."""
     rt = runtime(memo)
     key: Key = ("TrainedModel", str(namespace), str(name))
-    rt.wake_on_change(key, body)
+    rt.object_changed(key, body, type)
     view = list(indexes.trained_models(namespace, name, body).values())
     if not rt.view_changed(key, view, deleted=type == "DELETED"):
         return
@@ -161,7 +197,7 @@ def trained_model_changed(
 
 
 @kopf.on.event(*WEB_SERVICES)
-def web_service_changed(
+async def web_service_changed(
     namespace: str | None,
     name: str | None,
     body: kopf.Body,
@@ -172,7 +208,7 @@ def web_service_changed(
     """The service and, when its spec or served model changed, its Endpoints (followers take its model)."""
     rt = runtime(memo)
     key: Key = ("WebService", str(namespace), str(name))
-    rt.wake_on_change(key, body)
+    rt.object_changed(key, body, type)
     view = {"spec": body.get("spec"), "model": (body.get("status") or {}).get("model")}
     if not rt.view_changed(key, view, deleted=type == "DELETED"):
         return
@@ -181,7 +217,7 @@ def web_service_changed(
 
 
 @kopf.on.event(*ENDPOINTS)
-def endpoint_changed(
+async def endpoint_changed(
     namespace: str | None,
     name: str | None,
     spec: kopf.Spec,
@@ -193,7 +229,7 @@ def endpoint_changed(
     """The endpoint and, when what it reads of it changed, its WebService."""
     rt = runtime(memo)
     key: Key = ("Endpoint", str(namespace), str(name))
-    rt.wake_on_change(key, body)
+    rt.object_changed(key, body, type)
     if rt.view_changed(key, indexes.endpoint_view(body), deleted=type == "DELETED"):
         rt.wake(("WebService", str(namespace), str(spec.get("webService"))))
 
@@ -209,7 +245,7 @@ SCORER_VIEWS: dict[str, Callable[..., dict[Any, Any]]] = {
 @kopf.on.event("apps", "v1", "deployments", labels=SCORER_LABELS)
 @kopf.on.event("", "v1", "pods", labels=SCORER_LABELS)
 @kopf.on.event("", "v1", "services", labels=SCORER_LABELS)
-def scorer_changed(
+async def scorer_changed(
     namespace: str | None,
     name: str | None,
     labels: kopf.Labels,
@@ -229,7 +265,7 @@ def scorer_changed(
 
 @kopf.on.event(*WEB_SERVICES)
 @kopf.on.event(*ENDPOINTS)
-def model_user_changed(
+async def model_user_changed(
     namespace: str | None, name: str | None, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     """Models this object stopped or started using re-check their usedBy (and the Experiments that made
@@ -245,12 +281,12 @@ def model_user_changed(
         rt.wake(("TrainedModel", str(namespace), model))
 
 
-# --- reconcile loops --------------------------------------------------------------------------------------
-kopf.daemon(*EXPERIMENTS, id="reconcile", cancellation_timeout=10.0)(experiment.experiment_loop)
+# --- reconciles: the workers of each kind call these (runtime.py); deletion stays with kopf's finalizer ---
+RECONCILERS: dict[str, Reconcile] = {
+    "Experiment": experiment.reconcile_experiment,
+    "TrainedModel": trainedmodel.reconcile_trained_model,
+    "WebService": serving.reconcile_web_service,
+    "Endpoint": serving.reconcile_endpoint,
+}
 kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
-
-kopf.daemon(*TRAINED_MODELS, id="reconcile", cancellation_timeout=10.0)(trainedmodel.trained_model_loop)
 kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmodel.delete_trained_model)
-
-kopf.daemon(*WEB_SERVICES, id="reconcile", cancellation_timeout=10.0)(serving.web_service_loop)
-kopf.daemon(*ENDPOINTS, id="reconcile", cancellation_timeout=10.0)(serving.endpoint_loop)

@@ -1,8 +1,9 @@
 """The operator's own Prometheus metrics, served on KSTUDIO_METRICS_PORT (off when unset; the chart sets it).
 
-reconciles by kind and outcome, reconcile latency, loops alive and reconciles in flight, wake-ups pending
-(the queue: loops woken and not yet reconciling), API requests by verb (our client; kopf's watches are
-not included), Endpoints rolling out and stalled. Scraped by the scale benchmark and by Prometheus.
+reconciles by kind and outcome, reconcile latency, objects by kind ("loops") and reconciles in flight,
+wake-ups pending (the work queues' depth), API requests by verb and resource (our client; kopf's watches
+and finalizer patches are not included), Endpoints rolling out and stalled, whether this replica leads.
+Scraped by the scale benchmark and by Prometheus.
 """
 
 from __future__ import annotations
@@ -27,19 +28,27 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 LOOPS = Gauge(
-    "kstudio_operator_loops", "Reconcile loops alive (one per object), by kind.", ["kind"], registry=REGISTRY
+    "kstudio_operator_loops",
+    "Objects under reconciliation (the watched kstudio objects, one work-queue key each), by kind.",
+    ["kind"],
+    registry=REGISTRY,
 )
 IN_FLIGHT = Gauge("kstudio_operator_reconciles_in_flight", "Reconciles running now.", registry=REGISTRY)
 API_REQUESTS = Counter(
     "kstudio_operator_api_requests",
-    "Requests our client sent to the API server, by verb.",
-    ["verb"],
+    "Requests our client sent to the API server, by verb and resource (plural[/subresource]).",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "kstudio_operator_leader",
+    "1 while this replica reconciles (it holds the leader Lease, or runs without leader election), else 0.",
     registry=REGISTRY,
 )
 
 WAKEUPS_PENDING = Gauge(
     "kstudio_operator_wakeups_pending",
-    "Reconcile loops woken and not yet reconciling (the operator's queue depth).",
+    "Objects woken and waiting for a reconcile worker (the work queues' depth).",
     registry=REGISTRY,
 )
 ENDPOINT_ROLLOUTS = Gauge(
@@ -51,9 +60,22 @@ ENDPOINT_ROLLOUTS = Gauge(
 ROLLOUT_PHASES = {"rolling_out": "RollingOut", "stalled": "Stalled"}
 
 
-def track(pending: Callable[[], int], endpoint_phases: Mapping[Any, str | None]) -> None:
+KINDS = ("Experiment", "TrainedModel", "WebService", "Endpoint")
+
+
+def track(
+    pending: Callable[[], int],
+    endpoint_phases: Mapping[Any, str | None],
+    in_flight: Callable[[], int] | None = None,
+    objects: Mapping[str, int] | None = None,
+) -> None:
     """Gauges computed at scrape time from the operator's state (nothing to keep in step by hand)."""
     WAKEUPS_PENDING.set_function(pending)
+    if in_flight is not None:
+        IN_FLIGHT.set_function(in_flight)
+    if objects is not None:
+        for kind in KINDS:
+            LOOPS.labels(kind).set_function(lambda kind=kind: objects.get(kind, 0))  # type: ignore[misc]
 
     def counter(phase: str) -> Callable[[], int]:
         return lambda: sum(1 for p in list(endpoint_phases.values()) if p == phase)
@@ -62,5 +84,12 @@ def track(pending: Callable[[], int], endpoint_phases: Mapping[Any, str | None])
         ENDPOINT_ROLLOUTS.labels(state).set_function(counter(phase))
 
 
+_serving: set[int] = set()
+
+
 def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104  (scraped from outside the pod)
-    start_http_server(port, addr=addr, registry=REGISTRY)
+    """Serve /metrics on `port` (once per process: the leader-election candidate serves it before kopf's
+    startup would)."""
+    if port not in _serving:
+        start_http_server(port, addr=addr, registry=REGISTRY)
+        _serving.add(port)

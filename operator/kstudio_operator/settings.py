@@ -40,6 +40,8 @@ class OperatorConfig:
     # Seconds between two unprompted reconciliations of one object: the safety net behind the watch
     # events that wake reconciles (schedules have their own precise wake-up).
     resync_seconds: float = 300.0
+    # Reconcile workers per kind: how many objects of one kind are reconciled at once (runtime.py).
+    workers: int = 8
     # Bucket where endpoints with logging level Error/All write request samples (<ns>/<endpoint>/...).
     logs_bucket: str = "kstudio-logs"
     # Port of the operator's Prometheus /metrics (0: not served).
@@ -55,6 +57,7 @@ class OperatorConfig:
             pod_s3_endpoint=pod.host_port,
             pod_s3_secure=pod.secure,
             resync_seconds=float(env.get("KSTUDIO_RESYNC_SECONDS", cls.resync_seconds)),
+            workers=max(1, int(env.get("KSTUDIO_WORKERS") or cls.workers)),
             metrics_port=int(env.get("KSTUDIO_METRICS_PORT") or 0),
             logs_bucket=env.get("KSTUDIO_LOGS_BUCKET", cls.logs_bucket),
         )

@@ -68,17 +68,18 @@ def condition(obj_status: dict[str, Any], type_: str) -> dict[str, Any] | None:
 class OperatorProcess:
     """`kstudio operator -n <namespace>` as a child process, stoppable and killable like in production."""
 
-    def __init__(self, env: dict[str, str], namespace: str, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], namespace: str, log_path: Path, *args: str) -> None:
         self.env = env
         self.namespace = namespace
         self.log_path = log_path
+        self.args = args  # more `kstudio operator` arguments (e.g. --leader-election)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(KSTUDIO), "operator", "--namespace", self.namespace],
+            [str(KSTUDIO), "operator", "--namespace", self.namespace, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -123,6 +124,18 @@ def operator_env(cluster: Any) -> dict[str, str]:
         }
     )
     return env
+
+
+def trained_model_manifest(name: str, spec: dict[str, Any]) -> str:
+    """A TrainedModel made by hand (an import), as JSON for `kubectl apply -f -`."""
+    return json.dumps(
+        {
+            "apiVersion": "kstudio.io/v1alpha1",
+            "kind": "TrainedModel",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
 
 
 def experiment_manifest(name: str = "penguins", **spec_overrides: Any) -> str:

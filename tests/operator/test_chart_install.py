@@ -1,7 +1,7 @@
 """The Helm chart, for real: `helm lint`, `helm template`, then `helm install` into a restricted namespace of
-the local cluster, where the operator runs as the chart's Deployment (in a pod, with the chart's
-ServiceAccount and RBAC) and trains the penguins Experiment to a Ready TrainedModel; `helm uninstall` at
-the end removes the cluster-scoped objects too."""
+the local cluster, where the operator runs as the chart's Deployment (two pods, one holding the leader
+Lease, with the chart's ServiceAccount and RBAC) and trains the penguins Experiment to a Ready
+TrainedModel; `helm uninstall` at the end removes the cluster-scoped objects too."""
 
 from __future__ import annotations
 
@@ -75,7 +75,17 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
     rendered = helm("template", RELEASE, str(CHART), "--namespace", namespace, *values).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     by_kind = {d["kind"]: d for d in docs}
-    assert sorted(by_kind) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert sorted(by_kind) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert by_kind["Deployment"]["spec"]["replicas"] == 2
     scoped = f"{RELEASE}-{namespace}-operator"
     assert by_kind["ClusterRole"]["metadata"]["name"] == scoped
     assert by_kind["ClusterRoleBinding"]["roleRef"]["name"] == scoped
@@ -99,16 +109,18 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         installed = True
         kube.run("rollout", "status", "deployment/kstudio-operator", "--timeout=120s")
         pods = kube.items("pods", "app.kubernetes.io/component=operator")
-        assert len(pods) == 1
-        pod = pods[0]
-        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
-        assert ready["status"] == "True", pod["status"]
-        assert pod["spec"]["serviceAccountName"] == "kstudio-operator"
-        assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+        assert len(pods) == 2  # one leads, one waits; both are Ready (healthy)
+        for pod in pods:
+            ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+            assert ready["status"] == "True", pod["status"]
+            assert pod["spec"]["serviceAccountName"] == "kstudio-operator"
+            assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+        leader = wait_until("a leader", lambda: leader_pod(kube, pods), timeout=60)
+        standby = next(p for p in pods if p["metadata"]["name"] != leader["metadata"]["name"])
 
         assert kube.apply(experiment_manifest()).returncode == 0
         run = wait_until("run 1 of penguins (operator in-cluster)", lambda: run_done(kube, 1), timeout=150)
-        assert run["phase"] == "Succeeded", (run, operator_log(kube))
+        assert run["phase"] == "Succeeded", (run, operator_log(kube, leader))
         kube.run("wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=60s")
         model = kube.get("trainedmodel", "penguins-1")
         assert model is not None and model["status"]["phase"] == "Ready"
@@ -128,26 +140,26 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
             return status if status.get("phase") == "Ready" and status.get("model") == "penguins-1" else None
 
         served = wait_until("svc-default serving penguins-1 (operator in-cluster)", serving, timeout=180)
-        assert served["modelDigest"] == model["spec"]["artifact"]["sha256"], (served, operator_log(kube))
+        assert served["modelDigest"] == model["spec"]["artifact"]["sha256"], (
+            served,
+            operator_log(kube, leader),
+        )
         assert kube.get("secret", "svc-default-keys") is not None
         # The in-cluster operator did it (it alone watches this fresh namespace): its pod's log shows our
         # handlers processing the Experiment, and it never lacked a permission.
-        log = operator_log(kube)
+        log = operator_log(kube, leader)
         assert "Handler 'experiment_changed' succeeded" in log, log
-        assert "Forbidden" not in log, log
-        # Its metrics, scraped through the chart's Service as Prometheus would.
-        ip = kube.get("service", "kstudio-operator-metrics")["spec"]["clusterIP"]  # type: ignore[index]
-        code, text = netns.http_request(local_cluster.info.layout.netns, "GET", f"http://{ip}:9090/metrics")
-        assert code == 200, text
-        scraped = {
-            line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
-            for line in text.splitlines()
-            if line[:1] != "#"
-        }
+        for pod in (leader, standby):
+            assert "Forbidden" not in operator_log(kube, pod), operator_log(kube, pod)
+        # Its metrics, as Prometheus scrapes each pod behind the chart's Service; the standby's say it waits.
+        service = kube.get("service", "kstudio-operator-metrics")
+        assert service is not None and service["spec"]["ports"][0]["port"] == 9090
+        scraped = metrics_of(local_cluster, leader)
+        assert scraped["kstudio_operator_leader"] == 1
+        assert metrics_of(local_cluster, standby)["kstudio_operator_leader"] == 0
         assert scraped['kstudio_operator_reconciles_total{kind="Experiment",outcome="ok"}'] >= 1
-        assert (
-            scraped['kstudio_operator_api_requests_total{verb="POST"}'] >= 1
-        )  # Job, Deployment, Secret, ...
+        requests = {k: v for k, v in scraped.items() if k.startswith("kstudio_operator_api_requests_total{")}
+        assert sum(v for k, v in requests.items() if 'verb="POST"' in k) >= 1  # by resource: Job, Secret, ...
         assert scraped['kstudio_operator_loops{kind="Endpoint"}'] == 1
         assert 'kstudio_operator_endpoint_rollouts{state="stalled"}' in scraped
         kube.run("delete", "webservice", "svc", "--timeout=60s")
@@ -167,5 +179,23 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         )
 
 
-def operator_log(kube: Kubectl) -> str:
-    return kube.run("logs", "deployment/kstudio-operator", "--tail=400", check=False).stdout
+def operator_log(kube: Kubectl, pod: dict[str, Any] | None = None) -> str:
+    which = f"pod/{pod['metadata']['name']}" if pod else "deployment/kstudio-operator"
+    return kube.run("logs", which, "--tail=400", check=False).stdout
+
+
+def leader_pod(kube: Kubectl, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The operator pod holding the Lease (its identity starts with the pod's name, its hostname)."""
+    holder = ((kube.get("lease", "kstudio-operator") or {}).get("spec") or {}).get("holderIdentity") or ""
+    return next((p for p in pods if holder.startswith(p["metadata"]["name"] + "_")), None)
+
+
+def metrics_of(cluster: Any, pod: dict[str, Any]) -> dict[str, float]:
+    ip = pod["status"]["podIP"]
+    code, text = netns.http_request(cluster.info.layout.netns, "GET", f"http://{ip}:9090/metrics")
+    assert code == 200, text
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line[:1] != "#"
+    }

@@ -38,7 +38,8 @@ def test_operator_works_with_only_the_charts_rbac(
 ) -> None:
     suffix = namespace[-6:]
     docs = render_rbac(namespace, suffix)
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    assert {d["kind"] for d in docs} == kinds  # the Role: the leader-election Lease
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == f"kstudio-operator-{suffix}"
     assert binding["subjects"][0] == {
@@ -65,12 +66,31 @@ def test_operator_works_with_only_the_charts_rbac(
         assert run["phase"] == "Succeeded", run
         kube.run("wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=60s")
         assert any(e["reason"] == "RunSucceeded" for e in kube.events("penguins"))
+
+        # An Endpoint whose keys Secret exists already (an operator created it and died before its status
+        # said so): taken as it is, without reading it (the role cannot).
+        keys = {"primaryKey": "k1" * 16, "secondaryKey": "k2" * 16}
+        kube.run(
+            "create",
+            "secret",
+            "generic",
+            "svc-default-keys",
+            *(f"--from-literal={k}={v}" for k, v in keys.items()),
+        )
+        service = {"apiVersion": "kstudio.io/v1alpha1", "kind": "WebService", "metadata": {"name": "svc"}}
+        assert kube.apply(json.dumps(service | {"spec": {"model": "penguins-1"}})).returncode == 0
+        wait_until(
+            "svc-default's status names its keys Secret",
+            lambda: kube.status("endpoint", "svc-default").get("keysSecret") == "svc-default-keys",
+            timeout=60,
+        )
+        kube.run("delete", "webservice", "svc", "--timeout=60s")
         kube.run("delete", "experiment,trainedmodel", "--all", "--timeout=60s")
         assert "Forbidden" not in proc.log_tail(400), proc.log_tail(60)
     finally:
         if proc is not None:
             proc.stop()
-        kube.release_finalizers("experiments", "trainedmodels")
+        kube.release_finalizers("experiments", "trainedmodels", "webservices", "endpoints")
         local_cluster.kubectl(
             "delete",
             "clusterrole,clusterrolebinding",

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, experiment_manifest
+from operator_support import Kubectl, experiment_manifest, trained_model_manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -16,14 +16,7 @@ DIGEST = "ab" * 32
 
 def trained_model(name: str, sha256: str = DIGEST, **extra: Any) -> str:
     spec = {"artifact": {"uri": f"s3://models/imports/{name}.ilearner", "sha256": sha256}, **extra}
-    return json.dumps(
-        {
-            "apiVersion": "kstudio.io/v1alpha1",
-            "kind": "TrainedModel",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
+    return trained_model_manifest(name, spec)
 
 
 def test_crds_install_with_short_names_and_the_kstudio_category(

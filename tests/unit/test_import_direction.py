@@ -33,8 +33,9 @@ OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "crdgen"),  # the commands `kstudio operator`, `kstudio crds`
     ("main",),  # kopf registrations
     ("handlers",),  # I/O per kind: observe, apply, report
-    ("runtime",),  # the reconcile loop, status writes, the retry policy
-    ("kube", "indexes"),  # the API client; the watch-fed lookups
+    ("runtime", "leader"),  # the reconcile workers, status writes, the retry policy; leader election
+    # the API client; the watch-fed lookups; the reconciles' queue; kopf's internals at scale
+    ("kube", "indexes", "workqueue", "kopf_scale"),
     ("metrics",),
     ("decisions",),  # pure
     ("builders",),  # pure

@@ -111,7 +111,8 @@ def test_node_agent_config_we_write_is_what_the_agent_reads(tmp_path: Path) -> N
     assert oct(layout.minio_json.stat().st_mode & 0o777) == "0o600"
 
 
-def test_default_instance_keeps_the_agents_default_names() -> None:
+def test_default_instance_keeps_the_agents_default_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KSTUDIO_CLUSTER_INSTANCE", raising=False)
     layout = ClusterLayout()
     assert (layout.netns, layout.cgroup_parent, layout.pod_netns_prefix) == (
         "kstudio",
@@ -166,3 +167,21 @@ def test_a_cluster_of_another_checkout_is_not_replaced_while_its_sessions_run(tm
     (layout.users / f"1-{processes._start_ticks(1)}").touch()  # a live session (pid 1 is always alive)
     busy = _busy_with_another_setup(layout, tmp_path, tmp_path, want_agent=True)
     assert "another checkout (/elsewhere/checkout)" in busy and "1 session(s)" in busy
+
+
+def test_an_instance_number_gives_a_checkout_its_own_cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KSTUDIO_CACHE", str(tmp_path))
+    monkeypatch.setenv("KSTUDIO_CLUSTER_INSTANCE", "3")
+    layout = ClusterLayout()
+    assert (layout.netns, layout.root, layout.api_host_port, layout.minio_host_port) == (
+        "kst3",
+        tmp_path / "cluster-3",
+        6446,
+        9103,
+    )
+    assert (layout.cgroup_parent, layout.pod_netns_prefix) == ("kst3-pods", "kst3-pod-")
+    monkeypatch.setenv("KSTUDIO_CLUSTER_INSTANCE", "main")
+    with pytest.raises(ValueError, match="expected a number from 1 to 99"):
+        ClusterLayout()

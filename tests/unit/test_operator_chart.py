@@ -87,10 +87,28 @@ def test_chart_metadata_and_values() -> None:
         "runAsUser: 65532",
         "allowPrivilegeEscalation: false",
         "drop: [ALL]",
-        "type: Recreate",
+        "type: RollingUpdate",
         "KSTUDIO_S3_CREDENTIALS_DIR",
     ):
         assert needle in text
+
+
+def test_two_replicas_by_default_one_reconciling_and_a_disruption_budget_keeping_one() -> None:
+    """Leader election on the Lease kstudio-operator in the release namespace: the Deployment passes it, a
+    namespaced Role grants that Lease alone (no cluster-wide lease access), the PDB keeps one replica."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["operator"]["replicas"] == 2
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "replicas: {{ .Values.operator.replicas }}" in deployment
+    assert "--leader-election=$(POD_NAMESPACE)/kstudio-operator" in deployment
+    assert "maxUnavailable: 0" in deployment
+    role = next(d for d in _docs("rbac.yaml") if d["kind"] == "Role")
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"], rule
+        assert rule.get("resourceNames") == ["kstudio-operator"] or rule["verbs"] == ["create"], rule
+    assert not any("leases" in rule["resources"] for rule in _rules())
+    budget = (CHART / "templates" / "poddisruptionbudget.yaml").read_text()
+    assert "{{- if gt (int .Values.operator.replicas) 1 }}" in budget and "minAvailable: 1" in budget
 
 
 def test_the_chart_installs_the_image_of_its_own_release_by_default() -> None:

@@ -1,5 +1,5 @@
-"""The operator's scrape-time gauges: queue depth from the loops' wake-up events, rollouts from the
-Endpoints' last phases, and a reconcile loop that leaves no trace in them when its object goes."""
+"""The operator's scrape-time gauges: queue depth from the work queues, objects by kind, rollouts from the
+Endpoints' last phases, and an object deleted during its reconcile leaves no trace in them."""
 
 from __future__ import annotations
 
@@ -8,35 +8,40 @@ import asyncio
 from prometheus_client import generate_latest
 
 from kstudio_operator import metrics
-from kstudio_operator.runtime import Runtime, reconcile_loop
+from kstudio_operator.runtime import Body, Key, Runtime, work
 from kstudio_operator.settings import OperatorConfig
 
-
-class Stopped:
-    """The loop only asks kopf's DaemonStopped flag for its truth value."""
-
-    now = False
-
-    def __bool__(self) -> bool:
-        return self.now
+GAUGES = ("kstudio_operator_wakeups_pending", "kstudio_operator_endpoint_rollouts", "kstudio_operator_loops")
 
 
 def scrape() -> dict[str, float]:
     out = {}
     for line in generate_latest(metrics.REGISTRY).decode().splitlines():
-        if line.startswith(("kstudio_operator_wakeups_pending", "kstudio_operator_endpoint_rollouts")):
+        if line.startswith(GAUGES):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
 
 
-def test_gauges_count_pending_wakeups_and_rollouts_in_progress_or_stalled() -> None:
+def tracked() -> Runtime:
     rt = Runtime(config=OperatorConfig.from_env({}), store=None)
-    metrics.track(rt.pending_wakeups, rt.endpoint_phases)
-    rt.wakeups = {("Endpoint", "ns", f"ep-{i}"): asyncio.Event() for i in range(3)}
+    metrics.track(rt.pending_wakeups, rt.endpoint_phases, rt.in_flight, rt.counts)
+    return rt
+
+
+def endpoint(name: str) -> dict[str, object]:
+    return {"kind": "Endpoint", "metadata": {"namespace": "ns", "name": name, "resourceVersion": "1"}}
+
+
+def test_gauges_count_pending_wakeups_objects_and_rollouts_in_progress_or_stalled() -> None:
+    rt = tracked()
+    for i in range(3):
+        rt.object_changed(("Endpoint", "ns", f"ep-{i}"), endpoint(f"ep-{i}"), "ADDED")  # type: ignore[arg-type]
+    rt.queues.clear()  # their first reconciles are done
     rt.wake(("Endpoint", "ns", "ep-0"))
     rt.wake(("Endpoint", "ns", "ep-2"))
-    rt.wake(("Endpoint", "ns", "not-a-loop"))  # no loop, nothing queued
+    rt.wake(("Endpoint", "ns", "ep-2"))  # twice: one reconcile
+    rt.wake(("Endpoint", "ns", "not-an-object"))  # not seen by the watch: nothing queued
     rt.endpoint_phases.update(
         {
             ("Endpoint", "ns", "a"): "RollingOut",
@@ -44,26 +49,48 @@ def test_gauges_count_pending_wakeups_and_rollouts_in_progress_or_stalled() -> N
             ("Endpoint", "ns", "c"): "Ready",
         }
     )
-    assert scrape() == {
-        "kstudio_operator_wakeups_pending": 2.0,
-        'kstudio_operator_endpoint_rollouts{state="rolling_out"}': 1.0,
-        'kstudio_operator_endpoint_rollouts{state="stalled"}': 1.0,
-    }
+    scraped = scrape()
+    assert scraped["kstudio_operator_wakeups_pending"] == 2.0
+    assert scraped['kstudio_operator_endpoint_rollouts{state="rolling_out"}'] == 1.0
+    assert scraped['kstudio_operator_endpoint_rollouts{state="stalled"}'] == 1.0
+    assert scraped['kstudio_operator_loops{kind="Endpoint"}'] == 3.0
+    assert scraped['kstudio_operator_loops{kind="WebService"}'] == 0.0
 
 
-def test_a_stopped_loop_leaves_neither_a_queued_wakeup_nor_a_rollout_behind() -> None:
-    rt = Runtime(config=OperatorConfig.from_env({}), store=None)
-    metrics.track(rt.pending_wakeups, rt.endpoint_phases)
-    key = ("Endpoint", "ns", "ep")
-    stopped = Stopped()
+def test_an_object_deleted_during_its_reconcile_leaves_neither_a_queued_wakeup_nor_a_rollout_behind() -> None:
+    rt = tracked()
+    key: Key = ("Endpoint", "ns", "ep")
+    reconciles = []
 
-    async def once() -> float | None:
+    async def reconcile(rt: Runtime, key: Key, body: Body) -> float | None:
+        reconciles.append(key)
         rt.endpoint_phases[key] = "Stalled"
         rt.wake(key)  # a trigger during the reconcile: queued for one more pass
-        stopped.now = True  # the object was deleted during the reconcile
+        rt.object_changed(key, endpoint("ep"), "DELETED")  # type: ignore[arg-type]  # deleted meanwhile
         return None
 
-    asyncio.run(reconcile_loop(rt, key, stopped, once))  # type: ignore[arg-type]
-    assert rt.endpoint_phases == {} and rt.wakeups == {}
-    assert scrape()["kstudio_operator_wakeups_pending"] == 0.0
-    assert scrape()['kstudio_operator_endpoint_rollouts{state="stalled"}'] == 0.0
+    async def main() -> None:
+        rt.object_changed(key, endpoint("ep"), "ADDED")  # type: ignore[arg-type]
+        worker = asyncio.create_task(work(rt, "Endpoint", reconcile))
+        while rt.pending_wakeups() or rt.in_flight():
+            await asyncio.sleep(0.01)
+        worker.cancel()
+
+    asyncio.run(main())
+    assert reconciles == [key]  # the second pass found the object gone
+    assert rt.endpoint_phases == {} and rt.objects == {} and rt.queue("Endpoint").delayed() == 0
+    scraped = scrape()
+    assert scraped["kstudio_operator_wakeups_pending"] == 0.0
+    assert scraped['kstudio_operator_endpoint_rollouts{state="stalled"}'] == 0.0
+    assert scraped['kstudio_operator_loops{kind="Endpoint"}'] == 0.0
+
+
+def test_api_requests_are_counted_by_the_resource_their_path_names() -> None:
+    from kstudio_operator.kube import resource_of, resource_path
+
+    assert resource_of(resource_path("kstudio.io/v1alpha1", "endpoints", "ns", "e") + "/status") == (
+        "endpoints/status"
+    )
+    assert resource_of(resource_path("v1", "pods", "ns", "p") + "/log") == "pods/log"
+    assert resource_of(resource_path("v1", "secrets", "ns")) == "secrets"  # a create
+    assert resource_of(resource_path("coordination.k8s.io/v1", "leases", "ns", "l")) == "leases"

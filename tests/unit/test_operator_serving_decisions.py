@@ -237,6 +237,26 @@ def test_a_web_service_creates_its_default_endpoint_and_reverts_edits_to_its_mod
     assert [e.reason for e in reverted.events] == ["DefaultEndpointReverted"]
 
 
+def test_the_status_that_comes_with_the_default_endpoint_lists_it_so_its_arrival_writes_nothing() -> None:
+    """The service names its default Endpoint and that Endpoint's URL (both known when it creates it): the
+    Endpoint's appearance in the index and its first, Pending status change nothing to write (two status
+    writes per WebService while creating, not four)."""
+    created = decide_web_service({"model": "m-1"}, {}, ws_observed(models={"m-1": model(1)}), T0, WS_OWNER)
+    assert created.status["endpoints"] == ["svc-default"] and created.status["endpointCount"] == 1
+    assert created.status["url"] == "http://svc-default.ns.svc:80"
+    spec = {"webService": "svc", "replicas": 1, "resources": {"cpu": "500m", "memory": "512Mi"}}
+    for ep_status in ({}, {"phase": "Pending", "url": "http://svc-default.ns.svc:80"}):
+        arrived = {"svc-default": {"name": "svc-default", "spec": spec, "status": ep_status}}
+        again = decide_web_service(
+            {"model": "m-1"},
+            created.status,
+            ws_observed(models={"m-1": model(1)}, endpoints=arrived),
+            T0,
+            WS_OWNER,
+        )
+        assert again.status == created.status and again.actions == []
+
+
 def test_model_from_promotes_a_better_model_and_refuses_a_worse_one_with_reasons() -> None:
     spec = {"modelFrom": {"experiment": "exp", "promote": {"metric": "accuracy", "minDelta": 0.01}}}
     models = {"m-1": model(1, accuracy=0.90), "m-2": model(2, accuracy=0.95), "m-3": model(3, accuracy=0.93)}
@@ -356,7 +376,8 @@ def test_the_rollback_annotation_restores_the_previous_model_until_the_spec_chan
 
 
 def test_a_web_service_with_more_endpoints_than_status_lists_still_reconciles_and_counts_them() -> None:
-    endpoints = {f"ep-{i:04d}": {"spec": {"webService": "svc", "model": "m-1"}} for i in range(1000)}
+    endpoints = {f"ep-{i:04d}": {"spec": {"webService": "svc", "model": "m-1"}} for i in range(999)}
+    endpoints["svc-default"] = {"spec": {"webService": "svc"}}  # its own, counted like the others
     decision = decide_web_service(
         {"model": "m-1"}, {}, ws_observed(models={"m-1": model(1)}, endpoints=endpoints), T0, WS_OWNER
     )

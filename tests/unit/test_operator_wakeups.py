@@ -1,4 +1,4 @@
-"""Which watch events wake which reconcile loops: a loop is not woken by the status it wrote itself, and a
+"""Which watch events wake which reconciles: an object is not woken by the status it wrote itself, and a
 TrainedModel is woken by a WebService/Endpoint only when that one starts or stops using it."""
 
 from __future__ import annotations
@@ -14,13 +14,23 @@ from kstudio_operator.settings import OperatorConfig
 
 
 def runtime_with_loops(*keys: Key) -> Runtime:
+    """A runtime whose cache holds the objects `keys` (only those can be woken), nothing queued."""
     rt = Runtime(config=OperatorConfig.from_env({}), store=None)
-    rt.wakeups = {key: asyncio.Event() for key in keys}
+    for key in keys:
+        rt.objects[key] = {"metadata": {"namespace": key[1], "name": key[2]}}
     return rt
 
 
 def woken(rt: Runtime) -> set[Key]:
-    return {key for key, event in rt.wakeups.items() if event.is_set()}
+    return {key for queue in rt.queues.values() for key in queue.queued()}
+
+
+def unwake(rt: Runtime) -> None:
+    rt.queues.clear()
+
+
+def run(coro: Any) -> None:
+    asyncio.run(coro)
 
 
 def endpoint(rv: str, spec_model: str | None, **status: Any) -> kopf.Body:
@@ -38,10 +48,11 @@ def test_the_status_a_loop_wrote_does_not_wake_it_but_any_later_change_does() ->
     rt = runtime_with_loops(key)
     rt.written[key] = (42, {"phase": "Ready"})
     spec = kopf.Spec({"webService": "svc"})
-    main.endpoint_changed("ns", "ep", spec, endpoint("42", "m"), "MODIFIED", kopf.Memo(rt=rt))
+    run(main.endpoint_changed("ns", "ep", spec, endpoint("42", "m"), "MODIFIED", kopf.Memo(rt=rt)))
     assert woken(rt) == set()
-    main.endpoint_changed("ns", "ep", spec, endpoint("43", "m"), "MODIFIED", kopf.Memo(rt=rt))
+    run(main.endpoint_changed("ns", "ep", spec, endpoint("43", "m"), "MODIFIED", kopf.Memo(rt=rt)))
     assert woken(rt) == {key}
+    assert key not in rt.written  # the cache holds that status now: no second copy is kept
 
 
 def test_a_model_is_woken_when_an_endpoint_starts_or_stops_using_it_not_by_its_other_changes() -> None:
@@ -50,9 +61,8 @@ def test_a_model_is_woken_when_an_endpoint_starts_or_stops_using_it_not_by_its_o
     memo = kopf.Memo(rt=rt)
 
     def event(body: kopf.Body, type_: str = "MODIFIED") -> set[Key]:
-        for e in rt.wakeups.values():
-            e.clear()
-        main.model_user_changed("ns", "ep", body, type_, memo)
+        unwake(rt)
+        run(main.model_user_changed("ns", "ep", body, type_, memo))
         return woken(rt)
 
     assert event(endpoint("1", "m-a"), "ADDED") == {a}
@@ -76,20 +86,21 @@ def test_a_shared_model_wakes_its_users_when_they_would_read_something_new_not_f
     index = {("ns", "m"): [f"Endpoint/ep-{i}" for i in range(100)]}
 
     def event(body: kopf.Body, type_: str = "MODIFIED") -> int:
-        for e in rt.wakeups.values():
-            e.clear()
-        main.trained_model_changed(
-            "ns",
-            "m",
-            {},
-            body,
-            type_,
-            memo,
-            model_users=index,
-            services_by_experiment={},
-            endpoints_by_service={},
+        unwake(rt)
+        run(
+            main.trained_model_changed(
+                "ns",
+                "m",
+                {},
+                body,
+                type_,
+                memo,
+                model_users=index,
+                services_by_experiment={},
+                endpoints_by_service={},
+            )
         )
-        return len(woken(rt))
+        return len(woken(rt) & set(users))  # the model's own reconcile aside
 
     assert event(model("1", "Pending", 0), "ADDED") == 100  # first sight (also after a restart)
     assert event(model("2", "Ready", 0)) == 100  # verified: followers may roll it out
@@ -109,8 +120,8 @@ def test_an_endpoint_is_woken_by_its_pods_only_when_what_it_reads_of_them_change
         return kopf.Body({"kind": "Pod", "metadata": meta, "status": {"conditions": conditions, **status}})
 
     def event(body: kopf.Body, type_: str = "MODIFIED") -> bool:
-        rt.wakeups[ep].clear()
-        main.scorer_changed("ns", "ep-1", labels, body, type_, memo)
+        unwake(rt)
+        run(main.scorer_changed("ns", "ep-1", labels, body, type_, memo))
         return ep in woken(rt)
 
     assert event(pod("1", False), "ADDED")
@@ -126,15 +137,20 @@ def test_a_model_that_becomes_ready_wakes_the_endpoints_following_a_service_that
     Endpoints created before their model was verified waited for the 300 s resync)."""
     follower, other = ("Endpoint", "ns", "ws-default"), ("Endpoint", "ns", "unrelated")
     rt = runtime_with_loops(follower, other, ("WebService", "ns", "ws"))
-    main.trained_model_changed(
-        "ns",
-        "m",
-        {},
-        model("1", "Ready", 0),
-        "MODIFIED",
-        kopf.Memo(rt=rt),
-        model_users={("ns", "m"): ["WebService/ws"]},
-        services_by_experiment={},
-        endpoints_by_service={("ns", "ws"): [{"name": "ws-default"}], ("ns", "x"): [{"name": "unrelated"}]},
+    run(
+        main.trained_model_changed(
+            "ns",
+            "m",
+            {},
+            model("1", "Ready", 0),
+            "MODIFIED",
+            kopf.Memo(rt=rt),
+            model_users={("ns", "m"): ["WebService/ws"]},
+            services_by_experiment={},
+            endpoints_by_service={
+                ("ns", "ws"): [{"name": "ws-default"}],
+                ("ns", "x"): [{"name": "unrelated"}],
+            },
+        )
     )
-    assert woken(rt) == {follower, ("WebService", "ns", "ws")}
+    assert woken(rt) == {follower, ("WebService", "ns", "ws"), ("TrainedModel", "ns", "m")}

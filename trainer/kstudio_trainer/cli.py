@@ -1,7 +1,7 @@
 """`kstudio train`: one run of an experiment snapshot -> .ilearner + result JSON (+ termination log).
 
     kstudio train --snapshot spec.json --run 3 --output s3://models/penguins/penguins-3.ilearner \
-        [--result-file result.json] [--termination-log PATH]
+        [--result-file result.json] [--termination-log PATH] [--no-evaluation]
 
 Exit codes: 0 trained; 2 the spec or the data is wrong (do not retry); 75 infrastructure failed (retry).
 Storage settings come from KSTUDIO_S3_* (see kstudio_core.storage.StorageSettings.from_env).
@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from kstudio_core.evaluation import EvaluationRef
 from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_OK, TERMINATION_LOG
 from kstudio_core.ilearner import ArtifactDigest
 from kstudio_core.runresult import ResultArtifact, RunResult, result_uri
@@ -42,6 +43,7 @@ from kstudio_trainer.errors import (
     SpecError,
     TrainerError,
 )
+from kstudio_trainer.report_writer import write_report
 from kstudio_trainer.spec import parse_snapshot
 from kstudio_trainer.training import TrainingOutcome, train
 from kstudio_trainer.transform import train_transform
@@ -61,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--termination-log",
         type=Path,
         help=f"where to write a short JSON summary (default {TERMINATION_LOG} if it exists)",
+    )
+    p.add_argument(
+        "--no-evaluation",
+        action="store_true",
+        help="skip the evaluation report (evaluation.json and figures next to the artifact)",
     )
     return p
 
@@ -126,12 +133,16 @@ def run(args: argparse.Namespace) -> RunResult:
         local = _fetch_dataset(store, dataset_uri, work / f"dataset.{fmt}")
         frame = read_table(local, fmt, dataset_uri)
         log.info("read %d rows x %d columns (%s)", len(frame), len(frame.columns), fmt)
-        fit = train_transform if spec.task == "transform" else train
-        outcome = fit(frame, spec, snapshot, args.run)
+        if spec.task == "transform":
+            outcome = train_transform(frame, spec, snapshot, args.run)  # nothing to evaluate
+        else:
+            outcome = train(frame, spec, snapshot, args.run, report=not args.no_evaluation)
         artifact_path = work / "model.ilearner"
         digest = write_ilearner(artifact_path, outcome.pipeline, outcome.manifest)
         log.info("artifact: %d bytes, sha256 %s", digest.size_bytes, digest.sha256)
         result = result_document(outcome, str(output), digest)
+        if outcome.evaluation is not None:
+            result.evaluation = _write_evaluation(outcome, output, store)
         body = result.to_json()
         _publish(store, output, artifact_path, digest, body)
     if args.result_file:
@@ -235,6 +246,17 @@ def _publish(
     except StorageError as exc:
         raise InfrastructureError(f"cannot upload the artifact: {exc}") from exc
     log.info("uploaded %s and %s", output, result_uri(str(output)))
+
+
+def _write_evaluation(
+    outcome: TrainingOutcome, output: S3Uri | Path, store: ObjectStore | None
+) -> EvaluationRef:
+    # Stored before the artifact and the result: a reader that finds the result finds the report.
+    assert outcome.evaluation is not None
+    try:
+        return write_report(outcome.evaluation, output, store)
+    except StorageError as exc:
+        raise InfrastructureError(f"cannot upload the evaluation report: {exc}") from exc
 
 
 def _default_termination_log() -> Path | None:

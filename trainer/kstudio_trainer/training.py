@@ -11,10 +11,12 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from kstudio_core.evaluation import EvaluationReport
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
 from kstudio_trainer.artifact_writer import framework_versions
 from kstudio_trainer.data import TrainingData, prepare
 from kstudio_trainer.errors import DataError
+from kstudio_trainer.evaluation import build_report
 from kstudio_trainer.metrics import evaluate
 from kstudio_trainer.pipeline import build_pipeline
 from kstudio_trainer.spec import ExperimentSnapshot
@@ -35,12 +37,20 @@ class TrainingOutcome:
     best_params: dict[str, Any] | None = None
     sweep_metric: str | None = None
     seconds: float = 0.0
+    evaluation: EvaluationReport | None = None
 
 
 def train(
-    frame: pd.DataFrame, spec: ExperimentSnapshot, snapshot: dict[str, Any], run: int | None
+    frame: pd.DataFrame,
+    spec: ExperimentSnapshot,
+    snapshot: dict[str, Any],
+    run: int | None,
+    *,
+    report: bool = True,
 ) -> TrainingOutcome:
-    """Fit, evaluate on the held-out split, describe. Raises DataError/InputError for bad data."""
+    """Fit, evaluate on the held-out split, describe. Raises DataError/InputError for bad data.
+
+    `report`: also compute the evaluation report (kstudio_trainer.evaluation) on the test split."""
     started = time.monotonic()
     data = prepare(frame, spec)
     log.info(
@@ -82,6 +92,9 @@ def train(
     metrics = evaluate(spec.task, spec.metric_names, pipeline, x_test, y_test)
     log.info("test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "(none defined)")
     classes = [_plain(c) for c in pipeline.classes_] if spec.task == "classification" else []
+    evaluation = (
+        _evaluation_report(pipeline, spec, y_train, x_test, y_test, metrics, run, trials) if report else None
+    )
     manifest = IlearnerManifest(
         task=spec.task,
         label=spec.target,
@@ -103,7 +116,30 @@ def train(
         best_params=best_params,
         sweep_metric=sweep_metric,
         seconds=round(time.monotonic() - started, 3),
+        evaluation=evaluation,
     )
+
+
+def _evaluation_report(
+    pipeline: Pipeline,
+    spec: ExperimentSnapshot,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    metrics: dict[str, float],
+    run: int | None,
+    trials: list[dict[str, Any]],
+) -> EvaluationReport | None:
+    started = time.monotonic()
+    try:
+        built = build_report(pipeline, spec, y_train, x_test, y_test, metrics=metrics, run=run, trials=trials)
+    except Exception:
+        # The model is good; a report that cannot be computed (an unforeseen shape of data) must not cost
+        # the run. The traceback goes to the log, and the model simply has no report.
+        log.exception("evaluation report not computed; the model is kept without one")
+        return None
+    log.info("evaluation report computed in %.2fs", time.monotonic() - started)
+    return built
 
 
 def _split(data: TrainingData, spec: ExperimentSnapshot) -> tuple[Any, Any, Any, Any]:

@@ -27,6 +27,12 @@ def trained_model_manifest(
     Deliberately not owned by the Experiment: deleting an Experiment must not garbage-collect a model that
     a WebService or Endpoint serves (the operator deletes the unused ones itself).
     """
+    spec: dict[str, Any] = {
+        "artifact": {"uri": result.artifact.uri, "sha256": result.artifact.sha256},
+        "source": {"experiment": experiment, "run": run, "generation": generation},
+    }
+    if result.evaluation is not None:
+        spec["evaluation"] = {"uri": result.evaluation.uri, "sha256": result.evaluation.sha256}
     return {
         "apiVersion": c.GROUP_VERSION,
         "kind": "TrainedModel",
@@ -40,10 +46,7 @@ def trained_model_manifest(
                 c.LABEL_RUN: str(run),
             },
         },
-        "spec": {
-            "artifact": {"uri": result.artifact.uri, "sha256": result.artifact.sha256},
-            "source": {"experiment": experiment, "run": run, "generation": generation},
-        },
+        "spec": spec,
     }
 
 

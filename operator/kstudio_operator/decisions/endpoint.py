@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,7 +60,7 @@ class EndpointObserved:
     name: str
     generation: int
     web_service: dict[str, Any] | None  # {"spec", "status"} of the WebService, None when it does not exist
-    models: dict[str, dict[str, Any]]  # TrainedModel name → {"spec", "status"} (this namespace)
+    models: Mapping[str, dict[str, Any]]  # TrainedModel name → {"spec", "status"} (this namespace)
     deployment: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
     has_service: bool = False
@@ -448,7 +449,7 @@ def _split_problem(
     return None
 
 
-def _with_uris(split: Split | None, models: dict[str, dict[str, Any]]) -> Split | None:
+def _with_uris(split: Split | None, models: Mapping[str, dict[str, Any]]) -> Split | None:
     """`split` (as read from pods) with each model's artifact URI from its TrainedModel; None when one is
     gone or no longer has that sha256."""
     if split is None:
@@ -460,7 +461,7 @@ def _with_uris(split: Split | None, models: dict[str, dict[str, Any]]) -> Split 
     return Split.of([m for m in found if m is not None], mirror)
 
 
-def _with_uri(m: ServedModel, models: dict[str, dict[str, Any]]) -> ServedModel | None:
+def _with_uri(m: ServedModel, models: Mapping[str, dict[str, Any]]) -> ServedModel | None:
     artifact = ((models.get(m.name) or {}).get("spec") or {}).get("artifact") or {}
     if artifact.get("sha256") != m.sha256 or not artifact.get("uri"):
         return None

@@ -105,8 +105,10 @@ def decide_trained_model(
             }
         )
         if verification.phase == "Ready":
-            # The manifest's fields arrive in wire form (camelCase); validate them into the model.
+            # The manifest's fields arrive in wire form (camelCase); validate them into the model. The
+            # report is named once the model it describes is verified (its own bytes: by each reader).
             desired = TrainedModelStatus.model_validate({**desired.to_wire(), **verification.fields})
+            desired.evaluation = spec.evaluation
         if previous.phase != verification.phase or previous.reason != verification.reason:
             if verification.phase == "Ready":
                 decision.events.append(

@@ -7,6 +7,7 @@ refused ones too (once per candidate), so "why is this model (not) served?" has 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from kstudio_core.vocabulary import LOWER_IS_BETTER
 from kstudio_operator.builders.endpoint import default_endpoint, default_endpoint_name
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.builders.patches import merge_patch
+from kstudio_operator.builders.scorer import service_url
 from kstudio_operator.decisions import Decision, Event, describe_validation_error
 from kstudio_operator.decisions.endpoint import CreateChild
 from kstudio_operator.resources.common import digest_prefix, set_condition
@@ -44,7 +46,7 @@ class WebServiceObserved:
     namespace: str
     name: str
     generation: int
-    models: dict[str, dict[str, Any]]  # TrainedModel name → {"spec", "status", "labels"}
+    models: Mapping[str, dict[str, Any]]  # TrainedModel name → {"spec", "status", "labels"}
     experiment_latest: str | None = None  # modelFrom: the Experiment's status.latestTrainedModel
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # this service's Endpoints by name
 
@@ -161,9 +163,11 @@ def decide_web_service(
     # The default Endpoint: created by us, follows the service (its spec names no model).
     default = default_endpoint_name(observed.name)
     mine = observed.endpoints.get(default)
+    endpoints = set(observed.endpoints)
     if mine is None:
         endpoint = default_endpoint(observed.namespace, observed.name, spec.scorer)
         decision.actions.append(CreateChild(own(endpoint, owner)))
+        endpoints.add(default)  # listed from now on: its arrival in the index is nothing to write
     else:
         their = mine.get("spec") or {}
         patch: dict[str, Any] = {}
@@ -218,9 +222,10 @@ def decide_web_service(
         model_digest=ep_status.get("modelDigest"),
         model_digest_prefix=digest_prefix(ep_status.get("modelDigest")),
         default_endpoint=default,
-        url=ep_status.get("url"),
-        endpoints=sorted(observed.endpoints)[:LISTED_ENDPOINTS],
-        endpoint_count=len(observed.endpoints),
+        # Known as soon as the Endpoint is named (the same as its own status says, not one write later).
+        url=ep_status.get("url") or service_url(observed.namespace, default),
+        endpoints=sorted(endpoints)[:LISTED_ENDPOINTS],
+        endpoint_count=len(endpoints),
         promotions=promotions,
     ).to_wire()
     return decision

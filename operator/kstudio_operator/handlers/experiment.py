@@ -1,8 +1,8 @@
-"""Experiment: a reconcile loop per object, woken by changes of the Experiment and of its Jobs and pods.
+"""Experiment: its reconcile, woken by changes of the Experiment and of its Jobs and pods.
 
 observe (indexes: Jobs, pods, TrainedModels, model users; storage: results of succeeded runs; pod logs
 of failed runs that left no message) → decide_experiment (pure) → apply (create Job + snapshot, create
-TrainedModel, delete pruned runs) → Events → status. Schedules wake the loop at their next tick.
+TrainedModel, delete pruned runs) → Events → status. Schedules ask for the next reconcile at their next tick.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from kstudio_operator.decisions.experiment import (
 from kstudio_operator.decisions.run_history import ObservedJob, observe_job, parse_time
 from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
-from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
+from kstudio_operator.runtime import Body, Key, Runtime, runtime
 
 # Failure reasons for which the trainer's log tail is worth reading when it left no termination message.
 _LOG_REASONS = ("InvalidSpecOrData", "TrainerFailed", "JobFailed")
@@ -80,7 +80,8 @@ def read_result(store: Any, uri: str) -> RunResult | ResultFailure:
         return ResultFailure("ResultUnreadable", f"{uri} is not a trainer result: {exc}")
 
 
-async def reconcile_once(rt: Runtime, key: Key, body: kopf.Body, indexes: dict[str, Any]) -> float | None:
+async def reconcile_experiment(rt: Runtime, key: Key, body: Body) -> float | None:
+    indexes = rt.indexes
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = dict(body.get("spec") or {})
@@ -137,15 +138,6 @@ async def apply(rt: Runtime, namespace: str, name: str, actions: list[Any]) -> N
             await rt.kube.delete("v1", "configmaps", namespace, action.configmap)
             if action.model:
                 await rt.kube.delete(c.GROUP_VERSION, c.TRAINED_MODELS, namespace, action.model)
-
-
-async def experiment_loop(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    rt = runtime(memo)
-    key: Key = ("Experiment", body["metadata"]["namespace"], body["metadata"]["name"])
-    indexes = {k: kwargs[k] for k in ("experiment_jobs", "experiment_pods", "trained_models", "model_users")}
-    await reconcile_loop(rt, key, stopped, lambda: reconcile_once(rt, key, body, indexes))
 
 
 async def delete_experiment(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""WebService and Endpoint: reconcile loops over the serving decisions (decisions/webservice.py,
+"""WebService and Endpoint: their reconciles over the serving decisions (decisions/webservice.py,
 decisions/endpoint.py), reading the indexes and writing children, keys, Events and status.
 
 Keys: the Secret `<endpoint>-keys` holds primaryKey and secondaryKey, generated here and never written
@@ -12,8 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-
 from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.endpoint import default_endpoint_name
@@ -26,22 +24,9 @@ from kstudio_operator.decisions.endpoint import (
 )
 from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
 from kstudio_operator.handlers.common import post_events
-from kstudio_operator.indexes import values
+from kstudio_operator.indexes import NamespaceEntries, values
 from kstudio_operator.kube import ApiError
-from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
-
-ENDPOINT_INDEXES = (
-    "web_services",
-    "trained_models",
-    "endpoint_deployments",
-    "endpoint_pods",
-    "endpoint_services",
-)
-WEB_SERVICE_INDEXES = ("trained_models", "endpoints_by_service", "experiments_latest")
-
-
-def _models(index: Any, namespace: str) -> dict[str, dict[str, Any]]:
-    return {m: next(iter(v)) for (ns, m), v in index.items() if ns == namespace and v}
+from kstudio_operator.runtime import Body, Key, Runtime
 
 
 def _first(index: Any, key: Any) -> Any:
@@ -49,9 +34,7 @@ def _first(index: Any, key: Any) -> Any:
     return found[0] if found else None
 
 
-async def ensure_keys(
-    rt: Runtime, body: kopf.Body, web_service: str, status: dict[str, Any]
-) -> dict[str, Any]:
+async def ensure_keys(rt: Runtime, body: Body, web_service: str, status: dict[str, Any]) -> dict[str, Any]:
     """The keys Secret exists and a requested rotation of one key is done (once per request). Never reads
     the Secret: what was done is remembered in the status (names and request tokens, never key values).
     Returns the status fields to write."""
@@ -62,7 +45,9 @@ async def ensure_keys(
     done = {"keysSecret": status.get("keysSecret"), "keysRotation": status.get("keysRotation")}
     if done["keysSecret"] != secret_name:
         keys = {k: scorer.new_key() for k in scorer.KEY_NAMES}
-        await rt.kube.create(own(scorer.keys_secret(namespace, name, web_service, keys), body))
+        # Already there (made by an operator that died before its status said so): kept as it is, unread.
+        secret = own(scorer.keys_secret(namespace, name, web_service, keys), body)
+        await rt.kube.create(secret, read_existing=False)
         done = {"keysSecret": secret_name, "keysRotation": request or None}
     if request and request != done["keysRotation"]:
         which = request.split("/", 1)[0]
@@ -81,7 +66,8 @@ async def ensure_keys(
     return done
 
 
-async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, Any]) -> float | None:
+async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
+    idx = rt.indexes
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = dict(body.get("spec") or {})
@@ -91,7 +77,7 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
         name=name,
         generation=int(meta.get("generation") or 1),
         web_service=_first(idx["web_services"], (namespace, ws_name)),
-        models=_models(idx["trained_models"], namespace),
+        models=NamespaceEntries(idx["trained_models"], namespace),
         deployment=_first(idx["endpoint_deployments"], (namespace, name)),
         pods=values(idx["endpoint_pods"], (namespace, name)),
         has_service=bool(values(idx["endpoint_services"], (namespace, name))),
@@ -113,14 +99,8 @@ async def endpoint_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, A
     return None
 
 
-async def endpoint_loop(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any) -> None:
-    rt = runtime(memo)
-    key: Key = ("Endpoint", body["metadata"]["namespace"], body["metadata"]["name"])
-    idx = {k: kwargs[k] for k in ENDPOINT_INDEXES}
-    await reconcile_loop(rt, key, stopped, lambda: endpoint_once(rt, key, body, idx))
-
-
-async def web_service_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str, Any]) -> float | None:
+async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | None:
+    idx = rt.indexes
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = dict(body.get("spec") or {})
@@ -129,7 +109,7 @@ async def web_service_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str
         namespace=namespace,
         name=name,
         generation=int(meta.get("generation") or 1),
-        models=_models(idx["trained_models"], namespace),
+        models=NamespaceEntries(idx["trained_models"], namespace),
         experiment_latest=_first(idx["experiments_latest"], (namespace, experiment)) if experiment else None,
         endpoints={e["name"]: e for e in values(idx["endpoints_by_service"], (namespace, name))},
     )
@@ -150,12 +130,3 @@ async def web_service_once(rt: Runtime, key: Key, body: kopf.Body, idx: dict[str
     await post_events(rt.kube, body, decision.events)
     await rt.write_status(key, body, c.WEB_SERVICES, decision.status)
     return None
-
-
-async def web_service_loop(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    rt = runtime(memo)
-    key: Key = ("WebService", body["metadata"]["namespace"], body["metadata"]["name"])
-    idx = {k: kwargs[k] for k in WEB_SERVICE_INDEXES}
-    await reconcile_loop(rt, key, stopped, lambda: web_service_once(rt, key, body, idx))

@@ -1,4 +1,4 @@
-"""TrainedModel: a reconcile loop that verifies the artifact once per generation and keeps `usedBy`
+"""TrainedModel: a reconcile that verifies the artifact once per generation and keeps `usedBy`
 current from the index of WebServices/Endpoints; deletion blocked while the model is in use.
 
 Verification streams: the artifact is downloaded to a private temp file while its sha256 is computed,
@@ -17,12 +17,14 @@ from typing import Any
 
 import kopf
 
+from kstudio_core.evaluation import REPORT_FILE, report_uri
 from kstudio_core.ilearner import ArtifactError, DigestMismatchError, read_manifest
 from kstudio_core.runresult import result_uri
 from kstudio_core.storage import (
     AccessDeniedError,
     BucketNotFoundError,
     ObjectNotFoundError,
+    S3Uri,
     StorageError,
     StorageUnavailableError,
 )
@@ -42,7 +44,7 @@ from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
 from kstudio_operator.resources.common import get_condition
 from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
-from kstudio_operator.runtime import Key, Runtime, reconcile_loop, runtime
+from kstudio_operator.runtime import Body, Key, Runtime, runtime
 
 
 def verify_artifact(
@@ -87,11 +89,23 @@ def verify_artifact(
     )
 
 
+def remove_report(store: Any, spec: TrainedModelSpec) -> None:
+    """The run's evaluation report and figures: its folder next to the artifact. Blocking. A report kept
+    anywhere else (named by hand) is not the model's to delete."""
+    if spec.evaluation is None or spec.evaluation.uri != report_uri(spec.artifact.uri):
+        return
+    report = S3Uri.parse(spec.evaluation.uri)
+    folder = report.key.removesuffix(REPORT_FILE)  # "<artifact key>.evaluation/": only this run's files
+    for key in store.list_keys(report.bucket, folder):
+        store.remove(S3Uri(report.bucket, key))
+
+
 def users_of(model_users: Any, namespace: str, name: str) -> list[str]:
     return sorted(set(values(model_users, (namespace, name))))
 
 
-async def reconcile_once(rt: Runtime, key: Key, body: kopf.Body, model_users: Any) -> float | None:
+async def reconcile_trained_model(rt: Runtime, key: Key, body: Body) -> float | None:
+    model_users = rt.indexes["model_users"]
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 1)
@@ -113,15 +127,6 @@ async def reconcile_once(rt: Runtime, key: Key, body: kopf.Body, model_users: An
         return rt.backoff(key, base=2.0, cap=300.0)
     rt.succeeded(key)
     return None
-
-
-async def trained_model_loop(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    rt = runtime(memo)
-    model_users = kwargs["model_users"]
-    key: Key = ("TrainedModel", body["metadata"]["namespace"], body["metadata"]["name"])
-    await reconcile_loop(rt, key, stopped, lambda: reconcile_once(rt, key, body, model_users))
 
 
 async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -147,6 +152,7 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
     spec, _ = parse_spec(dict(body.get("spec") or {}))
     if spec is not None and spec.artifact_deletion_policy == "Delete" and rt.store is not None:
         try:
+            await asyncio.to_thread(remove_report, rt.store, spec)
             await asyncio.to_thread(rt.store.remove, spec.artifact.uri)
             await asyncio.to_thread(rt.store.remove, result_uri(spec.artifact.uri))
         except ObjectNotFoundError:

@@ -29,6 +29,14 @@ class Artifact(KModel):
     sha256: Sha256 = Field(description="sha256 of the whole file, 64 lowercase hex digits.")
 
 
+class EvaluationReportRef(KModel):
+    """The run's evaluation report (evaluation.json with its figures): readers check the sha256 of its bytes
+    before they show anything (kstudio_core.evaluation)."""
+
+    uri: S3Uri = Field(description="s3://bucket/key of evaluation.json, next to the artifact.")
+    sha256: Sha256 = Field(description="sha256 of evaluation.json, 64 lowercase hex digits.")
+
+
 class Source(KModel):
     experiment: ObjectName = Field(description="The Experiment that trained it.")
     run: int = Field(ge=1, description="The run number in that Experiment's status.runs.")
@@ -45,6 +53,9 @@ class TrainedModelSpec(KModel):
         "digest differs, before reading it."
     )
     source: Source | None = Field(default=None, description="The run that produced it; absent for imports.")
+    evaluation: EvaluationReportRef | None = Field(
+        default=None, description="The run's evaluation report; absent when there is none (imports)."
+    )
     description: str | None = Field(
         default=None, max_length=1024, description="A note for people (at most 1024 characters)."
     )
@@ -124,6 +135,10 @@ class TrainedModelStatus(StatusModel):
         description="Library versions it was trained with, e.g. scikit-learn: 1.9.1.",
     )
     size_bytes: int | None = Field(default=None, ge=0, description="Size of the .ilearner file in bytes.")
+    evaluation: EvaluationReportRef | None = Field(
+        default=None,
+        description="The run's evaluation report (spec.evaluation), named once the model is verified.",
+    )
     created_at: datetime | None = Field(default=None, description="When the trainer wrote it.")
     verified_at: datetime | None = Field(default=None, description="When the operator verified its sha256.")
     used_by: list[str] = Field(

@@ -1,0 +1,155 @@
+"""Two operator replicas with leader election (`--leader-election`): one reconciles, the other waits and
+writes nothing; SIGKILL the leader during a training run or a model rollout and the other takes over and
+finishes it once (one Job, one TrainedModel, one Deployment, one rollout record)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_support import Kubectl, OperatorProcess, experiment_manifest, operator_env, wait_until
+from serving_kit import build_model
+from test_experiment_runs import run_done, runs
+
+pytestmark = pytest.mark.cluster
+
+LEASE = "kstudio-operator"
+ON_KWOK = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+class Replica(OperatorProcess):
+    """One replica: `kstudio operator --leader-election <ns>/kstudio-operator` with its own /metrics."""
+
+    def __init__(self, env: dict[str, str], namespace: str, log_path: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        env = env | {"KSTUDIO_METRICS_PORT": str(self.port)}
+        super().__init__(env, namespace, log_path, "--leader-election", f"{namespace}/{LEASE}")
+
+    def requests_sent(self) -> dict[str, float]:
+        """API requests its client sent, by resource (the Lease's own included)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        sent: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("kstudio_operator_api_requests_total{"):
+                resource = line.split('resource="', 1)[1].split('"', 1)[0]
+                sent[resource] = sent.get(resource, 0.0) + float(line.rpartition(" ")[2])
+        return sent
+
+
+def holder(kube: Kubectl) -> str:
+    return str(((kube.get("lease", LEASE) or {}).get("spec") or {}).get("holderIdentity") or "")
+
+
+def leading(kube: Kubectl, replicas: list[Replica]) -> Replica | None:
+    """The replica whose identity (<host>_<pid>_<random>) holds the Lease."""
+    who = holder(kube)
+    return next((r for r in replicas if r.proc is not None and f"_{r.proc.pid}_" in who), None)
+
+
+@pytest.fixture
+def replicas(
+    local_cluster: Any, namespace: str, kube: Kubectl, tmp_path: Path, example_data: Any
+) -> Iterator[list[Replica]]:
+    pair = [Replica(operator_env(local_cluster), namespace, tmp_path / f"replica-{i}.log") for i in (1, 2)]
+    for replica in pair:
+        replica.start()
+    try:
+        yield pair
+    finally:
+        # Deletion needs a running operator (finalizers): keep one, or start one again.
+        if not any(r.running for r in pair):
+            pair[0].start()
+        for kind in ("webservices", "endpoints", "experiments", "trainedmodels"):
+            kube.run("delete", kind, "--all", "--wait=false", check=False)
+        for kind in ("experiments", "trainedmodels"):
+            kube.run("wait", "--for=delete", kind, "--all", "--timeout=60s", check=False)
+        for replica in pair:
+            replica.stop()
+        kube.release_finalizers("experiments", "trainedmodels", "webservices", "endpoints")
+
+
+def kill_leader(kube: Kubectl, replicas: list[Replica]) -> Replica:
+    """SIGKILL the leader once the other one has been waiting without sending a request but for the
+    Lease; returns the other, once it holds the Lease."""
+    leader = wait_until("a leader", lambda: leading(kube, replicas), timeout=60)
+    standby = next(r for r in replicas if r is not leader)
+    sent = standby.requests_sent()
+    assert set(sent) == {"leases"}, sent  # it tries the Lease and sends nothing else ...
+    assert "kopf." not in standby.log_tail(10_000)  # ... and runs no kopf: no watch, no handler
+    leader.kill()
+    wait_until("the standby takes over", lambda: leading(kube, replicas) is standby, timeout=60)
+    return standby
+
+
+def test_killing_the_leader_mid_run_lets_the_other_replica_finish_it_once(
+    kube: Kubectl, replicas: list[Replica]
+) -> None:
+    assert kube.apply(experiment_manifest()).returncode == 0
+    wait_until("Job penguins-run-1", lambda: kube.get("job", "penguins-run-1"), timeout=90, interval=0.2)
+    kill_leader(kube, replicas)
+
+    first = wait_until("run 1 recorded by the new leader", lambda: run_done(kube, 1), timeout=240)
+    assert (first["phase"], first["trainedModel"]) == ("Succeeded", "penguins-1")
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=60s")
+    jobs = kube.items("jobs", "kstudio.io/experiment=penguins")
+    assert [j["metadata"]["name"] for j in jobs] == ["penguins-run-1"]
+    assert [m["metadata"]["name"] for m in kube.items("trainedmodels")] == ["penguins-1"]
+    assert [r["run"] for r in runs(kube)] == [1]
+
+
+def _doc(kind: str, name: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
+    kube: Kubectl,
+    replicas: list[Replica],
+    fake_nodes: list[str],
+    example_data: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    digests = {}
+    for name, flip in (("m-a", False), ("m-b", True)):
+        digests[name] = build_model(tmp_path / f"{name}.ilearner", flip=flip)
+        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
+        example_data.upload(tmp_path / f"{name}.ilearner", uri)
+        artifact = {"artifact": {"uri": uri, "sha256": digests[name]}}
+        assert kube.apply(_doc("TrainedModel", name, artifact)).returncode == 0
+    kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "trainedmodel/m-b", "--timeout=60s")
+    spec = {"model": "m-a", "scorer": {"replicas": 2, "scheduling": ON_KWOK}}
+    assert kube.apply(_doc("WebService", "svc", spec)).returncode == 0
+
+    def serving(model: str) -> dict[str, Any] | None:
+        status = kube.status("endpoint", "svc-default")
+        return status if status.get("phase") == "Ready" and status.get("model") == model else None
+
+    wait_until("svc-default serving m-a", lambda: serving("m-a"), timeout=120)
+    kube.run("patch", "webservice", "svc", "--type=merge", "-p", '{"spec":{"model":"m-b"}}')
+    wait_until(
+        "the rollout to m-b under way",
+        lambda: (kube.status("endpoint", "svc-default").get("rollout") or {}).get("to") == "m-b",
+        timeout=60,
+        interval=0.1,
+    )
+    kill_leader(kube, replicas)
+
+    done = wait_until("svc-default serving m-b after the failover", lambda: serving("m-b"), timeout=180)
+    assert done["modelDigest"] == digests["m-b"]
+    assert [d["metadata"]["name"] for d in kube.items("deployments")] == ["svc-default"]
+    rollouts = [r for r in done.get("history") or [] if r.get("to") == "m-b"]
+    assert len(rollouts) == 1 and rollouts[0]["from"] == "m-a", done.get("history")
+    assert [e["metadata"]["name"] for e in kube.items("endpoints.kstudio.io")] == ["svc-default"]
