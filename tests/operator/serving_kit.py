@@ -60,14 +60,15 @@ print(json.dumps({"ok": ok, "failed": failed, "errors": errors[:20], "seconds": 
 """
 
 
-def build_model(path: Path, flip: bool) -> str:
-    """A small real .ilearner over x1, x2; `flip` trains the opposite decision, so answers differ."""
+def build_model(path: Path, flip: bool, second: str = "x2") -> str:
+    """A small real .ilearner over x1 and `second` (x2); `flip` trains the opposite decision, so answers
+    differ; another `second` makes another input schema."""
     x = np.random.default_rng(0).normal(size=(80, 2))
     y = ((x[:, 0] + x[:, 1] > 0) ^ flip).astype(int)
     manifest = IlearnerManifest(
         task="classification",
         label="y",
-        inputSchema=[ColumnSpec(name="x1", type="number"), ColumnSpec(name="x2", type="number")],
+        inputSchema=[ColumnSpec(name="x1", type="number"), ColumnSpec(name=second, type="number")],
         classes=[0, 1],
         metrics={"accuracy": 0.9 if flip else 0.95},
     )

@@ -37,9 +37,20 @@ def answered_by(local_cluster: Any, ip: str, key: str, endpoint: str, session: s
 
 
 def test_a_split_answers_from_every_model_and_a_session_sticks_to_one_across_pods(
-    kube: Kubectl, operator: OperatorProcess, models: dict[str, str], local_cluster: Any
+    kube: Kubectl,
+    operator: OperatorProcess,
+    models: dict[str, str],
+    local_cluster: Any,
+    example_data: Any,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
-    for name in models:
+    # m-c: a real model over x1 and x3 (another input schema than m-a and m-b, which take x1 and x2).
+    sha = build_model(tmp_path / "m-c.ilearner", flip=False, second="x3")
+    uri = f"s3://models/{namespace}/imports/m-c.ilearner"
+    example_data.upload(tmp_path / "m-c.ilearner", uri)
+    assert kube.apply(doc("TrainedModel", "m-c", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    for name in (*models, "m-c"):
         kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
     assert kube.apply(doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
     split = {"webService": "svc", "traffic": traffic(("m-a", 50), ("m-b", 50)), "replicas": 2}
@@ -87,6 +98,23 @@ def test_a_split_answers_from_every_model_and_a_session_sticks_to_one_across_pod
     assert waiting["reason"] == "ModelNotFound" and "TrainedModel m-x does not exist" in waiting["message"]
     assert "keep serving m-a:50,m-b:50" in waiting["message"]
     assert kube.status("endpoint", "ep-split")["split"] == "m-a:50,m-b:50"
+    assert answered_by(local_cluster, ip, key, "ep-split", "alice") in {"m-a", "m-b"}
+
+    # The schema gate applies to every model of the split: m-c, Ready but taking x3, is refused by name.
+    new = {"spec": {"traffic": traffic(("m-a", 80), ("m-c", 20))}}
+    kube.run("patch", "endpoints.kstudio.io", "ep-split", "--type=merge", "-p", json.dumps(new))
+    refused = wait_until(
+        "ModelAccepted SchemaChanged",
+        lambda: (
+            (c := condition(kube.status("endpoint", "ep-split"), "ModelAccepted"))
+            and c["reason"] == "SchemaChanged"
+            and c
+        ),
+        30,
+    )
+    assert "m-c" in refused["message"] and "x2" in refused["message"], refused
+    status = kube.status("endpoint", "ep-split")
+    assert status["split"] == "m-a:50,m-b:50" and status["phase"] == "Ready", status
     assert answered_by(local_cluster, ip, key, "ep-split", "alice") in {"m-a", "m-b"}
 
 
