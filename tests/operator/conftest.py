@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from operator_support import REPO, Kubectl, OperatorProcess, operator_env
-from serving_kit import build_model, doc
+from serving_kit import import_model
 
 KSTUDIO_KINDS = (
     "experiments.kstudio.io",
@@ -66,17 +66,10 @@ def kube(local_cluster: Any, namespace: str) -> Kubectl:
 def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> dict[str, str]:
     """Three TrainedModels in the namespace: m-a, m-b (same schema, different answers) and m-bad (its
     recorded digest does not match the file: scorer pods refuse to load it). name → sha256."""
-    out = {}
-    for name, flip in (("m-a", False), ("m-b", True)):
-        path = tmp_path / f"{name}.ilearner"
-        sha = build_model(path, flip)
-        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-        example_data.upload(path, uri)
-        assert (
-            kube.apply(doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-        )
-        out[name] = sha
-    return out
+    return {
+        name: import_model(kube, example_data, namespace, tmp_path, name, flip)
+        for name, flip in (("m-a", False), ("m-b", True))
+    }
 
 
 @pytest.fixture

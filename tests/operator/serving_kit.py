@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,40 @@ def build_model(path: Path, flip: bool, second: str = "x2") -> str:
     return write_ilearner(
         path, make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), manifest
     ).sha256
+
+
+def import_model(
+    kube: Any, example_data: Any, namespace: str, folder: Path, name: str, flip: bool, second: str = "x2"
+) -> str:
+    """`build_model` into `folder`, uploaded and declared as TrainedModel `name`: its sha256."""
+    path = folder / f"{name}.ilearner"
+    sha = build_model(path, flip, second)
+    uri = f"s3://models/{namespace}/imports/{name}.ilearner"
+    example_data.upload(path, uri)
+    assert kube.apply(doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    return sha
+
+
+@contextmanager
+def load(netns_name: str, ip: str, key: str, rate: float, endpoint: str) -> Iterator[tuple[Any, float]]:
+    """LOADGEN at `rate` req/s against `endpoint` inside the cluster's network namespace: (the process, the
+    CLOCK_MONOTONIC time it started at, for the times of its answers). Close its stdin to stop it; killed on
+    exit if it still runs."""
+    gen = subprocess.Popen(
+        ["ip", "netns", "exec", netns_name, sys.executable, "-c", LOADGEN, ip, key, str(rate), endpoint],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gen.stdout is not None
+        word, t0 = gen.stdout.readline().split()
+        assert word == "started"
+        yield gen, float(t0)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
 
 
 def doc(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> str:

@@ -4,15 +4,13 @@ a model patched in under load with zero failed requests, a bad model that stalls
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_support import Kubectl, OperatorProcess, condition, wait_until
-from serving_kit import LOADGEN, build_model, cluster_ip, endpoint_ready, infer, secret_key
+from serving_kit import build_model, cluster_ip, endpoint_ready, infer, load, secret_key
 from serving_kit import doc as _doc
 
 from kstudio_localcluster import netns
@@ -110,37 +108,16 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
     ip = cluster_ip(kube, "ep2")
     key = secret_key(kube, "ep2")
     wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep2")[0] == 200, 30)
-    gen = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            local_cluster.info.layout.netns,
-            sys.executable,
-            "-c",
-            LOADGEN,
-            ip,
-            key,
-            "80",
-            "ep2",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert gen.stdout is not None
-        word, t0 = gen.stdout.readline().split()
-        assert word == "started"
+    with load(local_cluster.info.layout.netns, ip, key, 80, "ep2") as (gen, t0):
         time.sleep(3)
         patched_at = time.monotonic()
         kube.run("patch", "endpoints.kstudio.io", "ep2", "--type=merge", "-p", '{"spec":{"model":"m-b"}}')
         status = wait_until("ep2 serving m-b", lambda: endpoint_ready(kube, "ep2", "m-b"), 240)
-        shown_at = time.monotonic() - float(t0)  # on the load generator's clock (both CLOCK_MONOTONIC)
+        shown_at = time.monotonic() - t0  # on the load generator's clock (both CLOCK_MONOTONIC)
         switched = time.monotonic() - patched_at
         time.sleep(3)
         # Back to m-a, and the operator is SIGKILLed half-way through that rollout, then restarted.
-        second_patch_at = time.monotonic() - float(t0)
+        second_patch_at = time.monotonic() - t0
         kube.run("patch", "endpoints.kstudio.io", "ep2", "--type=merge", "-p", '{"spec":{"model":"m-a"}}')
         wait_until(
             "the rollout to start", lambda: kube.status("endpoint", "ep2").get("phase") == "RollingOut", 30
@@ -151,10 +128,6 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
         back = wait_until("ep2 serving m-a again", lambda: endpoint_ready(kube, "ep2", "m-a"), 240)
         time.sleep(3)
         out, _ = gen.communicate(input="", timeout=60)
-    finally:
-        if gen.poll() is None:
-            gen.kill()
-            gen.wait()
     result = json.loads(out.strip().splitlines()[-1])
     rate = (result["ok"] + result["failed"]) / result["seconds"]
     answers = [(t, v) for t, v in result["answers"] if t < second_patch_at]

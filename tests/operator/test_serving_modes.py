@@ -5,8 +5,6 @@ never answers while its agreement metric tells a worse model apart, and a transf
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 import pytest
 from operator_support import Kubectl, OperatorProcess, condition, wait_until
-from serving_kit import LOADGEN, build_model, cluster_ip, doc, infer, secret_key
+from serving_kit import cluster_ip, doc, import_model, infer, load, secret_key
 
 from kstudio_localcluster import netns
 
@@ -46,10 +44,7 @@ def test_a_split_answers_from_every_model_and_a_session_sticks_to_one_across_pod
     tmp_path: Path,
 ) -> None:
     # m-c: a real model over x1 and x3 (another input schema than m-a and m-b, which take x1 and x2).
-    sha = build_model(tmp_path / "m-c.ilearner", flip=False, second="x3")
-    uri = f"s3://models/{namespace}/imports/m-c.ilearner"
-    example_data.upload(tmp_path / "m-c.ilearner", uri)
-    assert kube.apply(doc("TrainedModel", "m-c", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    import_model(kube, example_data, namespace, tmp_path, "m-c", flip=False, second="x3")
     for name in (*models, "m-c"):
         kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
     assert kube.apply(doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
@@ -133,29 +128,15 @@ def test_changing_the_weights_under_load_fails_no_request_and_moves_the_traffic(
     )
     ip, key = cluster_ip(kube, "ep-w"), secret_key(kube, "ep-w")
     wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep-w")[0] == 200, 30)
-    netns = local_cluster.info.layout.netns
-    gen = subprocess.Popen(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", LOADGEN, ip, key, "60", "ep-w"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert gen.stdout is not None
-        word, t0 = gen.stdout.readline().split()
-        assert word == "started"
+    with load(local_cluster.info.layout.netns, ip, key, 60, "ep-w") as (gen, t0):
         time.sleep(4)
-        patched_at = time.monotonic() - float(t0)
+        patched_at = time.monotonic() - t0
         new = {"spec": {"traffic": traffic(("m-a", 10), ("m-b", 90))}}
         kube.run("patch", "endpoints.kstudio.io", "ep-w", "--type=merge", "-p", json.dumps(new))
         status = wait_until("ep-w on m-a:10,m-b:90", lambda: split_ready(kube, "ep-w", "m-a:10,m-b:90"), 240)
-        shown_at = time.monotonic() - float(t0)
+        shown_at = time.monotonic() - t0
         time.sleep(6)
         out, _ = gen.communicate(input="", timeout=60)
-    finally:
-        if gen.poll() is None:
-            gen.kill()
-            gen.wait()
     result = json.loads(out.strip().splitlines()[-1])
     by_digest = {sha: name for name, sha in models.items()}
     before = Counter(by_digest[v] for t, v in result["answers"] if t < patched_at)
@@ -185,12 +166,7 @@ def test_a_mirror_never_answers_and_its_agreement_drops_when_it_is_a_worse_model
     tmp_path: Path,
 ) -> None:
     # m-twin: trained like m-a (same answers, another artifact); m-b answers the opposite.
-    sha = build_model(tmp_path / "m-twin.ilearner", flip=False)
-    uri = f"s3://models/{namespace}/imports/m-twin.ilearner"
-    example_data.upload(tmp_path / "m-twin.ilearner", uri)
-    assert (
-        kube.apply(doc("TrainedModel", "m-twin", {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-    )
+    sha = import_model(kube, example_data, namespace, tmp_path, "m-twin", flip=False)
     for name in (*models, "m-twin"):
         kube.run("wait", "--for=condition=Ready", f"trainedmodel/{name}", "--timeout=60s")
     assert kube.apply(doc("WebService", "svc", {"model": "m-a", "scorer": {"replicas": 0}})).returncode == 0
