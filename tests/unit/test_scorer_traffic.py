@@ -8,8 +8,6 @@ from collections import Counter
 import pytest
 
 from kstudio_core.environment import TrafficModel
-from kstudio_core.serving import model_request_counts
-from kstudio_scorer.http.metrics import ScorerMetrics
 from kstudio_scorer.model.served_model import ScoringModel
 from kstudio_scorer.model.traffic import Served, Split, session_bucket
 from kstudio_scorer.settings import ScorerSettings
@@ -69,15 +67,6 @@ def test_weights_that_do_not_sum_to_100_are_refused() -> None:
             traffic=[TrafficModel(name="a", uri="/a", sha256="a" * 64, weight=50)] * 2,
             auth_enabled=False,
         )
-
-
-def test_the_operator_reads_the_per_model_counts_the_scorer_writes() -> None:
-    metrics = ScorerMetrics()
-    metrics.model_requests.labels("m-1", "ok").inc(41)
-    metrics.model_requests.labels("m-2", "ok").inc(9)
-    metrics.model_requests.labels("m-2", "error").inc(1)
-    counts = model_request_counts(metrics.render().decode())
-    assert counts == {"m-1": {"ok": 41.0}, "m-2": {"ok": 9.0, "error": 1.0}}
 
 
 def test_a_mirrors_answer_is_compared_row_by_row() -> None:
