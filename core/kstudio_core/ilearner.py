@@ -159,7 +159,10 @@ def write_container(
 
     The caller (the trainer) has already checked that `payload` holds only TRUSTED_TYPES.
     """
-    manifest_bytes = manifest.model_dump_json(indent=2).encode()
+    # Keys a model has no use for are left out (a transform's outputColumns, a label a transform lacks), so
+    # a scorer of a release before transforms, which refuses unknown keys, reads a new trainer's models.
+    unused = {key for key in ("label", "outputColumns") if not getattr(manifest, key)}
+    manifest_bytes = manifest.model_dump_json(indent=2, exclude=unused).encode()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".ilearner-", dir=target.parent)

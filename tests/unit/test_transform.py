@@ -3,6 +3,8 @@ manifest."""
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from sklearn.dummy import DummyClassifier
 
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest, read_manifest
 from kstudio_core.snapshot import validate_snapshot
@@ -95,3 +98,24 @@ def test_a_transform_manifest_names_its_output_and_a_model_its_label() -> None:
         IlearnerManifest(task="transform", inputSchema=schema)
     with pytest.raises(ValidationError, match="a regression model names its label"):
         IlearnerManifest(task="regression", inputSchema=schema)
+
+
+def test_a_model_manifest_is_written_as_before_transforms_existed(tmp_path: Path) -> None:
+    # A classification or regression model's manifest.json has no outputColumns key (nor a null label): a
+    # scorer of a release before transforms (its manifest forbids unknown keys) still reads the models a
+    # new trainer writes, as during an upgrade.
+    manifest = IlearnerManifest(
+        task="classification", label="y", inputSchema=[ColumnSpec(name="x", type="number")], classes=[0, 1]
+    )
+    pipeline = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
+    write_ilearner(tmp_path / "m.ilearner", pipeline, manifest)
+    with zipfile.ZipFile(tmp_path / "m.ilearner") as zf:
+        written = json.loads(zf.read("manifest.json"))
+    assert "outputColumns" not in written and written["label"] == "y"
+    transform = IlearnerManifest(
+        task="transform", inputSchema=[ColumnSpec(name="x", type="number")], outputColumns=["x"]
+    )
+    write_ilearner(tmp_path / "t.ilearner", pipeline, transform)
+    with zipfile.ZipFile(tmp_path / "t.ilearner") as zf:
+        written = json.loads(zf.read("manifest.json"))
+    assert written["outputColumns"] == ["x"] and "label" not in written
