@@ -1,4 +1,4 @@
-# The one kstudio image: operator, trainer and scorer are subcommands of `kstudio`.
+# The one kstudio image: operator, trainer, scorer and console are subcommands of `kstudio`.
 # It holds the product wheel only (no local cluster, no dev tools), installed into a clean venv with the
 # locked requirements: the same steps as `kstudio-dev image-venv`, whose venv the tests run on the local
 # cluster (tests/image). On a real cluster: docker build -t kstudio:dev .
@@ -18,6 +18,7 @@ COPY operator operator
 COPY core core
 COPY scorer scorer
 COPY trainer trainer
+COPY console console
 RUN uv build --wheel --package kstudio --out-dir /tmp/dist \
     && uv pip install --python /opt/kstudio/.venv/bin/python --no-deps /tmp/dist/kstudio-*.whl
 

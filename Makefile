@@ -8,7 +8,7 @@ CACHE ?= $(HOME)/.cache/kstudio
 PYTEST_ARGS ?=
 FAKE_NODES ?=
 
-.PHONY: help prereqs install binaries binaries-all lint test test-unit cluster-up cluster-down demo bench bench-operator bench-operator-endpoints bench-patch crds
+.PHONY: help prereqs install binaries binaries-all lint test test-unit cluster-up cluster-down demo bench bench-operator bench-operator-endpoints bench-patch bench-batch crds
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ binaries-all:  ## the same plus helm and kwok (the chart test and the fake-node 
 lint: install  ## ruff + mypy on the packages, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy core cli operator scorer trainer hack
+	$(VENV)/bin/mypy core cli operator scorer trainer console hack
 	$(VENV)/bin/hadolint Dockerfile
 
 # The Python environment and the Go build overlap (network vs CPU), hence the -j2 sub-make.
@@ -66,6 +66,9 @@ bench-operator: cluster-up  ## operator at N = 100, 300, 1000 TrainedModels + En
 bench-operator-endpoints:  ## operator at N = 100, 300, 1000 WebServices with scorer pods on 10 kwok nodes: + patch one, delete all
 	@$(MAKE) --no-print-directory cluster-up FAKE_NODES=10
 	$(VENV)/bin/python bench/operator_scale.py --mode endpoints
+
+bench-batch: install binaries  ## BatchJob shards 1/2/4 x parallelism 1/2 on 10M rows: rows/s, speed-up, share of the single-core limit, RSS; BATCH_VIA=cluster for real BatchJobs
+	$(VENV)/bin/python bench/batch_scale.py --via $(or $(BATCH_VIA),processes) $(BATCH_ARGS)
 
 bench-patch: cluster-up  ## patch a 2-replica endpoint's model under load: seconds to 100% new model, failed requests
 	$(VENV)/bin/python bench/patch.py

@@ -11,10 +11,13 @@ Each run: exec, poll /readyz every 10 ms on a fresh connection, record the wall 
 CPU seconds at that moment, then SIGTERM. Prints every run and the medians, plus the scorer's own
 account of the model phases (fetch, verify+load, warm-up) from its log.
 
-    .venv/bin/python bench/scorer_start.py [--runs 5] [--minio]
+    .venv/bin/python bench/scorer_start.py [--runs 5] [--minio] [--drain SECONDS]
 
 --minio serves the model from a MinIO started here (s3:// URI: download + digest check, as in a pod);
 it needs the Go binaries (hack/build-binaries.sh). Without it the artifact is a local file.
+--drain also times each stop with KSTUDIO_DRAIN_SECONDS set: SIGTERM -> /readyz 503 (how soon a pod
+leaves its Service's endpoints) and SIGTERM -> exit (the drain plus the shutdown). tests/scorer/
+test_drain.py asserts the drain's behaviour, these are its figures.
 """
 
 from __future__ import annotations
@@ -86,7 +89,30 @@ def train_penguins(work: Path) -> tuple[Path, str]:
     return artifact, str(result["artifact"]["sha256"])
 
 
-def start_once(image: Path, env: dict[str, str], work: Path, run: int) -> tuple[float, float, str]:
+def status_of(port: int, path: str) -> int:
+    """The HTTP status of GET `path` on a fresh connection (0 when nothing answers)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+            return int(s.recv(64).split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def stop_timed(proc: subprocess.Popen[bytes], port: int) -> tuple[float, float]:
+    """SIGTERM, then seconds until /readyz answers 503 (or stops answering) and until the process exits."""
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    while status_of(port, "/readyz") == 200:
+        time.sleep(0.002)
+    not_ready = time.monotonic() - signalled
+    proc.wait(timeout=120)
+    return not_ready, time.monotonic() - signalled
+
+
+def start_once(
+    image: Path, env: dict[str, str], work: Path, run: int
+) -> tuple[float, float, str, tuple[float, float] | None]:
     port = free_port()
     log_path = work / f"serve-{run}.log"
     run_env = {**env, "KSTUDIO_PORT": str(port)}
@@ -102,16 +128,19 @@ def start_once(image: Path, env: dict[str, str], work: Path, run: int) -> tuple[
             time.sleep(0.01)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(proc.pid)
+        stop = stop_timed(proc, port) if float(env.get("KSTUDIO_DRAIN_SECONDS", "0")) > 0 else None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    return elapsed, cpu, log_path.read_text(errors="replace")
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    return elapsed, cpu, log_path.read_text(errors="replace"), stop
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--minio", action="store_true", help="serve from MinIO (s3://) instead of a file")
+    parser.add_argument("--drain", type=float, default=0.0, help="KSTUDIO_DRAIN_SECONDS; time each stop")
     args = parser.parse_args()
 
     from kstudio_localcluster.imagevenv import ensure_image_venv
@@ -132,7 +161,7 @@ def main() -> int:
                 "KSTUDIO_MODEL_SHA256": sha256,
                 "KSTUDIO_AUTH_ENABLED": "false",
                 "KSTUDIO_HOST": "127.0.0.1",
-                "KSTUDIO_DRAIN_SECONDS": "0",
+                "KSTUDIO_DRAIN_SECONDS": str(args.drain),
                 "KSTUDIO_TERMINATION_LOG": str(work / "termination-log"),
                 "KSTUDIO_MODEL_DIR": str(work / "model-cache"),
             }
@@ -142,20 +171,27 @@ def main() -> int:
             minio_proc, uri, storage_env = upload_to_minio(artifact, work)
             env.update({"KSTUDIO_MODEL_URI": uri, **storage_env})
         try:
-            walls, cpus, phases = [], [], []
+            walls, cpus, phases, stops = [], [], [], []
             for run in range(1, args.runs + 1):
                 # A pod starts with an empty model directory: every run downloads again.
                 for cached in (work / "model-cache").glob("*"):
                     cached.unlink()
-                wall, cpu, log = start_once(image, env, work, run)
+                wall, cpu, log, stop = start_once(image, env, work, run)
                 walls.append(wall)
                 cpus.append(cpu)
+                if stop is not None:
+                    stops.append(stop)
                 found = PHASES.search(log)
                 if found:
                     phases.append(tuple(float(g) for g in found.groups()))
                 print(
                     f"run {run}: exec -> Ready {wall:.2f} s (CPU {cpu:.2f} s)"
                     + (f"; model {found.group(1)} s" if found else "")
+                    + (
+                        f"; SIGTERM -> not ready {stop[0] * 1000:.0f} ms, exit {stop[1]:.2f} s"
+                        if stop
+                        else ""
+                    )
                     + f"; load average {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
@@ -169,6 +205,12 @@ def main() -> int:
         f"of {len(walls)} runs (min {min(walls):.2f}, max {max(walls):.2f}); "
         f"CPU median {statistics.median(cpus):.2f} s"
     )
+    if stops:
+        not_ready, exits = [s[0] * 1000 for s in stops], [s[1] for s in stops]
+        print(
+            f"drain of {args.drain:g} s: SIGTERM -> /readyz 503 median {statistics.median(not_ready):.0f} ms "
+            f"(max {max(not_ready):.0f}); SIGTERM -> exit median {statistics.median(exits):.2f} s"
+        )
     if phases:
         med = [statistics.median(p[i] for p in phases) for i in range(4)]
         print(

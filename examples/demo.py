@@ -9,6 +9,12 @@ Endpoint penguins-default) → score through the Service (RRS /score and OIP V2,
 Endpoint ep2 → retrain on all three seasons → penguins-2 → patch ep2 to penguins-2 (rolling, zero downtime)
 → the default endpoint and ep2 answer from different models → roll ep2 back → `kubectl get kstudio`.
 
+The console (`kstudio console`, read-only) starts next to the operator and its URL on this machine is
+printed at once, so the whole story can be watched in a browser as it happens: run history, reports,
+promotions, rollouts, the Test form. It runs inside the cluster's network namespace (so its Test form
+reaches the endpoints' Services, as from a pod) while it listens on this machine's loopback (a socket
+opened here and handed to it), and it keeps running after the demo until `make cluster-down`.
+
 The operator is stopped at the end; the objects and scorer pods stay, and the last lines say how to use
 kubectl and curl against them. Needs a running cluster (`make cluster-up`, which `make demo` runs first).
 """
@@ -16,8 +22,11 @@ kubectl and curl against them. Needs a running cluster (`make cluster-up`, which
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
 KSTUDIO_DEV = REPO / ".venv" / "bin" / "kstudio-dev"  # dev tools: the example datasets
 NAMESPACE = "kstudio-demo"
+CONSOLE_PORT = 8090  # on 127.0.0.1; another free port when it is taken
 
 
 RRS = {
@@ -212,6 +222,88 @@ def lifecycle(kubectl: Kubectl, netns_name: str, log: Path) -> None:
     print(kubectl("-n", NAMESPACE, "get", "kstudio"), end="")
 
 
+def _stop_earlier_console(pidfile: Path) -> None:
+    """The console an earlier demo left running (only that process: its pid and command line match)."""
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if b"console" not in cmdline or not any(part.endswith(b"kstudio") for part in cmdline):
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.1)
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", CONSOLE_PORT))
+    except OSError:
+        sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def start_console(layout: ClusterLayout, minio: dict[str, str]) -> str:
+    """`kstudio console -n kstudio-demo` inside the cluster's network namespace, serving on a socket of
+    this machine's loopback; its URL once it has read the cluster."""
+    from kstudio_localcluster.layout import API_PORT
+
+    pidfile = layout.root / "demo-console.pid"
+    _stop_earlier_console(pidfile)
+    # Inside the namespace the API server is at its own port, not at this machine's forward.
+    config = yaml.safe_load(layout.kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{API_PORT}"
+    kubeconfig = layout.root / "demo-console.kubeconfig"
+    kubeconfig.touch(mode=0o600)
+    kubeconfig.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSTUDIO_")}
+    env.update(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "KSTUDIO_S3_ENDPOINT": minio["podEndpoint"],
+            "KSTUDIO_S3_ACCESS_KEY": minio["accessKey"],
+            "KSTUDIO_S3_SECRET_KEY": minio["secretKey"],
+        }
+    )
+    sock = _listening_socket()
+    fd = sock.fileno()
+    log_path = layout.root / "demo-console.log"
+    with log_path.open("ab") as log:
+        console = subprocess.Popen(
+            ["ip", "netns", "exec", layout.netns, str(KSTUDIO), "console", "-n", NAMESPACE, "--fd", str(fd)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            pass_fds=(fd,),
+            start_new_session=True,  # outlives the demo; `make cluster-down` stops it with the namespace
+        )
+    port = int(sock.getsockname()[1])
+    sock.close()
+    pidfile.write_text(str(console.pid))
+
+    def ready() -> bool:
+        if console.poll() is not None:
+            raise SystemExit(f"the console exited ({console.returncode}); log: {log_path}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    wait("console ready", ready, 120, log_path)
+    return f"http://127.0.0.1:{port}/ns/{NAMESPACE}/"
+
+
 def main() -> int:
     layout = ClusterLayout()
     if not layout.kubeconfig.exists() or not layout.minio_json.exists():
@@ -291,6 +383,9 @@ def main() -> int:
             [str(KSTUDIO), "operator", "--namespace", NAMESPACE], env=operator_env, stdout=log, stderr=log
         )
     print(f"pid {operator.pid}, log {log_path}")
+    step("start the console (read-only)")
+    console_url = start_console(layout, minio)
+    print(f"   open {console_url} in a browser on this machine")
     try:
         step("clean up what an earlier demo left")
         for kinds in ("webservices,endpoints.kstudio.io", "experiments", "trainedmodels"):
@@ -309,9 +404,12 @@ operator stopped; the objects and the scorer pods stay in namespace {NAMESPACE}.
   .venv/bin/kstudio operator -n {NAMESPACE}    # the operator again (patch ep2, retrain, ...)
   KEY=$(kubectl -n {NAMESPACE} get secret ep2-keys -o jsonpath='{{.data.primaryKey}}' | base64 -d)
   IP=$(kubectl -n {NAMESPACE} get service ep2 -o jsonpath='{{.spec.clusterIP}}')
-  ip netns exec kstudio curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+  ip netns exec {layout.netns} curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
       -d '{json.dumps(RRS)}' http://$IP/score
-  make cluster-down                                # stops everything""")
+  make cluster-down                                # stops everything (the console too)
+
+console (read-only, refreshes by itself): {console_url}
+  log {layout.root / "demo-console.log"}; its Test form takes the key printed by the KEY=... line above""")
     return 0
 
 

@@ -4,7 +4,7 @@
 #   bash hack/prereqs.sh <make target>
 #
 # Checks root, the Debian packages the local cluster runs (the list is kstudio_localcluster/hosttools.py's,
-# a unit test keeps them equal), Python 3.11, uv, Go >= 1.26 and free disk. As root it installs missing
+# a unit test keeps them equal), for `make test` Chromium (the console's browser tests), Python 3.11, uv, Go >= 1.26 and free disk. As root it installs missing
 # Debian packages (apt-get update + install) and uv; otherwise, or for what it cannot install, it stops at
 # once with one line naming the command to run. Silent when everything is there.
 set -euo pipefail
@@ -37,6 +37,9 @@ for entry in "${tools[@]}"; do
   if [[ "$prog" == /* ]]; then [ -x "$prog" ] && continue; else command -v "$prog" >/dev/null && continue; fi
   [[ " ${need[*]-} " == *" $pkg "* ]] || need+=("$pkg")
 done
+# `make test` also drives a real browser: Debian's Chromium, for the console's tests
+# (tests/operator/test_console_browser.py; Playwright's own browser download is not used).
+if [ "$target" = test ] && [ ! -x /usr/bin/chromium ]; then need+=(chromium fonts-liberation); fi
 python=python3.11
 command -v "$python" >/dev/null || need+=(python3.11)
 # uv comes from pip; Debian's python3.11 has no pip of its own.

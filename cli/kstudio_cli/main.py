@@ -22,10 +22,16 @@ def register(name: str, target: str, help_text: str) -> None:
 
 register("train", "kstudio_trainer.cli:main", "run one training run of an experiment snapshot")
 register("serve", "kstudio_scorer.cli:main", "serve a trained model (.ilearner) over HTTP")
+register("score-shard", "kstudio_scorer.shard_cli:main", "score one shard of a BatchJob (its Job's pods)")
 register("operator", "kstudio_operator.cli:main", "run the kopf operator")
 register("report", "kstudio_cli.report:report_main", "write a TrainedModel's evaluation report as HTML")
 register(
     "compare", "kstudio_cli.report:compare_main", "compare two TrainedModels: metrics, deltas, gate, curves"
+)
+register(
+    "console",
+    "kstudio_cli.console:console_main",
+    "the read-only web console (experiments, models, endpoints)",
 )
 register("crds", "kstudio_operator.crdgen:main", "generate crds/*.yaml from the resource models")
 

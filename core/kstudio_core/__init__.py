@@ -1,4 +1,4 @@
-"""The contracts that the operator, the trainer and the scorer share, and nothing else.
+"""The contracts that the operator, the trainer, the scorer and the console share, and nothing else.
 
 - `storage`: object storage (S3 API / MinIO), `s3://` URIs, streaming, clear errors.
 - `ilearner`: the `.ilearner` container (manifest model, streaming digest check, manifest-only reader);
@@ -12,7 +12,10 @@
 - `environment`: the environment of scorer and trainer pods as a typed table (the operator's builders
   write it, the pods' settings read the same names), and the one reading of a yes/no value and of an
   object-store endpoint.
-- `exitcodes`: exit codes and the termination log; `labels`: label and annotation keys, the API group.
+- `batch`: the BatchJob plan, shard results and manifest, their places under the output prefix, and the
+  rule that cuts the input into shards; `parquet_footer`: a Parquet file's row count without pyarrow.
+- `exitcodes`: exit codes and the termination log; `labels`: label and annotation keys, the API group,
+  version and plurals; `kubelogin`: the API server credentials (in-cluster or kubeconfig).
 
 Dependencies stay small (pydantic, minio): the operator imports this without scikit-learn or numpy.
 """

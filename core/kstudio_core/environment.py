@@ -2,10 +2,11 @@
 
 - `parse_flag` is the one reading of a yes/no setting (`Flag` for a pydantic field); `parse_endpoint` the
   one reading of an object-store address, with or without `http://` / `https://`.
-- `ScorerEnv` and `TrainerEnv` are the environment of scorer and trainer pods as a typed table. The
-  operator's builders fill one in and render it (`container_env`); the pods read the same names:
-  `kstudio serve` through `ScorerSettings` (pydantic-settings with prefix ENV_PREFIX, one field per
-  variable) and `StorageSettings.from_env`, `kstudio train` through `StorageSettings.from_env`. A variable
+- `ScorerEnv`, `TrainerEnv` and `ShardEnv` are the environment of scorer, trainer and BatchJob shard pods
+  as a typed table. The operator's builders fill one in and render it (`container_env`); the pods read the
+  same names: `kstudio serve` through `ScorerSettings` (pydantic-settings with prefix ENV_PREFIX, one field
+  per variable) and `StorageSettings.from_env`, `kstudio train` through `StorageSettings.from_env`,
+  `kstudio score-shard` through `ShardSettings`. A variable
   is named `env_name(field)`, ENV_PREFIX + the field name in capitals, on both sides: a name is written
   nowhere but as a field here.
 """
@@ -238,3 +239,17 @@ class ScorerEnv(PodEnv):
     shutdown_grace_seconds: int
     model_dir: str
     jobs_work_dir: str
+
+
+class ShardEnv(PodEnv):
+    """What `kstudio score-shard` is told by the operator (one pod of a BatchJob's Indexed Job). The job
+    itself (inputs, output, shard count, threshold) is in the plan document at `batch_plan_uri`; the
+    pod's index is JOB_COMPLETION_INDEX, set by the Job controller (kstudio_core.batch)."""
+
+    batch_plan_uri: str
+    model_uri: str
+    model_sha256: str = Field(pattern=SHA256_HEX)
+    storage: StorageEnv
+    model_dir: str
+    max_model_bytes: int
+    pod_name: FieldRef

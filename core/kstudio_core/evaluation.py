@@ -231,6 +231,9 @@ class EvaluationReport(_Model):
     regression: Regression | None = None
     importance: PermutationImportance | None = None
     sweep: SweepTable | None = None
+    snapshot: dict[str, Any] | None = Field(
+        default=None, description="the experiment spec the run trained (what `kstudio train --snapshot` read)"
+    )
     figures: list[Figure] = Field(default_factory=list, max_length=32)
     notes: list[str] = Field(default_factory=list, max_length=32, description="what is missing and why")
 

@@ -6,6 +6,15 @@ from __future__ import annotations
 from typing import Final
 
 API_GROUP: Final = "kstudio.io"
+API_VERSION: Final = "v1alpha1"
+GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
+
+# Plurals of the five kinds, as in API paths (the operator, its kopf registrations, the console's watches).
+EXPERIMENTS: Final = "experiments"
+TRAINED_MODELS: Final = "trainedmodels"
+WEB_SERVICES: Final = "webservices"
+ENDPOINTS: Final = "endpoints"
+BATCH_JOBS: Final = "batchjobs"
 
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
@@ -18,6 +27,7 @@ LABEL_EXPERIMENT: Final = f"{API_GROUP}/experiment"
 LABEL_RUN: Final = f"{API_GROUP}/run"
 LABEL_WEB_SERVICE: Final = f"{API_GROUP}/webservice"
 LABEL_ENDPOINT: Final = f"{API_GROUP}/endpoint"
+LABEL_BATCH_JOB: Final = f"{API_GROUP}/batchjob"
 
 # Requests a person sets on an object:
 # the "Run" button: set or change it on an Experiment to start a run;

@@ -13,7 +13,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +21,19 @@ from typing import Any, Final
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ComposeSource
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import MIN_PART_SIZE
 from pydantic import BaseModel, ConfigDict, Field
 
 from kstudio_core.environment import StorageEnv, env_name
 
 _CHUNK = 1024 * 1024
+# The S3 rule every multipart upload and server-side compose obeys: each part but the last is at least
+# this big (5 MiB).
+MIN_PART_BYTES: Final = MIN_PART_SIZE
+# Part size of streamed uploads (put_stream): the memory one upload holds.
+STREAM_PART_BYTES: Final = 8 * 1024 * 1024
 # Keys as variables serve processes outside a pod (tests, a workstation); pods read the mounted Secret.
 ACCESS_KEY_VARIABLE: Final = env_name("s3_access_key")
 SECRET_KEY_VARIABLE: Final = env_name("s3_secret_key")
@@ -341,10 +348,24 @@ class ObjectStore:
 
     def open_stream(self, uri: S3Uri | str) -> io.BufferedReader:
         """A buffered, file-like stream over the object (use as a context manager; closing releases it)."""
+        return self.open_range(uri, 0)
+
+    def open_range(
+        self, uri: S3Uri | str, offset: int, length: int | None = None, buffer_size: int = _CHUNK
+    ) -> io.BufferedReader:
+        """A stream over `length` bytes of the object from `offset` (to its end when `length` is None): one
+        ranged GET. Closing it early drops the connection rather than reading the rest."""
         u = _uri(uri)
         with self._errors("reading", u):
-            response = self._client.get_object(u.bucket, u.key)
-        return io.BufferedReader(_ObjectReader(response, u), buffer_size=_CHUNK)
+            response = self._client.get_object(u.bucket, u.key, offset=offset, length=length or 0)
+        return io.BufferedReader(_ObjectReader(response, u), buffer_size=buffer_size)
+
+    def read_range(self, uri: S3Uri | str, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (fewer at the object's end), in memory: for small reads only."""
+        if length <= 0:
+            return b""
+        with self.open_range(uri, offset, length) as stream:
+            return bytes(stream.read(length))
 
     def download(self, uri: S3Uri | str, path: str | os.PathLike[str]) -> str:
         """Stream the object to `path` (atomically: a temp file renamed into place); returns its sha256."""
@@ -370,8 +391,184 @@ class ObjectStore:
             self._client.remove_object(u.bucket, u.key)
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        return [info.uri.key for info in self.list_objects(bucket, prefix)]
+
+    def list_objects(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under `prefix`, sorted by key, with its size (BucketNotFoundError if no bucket)."""
         with self._errors("listing", f"s3://{bucket}/{prefix}"):
-            return [o.object_name for o in self._client.list_objects(bucket, prefix=prefix, recursive=True)]
+            found = [
+                ObjectInfo(S3Uri(bucket, str(o.object_name)), int(o.size or 0), str(o.etag or ""), None)
+                for o in self._client.list_objects(bucket, prefix=prefix, recursive=True)
+                if not o.is_dir
+            ]
+        return sorted(found, key=lambda info: info.uri.key)
+
+    def put_stream(
+        self,
+        stream: Any,
+        uri: S3Uri | str,
+        content_type: str | None = None,
+        part_size: int = STREAM_PART_BYTES,
+    ) -> None:
+        """Upload a readable stream of unknown length, `part_size` bytes at a time (the memory it holds).
+
+        Atomic like any S3 upload: the object appears whole when the stream ends, and if reading the stream
+        raises, the multipart upload is aborted and nothing appears (an existing object stays as it was).
+        """
+        u = _uri(uri)
+        with self._errors("writing", u):
+            self._client.put_object(
+                u.bucket,
+                u.key,
+                stream,
+                length=-1,
+                part_size=max(part_size, MIN_PART_BYTES),
+                content_type=content_type or _content_type(u.key),
+                num_parallel_uploads=1,
+            )
+
+    def concatenate(
+        self, pieces: Sequence[Piece], target: S3Uri | str, scratch: Iterator[str], content_type: str
+    ) -> int:
+        """Write `target` as the pieces one after the other; returns its size.
+
+        Server-side: the store copies the bytes (S3 multipart copy, what MinIO's compose does), nothing
+        passes through this process, except where S3 forbids it: every part of a multipart upload but the
+        last must be at least 5 MiB, so pieces smaller than that are first gathered into bundles of at
+        least 5 MiB (read here, at most 10 MiB at a time, written to the `scratch` keys and removed at the
+        end). Pieces of 5 MiB and more are never read. See `plan_concatenation`.
+        """
+        t = _uri(target)
+        plan = plan_concatenation([p.length for p in pieces], MIN_PART_BYTES)
+        if not plan:
+            self.put_bytes(b"", t, content_type)
+            return 0
+        if len(plan) == 1 and isinstance(plan[0], Bundle):
+            data = self._gather(pieces, plan[0])
+            self.put_bytes(data, t, content_type)
+            return len(data)
+        sources: list[ComposeSource] = []
+        written: list[S3Uri] = []
+        try:
+            for segment in plan:
+                if isinstance(segment, Copy):
+                    piece = pieces[segment.piece]
+                    offset = piece.offset + segment.skip
+                    sources.append(
+                        ComposeSource(piece.uri.bucket, piece.uri.key, offset=offset, length=segment.length)
+                    )
+                else:
+                    bundle = _uri(next(scratch))
+                    self.put_bytes(self._gather(pieces, segment), bundle)
+                    written.append(bundle)
+                    sources.append(ComposeSource(bundle.bucket, bundle.key))
+            with self._errors("composing", t):
+                self._client.compose_object(t.bucket, t.key, sources, metadata={"Content-Type": content_type})
+        finally:
+            for bundle in written:
+                self.remove(bundle)
+        return sum(p.length for p in pieces)
+
+    def _gather(self, pieces: Sequence[Piece], bundle: Bundle) -> bytes:
+        out = bytearray()
+        for segment in bundle.segments:
+            piece = pieces[segment.piece]
+            out += self.read_range(piece.uri, piece.offset + segment.skip, segment.length)
+        return bytes(out)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes [offset, offset + length) of an object, one piece of a concatenation."""
+
+    uri: S3Uri
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Copy:
+    """`length` bytes of piece number `piece`, from `skip` bytes into it, copied by the store."""
+
+    piece: int
+    skip: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Pieces (or their heads) read and rewritten as one object, because S3 cannot copy them as parts."""
+
+    segments: tuple[Copy, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(s.length for s in self.segments)
+
+
+def plan_concatenation(lengths: Sequence[int], min_part: int) -> list[Copy | Bundle]:
+    """The parts of a multipart copy that concatenates pieces of these lengths: every part but the last is
+    at least `min_part` bytes. Pieces of `min_part` or more are copied as they are; smaller ones are
+    gathered into bundles that close once they reach `min_part`. A bundle that a large piece follows
+    while still short takes just enough of that piece's head (or all of it, when what would remain is
+    short too), so the bytes read stay below 2 * min_part per bundle."""
+    plan: list[Copy | Bundle] = []
+    bundle: list[Copy] = []
+
+    def size() -> int:
+        return sum(s.length for s in bundle)
+
+    def close() -> None:
+        if bundle:
+            plan.append(Bundle(tuple(bundle)))
+            bundle.clear()
+
+    for number, length in enumerate(lengths):
+        if length <= 0:
+            continue
+        if not bundle and length >= min_part:
+            plan.append(Copy(number, 0, length))
+        elif length >= min_part:
+            need = max(min_part - size(), 0)
+            if need and length - need >= min_part:
+                bundle.append(Copy(number, 0, need))
+                close()
+                plan.append(Copy(number, need, length - need))
+            elif need:
+                bundle.append(Copy(number, 0, length))
+                close()
+            else:
+                close()
+                plan.append(Copy(number, 0, length))
+        else:
+            bundle.append(Copy(number, 0, length))
+            if size() >= min_part:
+                close()
+    close()
+    return plan
+
+
+class ChunkStream(io.RawIOBase):
+    """A readable stream over an iterable of byte strings (e.g. a generator of rewritten lines), for
+    put_stream. An exception raised by the iterable reaches the reader, which aborts the upload."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def _uri(uri: S3Uri | str) -> S3Uri:

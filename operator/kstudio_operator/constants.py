@@ -21,8 +21,14 @@ from kstudio_core.labels import (
     ANNOTATION_TRAFFIC,
     ANNOTATION_TRIGGER,
     API_GROUP,
+    API_VERSION,
     APP_NAME,
+    BATCH_JOBS,
+    ENDPOINTS,
+    EXPERIMENTS,
     FINALIZER,
+    GROUP_VERSION,
+    LABEL_BATCH_JOB,
     LABEL_COMPONENT,
     LABEL_ENDPOINT,
     LABEL_EXPERIMENT,
@@ -32,6 +38,8 @@ from kstudio_core.labels import (
     LABEL_RUN,
     LABEL_WEB_SERVICE,
     MANAGED_BY,
+    TRAINED_MODELS,
+    WEB_SERVICES,
 )
 
 __all__ = [
@@ -48,11 +56,17 @@ __all__ = [
     "ANNOTATION_TRAFFIC",
     "ANNOTATION_TRIGGER",
     "API_GROUP",
+    "API_VERSION",
     "APP_NAME",
+    "BATCH_JOBS",
+    "ENDPOINTS",
     "EXIT_INFRASTRUCTURE_ERROR",
     "EXIT_INPUT_ERROR",
     "EXIT_KILLED",
+    "EXPERIMENTS",
     "FINALIZER",
+    "GROUP_VERSION",
+    "LABEL_BATCH_JOB",
     "LABEL_COMPONENT",
     "LABEL_ENDPOINT",
     "LABEL_EXPERIMENT",
@@ -63,17 +77,11 @@ __all__ = [
     "LABEL_WEB_SERVICE",
     "MANAGED_BY",
     "TERMINATION_LOG",
+    "TRAINED_MODELS",
+    "WEB_SERVICES",
 ]
 
-API_VERSION: Final = "v1alpha1"
-GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
 CATEGORY: Final = "kstudio"
-
-# Plurals, as used in API paths and by kopf.
-EXPERIMENTS: Final = "experiments"
-TRAINED_MODELS: Final = "trainedmodels"
-WEB_SERVICES: Final = "webservices"
-ENDPOINTS: Final = "endpoints"
 
 # Where kopf keeps its progress on our objects.
 PROGRESS_PREFIX: Final = f"operator.{API_GROUP}"
@@ -84,3 +92,9 @@ SNAPSHOT_MOUNT: Final = "/var/run/kstudio/snapshot"
 S3_CREDENTIALS_MOUNT: Final = "/var/run/secrets/kstudio/s3"
 
 RUNTIME_UID: Final = 65532
+
+# Written by the operator on a BatchJob's Job: what it planned (model, inputs, shards), so that a restarted
+# operator rebuilds the status from the Job.
+ANNOTATION_BATCH_PLAN: Final = f"{API_GROUP}/batch-plan"
+# Set by the Job controller on the pods of an Indexed Job: the pod's shard.
+ANNOTATION_COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"

@@ -235,3 +235,79 @@ def values(index: Mapping[Any, Any] | None, key: Any) -> list[Any]:
     if index is None or key not in index:
         return []
     return list(index[key])
+
+
+# --- BatchJobs ------------------------------------------------------------------------------------------
+def batch_jobs_by_model(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, "TrainedModel/<name>" or "Endpoint/<name>") → BatchJobs waiting for it to be Ready:
+    those that have not recorded their model yet."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if status.get("modelDigest") or status.get("phase") in ("Succeeded", "Failed"):
+        return {}
+    if spec.get("model"):
+        return {(namespace, f"TrainedModel/{spec['model']}"): name}
+    if spec.get("endpoint"):
+        return {(namespace, f"Endpoint/{spec['endpoint']}"): name}
+    return {}
+
+
+def batch_job_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, batch job) → its Indexed Job: the plan it was made for, its progress by index."""
+    batch_job = labels.get(c.LABEL_BATCH_JOB)
+    if not batch_job:
+        return {}
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    entry = {
+        "metadata": {
+            "name": meta.get("name"),
+            "annotations": _pick(annotations, c.ANNOTATION_BATCH_PLAN),
+            "ownerReferences": [{"uid": ref.get("uid")} for ref in meta.get("ownerReferences") or []],
+        },
+        "spec": _pick(body.get("spec") or {}, "completions", "parallelism"),
+        "status": _pick(
+            body.get("status") or {},
+            "conditions",
+            "active",
+            "ready",
+            "failed",
+            "succeeded",
+            "completedIndexes",
+            "failedIndexes",
+            "startTime",
+            "completionTime",
+        ),
+    }
+    return {(namespace, batch_job): entry}
+
+
+def batch_job_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """(namespace, batch job) → its shard pods: index, phase, and how the shard container ended."""
+    batch_job = labels.get(c.LABEL_BATCH_JOB)
+    if not batch_job:
+        return {}
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    index = str(
+        (meta.get("annotations") or {}).get(c.ANNOTATION_COMPLETION_INDEX)
+        or labels.get(c.ANNOTATION_COMPLETION_INDEX)
+        or ""
+    )
+    entry: dict[str, Any] = {
+        "name": meta.get("name"),
+        "index": int(index) if index.isdigit() else None,
+        "phase": status.get("phase"),
+        "created": meta.get("creationTimestamp"),
+    }
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            entry |= {
+                "exitCode": term.get("exitCode"),
+                "reason": term.get("reason"),
+                "message": term.get("message"),
+            }
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):  # why a shard does not start (a missing Secret, an image it cannot pull)
+            entry["waiting"] = f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+    return {(namespace, batch_job): entry}

@@ -13,16 +13,15 @@ no API requests beyond the watches.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
+from kstudio_core.kubelogin import cluster_credentials
 from kstudio_operator import constants as c
 from kstudio_operator import indexes, kopf_scale, metrics
-from kstudio_operator.handlers import experiment, serving, trainedmodel
+from kstudio_operator.handlers import batchjob, experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
 from kstudio_operator.runtime import Key, Reconcile, Runtime, runtime, start_workers, stop_workers
 from kstudio_operator.settings import OperatorConfig
@@ -33,22 +32,15 @@ EXPERIMENTS = (c.API_GROUP, c.API_VERSION, c.EXPERIMENTS)
 TRAINED_MODELS = (c.API_GROUP, c.API_VERSION, c.TRAINED_MODELS)
 WEB_SERVICES = (c.API_GROUP, c.API_VERSION, c.WEB_SERVICES)
 ENDPOINTS = (c.API_GROUP, c.API_VERSION, c.ENDPOINTS)
+BATCH_JOBS = (c.API_GROUP, c.API_VERSION, c.BATCH_JOBS)
+BATCH_LABELS = {c.LABEL_BATCH_JOB: kopf.PRESENT}
 RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
 SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
 
 
 def credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else $KUBECONFIG as it is now (not as it was at import time)."""
-    info = kopf.login_with_service_account(settings=settings)
-    if info is None:
-        return kopf.login_with_kubeconfig(settings=settings)
-    # kopf dials https://kubernetes.default.svc, which needs cluster DNS; like client-go's in-cluster config,
-    # use the API service's address from the environment the kubelet sets (works without DNS).
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if host and port:
-        host = f"[{host}]" if ":" in host else host
-        info = dataclasses.replace(info, server=f"https://{host}:{port}")
-    return info
+    return cluster_credentials(settings)
 
 
 @kopf.on.login()
@@ -131,6 +123,9 @@ INDEXES: dict[str, tuple[tuple[str, ...], Callable[..., dict[Any, Any]], dict[st
     "endpoint_deployments": (("apps", "v1", "deployments"), indexes.endpoint_deployments, SCORER_LABELS),
     "endpoint_pods": (("", "v1", "pods"), indexes.endpoint_pods, SCORER_LABELS),
     "endpoint_services": (("", "v1", "services"), indexes.endpoint_services, SCORER_LABELS),
+    "batch_jobs_by_model": (BATCH_JOBS, indexes.batch_jobs_by_model, {}),
+    "batch_job_jobs": (("batch", "v1", "jobs"), indexes.batch_job_jobs, BATCH_LABELS),
+    "batch_job_pods": (("", "v1", "pods"), indexes.batch_job_pods, BATCH_LABELS),
 }
 for _id, (_resource, _fn, _labels) in INDEXES.items():
     kopf.index(*_resource, id=_id, labels=_labels or None)(_inline(_fn))
@@ -255,12 +250,26 @@ async def scorer_changed(
     **_: Any,
 ) -> None:
     """Its Endpoint, when what the Endpoint reads of this child (the index entry) changed."""
-    rt = runtime(memo)
+    owner: Key = ("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT]))
+    _child_changed(runtime(memo), SCORER_VIEWS, owner, namespace, name, labels, body, type)
+
+
+def _child_changed(
+    rt: Runtime,
+    views: dict[str, Callable[..., dict[Any, Any]]],
+    owner: Key,
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    type: str | None,
+) -> None:
+    """Wake `owner` when what it reads of this child (its index entry, by the child's kind) changed."""
     kind = str(body.get("kind"))
-    index = SCORER_VIEWS.get(kind)  # a body without its kind: wake, as for any change
+    index = views.get(kind)  # a body without its kind: wake, as for any change
     view = list(index(namespace=namespace, name=name, labels=labels, body=body).values()) if index else None
     if index is None or rt.view_changed((kind, str(namespace), str(name)), view, deleted=type == "DELETED"):
-        rt.wake(("Endpoint", str(namespace), str(labels[c.LABEL_ENDPOINT])))
+        rt.wake(owner)
 
 
 @kopf.on.event(*WEB_SERVICES)
@@ -281,12 +290,54 @@ async def model_user_changed(
         rt.wake(("TrainedModel", str(namespace), model))
 
 
+@kopf.on.event(*BATCH_JOBS)
+async def batch_job_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    runtime(memo).object_changed(("BatchJob", str(namespace), str(name)), body, type)
+
+
+# What a BatchJob reads of its Job and its shard pods.
+SHARD_VIEWS: dict[str, Callable[..., dict[Any, Any]]] = {
+    "Job": indexes.batch_job_jobs,
+    "Pod": indexes.batch_job_pods,
+}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=BATCH_LABELS)
+@kopf.on.event("", "v1", "pods", labels=BATCH_LABELS)
+async def batch_shards_changed(
+    namespace: str | None,
+    name: str | None,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    type: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Its BatchJob, when what it reads of this Job or pod (the index entry) changed."""
+    owner: Key = ("BatchJob", str(namespace), str(labels[c.LABEL_BATCH_JOB]))
+    _child_changed(runtime(memo), SHARD_VIEWS, owner, namespace, name, labels, body, type)
+
+
+@kopf.on.event(*TRAINED_MODELS)
+@kopf.on.event(*ENDPOINTS)
+async def batch_model_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """BatchJobs waiting for this TrainedModel or Endpoint to be Ready."""
+    rt = runtime(memo)
+    for batch_job in indexes.values(kwargs["batch_jobs_by_model"], (namespace, f"{body.get('kind')}/{name}")):
+        rt.wake(("BatchJob", str(namespace), str(batch_job)))
+
+
 # --- reconciles: the workers of each kind call these (runtime.py); deletion stays with kopf's finalizer ---
 RECONCILERS: dict[str, Reconcile] = {
     "Experiment": experiment.reconcile_experiment,
     "TrainedModel": trainedmodel.reconcile_trained_model,
     "WebService": serving.reconcile_web_service,
     "Endpoint": serving.reconcile_endpoint,
+    "BatchJob": batchjob.reconcile_batch_job,
 }
 kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
 kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmodel.delete_trained_model)

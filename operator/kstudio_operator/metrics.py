@@ -60,7 +60,7 @@ ENDPOINT_ROLLOUTS = Gauge(
 ROLLOUT_PHASES = {"rolling_out": "RollingOut", "stalled": "Stalled"}
 
 
-KINDS = ("Experiment", "TrainedModel", "WebService", "Endpoint")
+KINDS = ("Experiment", "TrainedModel", "WebService", "Endpoint", "BatchJob")
 
 
 def track(

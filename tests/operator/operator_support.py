@@ -1,18 +1,22 @@
-"""Helpers of the operator tier: the operator as a real process, kubectl JSON reads, polling."""
+"""Helpers of the operator tier: kubectl JSON reads, polling, manifests; the operator as a real process is
+fixtures/operator_process.py's."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fixtures.local_cluster import wait_until as wait_until  # re-exported for the operator tests
+from fixtures.operator_process import KSTUDIO as KSTUDIO
+from fixtures.operator_process import OperatorProcess as OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
-KSTUDIO = REPO / ".venv" / "bin" / "kstudio"
 
 
 class Kubectl:
@@ -61,55 +65,21 @@ class Kubectl:
                 )
 
 
+# For negative checks: the loops look again every 2 s instead of every 300 s, so "two more reconciles"
+# (reconciled_again) comes quickly and proves at least one full reconcile saw the state under test.
+QUICK_RESYNC = pytest.mark.operator_env(KSTUDIO_RESYNC_SECONDS="2")
+
+
+def reconciled_again(operator: OperatorProcess, kind: str, times: int = 1) -> Callable[[], bool]:
+    """A probe for wait_until: true once the operator has finished `times` more successful reconciles of
+    `kind` than now (its metrics). A negative check ("nothing more happens") waits for this trigger (a
+    resync, a restart's first reconcile, a touched object) rather than for a fixed sleep."""
+    start = operator.outcomes()[(kind, "ok")]
+    return lambda: operator.outcomes()[(kind, "ok")] >= start + times
+
+
 def condition(obj_status: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in obj_status.get("conditions") or [] if c.get("type") == type_), None)
-
-
-class OperatorProcess:
-    """`kstudio operator -n <namespace>` as a child process, stoppable and killable like in production."""
-
-    def __init__(self, env: dict[str, str], namespace: str, log_path: Path, *args: str) -> None:
-        self.env = env
-        self.namespace = namespace
-        self.log_path = log_path
-        self.args = args  # more `kstudio operator` arguments (e.g. --leader-election)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "operator already running"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(KSTUDIO), "operator", "--namespace", self.namespace, *self.args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        log.close()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Graceful stop (SIGTERM), as a rolling update of the operator Deployment would do."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL: the operator dies mid-whatever, as on a node failure or OOM."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def operator_env(cluster: Any) -> dict[str, str]:
@@ -126,16 +96,24 @@ def operator_env(cluster: Any) -> dict[str, str]:
     return env
 
 
-def trained_model_manifest(name: str, spec: dict[str, Any]) -> str:
-    """A TrainedModel made by hand (an import), as JSON for `kubectl apply -f -`."""
+def manifest(kind: str, name: str, spec: dict[str, Any]) -> str:
+    """A kstudio.io object (TrainedModel, WebService, Endpoint, ...) as JSON for `kubectl apply -f -`."""
     return json.dumps(
-        {
-            "apiVersion": "kstudio.io/v1alpha1",
-            "kind": "TrainedModel",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
+        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
     )
+
+
+def trained_model_manifest(name: str, spec: dict[str, Any]) -> str:
+    """A TrainedModel made by hand (an import)."""
+    return manifest("TrainedModel", name, spec)
+
+
+def import_model(kube: Kubectl, store: Any, namespace: str, path: Path, sha: str, name: str) -> None:
+    """Upload the artifact at `path` where imports go (`store`: the example_data fixture) and apply a
+    TrainedModel `name` naming it, as a user importing a model would."""
+    uri = f"s3://models/{namespace}/imports/{name}.ilearner"
+    store.upload(path, uri)
+    assert kube.apply(trained_model_manifest(name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
 
 
 def experiment_manifest(name: str = "penguins", **spec_overrides: Any) -> str:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
 from kstudio_localcluster import netns
@@ -62,6 +64,31 @@ while not stop.is_set():
 print(json.dumps({"ok": ok, "failed": failed, "errors": errors[:20], "seconds": time.monotonic() - t0,
                   "answers": answers}))
 """
+
+
+def build_model_with_schema(path: Path, schema: dict[str, str]) -> str:
+    """A small real .ilearner over `schema` (column -> "number" or "string"): scaled numbers, one-hot text."""
+    rng = np.random.default_rng(1)
+    numbers = [c for c, kind in schema.items() if kind == "number"]
+    texts = [c for c, kind in schema.items() if kind == "string"]
+    frame = pd.DataFrame(
+        {c: rng.normal(size=80) for c in numbers} | {c: rng.choice(["a", "b"], 80) for c in texts}
+    )
+    y = (frame[numbers[0]] > 0).astype(int)
+    pipeline = make_pipeline(
+        make_column_transformer(
+            (StandardScaler(), numbers), (OneHotEncoder(handle_unknown="ignore"), texts), remainder="drop"
+        ),
+        LogisticRegression(),
+    ).fit(frame, y)
+    manifest = IlearnerManifest(
+        task="classification",
+        label="y",
+        inputSchema=[ColumnSpec(name=c, type=kind) for c, kind in schema.items()],  # type: ignore[arg-type]
+        classes=[0, 1],
+        metrics={"accuracy": 0.9},
+    )
+    return write_ilearner(path, pipeline, manifest).sha256
 
 
 def build_model(path: Path, flip: bool, second: str = "x2") -> str:

@@ -15,6 +15,7 @@ import yaml
 from operator_support import REPO, Kubectl, experiment_manifest, wait_until
 from test_experiment_runs import run_done
 
+from fixtures.operator_process import allowed_patterns, fail_on, operator_problems, reconcile_outcomes
 from kstudio_localcluster import netns
 
 pytestmark = pytest.mark.cluster
@@ -63,7 +64,12 @@ def chart_values(namespace: str, pod_endpoint: str) -> list[str]:
 
 
 def test_chart_lints_renders_installs_and_trains_in_cluster(
-    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path, helm_binary: Path
+    kube: Kubectl,
+    local_cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    helm_binary: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     helm = Helm(local_cluster, helm_binary, tmp_path / "helm")
     assert helm("version", "--short").stdout.startswith("v4.3.1")
@@ -162,6 +168,16 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         assert sum(v for k, v in requests.items() if 'verb="POST"' in k) >= 1  # by resource: Job, Secret, ...
         assert scraped['kstudio_operator_loops{kind="Endpoint"}'] == 1
         assert 'kstudio_operator_endpoint_rollouts{state="stalled"}' in scraped
+        # Checked like every operator of the suite (fixtures/operator_process.py), from what an admin sees
+        # of each replica: its pod's restarts, its log, its metrics.
+        problems = []
+        for pod in kube.items("pods", "app.kubernetes.io/component=operator"):
+            restarts = sum(int(s.get("restartCount") or 0) for s in pod["status"]["containerStatuses"])
+            exits = [f"restarted {restarts} times in its pod"] if restarts else []
+            outcomes = reconcile_outcomes(metrics_text(local_cluster, pod))
+            found = operator_problems(operator_log(kube, pod, -1), outcomes, exits, allowed_patterns(request))
+            problems += [f"{pod['metadata']['name']}: {p}" for p in found]
+        fail_on(problems, operator_log(kube, leader, 80))
         kube.run("delete", "webservice", "svc", "--timeout=60s")
         kube.run("delete", "experiment", "penguins", "--timeout=60s")
         wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
@@ -179,9 +195,9 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         )
 
 
-def operator_log(kube: Kubectl, pod: dict[str, Any] | None = None) -> str:
+def operator_log(kube: Kubectl, pod: dict[str, Any] | None = None, lines: int = 400) -> str:
     which = f"pod/{pod['metadata']['name']}" if pod else "deployment/kstudio-operator"
-    return kube.run("logs", which, "--tail=400", check=False).stdout
+    return kube.run("logs", which, f"--tail={lines}", check=False).stdout
 
 
 def leader_pod(kube: Kubectl, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -190,12 +206,17 @@ def leader_pod(kube: Kubectl, pods: list[dict[str, Any]]) -> dict[str, Any] | No
     return next((p for p in pods if holder.startswith(p["metadata"]["name"] + "_")), None)
 
 
-def metrics_of(cluster: Any, pod: dict[str, Any]) -> dict[str, float]:
+def metrics_text(cluster: Any, pod: dict[str, Any]) -> str:
+    """The pod's /metrics page, as Prometheus scrapes it."""
     ip = pod["status"]["podIP"]
     code, text = netns.http_request(cluster.info.layout.netns, "GET", f"http://{ip}:9090/metrics")
     assert code == 200, text
+    return text
+
+
+def metrics_of(cluster: Any, pod: dict[str, Any]) -> dict[str, float]:
     return {
         line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
-        for line in text.splitlines()
+        for line in metrics_text(cluster, pod).splitlines()
         if line[:1] != "#"
     }

@@ -1,4 +1,5 @@
-"""The chart's ClusterRole is enough: the operator runs a whole training run with only that role."""
+"""The chart's ClusterRole is enough: the operator runs a whole training run with only that role, as its
+ServiceAccount; when that token is revoked and replaced, its client logs in again on the 401."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import yaml
 from operator_support import REPO, Kubectl, OperatorProcess, experiment_manifest, operator_env, wait_until
 from test_experiment_runs import run_done
+
+from fixtures.operator_process import allowed_patterns, fail_on
 
 pytestmark = pytest.mark.cluster
 
@@ -33,8 +36,8 @@ def render_rbac(namespace: str, suffix: str) -> list[dict[str, Any]]:
     return docs
 
 
-def test_operator_works_with_only_the_charts_rbac(
-    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path
+def test_operator_works_with_only_the_charts_rbac_and_logs_in_again_when_its_token_is_rotated(
+    kube: Kubectl, local_cluster: Any, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     suffix = namespace[-6:]
     docs = render_rbac(namespace, suffix)
@@ -50,13 +53,28 @@ def test_operator_works_with_only_the_charts_rbac(
     manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
     local_cluster.kubectl("apply", "-f", "-", input=manifest)
     proc = None
-    try:
-        token = local_cluster.kubectl("-n", namespace, "create", "token", "kstudio-operator").stdout.strip()
-        admin = json.loads(local_cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    admin = json.loads(local_cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+
+    def issue_token(holder: str) -> str:
+        """A token of the chart's ServiceAccount, valid while the Secret `holder` exists (so the test can
+        revoke it), written into the operator's kubeconfig as a rotation would."""
+        kube.run("create", "secret", "generic", holder)
+        token = kube.run(
+            "create",
+            "token",
+            "kstudio-operator",
+            "--bound-object-kind=Secret",
+            f"--bound-object-name={holder}",
+        ).stdout.strip()
         admin["users"] = [{"name": "operator", "user": {"token": token}}]
         admin["contexts"][0]["context"]["user"] = "operator"
-        kubeconfig = tmp_path / "operator.kubeconfig"
         kubeconfig.write_text(json.dumps(admin))
+        (tmp_path / f"{holder}.kubeconfig").write_text(json.dumps(admin))
+        return token
+
+    try:
+        issue_token("token-holder-1")
         env = operator_env(local_cluster) | {"KUBECONFIG": str(kubeconfig)}
         proc = OperatorProcess(env, namespace, tmp_path / "operator.log")
         proc.start()
@@ -85,6 +103,26 @@ def test_operator_works_with_only_the_charts_rbac(
             timeout=60,
         )
         kube.run("delete", "webservice", "svc", "--timeout=60s")
+
+        # The token is rotated: the old one is revoked, the kubeconfig holds a new one. The operator's
+        # client gets 401 on its next request and logs in again (kopf's watches too, on theirs).
+        issue_token("token-holder-2")
+        kube.run("delete", "secret", "token-holder-1")
+        old = f"--kubeconfig={tmp_path / 'token-holder-1.kubeconfig'}"
+        wait_until(
+            "the old token refused",
+            lambda: "Unauthorized" in kube.run("get", "experiments", old, check=False).stderr,
+            timeout=60,
+        )
+        typo = experiment_manifest(
+            "typo", algorithm={"name": "RandomForestClassifier", "params": {"n_estimatorz": 5}}
+        )
+        assert kube.apply(typo).returncode == 0
+        wait_until(
+            "typo Invalid (written with the new token)",
+            lambda: kube.status("experiment", "typo").get("phase") == "Invalid",
+            60,
+        )
         kube.run("delete", "experiment,trainedmodel", "--all", "--timeout=60s")
         assert "Forbidden" not in proc.log_tail(400), proc.log_tail(60)
     finally:
@@ -98,3 +136,4 @@ def test_operator_works_with_only_the_charts_rbac(
             "--ignore-not-found",
             check=False,
         )
+    fail_on(proc.problems(allowed_patterns(request)), proc.log_tail(80))

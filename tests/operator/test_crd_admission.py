@@ -28,6 +28,7 @@ def test_crds_install_with_short_names_and_the_kstudio_category(
         ("trainedmodels", "ktm"),
         ("webservices", "kws"),
         ("endpoints", "kep"),
+        ("batchjobs", "kbj"),
     ):
         line = next(line for line in out.splitlines() if line.startswith(plural))
         assert short in line.split() and "kstudio" in line, line

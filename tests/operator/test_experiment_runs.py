@@ -4,12 +4,20 @@ failures that say why and do not retry."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import REPO, Kubectl, OperatorProcess, condition, experiment_manifest, wait_until
+from operator_support import (
+    QUICK_RESYNC,
+    REPO,
+    Kubectl,
+    OperatorProcess,
+    condition,
+    experiment_manifest,
+    reconciled_again,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -29,6 +37,16 @@ def run_done(kube: Kubectl, number: int, name: str = "penguins") -> dict[str, An
     return None
 
 
+def job_failed_by_policy(kube: Kubectl, name: str) -> dict[str, Any] | None:
+    """The Job's Failed condition if its podFailurePolicy ended it (a terminal Job starts no more pods)."""
+    job = kube.get("job", name) or {}
+    failed = condition(job.get("status") or {}, "Failed")
+    return (
+        failed if failed and failed["status"] == "True" and failed["reason"] == "PodFailurePolicy" else None
+    )
+
+
+@QUICK_RESYNC
 def test_penguins_trains_a_ready_model_then_reruns_on_spec_change_and_annotation(
     kube: Kubectl, operator: OperatorProcess, example_data: Any, local_cluster: Any, tmp_path: Path
 ) -> None:
@@ -84,12 +102,16 @@ def test_penguins_trains_a_ready_model_then_reruns_on_spec_change_and_annotation
     reasons = [e["reason"] for e in kube.events("penguins")]
     assert reasons.count("RunStarted") == 3 and reasons.count("RunSucceeded") == 3, reasons
 
-    # The same token again starts nothing.
-    time.sleep(4)
+    # The same token again starts nothing: a change of the object (another annotation) that keeps the
+    # token is reconciled, and no fourth run follows.
+    again = reconciled_again(operator, "Experiment", 2)
+    kube.run("annotate", "--overwrite", "experiment", "penguins", "kstudio.io/run=click-1", "touched=again")
+    wait_until("the Experiment reconciled with the same token", again, timeout=30)
     assert len(runs(kube)) == 3
     assert len(kube.items("jobs", "kstudio.io/experiment=penguins")) == 3
 
 
+@QUICK_RESYNC
 def test_bad_dataset_column_fails_the_run_naming_the_column_without_retries(
     kube: Kubectl, operator: OperatorProcess
 ) -> None:
@@ -102,10 +124,12 @@ def test_bad_dataset_column_fails_the_run_naming_the_column_without_retries(
     ready = condition(kube.status("experiment", "badcol"), "Ready")
     assert ready is not None and ready["status"] == "False" and "flipper_len" in ready["message"]
     assert any(e["reason"] == "RunFailed" and "flipper_len" in e["message"] for e in kube.events("badcol"))
-    # Exit 2 fails the Job at once (podFailurePolicy): one pod, no retry storm, no new run.
-    time.sleep(4)
+    # Exit 2 fails the Job at once (podFailurePolicy, not after backoffLimit retries 10 s apart): the Job
+    # is over with its one pod, and the Experiment, reconciled again, starts no new run.
+    wait_until("the Job ended by its policy", lambda: job_failed_by_policy(kube, "badcol-run-1"), 30)
     pods = kube.items("pods", "kstudio.io/experiment=badcol")
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    wait_until("badcol reconciled twice more", reconciled_again(operator, "Experiment", 2), timeout=30)
     assert [r["run"] for r in runs(kube, "badcol")] == [1]
 
 
@@ -116,7 +140,7 @@ def test_a_run_killed_for_memory_fails_with_the_reason(kube: Kubectl, operator: 
     assert run["phase"] == "Failed"
     assert run["reason"] == "OOMKilled", run
     assert "48Mi" in run["message"] and "spec.resources.memory" in run["message"], run
-    time.sleep(3)
+    wait_until("the Job ended by its policy", lambda: job_failed_by_policy(kube, "tiny-run-1"), 30)
     assert len(kube.items("pods", "kstudio.io/experiment=tiny")) == 1
 
 

@@ -4,17 +4,25 @@ finishes it once (one Job, one TrainedModel, one Deployment, one rollout record)
 
 from __future__ import annotations
 
-import json
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, OperatorProcess, experiment_manifest, operator_env, wait_until
+from operator_support import (
+    Kubectl,
+    OperatorProcess,
+    experiment_manifest,
+    import_model,
+    manifest,
+    operator_env,
+    wait_until,
+)
 from serving_kit import build_model
 from test_experiment_runs import run_done, runs
+
+from fixtures.operator_process import allowed_patterns, fail_on
 
 pytestmark = pytest.mark.cluster
 
@@ -29,15 +37,11 @@ class Replica(OperatorProcess):
     """One replica: `kstudio operator --leader-election <ns>/kstudio-operator` with its own /metrics."""
 
     def __init__(self, env: dict[str, str], namespace: str, log_path: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        env = env | {"KSTUDIO_METRICS_PORT": str(self.port)}
-        super().__init__(env, namespace, log_path, "--leader-election", f"{namespace}/{LEASE}")
+        super().__init__(env, namespace, log_path, args=("--leader-election", f"{namespace}/{LEASE}"))
 
     def requests_sent(self) -> dict[str, float]:
         """API requests its client sent, by resource (the Lease's own included)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         sent: dict[str, float] = {}
         for line in text.splitlines():
@@ -59,8 +63,14 @@ def leading(kube: Kubectl, replicas: list[Replica]) -> Replica | None:
 
 @pytest.fixture
 def replicas(
-    local_cluster: Any, namespace: str, kube: Kubectl, tmp_path: Path, example_data: Any
+    local_cluster: Any,
+    namespace: str,
+    kube: Kubectl,
+    tmp_path: Path,
+    example_data: Any,
+    request: pytest.FixtureRequest,
 ) -> Iterator[list[Replica]]:
+    """Two replicas, checked at teardown like the `operator` fixture's (the SIGKILL is the test's own)."""
     pair = [Replica(operator_env(local_cluster), namespace, tmp_path / f"replica-{i}.log") for i in (1, 2)]
     for replica in pair:
         replica.start()
@@ -70,6 +80,7 @@ def replicas(
         # Deletion needs a running operator (finalizers): keep one, or start one again.
         if not any(r.running for r in pair):
             pair[0].start()
+        marks = [r.cleanup_mark() for r in pair]
         for kind in ("webservices", "endpoints", "experiments", "trainedmodels"):
             kube.run("delete", kind, "--all", "--wait=false", check=False)
         for kind in ("experiments", "trainedmodels"):
@@ -77,6 +88,13 @@ def replicas(
         for replica in pair:
             replica.stop()
         kube.release_finalizers("experiments", "trainedmodels", "webservices", "endpoints")
+        allowed = allowed_patterns(request)
+        problems = [
+            f"{one.log_path.name}: {p}"
+            for one, mark in zip(pair, marks, strict=True)
+            for p in one.problems(allowed, mark)
+        ]
+        fail_on(problems, "\n".join(f"--- {r.log_path.name}\n{r.log_tail(40)}" for r in pair))
 
 
 def kill_leader(kube: Kubectl, replicas: list[Replica]) -> Replica:
@@ -108,12 +126,6 @@ def test_killing_the_leader_mid_run_lets_the_other_replica_finish_it_once(
     assert [r["run"] for r in runs(kube)] == [1]
 
 
-def _doc(kind: str, name: str, spec: dict[str, Any]) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
-    )
-
-
 def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
     kube: Kubectl,
     replicas: list[Replica],
@@ -125,13 +137,10 @@ def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
     digests = {}
     for name, flip in (("m-a", False), ("m-b", True)):
         digests[name] = build_model(tmp_path / f"{name}.ilearner", flip=flip)
-        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-        example_data.upload(tmp_path / f"{name}.ilearner", uri)
-        artifact = {"artifact": {"uri": uri, "sha256": digests[name]}}
-        assert kube.apply(_doc("TrainedModel", name, artifact)).returncode == 0
+        import_model(kube, example_data, namespace, tmp_path / f"{name}.ilearner", digests[name], name)
     kube.run("wait", "--for=condition=Ready", "trainedmodel/m-a", "trainedmodel/m-b", "--timeout=60s")
     spec = {"model": "m-a", "scorer": {"replicas": 2, "scheduling": ON_KWOK}}
-    assert kube.apply(_doc("WebService", "svc", spec)).returncode == 0
+    assert kube.apply(manifest("WebService", "svc", spec)).returncode == 0
 
     def serving(model: str) -> dict[str, Any] | None:
         status = kube.status("endpoint", "svc-default")

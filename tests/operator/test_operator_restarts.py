@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
-from operator_support import Kubectl, OperatorProcess, experiment_manifest, wait_until
+from operator_support import (
+    QUICK_RESYNC,
+    Kubectl,
+    OperatorProcess,
+    experiment_manifest,
+    reconciled_again,
+    wait_until,
+)
 from test_experiment_runs import run_done, runs
 
 pytestmark = pytest.mark.cluster
@@ -17,6 +23,7 @@ def job_names(kube: Kubectl) -> list[str]:
     return sorted(j["metadata"]["name"] for j in kube.items("jobs", "kstudio.io/experiment=penguins"))
 
 
+@QUICK_RESYNC
 def test_two_changes_while_down_start_exactly_one_run_for_the_latest_generation(
     kube: Kubectl, operator: OperatorProcess
 ) -> None:
@@ -27,17 +34,16 @@ def test_two_changes_while_down_start_exactly_one_run_for_the_latest_generation(
         patch = {"spec": {"algorithm": {"params": {"n_estimators": trees, "random_state": 0}}}}
         kube.run("patch", "experiment", "penguins", "--type=merge", "-p", json.dumps(patch))
     assert kube.get("experiment", "penguins")["metadata"]["generation"] == 3  # type: ignore[index]
-    time.sleep(2)
-    assert job_names(kube) == ["penguins-run-1"]
 
     operator.start()
     second = wait_until("run 2", lambda: run_done(kube, 2), timeout=240)
     assert (second["phase"], second["generation"], second["triggers"]) == ("Succeeded", 3, ["spec"])
-    time.sleep(4)  # several reconcile ticks
+    wait_until("two more reconciles of the Experiment", reconciled_again(operator, "Experiment", 2), 30)
     assert [r["run"] for r in runs(kube)] == [1, 2]
     assert job_names(kube) == ["penguins-run-1", "penguins-run-2"]
 
 
+@QUICK_RESYNC
 def test_operator_killed_mid_run_finishes_the_run_once(
     kube: Kubectl, operator: OperatorProcess, example_data: Any
 ) -> None:
@@ -56,7 +62,7 @@ def test_operator_killed_mid_run_finishes_the_run_once(
     first = wait_until("run 1 recorded", lambda: run_done(kube, 1), timeout=120)
     assert (first["phase"], first["trainedModel"]) == ("Succeeded", "penguins-1")
     kube.run("wait", "--for=condition=Ready", "trainedmodel/penguins-1", "--timeout=60s")
-    time.sleep(4)
+    wait_until("two more reconciles of the Experiment", reconciled_again(operator, "Experiment", 2), 30)
     assert job_names(kube) == ["penguins-run-1"]
     assert [m["metadata"]["name"] for m in kube.items("trainedmodels")] == ["penguins-1"]
     assert [r["run"] for r in runs(kube)] == [1]

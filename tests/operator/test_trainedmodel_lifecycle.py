@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import socket
+import struct
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from operator_support import Kubectl, OperatorProcess, condition, experiment_manifest, wait_until
+from operator_support import (
+    Kubectl,
+    OperatorProcess,
+    condition,
+    experiment_manifest,
+    operator_env,
+    wait_until,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from test_experiment_runs import run_done
 
+from fixtures.operator_process import allowed_patterns, fail_on
 from kstudio_core.ilearner import ColumnSpec, IlearnerManifest
 from kstudio_trainer.artifact_writer import write_ilearner
 
@@ -97,6 +111,7 @@ def test_imported_model_is_verified_and_tampered_or_missing_ones_are_invalid(
     assert gone["reason"] == "ArtifactNotFound" and missing_uri in gone["message"]
 
 
+@pytest.mark.operator_allows(r"Handler 'guard' failed temporarily: deletion is blocked: in use by")
 def test_deleting_a_model_in_use_is_blocked_until_unreferenced(
     kube: Kubectl, operator: OperatorProcess, imported: tuple[str, str, int], example_data: Any
 ) -> None:
@@ -199,3 +214,103 @@ def test_an_endpoint_created_after_the_model_marks_it_in_use_from_the_watch_not_
     assert in_use is not None and (in_use["status"], in_use["reason"]) == ("True", "Referenced")
     kube.run("delete", "endpoint", "late-ep")
     wait_until("usedBy emptied", lambda: not kube.status("trainedmodel", "late").get("usedBy"), 15)
+
+
+class StorageProxy:
+    """127.0.0.1:<port> in front of the cluster's MinIO: forwards each connection, or, while `down`,
+    accepts and drops it at once (the store unreachable), noting when each attempt came."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.down = True
+        self.attempts: list[float] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            if self.down:
+                self.attempts.append(time.monotonic())
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+                conn.close()
+                continue
+            upstream = socket.create_connection(self.target, timeout=10)
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+
+
+def verification_bursts(attempts: list[float]) -> list[list[float]]:
+    """The connections of one verification come together (the storage client retries at once or within
+    a second); verifications are apart by the operator's backoff (2 s, 4 s, 8 s, ...)."""
+    bursts: list[list[float]] = []
+    for t in attempts:
+        if bursts and t - bursts[-1][-1] < 1.5:
+            bursts[-1].append(t)
+        else:
+            bursts.append([t])
+    return bursts
+
+
+def test_a_model_waits_for_unreachable_storage_backing_off_and_is_verified_when_it_is_back(
+    kube: Kubectl,
+    local_cluster: Any,
+    namespace: str,
+    imported: tuple[str, str, int],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The operator reaches the store through a proxy the test turns off and on again."""
+    uri, sha, _ = imported
+    proxy = StorageProxy(local_cluster.minio.host_endpoint)
+    env = operator_env(local_cluster) | {"KSTUDIO_S3_ENDPOINT": f"127.0.0.1:{proxy.port}"}
+    proc = OperatorProcess(env, namespace, tmp_path / "operator.log")
+    proc.start()
+    try:
+        assert kube.apply(trained_model("good", uri, sha)).returncode == 0
+        pending = wait_until(
+            "good waiting for storage",
+            lambda: (s := phase(kube, "good", "Pending")) and s.get("reason") == "StorageUnavailable" and s,
+            timeout=60,
+        )
+        assert f"cannot read {uri}" in pending["message"], pending
+        # It retries by itself, each time waiting longer (no hot loop, no wait for the 300 s resync).
+        bursts = wait_until(
+            "four verification attempts", lambda: len(b := verification_bursts(proxy.attempts)) >= 4 and b, 90
+        )
+        gaps = [later[0] - earlier[-1] for earlier, later in itertools.pairwise(bursts[:4])]
+        # Each gap well over the one before (the Backoff doubles; a constant delay's gaps differ by
+        # milliseconds and once passed `gaps[0] < gaps[1] < gaps[2]` by chance).
+        assert all(b > 1.5 * a for a, b in itertools.pairwise(gaps)), gaps
+
+        proxy.down = False
+        ready = wait_until("good Ready once storage is back", lambda: phase(kube, "good", "Ready"), 90)
+        assert ready["reason"] == "Verified" and ready["sizeBytes"] > 0
+        kube.run("delete", "trainedmodel", "good", "--timeout=30s")
+    finally:
+        proc.stop()
+        proxy.close()
+        kube.release_finalizers("trainedmodels")
+    fail_on(proc.problems(allowed_patterns(request)), proc.log_tail(80))

@@ -189,13 +189,13 @@ def test_errors_come_in_the_classic_envelope_with_the_same_statuses(
     body["Inputs"]["input1"]["Values"][1][2] = 7  # a number in a string column
     r = client.post(EXECUTE + "?api-version=2.0", json=body)
     assert r.status_code == 422
-    assert r.json() == {
+    assert r.json() == {  # class and code as classic's error reference names them (classic_reference.py)
         "error": {
-            "code": "BadArgument",
+            "code": "BadUserArgument",
             "message": "row 1, column 'island': expected a string, got 7",
             "details": [
                 {
-                    "code": "InvalidInput",
+                    "code": "InputParseError",
                     "target": "island",
                     "message": "row 1, column 'island': expected a string, got 7",
                 }
@@ -208,7 +208,7 @@ def test_errors_come_in_the_classic_envelope_with_the_same_statuses(
     assert error["code"] == "BadArgument" and "api-version '3.0' is not supported" in error["message"]
     assert error["details"][0]["target"] == "api-version"
     r = client.post(EXECUTE, content=b"{nope", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and r.json()["error"]["details"][0]["code"] == "MalformedRequest"
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["code"] == "RequestBodyInvalid"
     r = client.post(EXECUTE, json=table_body(m, 3))
     assert r.status_code == 413 and r.json()["error"]["code"] == "RequestEntityTooLarge"
     short = table_body(m, 2)

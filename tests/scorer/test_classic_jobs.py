@@ -4,7 +4,9 @@ a job whose scorer was SIGKILLed mid-job reported Failed with the reason by anot
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+from classic_reference import (
+    BES_CREATE_REQUEST,
+    BES_CREATE_RESPONSE,
+    BES_FINISHED_RESULT,
+    BES_STATUS_CODES,
+    BES_STATUS_FIELDS,
+    shape,
+)
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
 from kstudio_core.storage import ObjectStore
@@ -128,6 +138,12 @@ def test_classic_bes_cycle_create_start_poll_results(
             c, f"{JOBS}/{job_id}?{V2}", lambda d: d["StatusCode"] in ("Finished", "Failed", "Cancelled")
         )
     assert done["StatusCode"] == "Finished", done
+    # The published shapes (classic_reference.py): the job id as a JSON string, the status payload's
+    # fields and values, each result a blob reference with the four fields of the sample response.
+    assert shape(r.json()) == shape(json.loads(BES_CREATE_RESPONSE))
+    assert set(BES_STATUS_FIELDS) <= set(done) and done["StatusCode"] in BES_STATUS_CODES
+    assert status["StatusCode"] in BES_STATUS_CODES
+    assert shape(done["Results"]["output1"]) == shape(BES_FINISHED_RESULT)
     output = done["Results"]["output1"]
     assert output["RelativeLocation"] == "/classic-bes/out/day1.csv"
     assert output["BaseLocation"] == f"http://{minio_server.endpoint}/"
@@ -138,6 +154,41 @@ def test_classic_bes_cycle_create_start_poll_results(
     assert scored["Scored Labels"].tolist() == m.pipeline.predict(x).tolist()
     assert np.allclose(scored["Scored Probabilities"], m.pipeline.predict_proba(x)[:, 1])
     assert minio_server.secret_key not in sp.log()
+
+
+def test_the_published_create_request_with_one_input_runs_and_says_it_needs_an_output(
+    start_replica: Callable[..., ScorerProcess],
+    models: dict[str, BuiltModel],
+    minio_server: Any,
+    object_store: ObjectStore,
+) -> None:
+    """The documentation's create request names one input as "Input" (not "Inputs") and no output
+    ("Outputs": null: classic wrote to the workspace's storage account, which a scorer has not)."""
+    m = models["forest"]
+    upload_rows(object_store, "in/single.csv", m.frame.head(20))
+    published = copy.deepcopy(BES_CREATE_REQUEST)
+    published["Input"] |= {"ConnectionString": connection_string(minio_server)}
+    published["Input"]["RelativeLocation"] = "/classic-bes/in/single.csv"
+    sp = start_replica("scorer-a")
+    with sp.client() as c:
+        r = c.post(f"{JOBS}?{V2}", json=published)
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["code"] == "BadArgument", r.text
+        assert error["details"][0]["code"] == "MissingOutputOverrideSpecification"
+        assert error["details"][0]["target"] == "Outputs" and "output1" in error["message"]
+        both = bes_body(minio_server, "/classic-bes/in/single.csv", "/classic-bes/out/single.csv")
+        r = c.post(f"{JOBS}?{V2}", json=both | {"Input": published["Input"]})
+        assert r.status_code == 400 and r.json()["error"]["details"][0]["code"] == "DuplicateInputInBatchCall"
+
+        published["Outputs"] = both["Outputs"]
+        r = c.post(f"{JOBS}?{V2}", json=published)
+        assert r.status_code == 200, r.text
+        job_id = r.json()
+        assert c.post(f"{JOBS}/{job_id}/start?{V2}").status_code == 200
+        done = poll(c, f"{JOBS}/{job_id}?{V2}", lambda d: d["StatusCode"] in ("Finished", "Failed"))
+    assert done["StatusCode"] == "Finished", done
+    scored = pd.read_csv(io.BytesIO(object_store.get_bytes(f"s3://{DATA}/out/single.csv")))
+    assert scored["Scored Labels"].tolist() == m.pipeline.predict(m.frame.head(20).to_numpy()).tolist()
 
 
 def test_classic_bes_cancel_before_and_while_running(

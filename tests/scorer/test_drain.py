@@ -12,7 +12,11 @@ import httpx
 import orjson
 from scorer_support import BuiltModel, ScorerProcess, start_scorer
 
-DRAIN_SECONDS = 5.0  # room for a loaded machine: every step below must fit inside it
+from fixtures.local_cluster import wait_until
+
+# Longer than the steps below can take on a loaded machine: the test ends the drain by a second SIGTERM
+# once it has seen what happens during one (how long a drain lasts by itself is the last test).
+DRAIN_SECONDS = 120.0
 
 
 def _infer_body(model: BuiltModel, n_rows: int) -> bytes:
@@ -89,16 +93,13 @@ def test_sigterm_drains_then_finishes_in_flight_requests_and_exits_0(
         keepalive.sendall(small)
         status, headers, _ = _read_response(keepalive)
         assert status == 200 and headers.get("connection") != "close"
-        # In flight across the whole drain: headers and half the body are sent before SIGTERM.
+        # In flight across the whole drain: headers and half the body are sent before SIGTERM (the
+        # server reads connections in order: it has this one before it answers the next).
         in_flight.sendall(big_head + big[: len(big) // 2])
-        time.sleep(0.3)
 
         sp.proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
         with httpx.Client(base_url=sp.url, timeout=10) as fresh:
-            while fresh.get("/readyz").status_code == 200:
-                assert time.monotonic() - signalled < DRAIN_SECONDS / 2, "readiness did not flip at once"
-                time.sleep(0.02)
+            wait_until("readiness to flip", lambda: fresh.get("/readyz").status_code == 503, timeout=30)
             readyz = fresh.get("/readyz")
             assert readyz.status_code == 503 and readyz.json()["state"] == "draining"
             assert fresh.get("/v2/health/ready").status_code == 503
@@ -114,24 +115,40 @@ def test_sigterm_drains_then_finishes_in_flight_requests_and_exits_0(
         assert status == 200 and headers["connection"] == "close"
         assert orjson.loads(payload)["outputs"][0]["shape"] == [1]
         assert _closed_by_server(keepalive)
-
-        # Still serving near the end of the drain.
-        time.sleep(max(0.0, signalled + DRAIN_SECONDS - 1.5 - time.monotonic()))
         assert sp.proc.poll() is None and _accepts_connections(sp.port)
         with httpx.Client(base_url=sp.url, timeout=10) as late:
             assert late.post("/v2/models/model/infer", content=small_body).status_code == 200
 
-        # After the drain: the listener is closed, the in-flight request still completes.
-        deadline = signalled + DRAIN_SECONDS + 5
-        while _accepts_connections(sp.port):
-            assert time.monotonic() < deadline, "still accepting connections long after the drain"
-            time.sleep(0.05)
-        assert time.monotonic() - signalled >= DRAIN_SECONDS - 0.2
+        # After the drain (ended here by a second SIGTERM): the listener is closed, the in-flight request
+        # still completes.
+        sp.proc.send_signal(signal.SIGTERM)
+        wait_until("the listener to close", lambda: not _accepts_connections(sp.port), timeout=30)
         assert sp.proc.poll() is None, "the scorer quit with a request in flight"
         in_flight.sendall(big[len(big) // 2 :])
         status, headers, payload = _read_response(in_flight)
         assert status == 200 and headers["connection"] == "close"
         assert orjson.loads(payload)["outputs"][0]["shape"] == [2_000]
+    assert sp.proc.wait(timeout=30) == 0
+
+
+def test_a_drain_lasts_its_configured_seconds_then_the_scorer_exits_0(
+    models: dict[str, BuiltModel], tmp_path: Path, scorer_processes: list[ScorerProcess]
+) -> None:
+    m = models["forest"]
+    seconds = 2.0
+    env = {
+        "KSTUDIO_MODEL_URI": str(m.path),
+        "KSTUDIO_MODEL_SHA256": m.sha256,
+        "KSTUDIO_AUTH_ENABLED": "false",
+        "KSTUDIO_DRAIN_SECONDS": str(seconds),
+    }
+    sp = start_scorer(env, tmp_path / "scorer")
+    scorer_processes.append(sp)
+    sp.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    wait_until("the listener to close", lambda: not _accepts_connections(sp.port), timeout=60, interval=0.05)
+    # Never shorter than configured (the bound holds on any machine; how much longer is bench's to say).
+    assert time.monotonic() - signalled >= seconds - 0.2
     assert sp.proc.wait(timeout=30) == 0
     assert "drain over" in sp.log()
 

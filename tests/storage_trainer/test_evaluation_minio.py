@@ -185,3 +185,87 @@ def test_a_changed_report_or_figure_is_refused(
         cli_report.NothingToShow, match=r"figure s3://.*/roc\.svg has sha256 .*refusing to show it"
     ):
         cli_report.load_evaluation(model, storage)
+
+
+# --- the console's pages on the same reports --------------------------------------------------------
+
+
+def console_client(models: list[dict[str, Any]], storage: ObjectStore) -> Any:
+    """The console app on a cache holding `models` (as its watch would), reading reports from MinIO, with
+    the renderer and gate the `kstudio` command hands in."""
+    from fastapi.testclient import TestClient
+
+    from kstudio_cli.console import gate_verdicts, render_comparison
+    from kstudio_console.app import Console, create_app
+    from kstudio_console.cache import ObjectCache
+    from kstudio_console.reports import Reports
+
+    cache = ObjectCache()
+    cache.replace("trainedmodels", "", models)
+    service = {
+        "metadata": {"name": "penguins", "namespace": "ns"},
+        "spec": {"modelFrom": {"experiment": "penguins", "promote": {"metric": "f1_macro"}}},
+    }
+    cache.replace("webservices", "", [service])
+    reports = Reports(storage, render_comparison)
+    return TestClient(create_app(Console(cache, reports, verdicts=gate_verdicts)))
+
+
+def figure_urls(page: str) -> list[str]:
+    return [u.replace("&amp;", "&") for u in re.findall(r'<img src="([^"]+\.svg[^"]*)"', page)]
+
+
+def test_console_shows_a_runs_verified_report_and_compares_two_runs(
+    two_runs: list[dict[str, Any]], storage: ObjectStore
+) -> None:
+    models = [trained_model(two_runs[0], "penguins-1", 1), trained_model(two_runs[1], "penguins-2", 2)]
+    client = console_client(models, storage)
+    page = client.get("/ns/ns/models/penguins-2").text
+    ref = ev.EvaluationRef.model_validate(two_runs[1]["evaluation"])
+    assert f"{ref.sha256}</span> (verified)" in page
+    assert "<h2>Per class</h2>" in page and "<h2>Experiment snapshot</h2>" in page
+    urls = figure_urls(page)
+    assert len(urls) == 4
+    for url in urls:
+        svg = client.get(url)
+        assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+        name = url.split("/figures/")[1].split(".svg")[0]
+        figure = next(f for f in ev.read_report(storage, ref).figures if f.name == name)
+        assert hashlib.sha256(svg.content).hexdigest() == figure.sha256  # the verified bytes, unchanged
+
+    compared = client.get("/ns/ns/compare?a=penguins-1&b=penguins-2").text
+    fa, fb = two_runs[0]["metrics"]["f1_macro"], two_runs[1]["metrics"]["f1_macro"]
+    assert f'<td>f1_macro</td><td class="num">{fa:.4f}</td><td class="num">{fb:.4f}</td>' in compared
+    assert "WebService penguins gate: would promote penguins-2 over penguins-1" in compared
+    overlaid = figure_urls(compared)
+    assert len(overlaid) == 5  # 2 confusion matrices, ROC, PR, calibration: both runs' curves in one
+    roc = client.get(next(u for u in overlaid if "/roc.svg" in u))
+    assert roc.status_code == 200 and b"penguins-1" in roc.content and b"penguins-2" in roc.content
+
+
+def test_console_refuses_a_changed_report_with_that_message(
+    two_runs: list[dict[str, Any]], storage: ObjectStore, minio_server: MinioServer, tmp_path: Path
+) -> None:
+    snapshot = penguins_snapshot({"name": "RandomForestClassifier", "params": {"n_estimators": 5}})
+    result = train(
+        tmp_path, snapshot, "s3://models/penguins/penguins-8.ilearner", 8, minio_server.settings.to_env()
+    )
+    tampered = trained_model(result, "penguins-8", 8)
+    ref = ev.EvaluationRef.model_validate(result["evaluation"])
+    report = json.loads(storage.get_bytes(ref.uri))
+    report["metrics"]["accuracy"] = 0.99
+    storage.put_bytes(json.dumps(report).encode(), ref.uri)
+    imported = trained_model({k: v for k, v in two_runs[1].items() if k != "evaluation"}, "hand-made", 2)
+    client = console_client([tampered, imported], storage)
+
+    page = client.get("/ns/ns/models/penguins-8")
+    assert page.status_code == 200
+    refusal = (
+        r'class="refused">TrainedModel penguins-8: evaluation report s3://\S+ has sha256 [0-9a-f]{64}, '
+        r"not the recorded [0-9a-f]{64}: refusing to show it<"
+    )
+    assert re.search(refusal, page.text)
+    assert "0.99" not in page.text.split("Evaluation report")[1]  # nothing of the changed report shown
+    assert client.get("/ns/ns/models/penguins-8/figures/roc.svg").status_code == 404
+    page = client.get("/ns/ns/models/hand-made")
+    assert page.status_code == 200 and "TrainedModel hand-made has no evaluation report" in page.text

@@ -7,6 +7,7 @@ import http.server
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,19 +109,33 @@ def _fast(endpoint: str) -> StorageSettings:
     )
 
 
-@pytest.mark.timeout(30)
+def _budget(settings: StorageSettings) -> float:
+    """The longest one call may take by its settings: every attempt timing out, and the backoffs between."""
+    attempts = settings.retries + 1
+    backoffs = sum(settings.backoff * 2**i for i in range(settings.retries))
+    return attempts * (settings.connect_timeout + settings.read_timeout) + backoffs
+
+
+# Scheduling noise on shared cores; far below what a call without timeouts (botocore: 60 s reads) takes.
+SLACK_SECONDS = 5.0
+
+
 def test_unreachable_server_fails_fast_with_unavailable() -> None:
     port = free_port()  # nothing listens here
-    store = ObjectStore(_fast(f"127.0.0.1:{port}"))
+    settings = _fast(f"127.0.0.1:{port}")
+    store = ObjectStore(settings)
+    started = time.monotonic()
     with pytest.raises(StorageUnavailableError, match=f"127.0.0.1:{port} unreachable after 2 retries"):
         store.get_bytes("s3://bucket/k")
+    assert time.monotonic() - started < _budget(settings) + SLACK_SECONDS
     with pytest.raises(StorageUnavailableError):
         store.ensure_bucket("bucket")
 
 
 @pytest.fixture
-def silent_server() -> Iterator[str]:
-    """Accepts TCP connections and never answers: the case that hangs clients without timeouts."""
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """Accepts TCP connections and never answers: the case that hangs clients without timeouts. Yields its
+    address and the connections it accepted."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -138,7 +153,7 @@ def silent_server() -> Iterator[str]:
     t = threading.Thread(target=accept, daemon=True)
     t.start()
     try:
-        yield f"127.0.0.1:{srv.getsockname()[1]}"
+        yield f"127.0.0.1:{srv.getsockname()[1]}", conns
     finally:
         stop.set()
         t.join(timeout=5)
@@ -147,11 +162,19 @@ def silent_server() -> Iterator[str]:
         srv.close()
 
 
-@pytest.mark.timeout(30)
-def test_server_that_never_answers_times_out_with_unavailable(silent_server: str) -> None:
-    store = ObjectStore(_fast(silent_server))
+def test_server_that_never_answers_times_out_with_unavailable(
+    silent_server: tuple[str, list[socket.socket]],
+) -> None:
+    """Each attempt ends at the read timeout and the next one opens a new connection: three connections
+    (two retries), in about the time the settings allow, not the minutes of a client without timeouts."""
+    endpoint, accepted = silent_server
+    settings = _fast(endpoint)
+    store = ObjectStore(settings)
+    started = time.monotonic()
     with pytest.raises(StorageUnavailableError, match="unreachable"):
         store.get_bytes("s3://bucket/k")
+    assert time.monotonic() - started < _budget(settings) + SLACK_SECONDS
+    assert len(accepted) == settings.retries + 1
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from kstudio_core.ilearner import ColumnSpec
 from kstudio_core.runresult import ResultArtifact, RunResult, result_uri
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("core", "operator", "scorer", "trainer", "cli")
+PRODUCT = ("core", "operator", "scorer", "trainer", "console", "cli")
 # Each shared literal, as code spells it (a regex), and the one core module that may spell it.
 SPELLED_ONCE = {
     r'"kstudio\.io"': "core/kstudio_core/labels.py",

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 DEV_PACKAGES = ("kstudio_localcluster", "kstudio_devtools")
-PRODUCT_SOURCES = ("core", "cli", "operator", "scorer", "trainer")
+PRODUCT_SOURCES = ("core", "cli", "operator", "scorer", "trainer", "console")
 
 
 def test_product_cli_has_no_development_subcommands() -> None:

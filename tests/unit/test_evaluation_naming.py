@@ -1,5 +1,6 @@
 """How a report is named, from the run result to the TrainedModel's status, and what the CLI makes of it:
-the operator's builder and decision, and the pure parts of `kstudio report` / `kstudio compare`."""
+the operator's builder and decision, and the pure parts of `kstudio report` / `kstudio compare` (the
+reading and the HTML live in the console, which shows the same reports)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from kstudio_cli import report as cli_report
-from kstudio_cli import report_html
+from kstudio_console import evaluations, report_html
 from kstudio_core import evaluation as ev
 from kstudio_core.runresult import RunResult
 from kstudio_operator.builders.trainedmodel import trained_model_manifest
@@ -73,15 +74,15 @@ def model(name: str, metrics: dict[str, float], *, evaluation: bool = True, run:
 
 def test_report_ref_says_why_there_is_nothing_to_show() -> None:
     imported = model("hand-made", {}, evaluation=False)
-    with pytest.raises(cli_report.NothingToShow, match="hand-made has no evaluation report"):
-        cli_report.report_ref(imported)
+    with pytest.raises(evaluations.NothingToShow, match="hand-made has no evaluation report"):
+        evaluations.report_ref(imported)
     pending = model("penguins-4", {})
     pending["status"] = {"phase": "Pending", "reason": "StorageUnavailable"}
     with pytest.raises(
-        cli_report.NothingToShow, match=r"is Pending: StorageUnavailable; .* once the model is verified"
+        evaluations.NothingToShow, match=r"is Pending: StorageUnavailable; .* once the model is verified"
     ):
-        cli_report.report_ref(pending)
-    assert cli_report.report_ref(model("penguins-3", {})).sha256 == SHA_R
+        evaluations.report_ref(pending)
+    assert evaluations.report_ref(model("penguins-3", {})).sha256 == SHA_R
 
 
 def service(name: str, promote: dict[str, Any] | None, experiment: str = "penguins") -> dict[str, Any]:
@@ -133,8 +134,8 @@ def report(accuracy_auc: float) -> ev.EvaluationReport:
     )
 
 
-def evaluation(name: str, metrics: dict[str, float], auc: float | None) -> cli_report.ModelEvaluation:
-    e = cli_report.ModelEvaluation(name=name, model=model(name, metrics))
+def evaluation(name: str, metrics: dict[str, float], auc: float | None) -> evaluations.ModelEvaluation:
+    e = evaluations.ModelEvaluation(name=name, model=model(name, metrics))
     if auc is None:
         e.missing = f"TrainedModel {name} has no evaluation report"
     else:

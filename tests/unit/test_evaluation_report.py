@@ -109,6 +109,7 @@ def test_penguins_report_has_one_vs_rest_curves_per_class(penguins: TrainingOutc
     assert {c.column for c in report.importance.columns} == set(PENGUIN_FEATURES)
     assert report.importance.rows == report.rows.test and report.importance.repeats == 2
     assert report.sweep is None and report.notes == []
+    assert report.snapshot == PENGUINS  # the spec the run trained, shown next to its figures
 
 
 def test_breast_cancer_report_has_the_threshold_table(breast_cancer: TrainingOutcome) -> None:

@@ -1,5 +1,6 @@
-"""The architecture as the imports show it: operator, trainer and scorer import the shared core and never
-each other; the core imports none of them; the operator process carries no scikit-learn stack; inside the
+"""The architecture as the imports show it: operator, trainer, scorer and console import the shared core and
+never each other; the core imports none of them; the operator and console processes carry no scikit-learn
+stack (the console gets the trainer's figure renderer handed in by the `kstudio` command); inside the
 operator, higher layers import lower ones and never the reverse."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ PACKAGES = {
     "kstudio_operator": REPO / "operator" / "kstudio_operator",
     "kstudio_trainer": REPO / "trainer" / "kstudio_trainer",
     "kstudio_scorer": REPO / "scorer" / "kstudio_scorer",
+    "kstudio_console": REPO / "console" / "kstudio_console",
 }
 # Which of our packages each may import (besides itself).
 ALLOWED = {
@@ -24,6 +26,7 @@ ALLOWED = {
     "kstudio_operator": {"kstudio_core"},
     "kstudio_trainer": {"kstudio_core"},
     "kstudio_scorer": {"kstudio_core"},
+    "kstudio_console": {"kstudio_core"},
 }
 # The operator's layers, highest first, as kstudio_operator/__init__.py states them (kopf states its own in
 # an import-linter "layers" contract: "higher-level layers can import the lower-level ones, but not vice
@@ -42,7 +45,16 @@ OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("resources",),  # the models
     ("constants", "settings"),
 )
+# The console's layers, highest first, as kstudio_console/__init__.py states them.
+CONSOLE_LAYERS: tuple[tuple[str, ...], ...] = (
+    ("cli",),  # `kstudio console`: settings, the watches and the server
+    ("app",),  # the one route table
+    ("pages", "watch", "reports", "report_html", "testform"),  # page contents, watches, reports, Test form
+    ("cache", "evaluations", "charts"),  # the objects; a verified report and its deltas; drawn charts
+)
 HEAVY = ("sklearn", "scipy", "numpy", "skops", "fastapi", "pandas", "pyarrow")
+# The console is a web app (FastAPI is its own); it draws its run chart with matplotlib, imported on use.
+NOT_AT_CONSOLE_START = ("sklearn", "scipy", "numpy", "skops", "pandas", "pyarrow", "matplotlib", "kopf")
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -78,6 +90,18 @@ def test_the_operator_process_loads_no_scikit_learn_numpy_skops_or_fastapi() -> 
     probe = (
         "import sys, kstudio_operator.main, kstudio_operator.cli; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_console_process_loads_no_trainer_operator_or_scikit_learn_until_a_comparison_is_drawn() -> None:
+    """`kstudio console` (the command's wiring included) starts without the trainer's stack: matplotlib
+    comes with the first chart, scikit-learn with the first comparison (kstudio_cli.console)."""
+    probe = (
+        "import sys, kstudio_console.app, kstudio_console.cli, kstudio_cli.console; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        f"set({(*NOT_AT_CONSOLE_START, 'kstudio_trainer', 'kstudio_operator')!r})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
@@ -127,6 +151,10 @@ def layer_violations(root: Path, package: str, layers: tuple[tuple[str, ...], ..
 
 def test_the_operator_imports_only_downwards_through_its_layers() -> None:
     assert layer_violations(PACKAGES["kstudio_operator"], "kstudio_operator", OPERATOR_LAYERS) == []
+
+
+def test_the_console_imports_only_downwards_through_its_layers() -> None:
+    assert layer_violations(PACKAGES["kstudio_console"], "kstudio_console", CONSOLE_LAYERS) == []
 
 
 def test_the_layer_check_reports_a_decision_that_imports_a_handler(tmp_path: Path) -> None:

@@ -67,6 +67,8 @@ def test_operator_can_do_what_the_handlers_do() -> None:
         ("kstudio.io", "endpoints", "patch"),
         ("kstudio.io", "endpoints/status", "patch"),
         ("kstudio.io", "webservices/status", "patch"),
+        ("kstudio.io", "batchjobs", "watch"),
+        ("kstudio.io", "batchjobs/status", "patch"),
     ]
     assert [n for n in needed if n not in granted] == []
 

@@ -76,6 +76,7 @@ def test_kinds_have_category_short_names_and_status_subresource() -> None:
         "TrainedModel": ["ktm"],
         "WebService": ["kws"],
         "Endpoint": ["kep"],
+        "BatchJob": ["kbj"],
     }
     # Core Kubernetes and KServe already use these.
     taken = {"ep", "tm", "ws", "exp", "svc", "isvc"}
@@ -93,6 +94,24 @@ def test_trainedmodel_digest_is_64_lowercase_hex_and_spec_is_immutable() -> None
 def test_webservice_model_and_model_from_are_mutually_exclusive() -> None:
     rules = _schema("webservices")["properties"]["spec"]["x-kubernetes-validations"]
     assert any(r["rule"] == "!(has(self.model) && has(self.modelFrom))" for r in rules)
+
+
+def test_batchjob_spec_is_immutable_and_its_exclusive_fields_are_checked_by_cel() -> None:
+    schema = _schema("batchjobs")
+    spec = schema["properties"]["spec"]
+    rules = {r["rule"] for r in spec["x-kubernetes-validations"]}
+    assert {
+        "self == oldSelf",
+        "has(self.model) != has(self.endpoint)",
+        "!(has(self.shards) && has(self.rowsPerShard))",
+    } <= rules
+    assert (
+        spec["properties"]["input"]["x-kubernetes-validations"][0]["rule"]
+        == "has(self.uri) != has(self.uris)"
+    )
+    assert "self.format == 'csv'" in spec["properties"]["output"]["x-kubernetes-validations"][0]["rule"]
+    assert spec["properties"]["shards"]["maximum"] == 1000
+    assert spec["properties"]["output"]["properties"]["uri"]["pattern"].endswith("/)?$")
 
 
 def test_experiment_bounds_and_enums() -> None:

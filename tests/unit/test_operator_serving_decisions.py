@@ -383,3 +383,25 @@ def test_a_web_service_with_more_endpoints_than_status_lists_still_reconciles_an
     )
     assert decision.status["endpointCount"] == 1000
     assert decision.status["endpoints"] == sorted(endpoints)[:256]
+
+
+def test_a_rollback_request_without_history_is_answered_once_and_never_acted_on_later() -> None:
+    """Found by the cluster test of the annotation: an impossible request was not remembered, so every
+    reconcile posted RollbackImpossible again, and the first rollout after it was rolled back at once."""
+    status, dep = _serving_m1()
+    spec = {"webService": "svc", "replicas": 2, "model": "m-1"}
+    serving = observe([pod(1, "a"), pod(1, "b")], dep, rollback_request="t0")
+    first = decide_endpoint(spec, status, serving, T0, CONFIG, EP_OWNER)
+    assert [e.reason for e in first.events] == ["RollbackImpossible"]
+    again = decide_endpoint(spec, first.status, serving, T0, CONFIG, EP_OWNER)
+    assert again.events == [] and again.actions == []
+
+    spec = spec | {"model": "m-2"}
+    rolling = decide_endpoint(spec, again.status, serving, T0, CONFIG, EP_OWNER)
+    new_dep = {"annotations": {ANNOTATION_SPEC_HASH: spec_hash(rolling.actions[0].manifest)}}
+    on_m2 = observe([pod(2, "c"), pod(2, "d")], new_dep, rollback_request="t0")
+    done = decide_endpoint(spec, rolling.status, on_m2, T0, CONFIG, EP_OWNER)
+    assert done.status["model"] == "m-2" and done.status["history"][-1]["from"] == "m-1"
+    later = decide_endpoint(spec, done.status, on_m2, T0, CONFIG, EP_OWNER)
+    assert later.actions == [] and later.status["model"] == "m-2"
+    assert "RollingBack" not in [e.reason for e in later.events]

@@ -154,3 +154,59 @@ def test_a_model_that_becomes_ready_wakes_the_endpoints_following_a_service_that
         )
     )
     assert woken(rt) == {follower, ("WebService", "ns", "ws"), ("TrainedModel", "ns", "m")}
+
+
+def test_a_batch_job_is_woken_by_its_shard_pods_and_job_only_when_what_it_reads_of_them_changes() -> None:
+    bj = ("BatchJob", "ns", "scores")
+    rt = runtime_with_loops(bj)
+    memo = kopf.Memo(rt=rt)
+    labels = {"kstudio.io/batchjob": "scores"}
+
+    def child(kind: str, rv: str, **status: Any) -> kopf.Body:
+        meta = {"namespace": "ns", "name": "scores-0", "resourceVersion": rv, "labels": labels}
+        return kopf.Body({"kind": kind, "metadata": meta, "status": status})
+
+    def event(body: kopf.Body, type_: str = "MODIFIED") -> bool:
+        unwake(rt)
+        run(main.batch_shards_changed("ns", "scores-0", labels, body, type_, memo))
+        return bj in woken(rt)
+
+    assert event(child("Pod", "1", phase="Pending"), "ADDED")
+    assert not event(child("Pod", "2", phase="Pending", podIP="10.244.0.9"))  # nothing the BatchJob reads
+    assert event(child("Pod", "3", phase="Running"))
+    assert event(child("Pod", "4", phase="Running"), "DELETED")
+    assert event(child("Job", "5", active=1), "ADDED")
+    assert not event(child("Job", "6", active=1, uncountedTerminatedPods={}))
+    assert event(child("Job", "7", active=0, succeeded=1))
+
+
+def test_a_waiting_batch_job_is_woken_by_its_model_and_a_started_one_is_not() -> None:
+    waiting, started = ("BatchJob", "ns", "waits"), ("BatchJob", "ns", "runs")
+    rt = runtime_with_loops(waiting, started)
+    memo = kopf.Memo(rt=rt)
+
+    def batch_job(name: str, **status: Any) -> kopf.Body:
+        meta = {"namespace": "ns", "name": name}
+        return kopf.Body({"kind": "BatchJob", "metadata": meta, "spec": {"model": "m"}, "status": status})
+
+    index: dict[Any, set[str]] = {}
+    for body in (batch_job("waits", phase="Pending"), batch_job("runs", phase="Running", modelDigest="ab")):
+        for key, name in main.indexes.batch_jobs_by_model("ns", body["metadata"]["name"], body).items():
+            index.setdefault(key, set()).add(name)
+    tm = kopf.Body({"kind": "TrainedModel", "metadata": {"namespace": "ns", "name": "m"}})
+    run(main.batch_model_changed("ns", "m", tm, memo, batch_jobs_by_model=index))
+    assert woken(rt) == {waiting}
+
+
+def test_a_scorer_child_event_without_its_kind_wakes_its_endpoint_instead_of_raising() -> None:
+    """Found by the scale benchmark (fixed in 2b2d482 without a test): an event whose body lacks `kind`
+    raised KeyError in scorer_changed, so kopf logged a traceback and the Endpoint was not woken."""
+    ep = ("Endpoint", "ns", "ep")
+    rt = runtime_with_loops(ep)
+    labels = {"kstudio.io/endpoint": "ep"}
+    meta = {"namespace": "ns", "name": "ep-1", "resourceVersion": "7", "labels": labels}
+    for type_ in ("MODIFIED", "DELETED"):
+        unwake(rt)
+        body = kopf.Body({"metadata": meta, "status": {}})
+        run(main.scorer_changed("ns", "ep-1", labels, body, type_, kopf.Memo(rt=rt)))
+        assert woken(rt) == {ep}, type_

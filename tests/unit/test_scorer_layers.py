@@ -9,7 +9,8 @@ from pathlib import Path
 SCORER = Path(__file__).resolve().parents[2] / "scorer" / "kstudio_scorer"
 PACKAGE = "kstudio_scorer"
 # What each part of the scorer may import of the scorer, besides itself. The top-level modules errors
-# and settings are the ground; cli (the process) sits above everything.
+# and settings are the ground; cli and shard_cli (the processes: `kstudio serve`, `kstudio score-shard`) sit
+# above everything.
 ALLOWED = {
     "errors": set(),
     "settings": set(),
@@ -18,6 +19,7 @@ ALLOWED = {
     "bes": {"model", "errors"},
     "http": {"bes", "protocols", "model", "errors", "settings"},
     "cli": {"http", "model", "settings"},
+    "shard_cli": {"bes", "model", "settings"},
 }
 
 

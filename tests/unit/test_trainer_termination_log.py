@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from kstudio_trainer import cli
 
@@ -33,13 +36,29 @@ def test_success_summary_is_compact_json(tmp_path: Path) -> None:
     assert " " not in path.read_text()
 
 
-def test_no_path_writes_nothing(tmp_path: Path) -> None:
-    cli._write_termination_log(None, {"ok": True})
-    assert list(tmp_path.iterdir()) == []
+def test_without_the_option_it_is_written_only_where_kubernetes_provides_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes creates the termination log in the container; a workstation run must not create it."""
+    default = tmp_path / "termination-log"
+    monkeypatch.setattr(cli, "TERMINATION_LOG", str(default))
+    argv = ["--snapshot", str(tmp_path / "no-such-spec.json"), "--run", "1", "--output", str(tmp_path / "m")]
+    assert cli.main(argv) == 2
+    assert not default.exists()
+
+    default.write_text("")  # as the kubelet provides it
+    assert cli.main(argv) == 2
+    doc = json.loads(default.read_text())
+    assert (doc["ok"], doc["exitCode"]) == (False, 2) and "no-such-spec.json" in doc["message"]
 
 
-def test_unwritable_path_is_a_warning_not_a_crash(tmp_path: Path) -> None:
-    cli._write_termination_log(tmp_path / "missing-dir" / "log", {"ok": True})
+def test_unwritable_path_is_a_warning_not_a_crash(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "missing-dir" / "log"
+    with caplog.at_level(logging.WARNING, logger="kstudio.train"):
+        cli._write_termination_log(path, {"ok": True})
+    assert not path.exists()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert str(path) in caplog.text and "No such file or directory" in caplog.text
 
 
 def test_message_full_of_escaped_characters_still_fits_as_valid_json() -> None:

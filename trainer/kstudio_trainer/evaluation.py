@@ -50,8 +50,10 @@ def build_report(
     metrics: dict[str, float],
     run: int | None,
     trials: Sequence[dict[str, Any]] = (),
+    snapshot: dict[str, Any] | None = None,
 ) -> ev.EvaluationReport:
-    """The report (without figures) of a fitted pipeline on its test split."""
+    """The report (without figures) of a fitted pipeline on its test split; `snapshot`, the experiment
+    spec it trained, goes with it (the console shows it next to the figures)."""
     notes: list[str] = []
     report = ev.EvaluationReport(
         task=spec.task,
@@ -59,6 +61,7 @@ def build_report(
         run=run,
         metrics=metrics,
         rows=ev.RowCounts(train=len(y_train), test=len(y_test)),
+        snapshot=snapshot,
     )
     if spec.task == "classification":
         report.class_balance = ev.ClassBalance(train=_balance(y_train), test=_balance(y_test))
@@ -336,13 +339,14 @@ _SHEDDABLE = (
     ("roc", "the ROC curves"),
     ("class_balance", "the class balance"),
     ("importance", "the permutation importance"),
+    ("snapshot", "the experiment snapshot"),
 )
 
 
 def _shed(report: ev.EvaluationReport, part: str) -> None:
     if part == "sample" and report.regression is not None:
         report.regression.sample = None
-    elif part in {"sweep", "class_balance", "importance"}:
+    elif part in {"sweep", "class_balance", "importance", "snapshot"}:
         setattr(report, part, None)
     elif report.classification is not None and part in {
         "calibration",

@@ -93,7 +93,9 @@ def train(
     log.info("test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "(none defined)")
     classes = [_plain(c) for c in pipeline.classes_] if spec.task == "classification" else []
     evaluation = (
-        _evaluation_report(pipeline, spec, y_train, x_test, y_test, metrics, run, trials) if report else None
+        _evaluation_report(pipeline, spec, y_train, x_test, y_test, metrics, run, trials, snapshot)
+        if report
+        else None
     )
     manifest = IlearnerManifest(
         task=spec.task,
@@ -129,10 +131,21 @@ def _evaluation_report(
     metrics: dict[str, float],
     run: int | None,
     trials: list[dict[str, Any]],
+    snapshot: dict[str, Any],
 ) -> EvaluationReport | None:
     started = time.monotonic()
     try:
-        built = build_report(pipeline, spec, y_train, x_test, y_test, metrics=metrics, run=run, trials=trials)
+        built = build_report(
+            pipeline,
+            spec,
+            y_train,
+            x_test,
+            y_test,
+            metrics=metrics,
+            run=run,
+            trials=trials,
+            snapshot=snapshot,
+        )
     except Exception:
         # The model is good; a report that cannot be computed (an unforeseen shape of data) must not cost
         # the run. The traceback goes to the log, and the model simply has no report.

@@ -16,3 +16,7 @@ not DNS labels (up to 253 characters), and a release name (<= 53) plus a namespa
 {{- define "kstudio.clusterScopedName" -}}
 {{ printf "%s-%s-operator" .Release.Name .Release.Namespace }}
 {{- end -}}
+
+{{- define "kstudio.consoleClusterScopedName" -}}
+{{ printf "%s-%s-console" .Release.Name .Release.Namespace }}
+{{- end -}}

@@ -345,7 +345,9 @@ def _rollback(
             decision.events.append(
                 Event("Warning", "RollbackImpossible", "no earlier model in the rollout history")
             )
-            return held
+            # Remembered as handled (restoring nothing), so it is said once and not acted on by surprise
+            # after a later rollout.
+            return RollbackOverride(token=request, model="", spec_model=wanted, active=False)
         held = RollbackOverride(token=request, model=last.from_model, spec_model=wanted)
         decision.events.append(
             Event(

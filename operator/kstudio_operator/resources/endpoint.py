@@ -201,7 +201,8 @@ class RollbackOverride(StatusModel):
     token: str = Field(max_length=253, description="The kstudio.io/rollback annotation value it handled.")
     model: str = Field(
         max_length=SPLIT_LABEL_LENGTH,
-        description="The TrainedModel (or split, model:weight,...) restored: the one served before.",
+        description="The TrainedModel (or split, model:weight,...) restored: the one served before; empty "
+        "when there was none, so nothing was restored.",
     )
     spec_model: str | None = Field(
         default=None,

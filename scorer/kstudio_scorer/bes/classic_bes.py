@@ -10,6 +10,9 @@ changing only their connection string and URL (the routes are http/classic_job_e
    "Outputs": {"output1": {"ConnectionString": "...", "RelativeLocation": "/container/out.csv"}},
    "GlobalParameters": {}}
 
+(or, as the older request of classic's documentation, `"Input": {...}` for the one input). Outputs are
+required: classic wrote to the workspace's storage account without them, an endpoint has none.
+
 A connection string in Azure's syntax whose `BlobEndpoint` is an S3 endpoint is read as object-storage
 credentials (AccountName = access key, AccountKey = secret key); `/container/path` is bucket/key. Results
 name the output's BaseLocation (that endpoint) and RelativeLocation; there are no SAS tokens
@@ -39,11 +42,14 @@ STATUS_CODES = {
 
 
 class ClassicJobRequestError(MalformedRequestError):
-    """A BES body that cannot be a job (400); `target` names the field. Never quotes a key."""
+    """A BES body that cannot be a job (400); `target` names the field. Never quotes a key. `code`, when
+    given, is the case's code in classic's error reference (snake case: the envelope spells it as classic)."""
 
-    def __init__(self, message: str, target: str) -> None:
+    def __init__(self, message: str, target: str, code: str | None = None) -> None:
         super().__init__(f"{target}: {message}")
         self.target = target
+        if code is not None:
+            self.code = code
 
 
 def storage_from_connection_string(text: Any, where: str) -> tuple[StorageSettings, str]:
@@ -109,6 +115,22 @@ def _one(doc: dict[str, Any], section: str) -> tuple[str, Any]:
     return str(name), ref
 
 
+def _input(doc: dict[str, Any]) -> tuple[str, Any]:
+    """The one input: `Inputs` by name, or (the older request of classic's documentation) `Input`."""
+    single = doc.get("Input")
+    if single is None:
+        return _one(doc, "Inputs")
+    if doc.get("Inputs") is not None:
+        raise ClassicJobRequestError(
+            "give Input (the one input) or Inputs (inputs by name), not both",
+            "Input",
+            code="duplicate_input_in_batch_call",
+        )
+    if not isinstance(single, dict):
+        raise ClassicJobRequestError("must be {ConnectionString, RelativeLocation}", "Input")
+    return "input1", single
+
+
 def job_from_request(body: bytes) -> Job:
     """The classic BES create body -> a job record. Raises ClassicJobRequestError naming the field."""
     try:
@@ -122,7 +144,14 @@ def job_from_request(body: bytes) -> Job:
     params = doc.get("GlobalParameters", {})
     if params is not None and not isinstance(params, dict):
         raise ClassicJobRequestError("must be an object", "GlobalParameters")
-    in_name, in_ref = _one(doc, "Inputs")
+    in_name, in_ref = _input(doc)
+    if not doc.get("Outputs"):
+        raise ClassicJobRequestError(
+            'must say where output1 goes: {"output1": {"ConnectionString": ..., "RelativeLocation": ...}} '
+            "(classic wrote to the workspace's storage account; a kstudio endpoint has none)",
+            "Outputs",
+            code="missing_output_override_specification",
+        )
     out_name, out_ref = _one(doc, "Outputs")
     in_where, out_where = f"Inputs.{in_name}", f"Outputs.{out_name}"
     in_storage, _ = storage_from_connection_string(

@@ -54,7 +54,12 @@ def format_of(uri: str, explicit: str | None) -> Format:
     )
 
 
-def _name_csv_column(message: str, names: list[str]) -> str:
+def csv_column_types(schema: tuple[Column, ...]) -> dict[str, pa.DataType]:
+    """How the CSV reader types each model column (the rest it infers)."""
+    return {c.name: _ARROW_TYPES[c.type] for c in schema}
+
+
+def name_csv_column(message: str, names: list[str]) -> str:
     """pyarrow says "In CSV column #2: ..."; say the column's name instead."""
     match = re.search(r"In CSV column #(\d+)", message)
     if match and int(match.group(1)) < len(names):
@@ -176,13 +181,13 @@ def _batches(
                     stream,
                     read_options=pacsv.ReadOptions(block_size=limits.csv_block_bytes),
                     convert_options=pacsv.ConvertOptions(
-                        column_types={c.name: _ARROW_TYPES[c.type] for c in schema},
+                        column_types=csv_column_types(schema),
                         strings_can_be_null=True,
                     ),
                 )
                 yield from reader
             except pa.ArrowInvalid as exc:
-                raise InputValidationError(f"{task.input}: {_name_csv_column(str(exc), names)}") from exc
+                raise InputValidationError(f"{task.input}: {name_csv_column(str(exc), names)}") from exc
     else:
         local = spool / "input.parquet"
         task.input_store.download(task.input, local)

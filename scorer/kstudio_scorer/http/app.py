@@ -161,6 +161,10 @@ def create_app(
         description="Scores rows with trained models (.ilearner), one per request (a traffic split). "
         "Request schemas follow the model's input schema.",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc pages load their JavaScript from a CDN: a scorer sends no client of
+        # its users to another host (and works offline). The document itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.kstudio = state
     for route in ROUTES:

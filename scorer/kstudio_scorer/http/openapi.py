@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.utils import get_openapi
 
+from kstudio_scorer.http import classic_job_endpoints as classic_jobs
+from kstudio_scorer.http import status_endpoints as status
 from kstudio_scorer.http.routes import ROUTES
 from kstudio_scorer.http.routing import Route
 from kstudio_scorer.http.scoring_endpoints import execute, score, v2_infer
@@ -45,12 +47,20 @@ ERROR_SCHEMA = {
 
 
 def _column_schema(col: Column, categories: list[str] | None) -> dict[str, Any]:
+    """A row's value of `col`. Numeric and boolean columns also take the value as text, as the samples
+    the classic portal generated send it (request_columns.py reads it by the column's type)."""
     typed: dict[str, Any] = {"type": _JSON_TYPES[col.type]}
     if categories:
         typed["examples"] = categories[:5]
+    as_text = {"type": "string"}
     if col.type == "boolean":
-        return typed
-    return {"anyOf": [typed, {"type": "null"}], "description": f"{col.type}; null = missing value"}
+        return {"anyOf": [typed, as_text], "description": 'boolean, or as text: "true"/"false"/"1"/"0"'}
+    if col.type == "string":
+        return {"anyOf": [typed, {"type": "null"}], "description": "string; null = missing value"}
+    return {
+        "anyOf": [typed, as_text, {"type": "null"}],
+        "description": f'{col.type}, or as text ("3.5"); null or "" = missing value',
+    }
 
 
 def _example_value(col: Column, categories: list[str] | None) -> Any:
@@ -65,9 +75,8 @@ def _row_schema(model: ScoringModel, sample_data: bool) -> dict[str, Any]:
     cats = {c.name: c.categories for c in model.manifest.inputSchema} if sample_data else {}
     return {
         "type": "object",
-        "description": "one row: every input column of the model, no other",
+        "description": "one row: every input column of the model; other columns are ignored",
         "required": [c.name for c in model.schema],
-        "additionalProperties": False,
         "properties": {c.name: _column_schema(c, cats.get(c.name)) for c in model.schema},
         "example": {c.name: _example_value(c, cats.get(c.name)) for c in model.schema},
     }
@@ -226,13 +235,13 @@ def _body(ref: str) -> dict[str, Any]:
 
 def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
     text = {
-        400: "malformed request",
+        400: "malformed request (or, on the classic routes, another api-version)",
         401: "missing or invalid API key",
         404: "no such model or job",
         413: "body or row count over the limit",
         422: "a value does not fit the input schema (names row and column)",
         429: "too many concurrent calls (see Retry-After)",
-        503: "model not ready",
+        503: "model not ready (or the scorer is draining)",
     }
     content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     return {str(s): {"description": text[s], "content": content} for s in statuses}
@@ -283,17 +292,34 @@ def _operation_id(route: Route) -> str:
     return f"{words}_{route.method.lower()}"
 
 
-def _scoring_operation(route: Route) -> dict[str, Any]:
+# Besides every POST route, these answer 503 while the model is not ready (or the pod drains).
+_READINESS: frozenset[Callable[..., Any]] = frozenset({status.readyz, status.v2_ready, status.v2_model_ready})
+
+
+def _error_statuses(route: Route, auth_enabled: bool) -> list[int]:
+    """Every error status the layers and the endpoint of `route` may answer, from the route table: a body
+    can be malformed (400), too large (413) or not fit the schema (422), and waits for the model (503);
+    classic routes refuse another api-version (400); a key may be missing (401); a name or job may not
+    exist (404); a limited route may be busy (429)."""
+    body = route.method == "POST"
+    return sorted(
+        {
+            *([400, 413, 422, 503] if body else []),
+            *([400] if route.classic else []),
+            *([401] if route.needs_key and auth_enabled else []),
+            *([404] if {"name", "job_id"} & set(route.params) else []),
+            *([429] if route.limited else []),
+            *([503] if route.endpoint in _READINESS else []),
+        }
+    )
+
+
+def _documented_errors(route: Route, auth_enabled: bool) -> dict[str, Any]:
+    return _errors(*_error_statuses(route, auth_enabled), schema="ClassicError" if route.classic else "Error")
+
+
+def _scoring_operation(route: Route, auth_enabled: bool) -> dict[str, Any]:
     described = _SCORING_OPERATIONS[route.endpoint]
-    statuses = [
-        400,
-        *([401] if route.needs_key else []),
-        *([404] if "name" in route.params else []),
-        413,
-        422,
-        *([429] if route.limited else []),
-        503,
-    ]
     parameters = [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string", "title": _title(p)}}
         for p in route.params
@@ -305,10 +331,64 @@ def _scoring_operation(route: Route) -> dict[str, Any]:
     if parameters:
         op["parameters"] = parameters
     op["requestBody"] = _body(described.request)
-    op["responses"] = {
-        "200": described.answer,
-        **_errors(*statuses, schema="ClassicError" if route.classic else "Error"),
-    }
+    op["responses"] = {"200": described.answer, **_documented_errors(route, auth_enabled)}
+    return op
+
+
+_BLOB_REFERENCE = {
+    "type": "object",
+    "description": "an object in S3-compatible storage: BlobEndpoint (the S3 endpoint), AccountName (access "
+    "key) and AccountKey (secret key) in the connection string; RelativeLocation /<bucket>/<key> (.csv or "
+    ".parquet)",
+    "required": ["ConnectionString", "RelativeLocation"],
+    "properties": {
+        "ConnectionString": {"type": "string"},
+        "RelativeLocation": {"type": "string"},
+        "BaseLocation": {"type": ["string", "null"]},
+        "SasBlobToken": {"type": ["string", "null"]},
+    },
+}
+CLASSIC_JOB_REQUEST = {
+    "type": "object",
+    "description": "Inputs (or, as classic's older clients send it, Input: the one input) and Outputs",
+    "required": ["Outputs"],
+    "properties": {
+        "Inputs": {"type": "object", "additionalProperties": _BLOB_REFERENCE, "minProperties": 1},
+        "Input": _BLOB_REFERENCE,
+        "Outputs": {"type": "object", "additionalProperties": _BLOB_REFERENCE, "minProperties": 1},
+        "GlobalParameters": {"type": ["object", "null"]},
+    },
+}
+CLASSIC_JOB_STATUS = {
+    "type": "object",
+    "required": ["StatusCode", "Results", "Details"],
+    "properties": {
+        "StatusCode": {
+            "type": "string",
+            "enum": ["NotStarted", "Running", "Failed", "Cancelled", "Finished"],
+        },
+        "Results": {"type": ["object", "null"], "additionalProperties": _BLOB_REFERENCE},
+        "Details": {"type": ["string", "null"]},
+    },
+}
+# The classic BES endpoints read and answer raw JSON: their bodies, as classic's documentation has them.
+_CLASSIC_JOB_BODIES: dict[Callable[..., Any], tuple[str | None, dict[str, Any]]] = {
+    classic_jobs.create_job: ("ClassicJobRequest", {"type": "string", "description": "the job id"}),
+    classic_jobs.get_job: (None, {"$ref": "#/components/schemas/ClassicJobStatus"}),
+}
+
+
+def _generated_operation(route: Route, generated: dict[str, Any], auth_enabled: bool) -> dict[str, Any]:
+    """FastAPI's operation of a route, with the errors our layers answer in our shapes (FastAPI lists
+    only its own 422, in a shape we never send), and the bodies of the classic BES endpoints."""
+    op = dict(generated)
+    success = {k: v for k, v in op.get("responses", {}).items() if k.startswith("2")}
+    if route.endpoint in _CLASSIC_JOB_BODIES:
+        request, answer = _CLASSIC_JOB_BODIES[route.endpoint]
+        if request is not None:
+            op["requestBody"] = _body(request)
+        success = {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}}}
+    op["responses"] = {**success, **_documented_errors(route, auth_enabled)}
     return op
 
 
@@ -327,11 +407,16 @@ def build_openapi(app: FastAPI, model: ScoringModel, settings: ScorerSettings) -
     schemas["Error"] = ERROR_SCHEMA
     schemas["ClassicRequest"] = _classic_request(loaded, settings.max_rows)
     schemas["ClassicError"] = CLASSIC_ERROR_SCHEMA
+    schemas["ClassicJobRequest"] = CLASSIC_JOB_REQUEST
+    schemas["ClassicJobStatus"] = CLASSIC_JOB_STATUS
     generated = doc["paths"]
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         method = route.method.lower()
-        op = _scoring_operation(route) if route.fast else generated[route.path][method]
+        if route.fast:
+            op = _scoring_operation(route, settings.auth_enabled)
+        else:
+            op = _generated_operation(route, generated[route.path][method], settings.auth_enabled)
         if route.needs_key and settings.auth_enabled:
             op["security"] = [{"bearerAuth": []}]
         paths.setdefault(route.path, {})[method] = op

@@ -200,8 +200,23 @@ def _pascal(code: str) -> str:
     return "".join(part.capitalize() for part in code.split("_"))
 
 
+# Our error codes whose case classic's REST API error reference names (learn.microsoft.com, "Azure Machine
+# Learning Studio (classic) REST API Error Codes"): (class, detail code). Classic answered a value that does
+# not parse with 400 and a throttled call with 503; the statuses stay ours (422, 429), the words are its.
+_REFERENCE_CODES = {
+    "invalid_input": ("BadUserArgument", "InputParseError"),
+    "malformed_request": ("BadArgument", "RequestBodyInvalid"),
+    "unsupported_api_version": ("BadArgument", "BadVersionCall"),
+    "unauthorized": ("Unauthorized", "ScoreRequestUnauthorized"),
+    "too_many_requests": ("ServiceUnavailable", "TooManyConcurrentRequests"),
+}
+
+
 def error_envelope(status: int, message: str, code: str, target: str | None = None) -> bytes:
-    """classic's error body: a top-level code by HTTP status, our specific code and target in details."""
-    detail = {"code": _pascal(code), "target": target or "request", "message": message}
-    top = _ERROR_CODES.get(status, "InternalError" if status >= 500 else "BadArgument")
+    """classic's error body: the class of the error as the top-level code, the specific code and target in
+    details; both as classic's error reference names them where it has the case, else by HTTP status and
+    our own code."""
+    top, detail_code = _REFERENCE_CODES.get(code, (None, _pascal(code)))
+    top = top or _ERROR_CODES.get(status, "InternalError" if status >= 500 else "BadArgument")
+    detail = {"code": detail_code, "target": target or "request", "message": message}
     return orjson.dumps({"error": {"code": top, "message": message, "details": [detail]}})

@@ -1,5 +1,7 @@
-"""The HTML pages of `kstudio report` and `kstudio compare`: one self-contained file each (no script, no
-external reference; figures inline as `data:` images, so an SVG can never run anything in the page).
+"""The HTML of evaluation reports: the pages `kstudio report` and `kstudio compare` write (one
+self-contained file each: no script, no external reference; figures inline as `data:` images, so an SVG
+can never run anything in the page), and the report's tables, which the console's run page shows too
+(`report_sections`).
 
 Every value from a report or a TrainedModel is escaped; the figures are the verified SVG bytes.
 """
@@ -7,6 +9,7 @@ Every value from a report or a TrainedModel is escaped; the figures are the veri
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kstudio_core.evaluation import EvaluationReport
 
 if TYPE_CHECKING:
-    from kstudio_cli.report import ModelEvaluation
+    from kstudio_console.evaluations import ModelEvaluation
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -159,6 +162,11 @@ def report_sections(report: EvaluationReport) -> list[str]:
                 ["class", "train rows", "test rows"],
                 [[c.label, c.count, test.get(str(c.label), 0)] for c in report.class_balance.train],
             ),
+        ]
+    if report.snapshot is not None:
+        out += [
+            "<h2>Experiment snapshot</h2>",
+            f"<pre>{escape(json.dumps(report.snapshot, indent=2, sort_keys=True))}</pre>",
         ]
     if report.notes:
         out += [
