@@ -121,8 +121,14 @@ def _text(value: object) -> str:
     if isinstance(value, bool):
         return flag_text(value)
     if isinstance(value, list):
-        return json.dumps(value)
+        return json.dumps([_plain(v) for v in value])
+    if isinstance(value, BaseModel):
+        return json.dumps(_plain(value))
     return str(value)
+
+
+def _plain(value: object) -> object:
+    return value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else value
 
 
 class StorageEnv(PodEnv):
@@ -172,11 +178,49 @@ class TrainerEnv(PodEnv):
     storage: StorageEnv
 
 
+class TrafficModel(BaseModel):
+    """One model a scorer serves: the TrainedModel's name, its artifact and sha256, and its share of the
+    requests in percent (the weights of a scorer's models sum to 100; one model alone weighs 100)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    uri: str = Field(min_length=1)
+    sha256: str = Field(pattern=SHA256_HEX)
+    weight: int = Field(default=100, ge=0, le=100)
+
+
+class MirrorModel(BaseModel):
+    """A model that scores a copy of `percent` % of a scorer's answered requests, off the request path,
+    to compare its answers with those given (shadow scoring); its own answers are never returned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    uri: str = Field(min_length=1)
+    sha256: str = Field(pattern=SHA256_HEX)
+    percent: int = Field(default=100, ge=1, le=100)
+
+
+def traffic_problems(traffic: list[TrafficModel]) -> list[str]:
+    """What is wrong with a scorer's list of models ([] when nothing): empty, weights not summing to 100,
+    a name or a sha256 listed twice. The CRD refuses these first; the scorer checks again what it is told."""
+    if not traffic:
+        return ["no model to serve"]
+    problems = []
+    if (total := sum(m.weight for m in traffic)) != 100:
+        problems.append(f"the weights sum to {total}, not 100")
+    for what, values in (("model", [m.name for m in traffic]), ("sha256", [m.sha256 for m in traffic])):
+        if twice := sorted({v for v in values if values.count(v) > 1}):
+            problems.append(f"{what} listed twice: {', '.join(twice)}")
+    return problems
+
+
 class ScorerEnv(PodEnv):
     """What `kstudio serve` is told by the operator (ScorerSettings documents each; more have defaults)."""
 
-    model_uri: str
-    model_sha256: str = Field(pattern=SHA256_HEX)
+    traffic: list[TrafficModel] = Field(min_length=1)
+    mirror: MirrorModel | None = None
     model_name: str
     port: int
     storage: StorageEnv

@@ -3,7 +3,8 @@
 An `.ilearner` is a zip holding exactly two members:
 
 - `manifest.json` — what the model is: format name and version, task, label, input schema, classes,
-  metrics, framework versions, the experiment snapshot and run that produced it;
+  metrics, framework versions, the experiment snapshot and run that produced it (a `transform`, which
+  only prepares data, has no label, classes or metrics, and names the columns it answers with);
 - `model.skops` — the fitted scikit-learn pipeline, serialized with skops.
 
 Readers always get an expected sha256 (from the TrainedModel) and check the *whole file* against it
@@ -86,7 +87,9 @@ class InvalidArtifactError(ArtifactError):
 
 # The column types of an input schema (manifest, run result, TrainedModel status, the scorer's coercion).
 ColumnType = Literal["number", "integer", "string", "boolean"]
-Task = Literal["classification", "regression"]
+# `transform`: preprocessing only (imputation, scaling, encoding, column selection): it predicts nothing and
+# answers with its transformed columns (manifest.outputColumns).
+Task = Literal["classification", "regression", "transform"]
 ClassLabel = bool | int | float | str
 
 
@@ -111,8 +114,9 @@ class IlearnerManifest(BaseModel):
     formatVersion: Literal[1] = FORMAT_VERSION
     serialization: Literal["skops"] = SERIALIZATION
     task: Task
-    label: str = Field(min_length=1)
+    label: str | None = Field(default=None, min_length=1)
     inputSchema: list[ColumnSpec] = Field(min_length=1)
+    outputColumns: list[str] = Field(default_factory=list)
     classes: list[ClassLabel] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     frameworks: dict[str, str] = Field(default_factory=dict)
@@ -123,6 +127,14 @@ class IlearnerManifest(BaseModel):
     @property
     def feature_names(self) -> list[str]:
         return [c.name for c in self.inputSchema]
+
+    @pydantic.model_validator(mode="after")
+    def _task_fields(self) -> IlearnerManifest:
+        if self.task == "transform" and not self.outputColumns:
+            raise ValueError("a transform names the columns it answers with (outputColumns)")
+        if self.task != "transform" and self.label is None:
+            raise ValueError(f"a {self.task} model names its label")
+        return self
 
 
 @dataclass(frozen=True)
@@ -147,7 +159,10 @@ def write_container(
 
     The caller (the trainer) has already checked that `payload` holds only TRUSTED_TYPES.
     """
-    manifest_bytes = manifest.model_dump_json(indent=2).encode()
+    # Keys a model has no use for are left out (a transform's outputColumns, a label a transform lacks), so
+    # a scorer of a release before transforms, which refuses unknown keys, reads a new trainer's models.
+    unused = {key for key in ("label", "outputColumns") if not getattr(manifest, key)}
+    manifest_bytes = manifest.model_dump_json(indent=2, exclude=unused).encode()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".ilearner-", dir=target.parent)

@@ -49,6 +49,9 @@ ANNOTATION_OUTPUT: Final = f"{API_GROUP}/output"
 # from the pods to report what is really served; and on the Deployment the hash of the spec it applied.
 ANNOTATION_MODEL: Final = f"{API_GROUP}/model"
 ANNOTATION_MODEL_SHA256: Final = f"{API_GROUP}/model-sha256"
+# ... and every model of its traffic split with its sha256 and weight (`name@sha256:weight,...`): what
+# the pods load, read back likewise (the first two name the model with the largest weight).
+ANNOTATION_TRAFFIC: Final = f"{API_GROUP}/traffic"
 ANNOTATION_SPEC_HASH: Final = f"{API_GROUP}/spec-hash"
 
 FINALIZER: Final = f"{API_GROUP}/finalizer"

@@ -23,7 +23,7 @@ from kstudio_core.vocabulary import (
     parameter_problems,
 )
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "transform"]
 
 
 class _Model(BaseModel):
@@ -68,17 +68,31 @@ class ExperimentSnapshot(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     dataset: DatasetSpec
-    label: str = Field(min_length=1)
+    label: str | None = Field(default=None, min_length=1)  # absent for a transform
     features: list[str] | None = None
     task: Task
     preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
-    algorithm: AlgorithmSpec
+    algorithm: AlgorithmSpec | None = None  # absent for a transform
     sweep: SweepSpec | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
     @property
+    def target(self) -> str:
+        """The label a predictive experiment learns (validate_snapshot has made sure it has one)."""
+        if self.label is None:
+            raise ValueError(f"a {self.task} experiment has no label")
+        return self.label
+
+    @property
+    def estimator(self) -> AlgorithmSpec:
+        """The algorithm of a predictive experiment (validate_snapshot has made sure it has one)."""
+        if self.algorithm is None:
+            raise ValueError(f"a {self.task} experiment has no algorithm")
+        return self.algorithm
+
+    @property
     def metric_names(self) -> list[str]:
-        return list(self.evaluation.metrics or DEFAULT_METRICS[self.task])
+        return list(self.evaluation.metrics or DEFAULT_METRICS.get(self.task, ()))
 
     @property
     def sweep_metric(self) -> str:
@@ -115,7 +129,7 @@ def _semantic_problems(spec: ExperimentSnapshot) -> list[str]:
     if spec.features is not None:
         if not spec.features:
             problems.append("features: must name at least one column (or be omitted for all but the label)")
-        if spec.label in spec.features:
+        if spec.label is not None and spec.label in spec.features:
             problems.append(f"features: the label {spec.label!r} cannot also be a feature")
         duplicates = sorted({f for f in spec.features if spec.features.count(f) > 1})
         if duplicates:
@@ -124,6 +138,12 @@ def _semantic_problems(spec: ExperimentSnapshot) -> list[str]:
     both = sorted(set(pre.numeric_columns or []) & set(pre.categorical_columns or []))
     if both:
         problems.append(f"preprocessing: column(s) {', '.join(both)} declared both numeric and categorical")
+    if spec.task == "transform":
+        return problems + transform_problems(spec)
+    if spec.label is None:
+        problems.append(f"label: required field is missing (a {spec.task} model predicts it)")
+    if spec.algorithm is None:
+        return [*problems, f"algorithm: required field is missing (the estimator of the {spec.task})"]
     problems += algorithm_problems(spec.task, spec.algorithm.name, spec.algorithm.params)
     problems += metric_problems(spec.task, spec.evaluation.metrics, "evaluation.metrics")
     if spec.sweep is not None:
@@ -148,3 +168,19 @@ def _semantic_problems(spec: ExperimentSnapshot) -> list[str]:
             if candidates > 256:
                 problems.append(f"sweep.params: {candidates} combinations, more than the 256 allowed")
     return problems
+
+
+def transform_problems(spec: ExperimentSnapshot) -> list[str]:
+    """A transform fits preprocessing only: no label, no algorithm, no sweep, no metrics."""
+    extra = [
+        name
+        for name, given in (
+            ("label", spec.label is not None),
+            ("algorithm", spec.algorithm is not None),
+            ("sweep", spec.sweep is not None),
+            ("evaluation.metrics", bool(spec.evaluation.metrics)),
+        )
+        if given
+    ]
+    why = "a transform fits preprocessing only and predicts nothing; leave it out"
+    return [f"{name}: {why}" for name in extra]

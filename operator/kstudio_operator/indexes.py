@@ -84,12 +84,17 @@ def experiment_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body,
 
 
 def model_references(body: Mapping[str, Any]) -> set[str]:
-    """TrainedModel names a WebService or Endpoint uses: named in its spec or served (status)."""
+    """TrainedModel names a WebService or Endpoint uses: named in its spec (model, traffic, mirror) or
+    served (status: model, traffic, mirror)."""
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return set()
     spec = body.get("spec") or {}
     status = body.get("status") or {}
-    return {str(v) for v in (spec.get("model"), status.get("model")) if v}
+    named = [spec.get("model"), status.get("model")]
+    named += [(doc.get("mirror") or {}).get("model") for doc in (spec, status)]
+    for listed in (spec.get("traffic"), status.get("traffic")):
+        named += [t.get("model") for t in listed or [] if isinstance(t, dict)]
+    return {str(v) for v in named if v}
 
 
 def model_users(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -104,7 +109,9 @@ def trained_models(namespace: str | None, name: str | None, body: kopf.Body, **_
         (namespace, name): {
             "spec": dict(body.get("spec") or {}),
             "labels": dict((body.get("metadata") or {}).get("labels") or {}),
-            "status": _pick(status, "phase", "reason", "message", "inputSchema", "metrics"),
+            "status": _pick(
+                status, "phase", "reason", "message", "task", "inputSchema", "metrics", "sizeBytes"
+            ),
         }
     }
 
@@ -118,7 +125,7 @@ def web_services(namespace: str | None, name: str | None, body: kopf.Body, **_: 
 
 def endpoint_view(body: Mapping[str, Any]) -> dict[str, Any]:
     """What a WebService reads of one of its Endpoints."""
-    status = _pick(body.get("status") or {}, "phase", "model", "modelDigest", "url")
+    status = _pick(body.get("status") or {}, "phase", "model", "modelDigest", "url", "split")
     return {"spec": dict(body.get("spec") or {}), "status": status}
 
 
@@ -193,6 +200,7 @@ def endpoint_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, *
             "name": meta.get("name"),
             "model": annotations.get(c.ANNOTATION_MODEL),
             "sha256": annotations.get(c.ANNOTATION_MODEL_SHA256),
+            "traffic": annotations.get(c.ANNOTATION_TRAFFIC),
             "ready": ready,
             "deleting": bool(meta.get("deletionTimestamp")),
             "waiting": waiting,

@@ -149,7 +149,7 @@ def serve(settings: ScorerSettings, log_level: str) -> int:
         signal.signal(sig, lambda signum, frame: None)
     server.run()
     if failure:
-        message = f"model {settings.model_name} failed to load: {failure[0]}"
+        message = f"model {failure[0].model or settings.model_name} failed to load: {failure[0]}"
         print(message, file=sys.stderr)
         write_termination_log(settings.termination_log, message)
         return failure[0].exit_code

@@ -1,8 +1,10 @@
 """Scorer settings: every knob of `kstudio serve`, read from KSTUDIO_* environment variables.
 
-One process serves one model. The operator sets those of `kstudio_core.environment.ScorerEnv` on the scorer
-pod (same field names, same prefix: a field here is the variable ENV_PREFIX + its name in capitals); tests
-build the settings directly. Storage is read apart, by `StorageSettings.from_env`.
+One process serves the models of one endpoint: one (`model_uri`, `model_sha256`), or a traffic split
+(`traffic`, what the operator gives its pods). The operator sets those of
+`kstudio_core.environment.ScorerEnv` on the scorer pod (same field names, same prefix: a field here is the
+variable ENV_PREFIX + its name in capitals); tests build the settings directly. Storage is read apart, by
+`StorageSettings.from_env`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kstudio_core.environment import ENV_PREFIX, Flag, LoggingLevel, env_name
+from kstudio_core.environment import (
+    ENV_PREFIX,
+    Flag,
+    LoggingLevel,
+    MirrorModel,
+    TrafficModel,
+    env_name,
+    traffic_problems,
+)
 from kstudio_core.exitcodes import TERMINATION_LOG
 from kstudio_core.ilearner import SHA256_HEX
 
@@ -25,10 +35,28 @@ class ScorerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    # --- the model -------------------------------------------------------------------------------
-    model_uri: str = Field(description="s3://bucket/key.ilearner or a local file path of the artifact")
-    model_sha256: str = Field(description="expected sha256 (64 hex) of the whole .ilearner file")
-    model_name: str = Field("model", description="name under /v2/models/{name}")
+    # --- the models ------------------------------------------------------------------------------
+    model_uri: str | None = Field(
+        None, description="s3://bucket/key.ilearner or a local file path of the artifact (one model)"
+    )
+    model_sha256: str | None = Field(None, description="expected sha256 (64 hex) of the whole .ilearner file")
+    traffic: list[TrafficModel] | None = Field(
+        None,
+        description="instead of model_uri: every model this process serves, as JSON [{name, uri, sha256, "
+        "weight}]; each request goes to one of them by weight (sticky per x-kstudio-session header)",
+    )
+    model_name: str = Field(
+        "model", description="name under /v2/models/{name} (the endpoint's); one model_uri is served under it"
+    )
+    mirror: MirrorModel | None = Field(
+        None,
+        description="shadow scoring, as JSON {name, uri, sha256, percent}: a model loaded with the others "
+        "that scores a copy of percent % of the answered requests off the request path; its answers are "
+        "only compared with the ones given (metrics; disagreements logged with logging on), never returned",
+    )
+    mirror_queue_size: int = Field(
+        1000, gt=0, description="copies waiting for the mirror at most; more are dropped and counted"
+    )
     model_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-model",
         description="where a downloaded artifact is kept",
@@ -124,14 +152,34 @@ class ScorerSettings(BaseSettings):
 
     @field_validator("model_sha256")
     @classmethod
-    def _hex_digest(cls, value: str) -> str:
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = value.strip().lower()
         if not re.match(SHA256_HEX, value):
             raise ValueError("must be a sha256 digest: 64 hexadecimal characters")
         return value
 
+    def served_models(self) -> list[TrafficModel]:
+        """The models to load: `traffic`, or the one model_uri under the endpoint's name."""
+        if self.traffic is not None:
+            return list(self.traffic)
+        assert self.model_uri is not None and self.model_sha256 is not None  # _consistent checked it
+        return [TrafficModel(name=self.model_name, uri=self.model_uri, sha256=self.model_sha256)]
+
     @model_validator(mode="after")
     def _consistent(self) -> ScorerSettings:
+        single = self.model_uri is not None or self.model_sha256 is not None
+        if self.traffic is not None and single:
+            raise ValueError(
+                f"set either {env_name('traffic')} or {env_name('model_uri')} and {env_name('model_sha256')}"
+            )
+        if self.traffic is None and (self.model_uri is None or self.model_sha256 is None):
+            raise ValueError(f"{env_name('model_uri')} and {env_name('model_sha256')} are required")
+        if self.traffic is not None and (problems := traffic_problems(self.traffic)):
+            raise ValueError(f"{env_name('traffic')}: {'; '.join(problems)}")
+        if self.mirror is not None and self.mirror.sha256 in {m.sha256 for m in self.served_models()}:
+            raise ValueError(f"{env_name('mirror')}: the mirror {self.mirror.name} also answers requests")
         if self.auth_enabled and self.keys_dir is None:
             raise ValueError(
                 f"auth is enabled but {env_name('keys_dir')} is not set; "

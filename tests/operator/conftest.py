@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from operator_support import REPO, Kubectl, OperatorProcess, operator_env, wait_until
+from serving_kit import import_model
 
 from fixtures.operator_process import allowed_patterns, fail_on
 
@@ -69,6 +70,16 @@ def namespace(kube_namespace: str, local_cluster: Any, kstudio_crds: None, examp
 @pytest.fixture
 def kube(local_cluster: Any, namespace: str) -> Kubectl:
     return Kubectl(local_cluster, namespace)
+
+
+@pytest.fixture
+def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> dict[str, str]:
+    """Three TrainedModels in the namespace: m-a, m-b (same schema, different answers) and m-bad (its
+    recorded digest does not match the file: scorer pods refuse to load it). name → sha256."""
+    return {
+        name: import_model(kube, example_data, namespace, tmp_path, name, flip)
+        for name, flip in (("m-a", False), ("m-b", True))
+    }
 
 
 @pytest.fixture

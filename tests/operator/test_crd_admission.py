@@ -90,3 +90,68 @@ def test_unknown_algorithm_is_refused_listing_the_allowed_ones(kube: Kubectl) ->
     proc = kube.apply(experiment_manifest("evil", algorithm={"name": "os.system"}))
     assert proc.returncode != 0
     assert "spec.algorithm.name" in proc.stderr and "RandomForestClassifier" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"traffic": [{"model": "a", "weight": 90}, {"model": "b", "weight": 20}]}, "must sum to 100"),
+        (
+            {"traffic": [{"model": "a", "weight": 50}, {"model": "a", "weight": 50}]},
+            "lists a model more than once",
+        ),
+        (
+            {"model": "a", "traffic": [{"model": "a", "weight": 100}]},
+            "spec.model and spec.traffic are mutually",
+        ),
+        (
+            {"traffic": [{"model": "a", "weight": 101}, {"model": "b", "weight": -1}]},
+            "spec.traffic[0].weight",
+        ),
+    ],
+)
+def test_a_traffic_split_that_cannot_be_served_is_refused_with_the_reason(
+    kube: Kubectl, spec: dict[str, Any], words: str
+) -> None:
+    manifest = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": "split"},
+        "spec": {"webService": "svc", **spec},
+    }
+    proc = kube.apply(json.dumps(manifest))
+    assert proc.returncode != 0
+    assert words in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"traffic": [{"model": "a", "weight": 50}, {"model": "b", "weight": 50}], "mirror": {"model": "b"}},
+        {"model": "a", "mirror": {"model": "a", "percent": 10}},
+    ],
+)
+def test_a_mirror_that_also_answers_is_refused(kube: Kubectl, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "kstudio.io/v1alpha1",
+        "kind": "Endpoint",
+        "metadata": {"name": "shadow"},
+        "spec": {"webService": "svc", **spec},
+    }
+    proc = kube.apply(json.dumps(manifest))
+    assert proc.returncode != 0
+    assert "spec.mirror.model also answers requests" in proc.stderr, proc.stderr
+
+
+def test_a_transform_with_an_algorithm_and_a_model_without_one_are_refused(kube: Kubectl) -> None:
+    transform = json.loads(experiment_manifest("prep", task="transform"))
+    proc = kube.apply(json.dumps(transform))
+    assert proc.returncode != 0
+    assert "a transform fits preprocessing only" in proc.stderr, proc.stderr
+    spec = {k: v for k, v in transform["spec"].items() if k not in ("label", "algorithm", "evaluation")}
+    assert kube.apply(json.dumps(transform | {"spec": spec})).returncode == 0
+    model = json.loads(experiment_manifest("nolabel"))
+    del model["spec"]["algorithm"]
+    proc = kube.apply(json.dumps(model))
+    assert proc.returncode != 0
+    assert "classification and regression need spec.label and spec.algorithm" in proc.stderr, proc.stderr

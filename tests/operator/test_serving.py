@@ -3,80 +3,19 @@ a model patched in under load with zero failed requests, a bad model that stalls
 
 from __future__ import annotations
 
-import base64
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_support import QUICK_RESYNC, Kubectl, OperatorProcess, condition, reconciled_again, wait_until
-from serving_kit import LOADGEN, build_model
+from serving_kit import build_model, cluster_ip, endpoint_ready, infer, load, secret_key
+from serving_kit import doc as _doc
 
 from kstudio_localcluster import netns
 
 pytestmark = pytest.mark.cluster
-
-
-def _doc(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> str:
-    return json.dumps(
-        {"apiVersion": "kstudio.io/v1alpha1", "kind": kind, "metadata": {"name": name, **meta}, "spec": spec}
-    )
-
-
-@pytest.fixture
-def models(tmp_path: Path, example_data: Any, namespace: str, kube: Kubectl) -> dict[str, str]:
-    """Three TrainedModels in the namespace: m-a, m-b (same schema, different answers) and m-bad (its
-    recorded digest does not match the file: scorer pods refuse to load it). name → sha256."""
-    out = {}
-    for name, flip in (("m-a", False), ("m-b", True)):
-        path = tmp_path / f"{name}.ilearner"
-        sha = build_model(path, flip)
-        uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-        example_data.upload(path, uri)
-        assert (
-            kube.apply(_doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
-        )
-        out[name] = sha
-    return out
-
-
-def secret_key(kube: Kubectl, endpoint: str, which: str = "primaryKey") -> str:
-    secret = kube.get("secret", f"{endpoint}-keys")
-    assert secret is not None
-    return base64.b64decode(secret["data"][which]).decode()
-
-
-def endpoint_ready(kube: Kubectl, name: str, model: str) -> dict[str, Any] | None:
-    status = kube.status("endpoint", name)
-    return status if status.get("phase") == "Ready" and status.get("model") == model else None
-
-
-def cluster_ip(kube: Kubectl, service: str) -> str:
-    svc = kube.get("service", service)
-    assert svc is not None
-    return str(svc["spec"]["clusterIP"])
-
-
-def infer(local_cluster: Any, ip: str, key: str | None, endpoint: str) -> tuple[int, str]:
-    path = f"/v2/models/{endpoint}/infer"
-    body = json.dumps(
-        {
-            "inputs": [
-                {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.3]},
-                {"name": "x2", "shape": [1], "datatype": "FP64", "data": [-0.1]},
-            ]
-        }
-    ).encode()
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-    try:
-        return netns.http_request(
-            local_cluster.info.layout.netns, "POST", f"http://{ip}{path}", body, headers
-        )
-    except OSError as exc:  # kube-proxy may not route a new Service yet: "refused" until it does
-        return 0, repr(exc)
 
 
 def test_a_web_service_serves_its_model_through_its_default_endpoint_with_generated_keys(
@@ -169,37 +108,16 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
     ip = cluster_ip(kube, "ep2")
     key = secret_key(kube, "ep2")
     wait_until("the Service to answer", lambda: infer(local_cluster, ip, key, "ep2")[0] == 200, 30)
-    gen = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            local_cluster.info.layout.netns,
-            sys.executable,
-            "-c",
-            LOADGEN,
-            ip,
-            key,
-            "80",
-            "ep2",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert gen.stdout is not None
-        word, t0 = gen.stdout.readline().split()
-        assert word == "started"
+    with load(local_cluster.info.layout.netns, ip, key, 80, "ep2") as (gen, t0):
         time.sleep(3)
         patched_at = time.monotonic()
         kube.run("patch", "endpoints.kstudio.io", "ep2", "--type=merge", "-p", '{"spec":{"model":"m-b"}}')
         status = wait_until("ep2 serving m-b", lambda: endpoint_ready(kube, "ep2", "m-b"), 240)
-        shown_at = time.monotonic() - float(t0)  # on the load generator's clock (both CLOCK_MONOTONIC)
+        shown_at = time.monotonic() - t0  # on the load generator's clock (both CLOCK_MONOTONIC)
         switched = time.monotonic() - patched_at
         time.sleep(3)
         # Back to m-a, and the operator is SIGKILLed half-way through that rollout, then restarted.
-        second_patch_at = time.monotonic() - float(t0)
+        second_patch_at = time.monotonic() - t0
         kube.run("patch", "endpoints.kstudio.io", "ep2", "--type=merge", "-p", '{"spec":{"model":"m-a"}}')
         wait_until(
             "the rollout to start", lambda: kube.status("endpoint", "ep2").get("phase") == "RollingOut", 30
@@ -210,10 +128,6 @@ def test_patching_an_endpoint_under_load_switches_models_with_zero_failed_reques
         back = wait_until("ep2 serving m-a again", lambda: endpoint_ready(kube, "ep2", "m-a"), 240)
         time.sleep(3)
         out, _ = gen.communicate(input="", timeout=60)
-    finally:
-        if gen.poll() is None:
-            gen.kill()
-            gen.wait()
     result = json.loads(out.strip().splitlines()[-1])
     rate = (result["ok"] + result["failed"]) / result["seconds"]
     answers = [(t, v) for t, v in result["answers"] if t < second_patch_at]

@@ -116,7 +116,7 @@ def test_batchjob_spec_is_immutable_and_its_exclusive_fields_are_checked_by_cel(
 
 def test_experiment_bounds_and_enums() -> None:
     spec = _schema("experiments")["properties"]["spec"]["properties"]
-    assert spec["task"]["enum"] == ["classification", "regression"]
+    assert spec["task"]["enum"] == ["classification", "regression", "transform"]
     assert "RandomForestClassifier" in spec["algorithm"]["properties"]["name"]["enum"]
     fraction = spec["evaluation"]["properties"]["testFraction"]
     assert (fraction["minimum"], fraction["maximum"]) == (0.05, 0.5)

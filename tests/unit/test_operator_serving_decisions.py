@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,7 +86,9 @@ def test_a_new_endpoint_creates_its_service_and_a_rolling_deployment_of_non_root
     assert template["metadata"]["annotations"][ANNOTATION_MODEL_SHA256] == sha(1)
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
     env = {e["name"]: e.get("value", "") for e in template["spec"]["containers"][0]["env"]}
-    assert (env["KSTUDIO_MODEL_URI"], env["KSTUDIO_MODEL_SHA256"]) == ("s3://models/m-1.ilearner", sha(1))
+    assert json.loads(env["KSTUDIO_TRAFFIC"]) == [
+        {"name": "m-1", "uri": "s3://models/m-1.ilearner", "sha256": sha(1), "weight": 100}
+    ]
     assert not any("Key" in v and len(v) > 30 for v in env.values())  # keys only through the Secret volume
     assert decision.status["phase"] == "Pending" and "model" not in decision.status
 

@@ -18,12 +18,14 @@ from kstudio_core.environment import (
     ScorerEnv,
     StorageEnv,
     StoreAddress,
+    TrafficModel,
     env_name,
     parse_endpoint,
     parse_flag,
 )
 from kstudio_core.storage import StorageError, StorageSettings
 from kstudio_operator.builders.scorer import ServedModel, deployment
+from kstudio_operator.builders.traffic import Split
 from kstudio_operator.builders.training import RunRequest, training_job
 from kstudio_operator.resources import EndpointSpec, ExperimentSpec
 from kstudio_operator.settings import OperatorConfig
@@ -104,7 +106,10 @@ def test_scorer_pods_reach_the_https_store_the_operator_uses_over_https(
     assert (storage.access_key, storage.secret_key) == ("pod-access", "pod-secret")
 
     scorer = _scorer_settings(env, monkeypatch)
-    assert (scorer.model_uri, scorer.model_sha256, scorer.model_name) == (MODEL.uri, MODEL.sha256, "ep2")
+    assert (scorer.traffic, scorer.model_name) == (
+        [TrafficModel(name=MODEL.name, uri=MODEL.uri, sha256=MODEL.sha256, weight=100)],
+        "ep2",
+    )
     assert (scorer.keys_dir, scorer.pod_name, scorer.output_columns) == (keys, "ep2-1", ["Scored Labels"])
 
 
@@ -124,7 +129,11 @@ def _as_written(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return json.dumps(value)
+        return json.dumps(
+            [v.model_dump(mode="json") if isinstance(v, pydantic.BaseModel) else v for v in value]
+        )
+    if isinstance(value, pydantic.BaseModel):
+        return json.dumps(value.model_dump(mode="json"))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -144,7 +153,11 @@ def test_every_variable_the_operator_gives_a_scorer_pod_reaches_its_settings(
         }
     )
     output = {"columns": ["Scored Labels"], "includeInputs": True}
-    container = _container(deployment("ns", "ep2", "penguins", spec, MODEL, output, CONFIG))
+    mirror = ServedModel(
+        name="penguins-4", uri="s3://models/ns/penguins/penguins-4.ilearner", sha256="cd" * 32
+    )
+    served = Split((MODEL,), mirror=mirror)
+    container = _container(deployment("ns", "ep2", "penguins", spec, served, output, CONFIG))
     keys = tmp_path / "keys"
     keys.mkdir()
     env = _process_env(

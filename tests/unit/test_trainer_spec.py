@@ -48,7 +48,7 @@ def test_sweep_metric_defaults_to_first_evaluation_metric() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"task": "clustering"}, "task: Input should be 'classification' or 'regression'"),
+        ({"task": "clustering"}, "task: Input should be 'classification', 'regression' or 'transform'"),
         ({"dataset": {"uri": "https://example.com/x.csv"}}, "only s3:// URIs or local paths"),
         ({"dataset": {"uri": "s3://d/x.csv", "format": "xlsx"}}, "dataset.format"),
         ({"features": ["species", "island"]}, "the label 'species' cannot also be a feature"),

@@ -46,6 +46,7 @@ from kstudio_trainer.errors import (
 from kstudio_trainer.report_writer import write_report
 from kstudio_trainer.spec import parse_snapshot
 from kstudio_trainer.training import TrainingOutcome, train
+from kstudio_trainer.transform import train_transform
 
 log = logging.getLogger("kstudio.train")
 
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> RunResult:
     log.info(
         "run %d: %s (%s, label %r) on %s -> %s",
         args.run,
-        spec.algorithm.name,
+        spec.algorithm.name if spec.algorithm else "preprocessing",
         spec.task,
         spec.label,
         dataset_uri,
@@ -132,7 +133,10 @@ def run(args: argparse.Namespace) -> RunResult:
         local = _fetch_dataset(store, dataset_uri, work / f"dataset.{fmt}")
         frame = read_table(local, fmt, dataset_uri)
         log.info("read %d rows x %d columns (%s)", len(frame), len(frame.columns), fmt)
-        outcome = train(frame, spec, snapshot, args.run, report=not args.no_evaluation)
+        if spec.task == "transform":
+            outcome = train_transform(frame, spec, snapshot, args.run)  # nothing to evaluate
+        else:
+            outcome = train(frame, spec, snapshot, args.run, report=not args.no_evaluation)
         artifact_path = work / "model.ilearner"
         digest = write_ilearner(artifact_path, outcome.pipeline, outcome.manifest)
         log.info("artifact: %d bytes, sha256 %s", digest.size_bytes, digest.sha256)

@@ -75,13 +75,49 @@ def _first_line(exc: BaseException) -> str:
 
 def prepare(frame: pd.DataFrame, spec: ExperimentSnapshot) -> TrainingData:
     """Check the table against the spec and split it into features, label and a column plan."""
+    frame, columns = _named_columns(frame)
+    if spec.target not in columns:
+        raise DataError(f"label column {spec.target!r} is not in the dataset; columns are: {_names(columns)}")
+    features = spec.features if spec.features is not None else [c for c in columns if c != spec.target]
+    _check_features(features, columns, spec, f"besides the label {spec.target!r}")
+    if len(frame) == 0:
+        raise DataError("dataset is empty: it has a header but no rows")
+    y = frame[spec.target]
+    keep = y.notna()
+    dropped = int((~keep).sum())
+    if dropped:
+        log.info("dropping %d row(s) with no value in label column %r", dropped, spec.target)
+    frame = frame.loc[keep].reset_index(drop=True)
+    if len(frame) < MIN_ROWS:
+        raise DataError(
+            f"dataset is too small: {len(frame)} row(s) with a label, at least {MIN_ROWS} are needed"
+        )
+    y = _label(frame[spec.target], spec)
+    x, plan, schema = plan_columns(frame, features, spec)
+    return TrainingData(x=x, y=y, plan=plan, schema=schema, dropped_rows=dropped)
+
+
+def prepare_features(
+    frame: pd.DataFrame, spec: ExperimentSnapshot
+) -> tuple[pd.DataFrame, ColumnPlan, list[ColumnSpec]]:
+    """A transform's table: its feature columns (default: all), their plan and input schema."""
+    frame, columns = _named_columns(frame)
+    features = spec.features if spec.features is not None else columns
+    _check_features(features, columns, spec, "")
+    if len(frame) < MIN_ROWS:
+        raise DataError(f"dataset is too small: {len(frame)} row(s), at least {MIN_ROWS} are needed")
+    return plan_columns(frame, features, spec)
+
+
+def _named_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
     if frame.empty and not columns:
         raise DataError("dataset has no columns")
-    if spec.label not in columns:
-        raise DataError(f"label column {spec.label!r} is not in the dataset; columns are: {_names(columns)}")
-    features = spec.features if spec.features is not None else [c for c in columns if c != spec.label]
+    return frame, columns
+
+
+def _check_features(features: list[str], columns: list[str], spec: ExperimentSnapshot, besides: str) -> None:
     unknown = [f for f in features if f not in columns]
     if unknown:
         raise DataError(
@@ -89,7 +125,7 @@ def prepare(frame: pd.DataFrame, spec: ExperimentSnapshot) -> TrainingData:
             + _names(columns)
         )
     if not features:
-        raise DataError(f"dataset has no feature columns besides the label {spec.label!r}")
+        raise DataError(f"dataset has no feature columns {besides}".rstrip())
     pre = spec.preprocessing
     for where, declared in (
         ("numericColumns", pre.numeric_columns),
@@ -99,21 +135,14 @@ def prepare(frame: pd.DataFrame, spec: ExperimentSnapshot) -> TrainingData:
         if stray:
             raise DataError(f"preprocessing.{where} names column(s) {_names(stray)} that are not features")
 
-    if len(frame) == 0:
-        raise DataError("dataset is empty: it has a header but no rows")
-    y = frame[spec.label]
-    keep = y.notna()
-    dropped = int((~keep).sum())
-    if dropped:
-        log.info("dropping %d row(s) with no value in label column %r", dropped, spec.label)
-    frame = frame.loc[keep].reset_index(drop=True)
-    if len(frame) < MIN_ROWS:
-        raise DataError(
-            f"dataset is too small: {len(frame)} row(s) with a label, at least {MIN_ROWS} are needed"
-        )
-    y = _label(frame[spec.label], spec)
-    x = frame[features].copy()
 
+def plan_columns(
+    frame: pd.DataFrame, features: list[str], spec: ExperimentSnapshot
+) -> tuple[pd.DataFrame, ColumnPlan, list[ColumnSpec]]:
+    """Each feature numeric or categorical (declared, else from the data), its values converted, and the
+    input schema scoring requests are read by."""
+    pre = spec.preprocessing
+    x = frame[features].copy()
     numeric, categorical = [], []
     declared_numeric = set(pre.numeric_columns or [])
     declared_categorical = set(pre.categorical_columns or [])
@@ -138,7 +167,7 @@ def prepare(frame: pd.DataFrame, spec: ExperimentSnapshot) -> TrainingData:
             x[col] = _as_categories(x[col])
             categorical.append(col)
     schema = [_column_spec(frame[c], x[c], c, c in numeric) for c in features]
-    return TrainingData(x=x, y=y, plan=ColumnPlan(numeric, categorical), schema=schema, dropped_rows=dropped)
+    return x, ColumnPlan(numeric, categorical), schema
 
 
 def _names(names: list[str]) -> str:
@@ -152,7 +181,7 @@ def _label(y: pd.Series, spec: ExperimentSnapshot) -> pd.Series:
         bad = parsed.isna() & y.notna()
         if bad.any():
             raise DataError(
-                f"label column {spec.label!r} must be numeric for regression; found {_examples(y, bad)}"
+                f"label column {spec.target!r} must be numeric for regression; found {_examples(y, bad)}"
             )
         return parsed.astype(float)
     if ptypes.is_float_dtype(y) and (y % 1 == 0).all():
@@ -162,7 +191,7 @@ def _label(y: pd.Series, spec: ExperimentSnapshot) -> pd.Series:
     classes = y.nunique()
     if classes < 2:
         raise DataError(
-            f"label column {spec.label!r} has a single class ({y.iloc[0]!r}); "
+            f"label column {spec.target!r} has a single class ({y.iloc[0]!r}); "
             "classification needs at least two"
         )
     return y

@@ -1,4 +1,5 @@
-"""Spec + column plan -> an unfitted Pipeline: ColumnTransformer preprocessing, then the model."""
+"""Spec + column plan -> an unfitted Pipeline: ColumnTransformer preprocessing, then the model (a
+transform: the preprocessing alone)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kstudio_trainer.algorithms import build_estimator
 from kstudio_trainer.data import ColumnPlan
 from kstudio_trainer.spec import ExperimentSnapshot
 
+PREPROCESS_STEP = "preprocess"
 MODEL_STEP = "model"
 MAX_ONEHOT_CATEGORIES = 100
 
@@ -20,6 +22,16 @@ _SCALERS: dict[str, Any] = {"standard": StandardScaler, "minmax": MinMaxScaler, 
 
 
 def build_pipeline(spec: ExperimentSnapshot, plan: ColumnPlan) -> Pipeline:
+    model = build_estimator(spec.task, spec.estimator.name, spec.estimator.params, spec.evaluation.seed)
+    return Pipeline([(PREPROCESS_STEP, build_preprocessing(spec, plan)), (MODEL_STEP, model)])
+
+
+def build_preprocessing(
+    spec: ExperimentSnapshot, plan: ColumnPlan, *, short_names: bool = False
+) -> ColumnTransformer:
+    """Imputation, scaling and encoding of the planned columns; every other column is dropped (column
+    selection). `short_names`: output columns named after their input (`bill_length_mm`, `island_Biscoe`)
+    rather than prefixed with their transformer (`numeric__bill_length_mm`)."""
     pre = spec.preprocessing
     transformers: list[tuple[str, Any, list[str]]] = []
     if plan.numeric:
@@ -45,6 +57,6 @@ def build_pipeline(spec: ExperimentSnapshot, plan: ColumnPlan) -> Pipeline:
             )
         cat_steps.append(("encode", encoder))
         transformers.append(("categorical", Pipeline(cat_steps), plan.categorical))
-    preprocess = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
-    model = build_estimator(spec.task, spec.algorithm.name, spec.algorithm.params, spec.evaluation.seed)
-    return Pipeline([("preprocess", preprocess), (MODEL_STEP, model)])
+    return ColumnTransformer(
+        transformers, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=not short_names
+    )

@@ -59,7 +59,7 @@ def train(
         data.plan.numeric,
         len(data.plan.categorical),
         data.plan.categorical,
-        spec.label,
+        spec.target,
     )
     x_train, x_test, y_train, y_test = _split(data, spec)
     log.info(
@@ -80,7 +80,7 @@ def train(
         )
     else:
         log.info(
-            "fitting %s%s", spec.algorithm.name, f" {spec.algorithm.params}" if spec.algorithm.params else ""
+            "fitting %s%s", spec.estimator.name, f" {spec.estimator.params}" if spec.estimator.params else ""
         )
         try:
             pipeline.fit(x_train, y_train)
@@ -99,7 +99,7 @@ def train(
     )
     manifest = IlearnerManifest(
         task=spec.task,
-        label=spec.label,
+        label=spec.target,
         inputSchema=data.schema,
         classes=classes,
         metrics=metrics,

@@ -1,20 +1,21 @@
 """The children of an Endpoint, as pure functions: scorer Deployment, Service, keys Secret.
 
-A model change is a change of the pod template (the model's URI and sha256 are in its env and annotations),
-so the Deployment rolls with maxUnavailable 0: a new pod takes traffic only once its readiness probe
-passes, which the scorer allows after download, digest check, load and warm-up; an old pod, on SIGTERM,
-stays ready-for-its-connections during the drain (Connection: close) while the EndpointSlice change
-propagates, then finishes its in-flight requests.
+A change of the served models (their URIs, sha256s and weights are in the pod template's env and
+annotations: builders/traffic.py) is a change of the pod template, so the Deployment rolls with
+maxUnavailable 0: a new pod takes traffic only once its readiness probe passes, which the scorer allows
+after download, digest check, load and warm-up of every model; an old pod, on SIGTERM, stays
+ready-for-its-connections during the drain (Connection: close) while the EndpointSlice change propagates,
+then finishes its in-flight requests.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
-from kstudio_core.environment import FieldRef, ScorerEnv
+from kstudio_core.environment import FieldRef, MirrorModel, ScorerEnv, TrafficModel
 from kstudio_operator import constants as c
+from kstudio_operator.builders.traffic import ServedModel, Split
 from kstudio_operator.builders.training import (
     SCRATCH,
     container_basics,
@@ -35,15 +36,6 @@ KEYS_MOUNT = "/var/run/secrets/kstudio/keys"
 DRAIN_SECONDS = 3
 SHUTDOWN_GRACE_SECONDS = 20
 KEY_NAMES = ("primaryKey", "secondaryKey")
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What an Endpoint's pods are told to serve."""
-
-    name: str
-    uri: str
-    sha256: str
 
 
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -113,18 +105,24 @@ def deployment(
     endpoint: str,
     web_service: str,
     spec: EndpointSpec,
-    model: ServedModel,
+    served: Split | ServedModel,
     output: dict[str, Any],
     config: OperatorConfig,
     credentials_secret: str = "kstudio-s3",  # noqa: S107  (a Secret's name, not a password)
 ) -> dict[str, Any]:
-    """The scorer Deployment of an Endpoint serving `model`. `output`: the WebService's output spec."""
+    """The scorer Deployment of an Endpoint serving `served` (its split, or one model alone). `output`: the
+    WebService's output spec."""
+    split = served if isinstance(served, Split) else Split((served,))
     labels = endpoint_labels(endpoint, web_service)
     pod_env = ScorerEnv(
-        model_uri=model.uri,
-        model_sha256=model.sha256,
+        traffic=[
+            TrafficModel(name=m.name, uri=m.uri, sha256=m.sha256, weight=m.weight) for m in split.models
+        ],
+        mirror=MirrorModel(name=mirror.name, uri=mirror.uri, sha256=mirror.sha256, percent=mirror.weight)
+        if (mirror := split.mirror)
+        else None,
         # OIP V2 clients address /v2/models/<endpoint>: stable across model patches; the answer's
-        # model_version is the sha256 of the model that answered.
+        # model_name and model_version name the model that answered (its TrainedModel and sha256).
         model_name=endpoint,
         port=SCORER_PORT,
         storage=pod_storage(config),
@@ -133,7 +131,8 @@ def deployment(
         max_concurrent_calls=spec.max_concurrent_calls,
         logging_level=spec.logging.level,
         sample_data=spec.logging.sample_data,
-        # The scorer refuses models that inflate beyond this, before allocating (half the memory limit).
+        # The scorer refuses models that inflate beyond this, before allocating (half the memory limit,
+        # for all the models of its split together).
         max_model_bytes=quantity_bytes(spec.resources.memory) // 2,
         logging_uri=f"s3://{config.logs_bucket}/{namespace}/{endpoint}",
         output_columns=list(output.get("columns") or []),
@@ -170,7 +169,12 @@ def deployment(
             {"name": "tmp", "mountPath": SCRATCH},
         ],
     }
-    template_annotations = {c.ANNOTATION_MODEL: model.name, c.ANNOTATION_MODEL_SHA256: model.sha256}
+    primary = split.primary
+    template_annotations = {
+        c.ANNOTATION_MODEL: primary.name,
+        c.ANNOTATION_MODEL_SHA256: primary.sha256,
+        c.ANNOTATION_TRAFFIC: split.annotation(),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -59,6 +59,7 @@ def status_from_manifest(manifest: Any, size_bytes: int, verified_at: datetime) 
         "label": manifest.label,
         "inputSchema": [{"name": col.name, "type": col.type} for col in manifest.inputSchema],
         "classes": list(manifest.classes),
+        "outputColumns": list(manifest.outputColumns),
         "metrics": metrics,
         "headlineMetric": headline_metric(metrics, preferred),
         "frameworks": dict(manifest.frameworks),

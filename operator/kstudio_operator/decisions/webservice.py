@@ -77,6 +77,13 @@ def gate(
     return False, f"{words} < minDelta {min_delta}"
 
 
+def _named(pinned: Any) -> str:
+    """A spec.model or spec.traffic in words: `m-9`, or `m-1:90,m-2:10`."""
+    if isinstance(pinned, list):
+        return ",".join(f"{t.get('model')}:{t.get('weight')}" for t in pinned if isinstance(t, dict))
+    return str(pinned)
+
+
 def _scheduling_patch(their: Any, wanted: Scheduling) -> dict[str, Any] | None:
     """The merge patch that gives the default Endpoint the service's scheduling, None when it has it.
 
@@ -164,14 +171,17 @@ def decide_web_service(
     else:
         their = mine.get("spec") or {}
         patch: dict[str, Any] = {}
-        if their.get("model"):
-            patch["model"] = None
+        for pinned in ("model", "traffic"):
+            if not their.get(pinned):
+                continue
+            patch[pinned] = None
             decision.events.append(
                 Event(
                     "Warning",
                     "DefaultEndpointReverted",
-                    f"Endpoint {default} follows the WebService; its spec.model {their['model']} was removed "
-                    "(create another Endpoint to pin a model)",
+                    f"Endpoint {default} follows the WebService; its spec.{pinned} "
+                    f"{_named(their[pinned])} was removed (create another Endpoint to pin a model or split "
+                    "the traffic)",
                 )
             )
         if their.get("replicas") != spec.scorer.replicas:

@@ -82,7 +82,10 @@ def verify_artifact(
             return Verification("Invalid", "UnreadableArtifact", f"{uri} is not a readable .ilearner: {exc}")
     fields = status_from_manifest(manifest, size, now)
     return Verification(
-        "Ready", "Verified", f"sha256 verified, {manifest.task} model of {manifest.label}", fields
+        "Ready",
+        "Verified",
+        f"sha256 verified, {manifest.task} model" + (f" of {manifest.label}" if manifest.label else ""),
+        fields,
     )
 
 

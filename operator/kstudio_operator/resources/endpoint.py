@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kstudio_operator.constants import ENDPOINTS
 from kstudio_operator.resources.common import (
@@ -21,6 +21,9 @@ from kstudio_operator.resources.common import (
     conditions_field,
 )
 from kstudio_operator.resources.scheduling import Scheduling
+
+# A split's label, `model:weight,...`: MAX_SPLIT names of up to 253 characters and their weights.
+SPLIT_LABEL_LENGTH = 2100
 
 
 class Auth(KModel):
@@ -59,13 +62,59 @@ class ScorerResources(KModel):
     )
 
 
+# Models one Endpoint may split its requests between: every scorer pod loads all of them.
+MAX_SPLIT = 8
+
+
+class TrafficWeight(KModel):
+    """One model of a traffic split and its share of the requests."""
+
+    model: ObjectName = Field(description="A TrainedModel in this namespace.")
+    weight: int = Field(
+        ge=0,
+        le=100,
+        description="Its share of the requests in percent (0-100); the weights of spec.traffic sum to 100.",
+    )
+
+
+class Mirror(KModel):
+    """Shadow scoring: a model that scores copies of the requests without ever answering them."""
+
+    model: ObjectName = Field(description="A TrainedModel in this namespace, not one that answers.")
+    percent: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="Share of the answered requests copied to it, in percent (1-100, default 100).",
+    )
+
+
 class EndpointSpec(KModel):
-    """One scoring endpoint of a WebService: its model (pinned or following the service), keys, request
-    logging, capacity and placement."""
+    """One scoring endpoint of a WebService: its model (pinned or following the service) or a traffic
+    split between models, keys, request logging, capacity and placement."""
 
     web_service: ObjectName = Field(description="The WebService this endpoint belongs to (immutable).")
     model: ObjectName | None = Field(
-        default=None, description="Pinned TrainedModel; absent = follow the service."
+        default=None,
+        description="Pinned TrainedModel; absent (and no traffic) = follow the service. Same as traffic "
+        "[{model: <it>, weight: 100}].",
+    )
+    traffic: list[TrafficWeight] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SPLIT,
+        description=f"Instead of model: split the requests between up to {MAX_SPLIT} TrainedModels by "
+        "weight (the weights sum to 100, a model once). Every scorer pod loads all of them and answers each "
+        "request with one, the same one for every request with the same x-kstudio-session header; the "
+        "answer names it (header x-kstudio-model). A change is a rolling update like a model patch.",
+    )
+    mirror: Mirror | None = Field(
+        default=None,
+        description="Shadow scoring: every scorer pod also loads this model and has it score a copy of "
+        "percent % of the answered requests, off the request path (a bounded queue: when full, copies are "
+        "dropped and counted), never returning its answers; its agreement with the answering model is in "
+        "the scorer's metrics (kstudio_scorer_mirror_*), and with logging on the copies on which they "
+        "disagree go to object storage under <logs>/mirror/.",
     )
     allow_schema_change: bool = Field(
         default=False,
@@ -100,15 +149,43 @@ class EndpointSpec(KModel):
         default_factory=Scheduling, description="Where the scorer pods may run (nodeSelector, tolerations)."
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> EndpointSpec:
+        if problems := endpoint_spec_problems(self):
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def endpoint_spec_problems(spec: EndpointSpec) -> list[str]:
+    """Cross-field problems (the CRD's CEL rules refuse them first; the operator checks again)."""
+    problems = []
+    if spec.model is not None and spec.traffic is not None:
+        problems.append("spec.model and spec.traffic are mutually exclusive")
+    if spec.traffic is not None:
+        if (total := sum(t.weight for t in spec.traffic)) != 100:
+            problems.append(f"the weights of spec.traffic sum to {total}, not 100")
+        names = [t.model for t in spec.traffic]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"spec.traffic lists {', '.join(twice)} more than once")
+    if spec.mirror is not None and spec.mirror.model in {spec.model, *(t.model for t in spec.traffic or [])}:
+        problems.append(f"spec.mirror.model {spec.mirror.model} also answers requests")
+    return problems
+
 
 class Rollout(StatusModel):
-    """One change of the served model: from, to, when, and how long until every pod served the new one."""
+    """One change of the served models: from, to, when, and how long until every pod served the new ones."""
 
     from_model: str | None = Field(
-        default=None, alias="from", max_length=253, description="The TrainedModel served before."
+        default=None,
+        alias="from",
+        max_length=SPLIT_LABEL_LENGTH,
+        description="The TrainedModel served before (a split: model:weight,...).",
     )
     to_model: str | None = Field(
-        default=None, alias="to", max_length=253, description="The TrainedModel being rolled out."
+        default=None,
+        alias="to",
+        max_length=SPLIT_LABEL_LENGTH,
+        description="The TrainedModel being rolled out (a split: model:weight,...).",
     )
     started_at: datetime | None = Field(default=None, description="When the first pod of it was wanted.")
     finished_at: datetime | None = Field(
@@ -123,17 +200,35 @@ class RollbackOverride(StatusModel):
 
     token: str = Field(max_length=253, description="The kstudio.io/rollback annotation value it handled.")
     model: str = Field(
-        max_length=253,
-        description="The TrainedModel restored (the one served before); empty when there was none, "
-        "so nothing was restored.",
+        max_length=SPLIT_LABEL_LENGTH,
+        description="The TrainedModel (or split, model:weight,...) restored: the one served before; empty "
+        "when there was none, so nothing was restored.",
     )
     spec_model: str | None = Field(
-        default=None, max_length=253, description="The model the spec asked for when the rollback was made."
+        default=None,
+        max_length=SPLIT_LABEL_LENGTH,
+        description="The model (or split) the spec asked for when the rollback was made.",
     )
     active: bool = Field(
         default=True,
         description="True while the restored model is served; false once the wanted model changed.",
     )
+
+
+class ServedWeight(StatusModel):
+    """One model the ready pods serve: its share of the requests and the sha256 they loaded."""
+
+    model: str = Field(max_length=253, description="The TrainedModel.")
+    weight: int = Field(ge=0, le=100, description="Its share of the requests in percent.")
+    digest: str | None = Field(default=None, max_length=64, description="sha256 the ready pods loaded.")
+
+
+class ServedMirror(StatusModel):
+    """The mirror the ready pods load, the share of requests it scores and its sha256."""
+
+    model: str = Field(max_length=253, description="The TrainedModel.")
+    percent: int = Field(ge=1, le=100, description="Share of the answered requests copied to it.")
+    digest: str | None = Field(default=None, max_length=64, description="sha256 the ready pods loaded.")
 
 
 class EndpointStatus(StatusModel):
@@ -150,13 +245,31 @@ class EndpointStatus(StatusModel):
     )
     conditions: list[Condition] = conditions_field(
         "Ready (a pod answers), Progressing (a rollout is under way) and ModelAccepted (the wanted "
-        "model may be served: it exists, is Ready, and has the same input schema unless allowSchemaChange)."
+        "models may be served: each exists and is Ready, all have the same input schema unless "
+        "allowSchemaChange and the same task, and together they fit the pods' memory; when not, it names "
+        "the models that wait while the pods keep serving what they serve)."
     )
     model: str | None = Field(
-        default=None, max_length=253, description="The TrainedModel the ready pods serve."
+        default=None,
+        max_length=253,
+        description="The TrainedModel the ready pods serve (a split: the one with the largest weight).",
     )
     model_digest: str | None = Field(
-        default=None, max_length=64, description="sha256 of the model the ready pods serve."
+        default=None, max_length=64, description="sha256 of that model, as the ready pods loaded it."
+    )
+    traffic: list[ServedWeight] = Field(
+        default_factory=list,
+        max_length=MAX_SPLIT,
+        description="Every model the ready pods serve, with its weight and the sha256 they loaded.",
+    )
+    split: str | None = Field(
+        default=None,
+        max_length=SPLIT_LABEL_LENGTH,
+        description="The models the ready pods serve and their weights, e.g. penguins-2:90,penguins-3:10 "
+        "(kubectl get).",
+    )
+    mirror: ServedMirror | None = Field(
+        default=None, description="The mirror the ready pods load (spec.mirror), when there is one."
     )
     model_digest_prefix: str | None = Field(
         default=None, max_length=DIGEST_PREFIX_LENGTH, description="Start of modelDigest (kubectl get)."
@@ -201,6 +314,8 @@ ENDPOINT = ResourceKind(
         PrinterColumn("Ready", ".status.readyReplicas", "integer"),
         PrinterColumn("Phase", ".status.phase"),
         PrinterColumn("URL", ".status.url"),
+        PrinterColumn("Split", ".status.split", description="Models the ready pods serve, with weights"),
+        PrinterColumn("Mirror", ".status.mirror.model", description="Model scoring copies", priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     rules=(
@@ -209,6 +324,34 @@ ENDPOINT = ResourceKind(
             rule="self.webService == oldSelf.webService",
             message="spec.webService is immutable: create a new Endpoint for another WebService",
             field_path=".webService",
+        ),
+        CelRule(
+            path="spec",
+            rule="!(has(self.model) && has(self.traffic))",
+            message="spec.model and spec.traffic are mutually exclusive: name one model, or split the "
+            "requests between several in spec.traffic",
+            field_path=".traffic",
+        ),
+        CelRule(
+            path="spec",
+            rule="!has(self.traffic) || self.traffic.map(t, t.weight).sum() == 100",
+            message="the weights of spec.traffic must sum to 100",
+            field_path=".traffic",
+        ),
+        CelRule(
+            path="spec",
+            rule="!has(self.traffic) || self.traffic.all(t, self.traffic.filter(u, u.model == t.model)"
+            ".size() == 1)",
+            message="spec.traffic lists a model more than once: give each model one entry and weight",
+            field_path=".traffic",
+        ),
+        CelRule(
+            path="spec",
+            rule="!has(self.mirror) || ((!has(self.model) || self.model != self.mirror.model) && "
+            "(!has(self.traffic) || !self.traffic.exists(t, t.model == self.mirror.model)))",
+            message="spec.mirror.model also answers requests (spec.model or spec.traffic): a mirror only "
+            "scores copies, name another model",
+            field_path=".mirror.model",
         ),
     ),
 )

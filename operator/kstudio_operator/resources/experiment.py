@@ -25,7 +25,7 @@ from kstudio_operator.resources.common import (
     conditions_field,
 )
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "transform"]
 
 # The algorithm and metric allowlists, by task, are the shared vocabulary (one source of truth, generated
 # from the estimators the trainer builds), so a spec can never make the trainer import arbitrary code.
@@ -195,24 +195,30 @@ class ExperimentSpec(KModel):
     """What to train, on what data, how to evaluate it, and when to re-run."""
 
     dataset: Dataset = Field(description="The training data: a CSV or Parquet file in object storage.")
-    label: ColumnName = Field(
-        description="Column to predict: class labels for classification, numbers for regression. Rows "
-        "without a label are dropped."
+    label: ColumnName | None = Field(
+        default=None,
+        description="Column to predict: class labels for classification, numbers for regression (required "
+        "for both). Rows without a label are dropped. A transform has none.",
     )
     features: list[ColumnName] | None = Field(
         default=None, max_length=512, description="Input columns (default: every column but the label)."
     )
     task: Task = Field(
-        description="classification (predict a class: labels and probabilities) or regression (predict "
-        "a number); decides which algorithms and metrics apply."
+        description="classification (predict a class: labels and probabilities), regression (predict "
+        "a number), or transform (fit only the preprocessing: imputation, scaling, encoding of the "
+        "features, every other column dropped; the TrainedModel answers with the transformed columns, "
+        "Studio's non-predictive web service; no label, algorithm, sweep or metrics); decides which "
+        "algorithms and metrics apply."
     )
     preprocessing: Preprocessing = Field(
         default_factory=Preprocessing,
         description="Missing values, scaling and categorical encoding, learned from the training rows and "
         "applied again when scoring.",
     )
-    algorithm: Algorithm = Field(
-        description="The estimator to train: a classifier for classification, a regressor for regression."
+    algorithm: Algorithm | None = Field(
+        default=None,
+        description="The estimator to train: a classifier for classification, a regressor for regression "
+        "(required for both); a transform has none.",
     )
     sweep: Sweep | None = Field(
         default=None,
@@ -276,6 +282,14 @@ class ExperimentSpec(KModel):
 def experiment_spec_problems(spec: ExperimentSpec) -> list[str]:
     """Cross-field problems a JSON schema cannot express (the CRD's CEL rules mirror them)."""
     problems: list[str] = []
+    if spec.task == "transform":
+        given = [name for name in ("label", "algorithm", "sweep") if getattr(spec, name) is not None]
+        given += ["evaluation.metrics"] if spec.evaluation.metrics else []
+        return [f"a transform fits preprocessing only: leave out {', '.join(given)}"] if given else []
+    missing = [name for name in ("label", "algorithm") if getattr(spec, name) is None]
+    if missing:
+        return [f"{spec.task} needs {' and '.join(missing)}"]
+    assert spec.algorithm is not None
     allowed = CLASSIFIERS if spec.task == "classification" else REGRESSORS
     if spec.algorithm.name not in allowed:
         problems.append(
@@ -380,8 +394,8 @@ def _task_rule() -> CelRule:
     return CelRule(
         path="spec",
         rule=(
-            f"self.task == 'classification' ? self.algorithm.name in [{classifiers}] "
-            f": self.algorithm.name in [{regressors}]"
+            "self.task == 'transform' || !has(self.algorithm) || (self.task == 'classification' "
+            f"? self.algorithm.name in [{classifiers}] : self.algorithm.name in [{regressors}])"
         ),
         message="spec.algorithm.name does not match spec.task (a classifier for classification, "
         "a regressor for regression)",
@@ -416,9 +430,22 @@ EXPERIMENT = ResourceKind(
         _task_rule(),
         CelRule(
             path="spec",
-            rule="!has(self.features) || !(self.label in self.features)",
+            rule="!has(self.features) || !has(self.label) || !(self.label in self.features)",
             message="spec.label must not be one of spec.features",
             field_path=".features",
+        ),
+        CelRule(
+            path="spec",
+            rule="self.task == 'transform' || (has(self.label) && has(self.algorithm))",
+            message="classification and regression need spec.label and spec.algorithm",
+        ),
+        CelRule(
+            path="spec",
+            rule="self.task != 'transform' || (!has(self.label) && !has(self.algorithm) "
+            "&& !has(self.sweep) && (!has(self.evaluation) || !has(self.evaluation.metrics) "
+            "|| size(self.evaluation.metrics) == 0))",
+            message="a transform fits preprocessing only: it has no label, algorithm, sweep or "
+            "evaluation.metrics",
         ),
     ),
 )

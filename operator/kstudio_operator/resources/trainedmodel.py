@@ -98,10 +98,17 @@ class TrainedModelStatus(StatusModel):
     conditions: list[Condition] = conditions_field(
         "Ready (verified) and InUse (a WebService or Endpoint serves it: deletion waits)."
     )
-    task: Literal["classification", "regression"] | None = Field(
-        default=None, description="What the model predicts: classification or regression."
+    task: Literal["classification", "regression", "transform"] | None = Field(
+        default=None,
+        description="What the model does: classification or regression; transform (preprocessing only, "
+        "answers with outputColumns).",
     )
     label: str | None = Field(default=None, max_length=256, description="The column it predicts.")
+    output_columns: list[str] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="A transform: the columns it answers with, in order.",
+    )
     input_schema: list[InputColumn] = Field(
         default_factory=list,
         max_length=1024,

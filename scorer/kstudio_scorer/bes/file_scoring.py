@@ -121,7 +121,10 @@ def scored_table(
     if projection.include_inputs:
         names.extend(batch.schema.names)
         arrays.extend(batch.columns)
-    for c in projection.columns:
+    if pred.transformed is not None:  # a transform: its transformed columns, named by the projection
+        names.extend(projection.columns)
+        arrays.extend(pa.array(pred.transformed[:, k]) for k in range(len(projection.columns)))
+    for c in projection.columns if pred.transformed is None else ():
         if c == SCORED_LABELS and pred.labels is not None:
             names.append(SCORED_LABELS)
             arrays.append(pa.array(pred.labels.tolist() if pred.labels.dtype.kind == "O" else pred.labels))

@@ -31,6 +31,7 @@ from kstudio_scorer.http.fast_routes import FastRoute, FastRoutesMiddleware
 from kstudio_scorer.http.keys import KeyRing
 from kstudio_scorer.http.limits import LimitsMiddleware
 from kstudio_scorer.http.metrics import MetricsMiddleware, ScorerMetrics
+from kstudio_scorer.http.mirror import Mirror
 from kstudio_scorer.http.openapi import build_openapi
 from kstudio_scorer.http.responses import JSON, error_response, render_error
 from kstudio_scorer.http.routes import ROUTES
@@ -38,6 +39,7 @@ from kstudio_scorer.http.samples import SampleLogger
 from kstudio_scorer.http.state import ScorerState
 from kstudio_scorer.model.scored_columns import SCORED_LABELS, OutputProjection
 from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
+from kstudio_scorer.model.traffic import Served, Split
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -88,18 +90,21 @@ def create_app(
     model: ScoringModel | None = None,
     store_factory: Callable[[], ObjectStore] | None = None,
 ) -> FastAPI:
-    """Build the app. The model loads in the background on startup (unless given ready); /readyz says when."""
+    """Build the app. The models load in the background on startup (unless given ready); /readyz says when.
+    `model`: the one model to serve instead of those the settings name."""
     factory = store_factory or (lambda: ObjectStore(StorageSettings.from_env()))
     scorer_metrics = ScorerMetrics()
+    models = [model] if model else [ScoringModel(settings, factory, s) for s in settings.served_models()]
     state = ScorerState(
         settings=settings,
-        model=model or ScoringModel(settings, factory),
+        split=Split([Served(m) for m in models]),
         metrics=scorer_metrics,
         store_factory=factory,
         drain=Drain(settings.drain_seconds),
         keys=KeyRing(settings.keys_dir, settings.keys_reload_seconds)
         if settings.auth_enabled and settings.keys_dir
         else None,
+        mirror=_mirror(settings, scorer_metrics),
     )
 
     @asynccontextmanager
@@ -113,6 +118,15 @@ def create_app(
                 max_body_bytes=settings.logging_max_body_bytes,
                 on_dropped=lambda n: scorer_metrics.samples_dropped.inc(n),
             )
+            if state.mirror is not None:
+                state.mirror.samples = SampleLogger(
+                    "All",
+                    f"{settings.logging_uri.rstrip('/')}/mirror",
+                    factory,
+                    flush_seconds=settings.logging_flush_seconds,
+                    max_body_bytes=settings.logging_max_body_bytes,
+                    on_dropped=lambda n: scorer_metrics.samples_dropped.inc(n),
+                )
         state.jobs = JobManager(
             state.model,
             factory,
@@ -125,8 +139,8 @@ def create_app(
             limits=StreamLimits(settings.jobs_chunk_rows, settings.jobs_csv_block_bytes),
             on_finished=lambda job: scorer_metrics.jobs.labels(job.state).inc(),
         )
-        if state.model.ready:
-            state.model_became_ready()
+        if all(m.ready for m in models):
+            state.models_became_ready()
         else:
             state.load_task = asyncio.create_task(_load(state))
         try:
@@ -135,15 +149,16 @@ def create_app(
             if state.load_task is not None and not state.load_task.done():
                 state.load_task.cancel()
             state.jobs.close()
-            if state.batcher is not None:
-                state.batcher.close()
+            state.close()
             if state.samples is not None:
                 state.samples.close()
+            if state.mirror is not None and state.mirror.samples is not None:
+                state.mirror.samples.close()
 
     app = FastAPI(
         title=f"kstudio scorer: {settings.model_name}",
         version="0.1.0",
-        description="Scores rows with one trained model (.ilearner). "
+        description="Scores rows with trained models (.ilearner), one per request (a traffic split). "
         "Request schemas follow the model's input schema.",
         lifespan=lifespan,
         # FastAPI's /docs and /redoc pages load their JavaScript from a CDN: a scorer sends no client of
@@ -188,6 +203,10 @@ def create_app(
     return app
 
 
+def _mirror(settings: ScorerSettings, metrics: ScorerMetrics) -> Mirror | None:
+    return Mirror(settings.mirror, settings, metrics) if settings.mirror is not None else None
+
+
 def _job_store(settings: ScorerSettings, factory: Callable[[], ObjectStore]) -> JobStore:
     if settings.jobs_store_uri:
         return ObjectJobStore(factory(), S3Uri.parse(settings.jobs_store_uri))
@@ -196,9 +215,9 @@ def _job_store(settings: ScorerSettings, factory: Callable[[], ObjectStore]) -> 
 
 async def _load(state: ScorerState) -> None:
     try:
-        await asyncio.to_thread(state.model.load)
+        await asyncio.to_thread(state.load_models)
     except ModelLoadError as exc:
         if state.on_load_failure is not None:
             state.on_load_failure(exc)
         return
-    state.model_became_ready()
+    state.models_became_ready()

@@ -13,14 +13,25 @@ with 405 and redirects a trailing slash, as for any route. A POST to them never 
 
 from __future__ import annotations
 
+import time
+
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kstudio_core.serving import (
+    MODEL_HEADER,
+    MODEL_VERSION_HEADER,
+    OUTCOME_ERROR,
+    OUTCOME_OK,
+    OUTCOME_REFUSED,
+    SESSION_HEADER,
+)
 from kstudio_scorer.errors import ScorerError
 from kstudio_scorer.http.responses import JSON_HEADERS, header_list, render_error, send_response
 from kstudio_scorer.http.routing import Route, RouteTable, request_header
 from kstudio_scorer.http.scoring_endpoints import ScoringCall
 from kstudio_scorer.http.state import ScorerState
+from kstudio_scorer.model.traffic import Served
 from kstudio_scorer.protocols.oip import BINARY_HEADER
 
 
@@ -42,24 +53,30 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class FastRoute:
-    """One fast route as an ASGI app: read the body, call the endpoint, send its JSON or its error."""
+    """One fast route as an ASGI app: read the body, call the endpoint, send its JSON or its error, naming
+    the model that answered (headers, and the per-model metrics)."""
 
     def __init__(self, route: Route, state: ScorerState) -> None:
         self.route = route
         self.state = state
         self._binary_header = BINARY_HEADER.encode()
+        self._session_header = SESSION_HEADER.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, state = self.route, self.state
         body: bytes | None = None
+        call: ScoringCall | None = None
         try:
             body = await read_body(receive)
+            started = time.perf_counter()
+            session = request_header(scope, self._session_header)
             call = ScoringCall(
                 route,
                 body,
                 scope.get("query_string", b"").decode("latin-1"),
                 route.path_params(scope["path"]),
                 request_header(scope, self._binary_header),
+                session.encode("latin-1") if session else None,
             )
             out = await route.endpoint(state, call)
             status, headers = 200, JSON_HEADERS
@@ -70,7 +87,34 @@ class FastRoute:
             headers = header_list(extra)
             message = exc.message if isinstance(exc, ScorerError) else str(exc.detail)
             state.record_error(route.path, status, body, message)
+        except BaseException:
+            if call is not None:
+                self._count(call, 500, started)
+            raise
+        if call is not None and call.served is not None:
+            headers = [*headers, *_model_headers(call.served)]
+            self._count(call, status, started)
         await send_response(send, status, out, headers)
+
+    def _count(self, call: ScoringCall, status: int, started: float) -> None:
+        if call.served is None:
+            return
+        name = call.served.model.name
+        if status < 300:
+            outcome = OUTCOME_OK
+        else:
+            outcome = OUTCOME_ERROR if call.predicting or status >= 500 else OUTCOME_REFUSED
+        metrics = self.state.metrics
+        metrics.model_requests.labels(name, outcome).inc()
+        metrics.model_latency.labels(name).observe(time.perf_counter() - started)
+
+
+def _model_headers(served: Served) -> list[tuple[bytes, bytes]]:
+    """The headers naming the model that answered: its TrainedModel name and its sha256."""
+    return [
+        (MODEL_HEADER.encode(), served.model.name.encode("latin-1")),
+        (MODEL_VERSION_HEADER.encode(), served.model.digest.encode()),
+    ]
 
 
 class FastRoutesMiddleware:

@@ -7,6 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kstudio_core.serving import MODEL_REQUESTS
 from kstudio_scorer.http.routing import RouteTable
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -31,6 +32,64 @@ class ScorerMetrics:
             registry=r,
         )
         self.rows = Counter("kstudio_scorer_rows_scored", "rows scored by route", ["route"], registry=r)
+        self.model_requests = Counter(
+            MODEL_REQUESTS,
+            "scoring calls by the model that answered and outcome: ok; error (the model was asked and the "
+            "answer is not 2xx); refused (the input was refused before the model was asked)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "kstudio_scorer_model_request_duration_seconds",
+            "scoring calls' latency by the model that answered (from the body read to the answer)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.mirror_requests = Counter(
+            "kstudio_scorer_mirror_requests",
+            "copies of answered requests by mirror model and outcome: ok (scored and compared), error (the "
+            "mirror could not score it), dropped (its queue was full)",
+            ["mirror", "outcome"],
+            registry=r,
+        )
+        self.mirror_latency = Histogram(
+            "kstudio_scorer_mirror_duration_seconds",
+            "time the mirror model took to score a copy, off the request path",
+            ["mirror"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.mirror_rows = Counter(
+            "kstudio_scorer_mirror_rows",
+            "rows the mirror scored, by mirror and the model whose answer it was compared with",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_labels_agreed = Counter(
+            "kstudio_scorer_mirror_labels_agreed",
+            "classification: rows where the mirror's label equals the answered one",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_absolute_difference = Counter(
+            "kstudio_scorer_mirror_absolute_difference",
+            "regression: the sum over rows of |mirror's value - answered value|",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_label_agreement = Gauge(
+            "kstudio_scorer_mirror_label_agreement",
+            "classification: share of the mirrored rows (since start) whose labels agree (0-1)",
+            ["mirror", "model"],
+            registry=r,
+        )
+        self.mirror_mean_absolute_difference = Gauge(
+            "kstudio_scorer_mirror_mean_absolute_difference",
+            "regression: mean |mirror's value - answered value| over the mirrored rows since start",
+            ["mirror", "model"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "kstudio_scorer_model_info",
             "the model this process serves (value 1 once ready)",

@@ -190,7 +190,7 @@ def _infer_request(model: ScoringModel | None, max_rows: int) -> dict[str, Any]:
             "or a single 2-D tensor of shape "
             f"[N, {len(names)}] with the columns in that order"
         )
-        outputs = list(output_names(model.task))
+        outputs = list(output_names(model.task, model.output_columns))
     else:
         datatypes, description, outputs = sorted(accepted_v2_datatypes(V2_DATATYPES)), "tensors", []
     tensor = {

@@ -1,9 +1,10 @@
 """Request/response samples to object storage (Azure's endpoint logging: None, Error or All).
 
-Level Error records failed calls (route, status, error); level All also records successful calls with
-their request and response bodies. Headers are never recorded, so API keys never reach storage. Records
-are queued (bounded; overflow is counted, never blocks a request) and written by one background thread
-as JSON-lines objects `<prefix>/YYYY/MM/DD/HH/<time>-<random>.jsonl`.
+Level Error records failed calls (route, status, error); level All also records successful calls with their
+request and response bodies. A mirror's disagreements (http/mirror.py) go to a logger of their own, under
+`<prefix>/mirror/`, at either level. Headers are never recorded, so API keys never reach storage. Records are
+queued (bounded; overflow is counted, never blocks a request) and written by one background thread as
+JSON-lines objects `<prefix>/YYYY/MM/DD/HH/<time>-<random>.jsonl`.
 """
 
 from __future__ import annotations
@@ -92,6 +93,34 @@ class SampleLogger:
         if self.level == "All":
             item["request"] = self._body(request)
             item["response"] = self._body(response) if status < 400 else None
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._on_dropped(1)
+
+    def record_disagreement(
+        self,
+        *,
+        route: str,
+        model: str,
+        mirror: str,
+        rows: int,
+        differing: int,
+        sample: dict[str, Any],
+        request: bytes,
+    ) -> None:
+        """Queue a copy the mirror answered otherwise than `model` (http/mirror.py). Never raises, never
+        blocks."""
+        item: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(),
+            "route": route,
+            "model": model,
+            "mirror": mirror,
+            "rows": rows,
+            "differing": differing,
+            **sample,
+            "request": self._body(request),
+        }
         try:
             self._queue.put_nowait(item)
         except queue.Full:

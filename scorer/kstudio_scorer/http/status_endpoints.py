@@ -24,12 +24,19 @@ async def readyz(request: Request) -> Response:
     state = state_of(request)
     m = state.model
     if state.reports_ready:
-        return json_response({"ready": True, "model": m.name, "sha256": m.digest})
+        models = [
+            {"name": s.model.name, "sha256": s.model.digest, "weight": s.model.weight} for s in state.split
+        ]
+        return json_response({"ready": True, "model": m.name, "sha256": m.digest, "models": models})
     if state.drain.active:
         return json_response(
             {"ready": False, "state": "draining", "reason": "shutting down: draining connections"}, 503
         )
-    return json_response({"ready": False, "state": m.state, "reason": m.error or "loading"}, 503)
+    waiting = next((model for model in state.models() if not model.ready), m)
+    return json_response(
+        {"ready": False, "state": waiting.state, "model": waiting.name, "reason": waiting.error or "loading"},
+        503,
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -50,19 +57,26 @@ async def v2_server_metadata(request: Request) -> Response:
 
 
 async def v2_model_metadata(request: Request, name: str) -> Response:
-    m = state_of(request).named_model(name)
+    """The endpoint's name describes the model answering most of its requests, with every version it
+    serves; a model of its split by name, that one."""
+    state = state_of(request)
+    served = state.addressed(name, None, None) if name != state.settings.model_name else None
+    m = served.model if served is not None else state.ready_model()
+    versions = [m.digest] if served is not None else [s.model.digest for s in state.split]
     schema = m.schema
     outputs = [
         {"name": "predict", "datatype": "BYTES" if m.task == "classification" else "FP64", "shape": [-1]}
     ]
+    if m.task == "transform":
+        outputs = [{"name": name, "datatype": "FP64", "shape": [-1]} for name in m.output_columns]
     if m.task == "classification":
         if m.classes and not isinstance(m.classes[0], str):
             outputs[0]["datatype"] = "INT64" if isinstance(m.classes[0], int) else "FP64"
         outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]})
     return json_response(
         {
-            "name": m.name,
-            "versions": [m.digest],
+            "name": name,
+            "versions": versions,
             "platform": "sklearn",
             "inputs": [{"name": c.name, "datatype": v2_datatype(c.type), "shape": [-1]} for c in schema],
             "outputs": outputs,
@@ -73,7 +87,8 @@ async def v2_model_metadata(request: Request, name: str) -> Response:
 
 async def v2_model_ready(request: Request, name: str) -> Response:
     state = state_of(request)
-    if name != state.model.name:
-        raise ModelNotFoundError(f"no model named {name!r}; this endpoint serves {state.model.name!r}")
+    endpoint = state.settings.model_name
+    if name != endpoint and state.split.named(name) is None:
+        raise ModelNotFoundError(f"no model named {name!r}; this endpoint serves {endpoint!r}")
     ready = state.reports_ready
     return json_response({"name": name, "ready": ready}, 200 if ready else 503)

@@ -41,6 +41,7 @@ from kstudio_scorer.model.inflation import (
 class LoadedModel:
     manifest: IlearnerManifest
     pipeline: Any
+    inflated_bytes: int = 0  # what the serialized pipeline's members declare: its share of the size limit
 
 
 @cache
@@ -67,13 +68,14 @@ def load_ilearner(
     with verified_file(path, expected_sha256) as raw, open_zip(raw) as archive:
         manifest = parse_manifest(archive)
         with open_model_member(raw, archive, MODEL_MEMBER, limit) as payload:
-            check_inner_sizes(payload, MODEL_MEMBER, limit)
+            inflated = check_inner_sizes(payload, MODEL_MEMBER, limit)
             pipeline = _load_pipeline(payload)
-    if not callable(getattr(pipeline, "predict", None)):
+    needs = "transform" if manifest.task == "transform" else "predict"
+    if not callable(getattr(pipeline, needs, None)):
         raise InvalidArtifactError(
-            f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no predict()"
+            f"{MODEL_MEMBER} holds a {type(pipeline).__name__}, which has no {needs}()"
         )
-    return LoadedModel(manifest=manifest, pipeline=pipeline)
+    return LoadedModel(manifest=manifest, pipeline=pipeline, inflated_bytes=inflated)
 
 
 def _load_pipeline(payload: IO[bytes]) -> Any:

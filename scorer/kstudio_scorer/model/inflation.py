@@ -62,6 +62,12 @@ class ModelSizeLimit:
             "give the pod more memory or set KSTUDIO_MAX_MODEL_BYTES"
         )
 
+    def less(self, used: int, by: str) -> ModelSizeLimit:
+        """What is left of this limit once `used` bytes are taken (by another model of the pod, `by`)."""
+        return ModelSizeLimit(
+            max(self.bytes - used, 0), f"{self.source}, less {used} bytes inflated by {by} loaded before it"
+        )
+
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
@@ -219,8 +225,9 @@ def _data_offset(raw: IO[bytes], info: zipfile.ZipInfo) -> int:
     return start
 
 
-def check_inner_sizes(payload: IO[bytes], what: str, limit: ModelSizeLimit) -> None:
-    """Refuse a skops payload (itself a zip) whose members declare more than `limit` bytes in total.
+def check_inner_sizes(payload: IO[bytes], what: str, limit: ModelSizeLimit) -> int:
+    """Refuse a skops payload (itself a zip) whose members declare more than `limit` bytes in total;
+    return what they declare (the model's inflated size).
 
     zipfile never inflates a member past its declared size (it fails the CRC check instead), so this
     bounds what skops can allocate while reading them.
@@ -233,3 +240,4 @@ def check_inner_sizes(payload: IO[bytes], what: str, limit: ModelSizeLimit) -> N
     if declared > limit.bytes:
         raise limit.refuse(f"{what} (its members together)", declared)
     payload.seek(0)
+    return declared

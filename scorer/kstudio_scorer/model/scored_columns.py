@@ -2,7 +2,8 @@
 returns (its output projection, Azure's "Project Columns").
 
 Every protocol (protocols/) and file scoring (bes/file_scoring.py) render these names: classification
-`Scored Labels` and `Scored Probabilities`, regression `Scored Values`.
+`Scored Labels` and `Scored Probabilities`, regression `Scored Values`; a transform answers with its
+transformed columns, named by its manifest (`bill_length_mm`, `island_Biscoe`, ...).
 """
 
 from __future__ import annotations
@@ -31,8 +32,22 @@ class OutputProjection:
     include_inputs: bool = False
 
     @classmethod
-    def for_task(cls, task: str, columns: Sequence[str] | None, include_inputs: bool) -> OutputProjection:
-        """Validate configured columns against what the task produces (ValueError names the bad one)."""
+    def for_task(
+        cls,
+        task: str,
+        columns: Sequence[str] | None,
+        include_inputs: bool,
+        transformed: Sequence[str] = (),
+    ) -> OutputProjection:
+        """Validate configured columns against what the task produces (ValueError names the bad one). A
+        transform's answer is all of its `transformed` columns."""
+        if task == "transform":
+            if columns:
+                raise ValueError(
+                    f"output columns {list(columns)} are scored columns; a transform answers with its "
+                    "transformed columns (leave output.columns out)"
+                )
+            return cls(tuple(transformed), include_inputs)
         available = SCORED_COLUMNS[task]
         chosen = tuple(columns) if columns else available
         for c in chosen:

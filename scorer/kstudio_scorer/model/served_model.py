@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from kstudio_core.environment import TrafficModel
 from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR
 from kstudio_core.ilearner import DigestMismatchError, IlearnerManifest, sha256_file
 from kstudio_core.storage import ObjectStore, S3Uri, StorageSettings
@@ -25,7 +26,7 @@ from kstudio_scorer.errors import PredictionError
 from kstudio_scorer.model.artifact import load_ilearner
 from kstudio_scorer.model.columns import Column, Columns, schema_of
 from kstudio_scorer.model.forest import ForestPredictor
-from kstudio_scorer.model.inflation import model_size_limit
+from kstudio_scorer.model.inflation import ModelSizeLimit, model_size_limit
 from kstudio_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,20 @@ _ARGMAX_CONSISTENT = frozenset(
 
 @dataclass
 class Prediction:
-    """Model output for n rows. Classification: labels (+ probabilities); regression: values."""
+    """Model output for n rows. Classification: labels (+ probabilities); regression: values; transform:
+    the transformed columns, one per column of `transformed` (named by the model's output_columns)."""
 
     labels: npt.NDArray[Any] | None = None
     probabilities: npt.NDArray[np.float64] | None = None
     values: npt.NDArray[Any] | None = None
+    transformed: npt.NDArray[np.float64] | None = None
 
     def slice(self, start: int, stop: int) -> Prediction:
         return Prediction(
             None if self.labels is None else self.labels[start:stop],
             None if self.probabilities is None else self.probabilities[start:stop],
             None if self.values is None else self.values[start:stop],
+            None if self.transformed is None else self.transformed[start:stop],
         )
 
 
@@ -70,9 +74,10 @@ class ModelLoadError(Exception):
     """The model cannot be served. `exit_code`: 2 = the artifact or configuration is wrong (do not retry),
     75 = infrastructure (object storage unreachable; a restart may help)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, model: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.model = model  # which of the pod's models, when it serves several
 
 
 def _final_estimator(pipeline: Any) -> Any:
@@ -81,20 +86,31 @@ def _final_estimator(pipeline: Any) -> Any:
 
 
 class ScoringModel:
-    """One model, loaded once per process."""
+    """One model, loaded once per process: `source` (default: the first the settings name), by its
+    TrainedModel name, artifact, sha256 and weight in the endpoint's traffic split."""
 
     def __init__(
-        self, settings: ScorerSettings, store_factory: Callable[[], ObjectStore] | None = None
+        self,
+        settings: ScorerSettings,
+        store_factory: Callable[[], ObjectStore] | None = None,
+        source: TrafficModel | None = None,
     ) -> None:
+        source = source or settings.served_models()[0]
         self.settings = settings
-        self.name = settings.model_name
-        self.digest = settings.model_sha256
+        self.name = source.name
+        self.digest = source.sha256
+        self.uri = source.uri
+        self.weight = source.weight
+        # What it may inflate to: the pod's limit, less what the models loaded before it took.
+        self.size_limit: ModelSizeLimit | None = None
+        self.inflated_bytes = 0
         self._store_factory = store_factory or (lambda: ObjectStore(StorageSettings.from_env()))
         self.state: State = "loading"
         self.error: str | None = None
         self.manifest: IlearnerManifest | None = None
         self.schema: tuple[Column, ...] = ()
         self.classes: list[Any] = []
+        self.output_columns: list[str] = []  # a transform's answer: its transformed columns
         self._pipeline: Any = None
         self._as_frame = True
         self._argmax_labels = False
@@ -117,7 +133,7 @@ class ScoringModel:
         The downloaded bytes' digest is compared before the file is kept; load_ilearner checks it again
         on the bytes it actually parses.
         """
-        uri = self.settings.model_uri
+        uri = self.uri
         if not uri.startswith("s3://"):
             return Path(uri)
         from kstudio_core.storage import StorageError
@@ -182,12 +198,15 @@ class ScoringModel:
 
     def _install(self, path: Path) -> None:
         try:
-            loaded = load_ilearner(path, self.digest, model_size_limit(self.settings.max_model_bytes))
+            limit = self.size_limit or model_size_limit(self.settings.max_model_bytes)
+            loaded = load_ilearner(path, self.digest, limit)
         except FileNotFoundError as exc:
             raise ModelLoadError(f"model file {path} does not exist", EXIT_INPUT_ERROR) from exc
         self.manifest = loaded.manifest
+        self.inflated_bytes = loaded.inflated_bytes
         self._pipeline = loaded.pipeline
-        self._forest = ForestPredictor(loaded.pipeline)
+        self._forest = ForestPredictor(loaded.pipeline) if loaded.manifest.task != "transform" else None
+        self.output_columns = list(loaded.manifest.outputColumns)
         self.schema = schema_of(loaded.manifest.inputSchema)
         numeric = all(c.type in ("number", "integer") for c in self.schema)
         # A pipeline fitted on a DataFrame selects columns by name; one fitted on a bare matrix wants the
@@ -220,7 +239,13 @@ class ScoringModel:
         return Columns(arrays, 1)
 
     def _warm_up(self) -> None:
-        self.predict(self.warm_up_columns())
+        pred = self.predict(self.warm_up_columns())
+        if pred.transformed is not None and pred.transformed.shape[1] != len(self.output_columns):
+            raise ModelLoadError(
+                f"the transform gives {pred.transformed.shape[1]} columns, its manifest names "
+                f"{len(self.output_columns)}",
+                EXIT_INPUT_ERROR,
+            )
 
     # --- predicting ------------------------------------------------------------------------------
     def model_input(self, columns: Columns) -> Any:
@@ -232,6 +257,11 @@ class ScoringModel:
     def predict(self, columns: Columns) -> Prediction:
         """Score validated columns. Raises PredictionError if the model itself raises."""
         x = self.model_input(columns)
+        if self.task == "transform":
+            try:
+                return Prediction(transformed=np.asarray(self._pipeline.transform(x), dtype=np.float64))
+            except (ValueError, TypeError) as exc:
+                raise PredictionError(f"the transform could not prepare this input: {exc}") from exc
         p = self._forest
         assert p is not None, "predict() before load()"
         try:

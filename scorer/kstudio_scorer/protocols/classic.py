@@ -10,7 +10,8 @@ Responses follow the request's shape, every value rendered as a string as classi
   records: {"Results": {"output1": [{"Scored Labels": "...", ...}, ...]}}
 Scored columns are named as classic's Score Model named them: `Scored Labels`; two classes: `Scored
 Probabilities` (of the positive class, the second of the sorted classes); more classes: one `Scored
-Probabilities for Class "<class>"` per class; regression: `Scored Labels` (the predicted value).
+Probabilities for Class "<class>"` per class; regression: `Scored Labels` (the predicted value); a
+transform: its transformed columns, by name.
 Errors: {"error": {"code", "message", "details": [{"code", "target", "message"}]}}, same HTTP statuses.
 """
 
@@ -137,7 +138,13 @@ def _type_of_labels(labels: Sequence[Any]) -> str:
 def scored_columns(
     pred: Prediction, classes: Sequence[Any], projection: OutputProjection
 ) -> list[tuple[str, str, list[str]]]:
-    """(name, classic type, values as strings) of every projected scored column, classic's names."""
+    """(name, classic type, values as strings) of every projected scored column, classic's names (a
+    transform: its transformed columns)."""
+    if pred.transformed is not None:
+        return [
+            (name, "Double", [text(v) for v in pred.transformed[:, k].tolist()])
+            for k, name in enumerate(projection.columns)
+        ]
     out: list[tuple[str, str, list[str]]] = []
     for wanted in projection.columns:
         if wanted == SCORED_LABELS and pred.labels is not None:

@@ -5,7 +5,8 @@ JSON header followed by raw tensor bytes, `parameters.binary_data_size` per inpu
 HTTP client works unmodified with or without binary data. Responses are JSON.
 
 Outputs follow MLServer's scikit-learn runtime names: classification `predict` (labels) and
-`predict_proba` ([N, K] in the order of the model's classes); regression `predict`.
+`predict_proba` ([N, K] in the order of the model's classes); regression `predict`. A transform answers
+with one FP64 tensor [N] per transformed column, named as the column.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ _NP_DTYPES = {
 }
 
 
-def output_names(task: str) -> tuple[str, ...]:
+def output_names(task: str, transformed: Sequence[str] = ()) -> tuple[str, ...]:
+    if task == "transform":
+        return tuple(transformed)
     return ("predict", "predict_proba") if task == "classification" else ("predict",)
 
 
@@ -111,17 +114,17 @@ def parse_request(body: bytes, binary_header_length: str | None) -> dict[str, An
     return doc
 
 
-def requested_outputs(doc: dict[str, Any], task: str) -> tuple[str, ...]:
-    available = output_names(task)
+def requested_outputs(doc: dict[str, Any], available: Sequence[str]) -> tuple[str, ...]:
+    """The outputs the request asks for (default: all `available`, output_names of the model)."""
     outputs = doc.get("outputs")
     if outputs is None:
-        return available
+        return tuple(available)
     if not isinstance(outputs, list):
         raise MalformedRequestError("'outputs' must be a list")
-    names = []
+    names: list[str] = []
     for o in outputs:
         name = o.get("name") if isinstance(o, dict) else None
-        if name not in available:
+        if not isinstance(name, str) or name not in available:
             raise MalformedRequestError(f"unknown output {name!r}; this model has {list(available)}")
         names.append(name)
     return tuple(names)
@@ -137,10 +140,19 @@ def label_datatype(labels: np.ndarray[Any, Any]) -> str:
 
 
 def render_response(
-    doc: dict[str, Any], pred: Prediction, wanted: Sequence[str], model_name: str, model_version: str
+    doc: dict[str, Any],
+    pred: Prediction,
+    wanted: Sequence[str],
+    model_name: str,
+    model_version: str,
+    transformed: Sequence[str] = (),
 ) -> bytes:
     outputs: list[dict[str, Any]] = []
-    for name in wanted:
+    if pred.transformed is not None:
+        for name, column in zip(transformed, pred.transformed.T, strict=True):
+            if name in wanted:
+                outputs.append({"name": name, "shape": [len(column)], "datatype": "FP64", "data": column})
+    for name in wanted if pred.transformed is None else ():
         if name == "predict":
             values = pred.labels if pred.labels is not None else pred.values
             assert values is not None

@@ -2,8 +2,9 @@
 
 Request:  {"Inputs": {"input1": [{col: value, ...}, ...]}, "GlobalParameters": {}}
 Response: {"Results": {"output1": [{"Scored Labels": ..., "Scored Probabilities": {class: p}}, ...]}}
-(regression: "Scored Values"). Which scored columns are returned, and whether the input columns are
-echoed, is the endpoint's output projection (model/scored_columns.py, Azure's "Project Columns").
+(regression: "Scored Values"; a transform: its transformed columns by name). Which scored columns are
+returned, and whether the input columns are echoed, is the endpoint's output projection
+(model/scored_columns.py, Azure's "Project Columns").
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def read_inputs(body: bytes) -> tuple[str, Any]:
 
 
 def scored_lists(pred: Prediction, classes: Sequence[Any], wanted: Sequence[str]) -> dict[str, list[Any]]:
-    """Scored columns as Python lists (one value per row), only those `wanted`."""
+    """Scored columns as Python lists (one value per row), only those `wanted` (a transform: all of its
+    transformed columns, `wanted` being their names)."""
+    if pred.transformed is not None:
+        return {name: pred.transformed[:, k].tolist() for k, name in enumerate(wanted)}
     out: dict[str, list[Any]] = {}
     for name in wanted:
         if name == SCORED_LABELS and pred.labels is not None:
