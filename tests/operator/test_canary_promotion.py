@@ -101,7 +101,7 @@ def step(kube: Kubectl, model: str, name: str) -> dict[str, Any] | None:
 
 def serving(kube: Kubectl, split: str) -> bool:
     status = kube.status("endpoint", "svc-default")
-    return status.get("phase") == "Ready" and status.get("split") == split
+    return bool(status.get("phase") == "Ready" and status.get("split") == split)
 
 
 def retrain(kube: Kubectl, patch: list[dict[str, Any]], model: str) -> None:
