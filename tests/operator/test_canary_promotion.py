@@ -147,7 +147,7 @@ def test_a_healthy_candidate_serves_its_canary_share_then_is_promoted_to_all_tra
     with load(local_cluster.info.layout.netns, ip, key, row) as sent:
         # The same algorithm with its default spelled out: a new run, as accurate, so the gate (accuracy,
         # minDelta 0) lets the candidate through.
-        params = {"name": "LogisticRegression", "params": {"C": 1.0}}
+        params = {"name": "LogisticRegression", "params": {"max_iter": 100}}
         retrain(kube, [{"op": "replace", "path": "/spec/algorithm", "value": params}], "penguins-2")
         started = wait_until("the canary started", lambda: step(kube, "penguins-2", "CanaryStarted"), 60)
         assert started["from"] == "penguins-1" and started["promoted"] is False, started
