@@ -104,6 +104,15 @@ def serving(kube: Kubectl, split: str) -> bool:
     return bool(status.get("phase") == "Ready" and status.get("split") == split)
 
 
+def settled(kube: Kubectl, verdict: str, served: str) -> None:
+    """The canary of penguins-2 is over with `verdict`, every step recorded, and svc serves `served`."""
+    names = [p["step"] for p in steps(kube, "penguins-2")]
+    assert names == ["CanaryStarted", "CanaryServing", verdict], names
+    status = kube.status("webservice", "svc")
+    assert status["model"] == served and "canary" not in status, status
+    assert status["traffic"] == [{"model": served, "weight": 100}]
+
+
 def retrain(kube: Kubectl, patch: list[dict[str, Any]], model: str) -> None:
     kube.run("patch", "experiment", "penguins", "--type=json", "-p", json.dumps(patch))
     wait_until(f"TrainedModel {model}", lambda: kube.get("trainedmodel", model), timeout=240)
@@ -168,11 +177,7 @@ def test_a_healthy_candidate_serves_its_canary_share_then_is_promoted_to_all_tra
     assert promoted["promoted"] is True and promoted["errors"] == 0, promoted
     assert promoted["requests"] >= CANARY["minRequests"], promoted
     assert "<= maxErrorRate 0.05 over 20s at 50%" in promoted["reason"], promoted
-    names = [p["step"] for p in steps(kube, "penguins-2")]
-    assert names == ["CanaryStarted", "CanaryServing", "CanaryPromoted"], names
-    status = kube.status("webservice", "svc")
-    assert status["model"] == "penguins-2" and "canary" not in status, status
-    assert status["traffic"] == [{"model": "penguins-2", "weight": 100}]
+    settled(kube, "CanaryPromoted", "penguins-2")
     failed = [a for a in sent.answers if a.status != 200]
     assert failed == [], failed[:5]
     answered = [a.model for a in sent.answers]
@@ -199,11 +204,7 @@ def test_a_candidate_whose_answers_fail_is_removed_and_its_promotion_refused(
         wait_until("answers after the rollback", lambda: len(sent.answers) >= final + 10, 30)
     assert refused["promoted"] is False and refused["errors"] > 0, refused
     assert "error rate" in refused["reason"] and "> maxErrorRate 0.05" in refused["reason"], refused
-    names = [p["step"] for p in steps(kube, "penguins-2")]
-    assert names == ["CanaryStarted", "CanaryServing", "CanaryRefused"], names
-    status = kube.status("webservice", "svc")
-    assert status["model"] == "penguins-1" and "canary" not in status, status
-    assert status["traffic"] == [{"model": "penguins-1", "weight": 100}]
+    settled(kube, "CanaryRefused", "penguins-1")
     # The callers saw only the candidate's own failures; the old model answered throughout.
     failed = [a for a in sent.answers if a.status != 200]
     assert failed, "the candidate answered some requests"

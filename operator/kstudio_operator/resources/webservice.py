@@ -157,8 +157,7 @@ CanaryStep = Literal["CanaryStarted", "CanaryServing", "CanaryPromoted", "Canary
 
 
 class Promotion(StatusModel):
-    """One step of the decision on a new model of spec.modelFrom's experiment: the gate's (taken or
-    refused), then with a canary its start, its serving and its verdict."""
+    """One step of a decision on a new model of spec.modelFrom's experiment: the gate's, or a canary's."""
 
     from_model: str | None = Field(
         default=None, alias="from", max_length=253, description="The TrainedModel served before."
@@ -203,6 +202,8 @@ class Canary(StatusModel):
 
 
 class TrafficShare(StatusModel):
+    """One model the default Endpoint is to serve, and its share of the requests."""
+
     model: str = Field(max_length=253, description="A TrainedModel.")
     weight: int = Field(ge=0, le=100, description="Its share of the default Endpoint's requests, in percent.")
 
