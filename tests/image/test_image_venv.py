@@ -104,8 +104,7 @@ def test_image_venv_serves_trains_and_operates_on_the_local_cluster(
     assert {"serve", "train", "operator"} <= set(usage.split())
     assert not {"cluster", "upload-examples", "vocabulary"} & set(usage.split())  # dev tools: kstudio-dev
 
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/experiments.kstudio.io")
+    cluster.install_crds(REPO / "crds")
     minio = cluster.minio
     cluster.kubectl("-n", ns, "create", "secret", "generic", "kstudio-s3",
                     f"--from-literal=accessKey={minio.access_key}",

@@ -8,34 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import REPO, Kubectl, OperatorProcess, operator_env, wait_until
+from operator_support import REPO, Kubectl, OperatorProcess, operator_env
 from serving_kit import import_model
 
 from fixtures.operator_process import allowed_patterns, fail_on
 
-KSTUDIO_KINDS = (
-    "experiments.kstudio.io",
-    "trainedmodels.kstudio.io",
-    "webservices.kstudio.io",
-    "endpoints.kstudio.io",
-    "batchjobs.kstudio.io",
-)
-
 
 @pytest.fixture(scope="session")
 def kstudio_crds(local_cluster: Any) -> None:
-    """The generated CRDs, applied server-side (what `kubectl apply -f crds/` does for a user)."""
-    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    local_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{k}" for k in KSTUDIO_KINDS]
-    )
-    # A changed CRD is Established before the API server has re-initialised its storage, which answers
-    # 429 "storage is (re)initializing" meanwhile: an operator started then would log retried requests.
-    wait_until(
-        "the kstudio kinds to be served",
-        lambda: local_cluster.kubectl("get", ",".join(KSTUDIO_KINDS), "-A", check=False).returncode == 0,
-        timeout=60,
-    )
+    """The generated CRDs, applied and served (LocalCluster.install_crds)."""
+    local_cluster.install_crds(REPO / "crds")
 
 
 @pytest.fixture(scope="session")
