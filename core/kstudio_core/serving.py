@@ -13,6 +13,7 @@ metric.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 SESSION_HEADER: Final = "x-kstudio-session"
@@ -23,3 +24,28 @@ MODEL_REQUESTS: Final = "kstudio_scorer_model_requests"
 OUTCOME_OK: Final = "ok"
 OUTCOME_ERROR: Final = "error"
 OUTCOME_REFUSED: Final = "refused"
+
+# One sample of the counter in the Prometheus text format, e.g.
+# kstudio_scorer_model_requests_total{model="m-2",outcome="error"} 3.0
+_SAMPLE = re.compile(rf"^{MODEL_REQUESTS}_total\{{(?P<labels>[^}}]*)\}}\s+(?P<value>\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def model_request_counts(metrics_text: str) -> dict[str, dict[str, float]]:
+    """model -> outcome -> count, from a scorer's /metrics text (the counter above); other lines ignored."""
+    counts: dict[str, dict[str, float]] = {}
+    for line in metrics_text.splitlines():
+        found = _SAMPLE.match(line)
+        if found is None:
+            continue
+        labels = dict(_LABEL.findall(found["labels"]))
+        model, outcome = labels.get("model"), labels.get("outcome")
+        if model is None or outcome is None:
+            continue
+        try:
+            value = float(found["value"])
+        except ValueError:
+            continue
+        per_model = counts.setdefault(model, {})
+        per_model[outcome] = per_model.get(outcome, 0.0) + value
+    return counts

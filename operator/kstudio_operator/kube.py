@@ -193,6 +193,12 @@ class Kube:
         except ApiError:
             return ""
 
+    async def pod_get(self, namespace: str, pod: str, port: int, path: str) -> str:
+        """GET `path` on a pod's port through the API server's proxy (pods/proxy): reaches the pod
+        wherever the operator runs, with the operator's credentials checked by the API server."""
+        target = resource_path("v1", "pods", namespace, f"{pod}:{port}") + "/proxy" + path
+        return str(await self.request("GET", target, text=True))
+
     # --- events ------------------------------------------------------------------------------------
     async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about `obj`. Best effort: an Event that cannot be posted is not worth

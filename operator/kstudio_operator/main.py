@@ -200,11 +200,13 @@ async def web_service_changed(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """The service and, when its spec or served model changed, its Endpoints (followers take its model)."""
+    """The service and, when its spec or served models changed, its Endpoints (followers take its model, or
+    its split during a canary)."""
     rt = runtime(memo)
     key: Key = ("WebService", str(namespace), str(name))
     rt.object_changed(key, body, type)
-    view = {"spec": body.get("spec"), "model": (body.get("status") or {}).get("model")}
+    status = body.get("status") or {}
+    view = {"spec": body.get("spec"), "model": status.get("model"), "traffic": status.get("traffic")}
     if not rt.view_changed(key, view, deleted=type == "DELETED"):
         return
     for endpoint in indexes.values(kwargs["endpoints_by_service"], (namespace, name)):

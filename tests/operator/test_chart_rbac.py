@@ -52,6 +52,12 @@ def test_operator_works_with_only_the_charts_rbac_and_logs_in_again_when_its_tok
     }
     manifest = "\n---\n".join(yaml.safe_dump(d) for d in docs)
     local_cluster.kubectl("apply", "-f", "-", input=manifest)
+    # A canary reads its scorer pods' /metrics through the API server: GET through pods/proxy, and no more
+    # (POST through it would reach the scoring routes).
+    account = f"system:serviceaccount:{namespace}:kstudio-operator"
+    for verb, allowed in (("get", "yes"), ("create", "no")):
+        can = kube.run("auth", "can-i", verb, "pods", "--subresource=proxy", f"--as={account}", check=False)
+        assert can.stdout.strip() == allowed, (verb, can.stdout, can.stderr)
     proc = None
     kubeconfig = tmp_path / "operator.kubeconfig"
     admin = json.loads(local_cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)

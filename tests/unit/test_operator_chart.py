@@ -51,6 +51,7 @@ def test_operator_can_do_what_the_handlers_do() -> None:
         ("", "configmaps", "create"),
         ("", "pods", "list"),
         ("", "pods/log", "get"),
+        ("", "pods/proxy", "get"),  # a canary reads its scorer pods' /metrics
         ("kstudio.io", "trainedmodels", "create"),
         ("kstudio.io", "experiments/status", "patch"),
         ("kstudio.io", "trainedmodels/status", "patch"),
@@ -128,3 +129,10 @@ def test_the_chart_installs_the_image_of_its_own_release_by_default() -> None:
     helper = (CHART / "templates" / "_helpers.tpl").read_text()
     assert "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}" in helper
     assert OperatorConfig().image == f"{values['image']['repository']}:{release}"
+
+
+def test_the_operator_only_reads_through_the_pods_proxy() -> None:
+    """pods/proxy reaches any port of any pod: granted for GET only (a canary's /metrics reads), never
+    create/update (POST/PUT through it would reach the scorers' scoring routes)."""
+    rules = [rule for rule in _rules() if "pods/proxy" in rule["resources"]]
+    assert [(rule["resources"], rule["verbs"]) for rule in rules] == [(["pods/proxy"], ["get"])]

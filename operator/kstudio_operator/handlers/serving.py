@@ -1,5 +1,6 @@
 """WebService and Endpoint: their reconciles over the serving decisions (decisions/webservice.py,
-decisions/endpoint.py), reading the indexes and writing children, keys, Events and status.
+decisions/endpoint.py), reading the indexes and writing children, keys, Events and status. During a
+canary, the WebService reads its candidate's counts from the default Endpoint's ready pods (canary_reading).
 
 Keys: the Secret `<endpoint>-keys` holds primaryKey and secondaryKey, generated here and never written
 anywhere else (not in spec, status, Events, annotations or logs). Annotating the Endpoint with
@@ -12,10 +13,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kstudio_core.serving import OUTCOME_ERROR, OUTCOME_OK, model_request_counts
 from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
+from kstudio_operator.decisions.canary import CanaryReading
 from kstudio_operator.decisions.endpoint import (
     CreateChild,
     EndpointObserved,
@@ -105,6 +108,11 @@ async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | No
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = dict(body.get("spec") or {})
     experiment = (spec_raw.get("modelFrom") or {}).get("experiment")
+    status = rt.current_status(key, body)
+    canary = status.get("canary") or {}
+    reading = None
+    if canary.get("servingSince"):
+        reading = await canary_reading(rt, namespace, default_endpoint_name(name), str(canary.get("model")))
     observed = WebServiceObserved(
         namespace=namespace,
         name=name,
@@ -112,10 +120,9 @@ async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | No
         models=NamespaceEntries(idx["trained_models"], namespace),
         experiment_latest=_first(idx["experiments_latest"], (namespace, experiment)) if experiment else None,
         endpoints={e["name"]: e for e in values(idx["endpoints_by_service"], (namespace, name))},
+        canary_reading=reading,
     )
-    decision = decide_web_service(
-        spec_raw, rt.current_status(key, body), observed, datetime.now(UTC), dict(body)
-    )
+    decision = decide_web_service(spec_raw, status, observed, datetime.now(UTC), dict(body))
     for action in decision.actions:
         if isinstance(action, CreateChild):
             await rt.kube.create(action.manifest)
@@ -129,4 +136,24 @@ async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | No
                     raise
     await post_events(rt.kube, body, decision.events)
     await rt.write_status(key, body, c.WEB_SERVICES, decision.status)
-    return None
+    return decision.requeue
+
+
+async def canary_reading(rt: Runtime, namespace: str, endpoint: str, model: str) -> CanaryReading | None:
+    """The canary candidate's answers and errors, summed over the ready scorer pods of `endpoint` (from
+    the pods index, so no LIST): each pod's /metrics through the API server's pods/proxy, which reaches the
+    pod wherever the operator runs. None when a ready pod cannot be read (the decision waits, or refuses
+    at the deadline: an unread error rate is not a good one). `refused` answers (input refused before the
+    model saw it) are not the candidate's doing and are not counted."""
+    requests = errors = 0.0
+    for pod in values(rt.indexes["endpoint_pods"], (namespace, endpoint)):
+        if not pod.get("ready") or not pod.get("name"):
+            continue
+        try:
+            text = await rt.kube.pod_get(namespace, pod["name"], scorer.SCORER_PORT, "/metrics")
+        except ApiError:
+            return None
+        counts = model_request_counts(text).get(model, {})
+        requests += counts.get(OUTCOME_OK, 0.0) + counts.get(OUTCOME_ERROR, 0.0)
+        errors += counts.get(OUTCOME_ERROR, 0.0)
+    return CanaryReading(int(requests), int(errors))

@@ -25,6 +25,41 @@ from kstudio_operator.resources.experiment import MetricName
 from kstudio_operator.resources.scheduling import Scheduling
 
 
+class CanarySpec(KModel):
+    """A trial on real traffic before a promotion: the candidate serves `weight` % of the default
+    Endpoint's requests for `durationSeconds`, and is promoted only if its error rate stays at most
+    `maxErrorRate`."""
+
+    weight: int = Field(
+        default=10,
+        ge=1,
+        le=99,
+        description="Share of the default Endpoint's requests the candidate answers meanwhile (1-99, "
+        "default 10); the served model answers the rest.",
+    )
+    duration_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="How long the candidate serves before it is promoted (10-86400, default 300), counted "
+        "from the moment the default Endpoint's ready pods serve the split.",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Highest share of the candidate's answers that may be errors (not 2xx; input refused "
+        "before any model saw it does not count), 0-1, default 0.01; read from the scorer pods every few "
+        "seconds: once it is over, the candidate is removed and the promotion refused.",
+    )
+    min_requests: int = Field(
+        default=1,
+        ge=0,
+        description="Answers the candidate must have given by the end for a promotion (default 1): fewer "
+        "means its error rate is not known, and the promotion is refused.",
+    )
+
+
 class Promote(KModel):
     metric: MetricName = Field(description="Metric compared between the served and the candidate model.")
     direction: Literal["higher", "lower"] | None = Field(
@@ -37,6 +72,12 @@ class Promote(KModel):
         ge=0.0,
         description="Required improvement before promotion, in the metric's units (>= 0, default 0: equal "
         "or better is promoted).",
+    )
+    canary: CanarySpec | None = Field(
+        default=None,
+        description="A canary step after the gate: the candidate first serves a share of the default "
+        "Endpoint's traffic for a while and is promoted only if its error rate stays under a bound; absent "
+        "= promoted at once. Every step is recorded in status.promotions.",
     )
 
 
@@ -112,8 +153,11 @@ class WebServiceSpec(KModel):
     )
 
 
+CanaryStep = Literal["CanaryStarted", "CanaryServing", "CanaryPromoted", "CanaryRefused"]
+
+
 class Promotion(StatusModel):
-    """One decision on a new model of spec.modelFrom's experiment: taken or refused by the gate."""
+    """One step of a decision on a new model of spec.modelFrom's experiment: the gate's, or a canary's."""
 
     from_model: str | None = Field(
         default=None, alias="from", max_length=253, description="The TrainedModel served before."
@@ -123,9 +167,45 @@ class Promotion(StatusModel):
         default=None, max_length=64, description="The metric the gate compared (absent without a gate)."
     )
     delta: float | None = Field(default=None, description="Candidate minus served value of the metric.")
-    promoted: bool = Field(default=True, description="True: the service moved to the candidate.")
-    reason: str | None = Field(default=None, max_length=512, description="The gate's comparison, in words.")
+    promoted: bool = Field(
+        default=True, description="True: the service moved to the candidate (with a canary: at its end)."
+    )
+    reason: str | None = Field(
+        default=None, max_length=512, description="The gate's comparison, or the canary's finding, in words."
+    )
     at: datetime = Field(description="When it was decided.")
+    step: Literal["Gate", CanaryStep] = Field(
+        default="Gate",
+        description="Gate (the metric gate's decision), or a canary's CanaryStarted (the gate passed; the "
+        "split rolls out), CanaryServing (the pods serve it: the clock starts), CanaryPromoted, "
+        "CanaryRefused.",
+    )
+    requests: int | None = Field(default=None, ge=0, description="Canary: the candidate's answers counted.")
+    errors: int | None = Field(default=None, ge=0, description="Canary: how many of them were errors.")
+
+
+class Canary(StatusModel):
+    """A canary under way: the candidate, its share, its bounds, and what was counted so far."""
+
+    model: str = Field(max_length=253, description="The candidate TrainedModel.")
+    from_model: str = Field(alias="from", max_length=253, description="The model serving the rest.")
+    weight: int = Field(ge=1, le=99, description="The candidate's share of the requests, in percent.")
+    duration_seconds: int = Field(ge=1, description="How long it serves once its pods are ready.")
+    max_error_rate: float = Field(ge=0, le=1, description="The highest error rate that is promoted.")
+    min_requests: int = Field(default=1, ge=0, description="Answers needed for a promotion.")
+    started_at: datetime = Field(description="When the gate passed and the split was asked for.")
+    serving_since: datetime | None = Field(
+        default=None, description="When the default Endpoint's ready pods served the split (the clock)."
+    )
+    requests: int | None = Field(default=None, ge=0, description="The candidate's answers so far.")
+    errors: int | None = Field(default=None, ge=0, description="How many of them were errors.")
+
+
+class TrafficShare(StatusModel):
+    """One model the default Endpoint is to serve, and its share of the requests."""
+
+    model: str = Field(max_length=253, description="A TrainedModel.")
+    weight: int = Field(ge=0, le=100, description="Its share of the default Endpoint's requests, in percent.")
 
 
 # A status object stays small however many Endpoints a service has (etcd, kubectl get -o yaml).
@@ -148,6 +228,16 @@ class WebServiceStatus(StatusModel):
     model: str | None = Field(
         default=None, max_length=253, description="The TrainedModel the service serves."
     )
+    traffic: list[TrafficShare] = Field(
+        default_factory=list,
+        max_length=2,
+        description="What its default Endpoint is to serve: the model at 100, or during a canary the "
+        "model and the candidate with their weights (the default Endpoint follows this).",
+    )
+    split: str | None = Field(
+        default=None, max_length=520, description="traffic as model:weight,... (kubectl get)."
+    )
+    canary: Canary | None = Field(default=None, description="The canary under way, if one is.")
     model_digest: str | None = Field(
         default=None, max_length=64, description="sha256 the default Endpoint's ready pods serve."
     )
@@ -169,7 +259,8 @@ class WebServiceStatus(StatusModel):
     promotions: list[Promotion] = Field(
         default_factory=list,
         max_length=50,
-        description="The last 50 decisions on new models of spec.modelFrom's experiment, oldest first.",
+        description="The last 50 steps of decisions on new models of spec.modelFrom's experiment (the "
+        "gate's, and a canary's), oldest first.",
     )
 
 
@@ -187,6 +278,7 @@ WEB_SERVICE = ResourceKind(
         PrinterColumn("Digest", ".status.modelDigestPrefix", description="sha256 being served"),
         PrinterColumn("Endpoint", ".status.defaultEndpoint"),
         PrinterColumn("URL", ".status.url"),
+        PrinterColumn("Split", ".status.split", description="Models and weights the service asks for"),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
     rules=(
