@@ -178,7 +178,10 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
             found = operator_problems(operator_log(kube, pod, -1), outcomes, exits, allowed_patterns(request))
             problems += [f"{pod['metadata']['name']}: {p}" for p in found]
         fail_on(problems, operator_log(kube, leader, 80))
-        kube.run("delete", "webservice", "svc", "--timeout=60s")
+        # Foreground: the WebService is gone only once its default Endpoint is. In the background the
+        # garbage collector may still hold that Endpoint when the Experiment goes, and the Experiment's
+        # cleanup then keeps penguins-1 as in use (ModelKept), as documented.
+        kube.run("delete", "webservice", "svc", "--cascade=foreground", "--timeout=90s")
         kube.run("delete", "experiment", "penguins", "--timeout=60s")
         wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
 
