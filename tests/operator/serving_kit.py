@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import operator_support
 import pandas as pd
 from sklearn.compose import make_column_transformer
 from sklearn.linear_model import LogisticRegression
@@ -114,9 +115,7 @@ def import_model(
     """`build_model` into `folder`, uploaded and declared as TrainedModel `name`: its sha256."""
     path = folder / f"{name}.ilearner"
     sha = build_model(path, flip, second)
-    uri = f"s3://models/{namespace}/imports/{name}.ilearner"
-    example_data.upload(path, uri)
-    assert kube.apply(doc("TrainedModel", name, {"artifact": {"uri": uri, "sha256": sha}})).returncode == 0
+    operator_support.import_model(kube, example_data, namespace, path, sha, name)
     return sha
 
 
