@@ -90,6 +90,9 @@ class Runtime:
     endpoint_phases: dict[Key, str | None] = field(default_factory=dict)
     # Digest of what other reconciles read of each object at its last event (see view_changed).
     views: dict[Key, bytes] = field(default_factory=dict)
+    # A new object's first status, held back while it only says "Pending, on its way" (write_status): when
+    # it is due (time.monotonic()), and the status, which the reconciles read as the current one.
+    held: dict[Key, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     def queue(self, kind: str) -> WorkQueue[Key]:
         return self.queues.setdefault(kind, WorkQueue())
@@ -138,6 +141,7 @@ class Runtime:
         self.retries.pop(key, None)
         self.failures.pop(key, None)
         self.endpoint_phases.pop(key, None)
+        self.held.pop(key, None)
 
     def view_changed(self, key: Key, view: Any, deleted: bool = False) -> bool:
         """Whether `view` (what other reconciles read of the object `key`) differs from the one last seen.
@@ -155,6 +159,13 @@ class Runtime:
         self.views[key] = digest
         return True
 
+    def wake_after(self, key: Key, delay: float) -> None:
+        """Queue `key`'s reconcile in `delay` seconds (or sooner if it is due sooner): the changes of a
+        burst meanwhile make one reconcile."""
+        self.activity += 1
+        if key in self.objects:
+            self.queue(key[0]).add_after(key, delay)
+
     def wake_on_change(self, key: Key, body: Body) -> None:
         """Wake `key`'s reconcile for an event of its own object, unless the event is the status it wrote
         last: it has already seen that state (any other change has another resourceVersion), so
@@ -171,8 +182,8 @@ class Runtime:
     def succeeded(self, key: Key) -> None:
         self.retries.pop(key, None)
 
-    def current_status(self, key: Key, body: Body) -> dict[str, Any]:
-        """The object's status as we last know it: the body's, unless our own later write is newer."""
+    def written_status(self, key: Key, body: Body) -> dict[str, Any]:
+        """The object's status as the API server has it: the body's, unless our own later write is newer."""
         status = dict(body.get("status") or {})
         mine = self.written.get(key)
         if mine is not None:
@@ -181,11 +192,47 @@ class Runtime:
                 return dict(mine[1])
         return status
 
-    async def write_status(self, key: Key, body: Body, plural: str, desired: dict[str, Any]) -> bool:
-        """Merge-patch the status keys whose value differs from the current status; nothing when none
-        does (so an unchanged object is never written). Returns whether it wrote."""
-        current = self.current_status(key, body)
-        patch = merge_patch(current, desired)
+    def current_status(self, key: Key, body: Body) -> dict[str, Any]:
+        """The object's status as we last decided it: the one held back (write_status), else as written."""
+        held = self.held.get(key)
+        return dict(held[1]) if held is not None else self.written_status(key, body)
+
+    def held_status(self, key: Key) -> dict[str, Any] | None:
+        """The status held back for `key`, None when there is none."""
+        held = self.held.get(key)
+        return dict(held[1]) if held is not None else None
+
+    def settling(self, key: Key) -> float | None:
+        """Seconds until the status held back for `key` is due (None: none is held): when its reconcile
+        must run again to write it if nothing else happened."""
+        held = self.held.get(key)
+        return max(0.0, held[0] - time.monotonic()) if held is not None else None
+
+    async def write_status(
+        self,
+        key: Key,
+        body: Body,
+        plural: str,
+        desired: dict[str, Any],
+        settles: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    ) -> bool:
+        """Merge-patch the status keys whose value differs from the written status; nothing when none
+        does (so an unchanged object is never written). Returns whether it wrote.
+
+        `settles(written, desired)` (a pure decision) says whether `desired` is a new object's first
+        status that only says it is on its way: it is then held in memory, read by the next reconciles
+        as the current status, until config.settle_seconds after it was first held. Any other status
+        (Ready, a failure, a condition the user must see) or the end of that time writes at once: one
+        write for an object that gets Ready within it, instead of Pending then Ready."""
+        written = self.written_status(key, body)
+        if settles is not None and self.config.settle_seconds > 0 and settles(written, desired):
+            now = time.monotonic()
+            due = self.held[key][0] if key in self.held else now + self.config.settle_seconds
+            if now < due:
+                self.held[key] = (due, dict(desired))
+                return False
+        self.held.pop(key, None)
+        patch = merge_patch(written, desired)
         if not patch:
             return False
         meta = body["metadata"]

@@ -18,6 +18,8 @@ from kstudio_operator import constants as c
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
+from kstudio_operator.decisions import endpoint as endpoint_decisions
+from kstudio_operator.decisions import webservice as web_service_decisions
 from kstudio_operator.decisions.canary import CanaryReading
 from kstudio_operator.decisions.endpoint import (
     CreateChild,
@@ -27,7 +29,7 @@ from kstudio_operator.decisions.endpoint import (
 )
 from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
 from kstudio_operator.handlers.common import post_events
-from kstudio_operator.indexes import NamespaceEntries, values
+from kstudio_operator.indexes import NamespaceEntries, values, web_service_view
 from kstudio_operator.kube import ApiError
 from kstudio_operator.runtime import Body, Key, Runtime
 
@@ -75,11 +77,18 @@ async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = dict(body.get("spec") or {})
     ws_name = str(spec_raw.get("webService") or "")
+    web_service = _first(idx["web_services"], (namespace, ws_name))
+    ws_key: Key = ("WebService", namespace, ws_name)
+    ws_body = rt.objects.get(ws_key)
+    if web_service is not None and ws_body is not None and (ws_key in rt.held or ws_key in rt.written):
+        # The service's status as it decided it: held back (Runtime.write_status), or written and not in
+        # the index yet. Its model is what a following Endpoint serves.
+        web_service = {**web_service, "status": rt.current_status(ws_key, ws_body)}
     observed = EndpointObserved(
         namespace=namespace,
         name=name,
         generation=int(meta.get("generation") or 1),
-        web_service=_first(idx["web_services"], (namespace, ws_name)),
+        web_service=web_service,
         models=NamespaceEntries(idx["trained_models"], namespace),
         deployment=_first(idx["endpoint_deployments"], (namespace, name)),
         pods=values(idx["endpoint_pods"], (namespace, name)),
@@ -97,9 +106,14 @@ async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
         elif isinstance(action, ReplaceDeployment):
             await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
-    await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
+    reported = bool(((observed.web_service or {}).get("status") or {}).get("phase"))
+
+    def settles(written: dict[str, Any], desired: dict[str, Any]) -> bool:
+        return endpoint_decisions.settles(written, desired, reported)
+
+    await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys}, settles)
     rt.endpoint_phases[key] = decision.status.get("phase")
-    return None
+    return rt.settling(key)  # a held status is written when it is due
 
 
 async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | None:
@@ -135,8 +149,19 @@ async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | No
                 if exc.status != 404:
                     raise
     await post_events(rt.kube, body, decision.events)
-    await rt.write_status(key, body, c.WEB_SERVICES, decision.status)
-    return decision.requeue
+
+    def settles(written: dict[str, Any], desired: dict[str, Any]) -> bool:
+        return web_service_decisions.settles(written, desired, spec_raw)
+
+    await rt.write_status(key, body, c.WEB_SERVICES, decision.status, settles)
+    held = rt.held_status(key)
+    if held is not None and rt.view_changed(key, web_service_view(spec_raw, held)):
+        # No watch event brings a held status to the Endpoints that follow the service's model: wake them
+        # (its default one may not be in the index yet; wake does nothing until its watch event came).
+        for endpoint in {*observed.endpoints, default_endpoint_name(name)}:
+            rt.wake(("Endpoint", namespace, endpoint))
+    due = [delay for delay in (decision.requeue, rt.settling(key)) if delay is not None]
+    return min(due) if due else None
 
 
 async def canary_reading(rt: Runtime, namespace: str, endpoint: str, model: str) -> CanaryReading | None:
