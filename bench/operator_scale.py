@@ -138,6 +138,64 @@ def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> 
     }
 
 
+class CreationProfile:
+    """Where the time from the first create to all Ready goes, sampled every `every` seconds while the
+    benchmark waits: the operator's CPU (% of one core) and its work queue (keys waiting, reconciles in
+    flight), and the CPU of the cluster's control-plane processes (kube-apiserver, etcd, ...). A queue that
+    stays deep with the operator at 100 % is the operator's bound; an empty queue with a busy API server
+    is not."""
+
+    def __init__(self, cluster: Cluster, op: Operator, every: float = 2.0) -> None:
+        self.cluster, self.op, self.every = cluster, op, every
+        self.rows: list[dict[str, Any]] = []
+        self.last = 0.0
+        self.start = time.monotonic()
+        self.first = self._cpu()
+
+    def _cpu(self) -> dict[str, float]:
+        return {
+            "operator": self.op.cpu_seconds() if self.op.running() else 0.0,
+            **self.cluster.control_plane_cpu(),
+        }
+
+    def sample(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rows = self.op.samples()
+            self.rows.append(
+                {
+                    "t": round(now - self.start, 1),
+                    "cpu": self._cpu(),
+                    "queued": self.op.metric("kstudio_operator_wakeups_pending", rows),
+                    "in_flight": self.op.metric("kstudio_operator_reconciles_in_flight", rows),
+                }
+            )
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """CPU % of one core of each process over the whole wait, the queue's largest depth and mean, and
+        the series (every sample: seconds, operator CPU % since the previous one, queued, in flight)."""
+        if not self.rows:
+            return {}
+        seconds = max(self.rows[-1]["t"], 1e-9)
+        last = self.rows[-1]["cpu"]
+        series = []
+        before: dict[str, Any] = {"t": 0.0, "cpu": self.first}
+        for row in self.rows:
+            dt = max(row["t"] - before["t"], 1e-9)
+            op_pct = 100 * (row["cpu"]["operator"] - before["cpu"].get("operator", 0.0)) / dt
+            series.append((row["t"], round(op_pct), row["queued"], row["in_flight"]))
+            before = row
+        return {
+            "seconds": seconds,
+            "cpu_pct": {k: round(100 * (v - self.first.get(k, 0.0)) / seconds, 1) for k, v in last.items()},
+            "queued_max": max(r["queued"] for r in self.rows),
+            "queued_mean": round(sum(r["queued"] for r in self.rows) / len(self.rows), 1),
+            "series": series,
+        }
+
+
 def error_reasons(log: Path) -> dict[str, int]:
     """Failed reconciles by reason, from the operator's log ("<key>: reconcile failed (<reason>)")."""
     reasons: Counter[str] = Counter()
@@ -171,8 +229,10 @@ def measure(
     if out["order"] == "cold":
         op.start()
     started = time.monotonic()
-    out["ready_s"] = wait_for(f"N={n} all Ready", ready, t0)
+    profile = CreationProfile(cluster, op)
+    out["ready_s"] = wait_for(f"N={n} all Ready", lambda: profile.sample() and ready(), t0)
     out["ready_after_create_s"] = time.monotonic() - started
+    out["creation_profile"] = profile.summary()
     out["errors"] = error_reasons(op.log)
     time.sleep(10)  # let the last status writes' watch events settle
     out["metrics_ready"] = op.summary()
@@ -373,6 +433,16 @@ def build_ilearner(path: Path, seed: int = 0) -> str:
     return write_ilearner(path, model, manifest).sha256
 
 
+def _requests_by_verb(row: dict[str, Any]) -> dict[str, float]:
+    """The operator's API requests until Ready, by verb and resource, per object created."""
+    metrics = row.get("metrics_ready") or {}
+    return {
+        key.removeprefix("api_requests_total"): round(value / row["n"], 2)
+        for key, value in sorted(metrics.items())
+        if key.startswith("api_requests_total[") and value
+    }
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
@@ -398,6 +468,17 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['failover']['converged_s']} |{more} {r['delete_s']:.1f} | "
             f"{loads[0]:.1f}-{loads[1]:.1f} |"
         )
+    for r in rows:
+        if p := r.get("creation_profile"):
+            busiest = ", ".join(
+                f"{k} {v}" for k, v in sorted(p["cpu_pct"].items(), key=lambda kv: -kv[1])[:6]
+            )
+            print(
+                f"\ncreation N={r['n']} {r['order']}: {p['seconds']:.0f} s from the first create to Ready; "
+                f"CPU % of one core: {busiest}; operator queue max {p['queued_max']:.0f}, mean "
+                f"{p['queued_mean']}; requests by verb {_requests_by_verb(r)}"
+            )
+            print("  (s, operator CPU %, queued, in flight): " + " ".join(map(str, p["series"])))
     heaps = [r for r in rows if "heap" in r]
     for r in heaps:
         h = r["heap"]

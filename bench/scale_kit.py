@@ -58,6 +58,26 @@ class Cluster:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
+    def control_plane_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of this instance's control-plane processes (its root in their command
+        line), by program: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok, ..."""
+        root = str(self.layout.root)
+        out: dict[str, float] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                if root.encode() not in b" ".join(args):
+                    continue
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            program = Path(args[0].decode(errors="replace")).name
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out[program] = out.get(program, 0.0) + seconds
+        return out
+
     def requests(self) -> Counter[tuple[str, str]]:
         """apiserver_request_total summed by (group, verb)."""
         totals: Counter[tuple[str, str]] = Counter()
