@@ -27,12 +27,16 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
                 left;
   metrics       the operator's own /metrics after the restart (reconciles by kind/outcome, mean reconcile
                 ms, loops, in flight, wake-ups pending, API requests by verb, rollouts);
-  heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py).
+  heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py);
+  creation      where the time from the first create to all Ready goes: the operator's CPU and work queue
+                and the control plane's CPU, sampled every 2 s (CreationProfile), the operator's requests
+                by verb and resource per object, and (endpoints) each Endpoint's creation to its Ready.
+--creation-only stops each row after the creation figures (no idle windows, restart or failover).
 Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
 the run Succeeded (the penguins example).
 
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
-       [--orders warm,cold] [--heap FRAMES] [--cluster-root DIR]
+       [--orders warm,cold] [--heap FRAMES] [--creation-only] [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -49,6 +53,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +225,10 @@ def measure(
     idle: float,
     converge: dict[str, int],
     out: dict[str, Any],
+    creation_only: bool = False,
 ) -> None:
     """Create `docs` (the operator running, or started once they all exist: out["order"] warm or cold),
-    wait for `ready`, then the idle window, the baseline and the restart."""
+    wait for `ready`, then (unless `creation_only`) the idle window, the baseline and the restart."""
     t0 = time.monotonic()
     create_objects(cluster, ns, docs)
     out["create_s"] = time.monotonic() - t0
@@ -237,6 +243,8 @@ def measure(
     time.sleep(10)  # let the last status writes' watch events settle
     out["metrics_ready"] = op.summary()
     out["requests_per_object"] = round(op.metric("kstudio_operator_api_requests_total") / n, 2)
+    if creation_only:
+        return
     out["idle"] = idle_window(cluster, idle, op)
     if op.heap is not None:
         out["heap"] = op.heap_report()
@@ -322,7 +330,9 @@ def run_size(
             op.start()
             time.sleep(3)
             out["rss_empty_mb"] = op.rss_mb()
-        measure(cluster, op, ns, n, docs, lambda: ready(ns), options.idle, converge, out)
+        measure(
+            cluster, op, ns, n, docs, lambda: ready(ns), options.idle, converge, out, options.creation_only
+        )
         if then is not None:
             then(ns, op, out)
         out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
@@ -359,6 +369,7 @@ def run_endpoints(
             for p in cluster.items(ns, "pods")
         )
         out["pods_on_fake_nodes"] = f"{placed[True]}/{placed[True] + placed[False]}"
+        out["endpoint_ready_after_create_s"] = ready_after_create(cluster.items(ns, "endpoints.kstudio.io"))
         # One endpoint's model patched while the other N-1 sit idle.
         wanted = artifacts["m-b"]["sha256"]
         t = time.monotonic()
@@ -379,6 +390,32 @@ def run_endpoints(
         return endpoints_ready(cluster, ns, n, "m-a")
 
     return run_size(cluster, "endpoints", n, docs, ready, converge, options, order, placement_and_patch)
+
+
+def ready_after_create(items: list[Any]) -> dict[str, float]:
+    """Seconds from each object's creation to its Ready condition turning True (both to the second, as
+    the API server and the status write them): median, 90th percentile and max. How long a new object
+    is on its way, i.e. what a settle time (KSTUDIO_SETTLE_SECONDS) would have to cover."""
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    waits = []
+    for item in items:
+        created = (item.get("metadata") or {}).get("creationTimestamp")
+        ready = next(
+            (c for c in (item.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        if created and ready.get("status") == "True" and ready.get("lastTransitionTime"):
+            waits.append(at(ready["lastTransitionTime"]) - at(created))
+    if not waits:
+        return {}
+    waits.sort()
+    return {
+        "median": waits[len(waits) // 2],
+        "p90": waits[int(len(waits) * 0.9)],
+        "max": waits[-1],
+    }
 
 
 def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
@@ -444,6 +481,14 @@ def _requests_by_verb(row: dict[str, Any]) -> dict[str, float]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    if "idle" not in rows[0]:  # --creation-only
+        print("| N | order | all Ready s (after the last create) | operator requests per object |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['n']} | {r['order']} | {r['ready_s']:.1f} ({r['ready_after_create_s']:.1f}) | "
+                  f"{r['requests_per_object']:.2f} |")  # fmt: skip
+        print_creation(rows)
+        return
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
     print(
@@ -468,6 +513,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['failover']['converged_s']} |{more} {r['delete_s']:.1f} | "
             f"{loads[0]:.1f}-{loads[1]:.1f} |"
         )
+    print_creation(rows)
+    print_heaps(rows)
+
+
+def print_creation(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if p := r.get("creation_profile"):
             busiest = ", ".join(
@@ -479,6 +529,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{p['queued_mean']}; requests by verb {_requests_by_verb(r)}"
             )
             print("  (s, operator CPU %, queued, in flight): " + " ".join(map(str, p["series"])))
+        if waits := r.get("endpoint_ready_after_create_s"):
+            print(f"  an Endpoint's creation to its Ready, s: {waits}")
+
+
+def print_heaps(rows: list[dict[str, Any]]) -> None:
     heaps = [r for r in rows if "heap" in r]
     for r in heaps:
         h = r["heap"]
@@ -509,6 +564,12 @@ def main() -> int:
         metavar="FRAMES",
         help="run the operator under bench/operator_heap.py (tracemalloc with FRAMES frames, 0: none) and "
         "print where its memory goes after the idle window",
+    )
+    parser.add_argument(
+        "--creation-only",
+        action="store_true",
+        help="measure the creation (requests per object, Ready time and where it goes) and skip the idle "
+        "windows, restart and failover",
     )
     parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
