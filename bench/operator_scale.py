@@ -28,7 +28,7 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
   metrics       the operator's own /metrics after the restart (reconciles by kind/outcome, mean reconcile
                 ms, loops, in flight, wake-ups pending, API requests by verb, rollouts);
   heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py);
-  creation      where the time from the first create to all Ready goes: the operator's CPU and work queue
+  creation      where the time from the last create to all Ready goes: the operator's CPU and work queue
                 and the control plane's CPU, sampled every 2 s (CreationProfile), the operator's requests
                 by verb and resource per object, and (endpoints) each Endpoint's creation to its Ready.
 --creation-only stops each row after the creation figures (no idle windows, restart or failover).
@@ -36,7 +36,8 @@ Once (models mode): the delay from a training Job's Complete condition to the Ex
 the run Succeeded (the penguins example).
 
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
-       [--orders warm,cold] [--heap FRAMES] [--creation-only] [--cluster-root DIR]
+       [--orders warm,cold] [--heap FRAMES] [--creation-only] [--operator-env NAME=VALUE]
+       [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -57,7 +58,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scale_kit import GROUP, KSTUDIO_DEV, REPO, WRITES, Cluster, Operator
+from scale_kit import GROUP, KSTUDIO_DEV, OPERATOR_ENV, REPO, WRITES, Cluster, Operator
 
 # The operator's logs stay after the run (the reconcile errors a row counts are explained there).
 LOGS = Path(tempfile.gettempdir()) / "kstudio-scale-logs"
@@ -144,7 +145,7 @@ def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> 
 
 
 class CreationProfile:
-    """Where the time from the first create to all Ready goes, sampled every `every` seconds while the
+    """Where the time from the last create to all Ready goes, sampled every `every` seconds while the
     benchmark waits: the operator's CPU (% of one core) and its work queue (keys waiting, reconciles in
     flight), and the CPU of the cluster's control-plane processes (kube-apiserver, etcd, ...). A queue that
     stays deep with the operator at 100 % is the operator's bound; an empty queue with a busy API server
@@ -186,8 +187,8 @@ class CreationProfile:
         seconds = max(self.rows[-1]["t"], 1e-9)
         last = self.rows[-1]["cpu"]
         series = []
-        before: dict[str, Any] = {"t": 0.0, "cpu": self.first}
-        for row in self.rows:
+        before: dict[str, Any] = self.rows[0]
+        for row in self.rows[1:]:
             dt = max(row["t"] - before["t"], 1e-9)
             op_pct = 100 * (row["cpu"]["operator"] - before["cpu"].get("operator", 0.0)) / dt
             series.append((row["t"], round(op_pct), row["queued"], row["in_flight"]))
@@ -524,7 +525,7 @@ def print_creation(rows: list[dict[str, Any]]) -> None:
                 f"{k} {v}" for k, v in sorted(p["cpu_pct"].items(), key=lambda kv: -kv[1])[:6]
             )
             print(
-                f"\ncreation N={r['n']} {r['order']}: {p['seconds']:.0f} s from the first create to Ready; "
+                f"\ncreation N={r['n']} {r['order']}: {p['seconds']:.0f} s from the last create to Ready; "
                 f"CPU % of one core: {busiest}; operator queue max {p['queued_max']:.0f}, mean "
                 f"{p['queued_mean']}; requests by verb {_requests_by_verb(r)}"
             )
@@ -571,8 +572,16 @@ def main() -> int:
         help="measure the creation (requests per object, Ready time and where it goes) and skip the idle "
         "windows, restart and failover",
     )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of every operator started (e.g. KSTUDIO_WORKERS=16); repeatable",
+    )
     parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
+    OPERATOR_ENV.update(item.split("=", 1) for item in args.operator_env)
     cluster = Cluster(args.cluster_root)
     LOGS.mkdir(exist_ok=True)
     print(f"operator logs: {LOGS}", flush=True)

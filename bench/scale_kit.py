@@ -30,6 +30,8 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE")
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 SAMPLE = re.compile(r"^(?P<name>[a-z_:]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[-0-9.e+naNIf]+)$")
 Sample = tuple[str, dict[str, str], float]
+# More environment for every operator the benchmark starts (operator_scale.py --operator-env NAME=VALUE).
+OPERATOR_ENV: dict[str, str] = {}
 
 
 class Cluster:
@@ -157,6 +159,7 @@ class Operator:
         env = {k: v for k, v in self.cluster.env.items() if not k.startswith("KSTUDIO_")}
         env |= self.cluster.storage_env() | {"KSTUDIO_IMAGE": "kstudio:dev"}
         env["KSTUDIO_METRICS_PORT"] = str(self.metrics_port)
+        env |= OPERATOR_ENV
         command = [str(KSTUDIO), "operator"]
         if self.heap is not None:
             command = [str(PYTHON), str(REPO / "bench" / "operator_heap.py"), "--report", str(self.report)]
