@@ -10,7 +10,6 @@ token; the other keeps working, and the scorer re-reads the mounted files within
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,17 +71,6 @@ async def ensure_keys(rt: Runtime, body: Body, web_service: str, status: dict[st
     return done
 
 
-async def _no_keys() -> dict[str, Any]:
-    return {}
-
-
-async def _apply(rt: Runtime, namespace: str, name: str, action: Any) -> None:
-    if isinstance(action, CreateChild):
-        await rt.kube.create(action.manifest)
-    elif isinstance(action, ReplaceDeployment):
-        await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
-
-
 async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
     idx = rt.indexes
     meta = body["metadata"]
@@ -110,11 +98,13 @@ async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
     )
     status = rt.current_status(key, body)
+    keys = await ensure_keys(rt, body, ws_name, status) if observed.web_service is not None else {}
     decision = decide_endpoint(spec_raw, status, observed, datetime.now(UTC), rt.config, dict(body))
-    # The keys Secret, the Service and the Deployment do not depend on each other: sent side by side, a
-    # new Endpoint's reconcile waits one round trip to the API server instead of three.
-    keys_done = ensure_keys(rt, body, ws_name, status) if observed.web_service is not None else _no_keys()
-    keys, *_ = await asyncio.gather(keys_done, *(_apply(rt, namespace, name, a) for a in decision.actions))
+    for action in decision.actions:
+        if isinstance(action, CreateChild):
+            await rt.kube.create(action.manifest)
+        elif isinstance(action, ReplaceDeployment):
+            await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
     reported = bool(((observed.web_service or {}).get("status") or {}).get("phase"))
 
