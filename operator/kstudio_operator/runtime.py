@@ -90,6 +90,9 @@ class Runtime:
     endpoint_phases: dict[Key, str | None] = field(default_factory=dict)
     # Digest of what other reconciles read of each object at its last event (see view_changed).
     views: dict[Key, bytes] = field(default_factory=dict)
+    # Children a reconcile created, by their owner and kind, with when: until the watch shows them, the
+    # next reconcile reads these instead of creating them again (see created_child).
+    created: dict[Key, dict[str, tuple[float, Body]]] = field(default_factory=dict)
     # A new object's first status, held back while it only says "Pending, on its way" (write_status): when
     # it is due (time.monotonic()), and the status, which the reconciles read as the current one.
     held: dict[Key, tuple[float, dict[str, Any]]] = field(default_factory=dict)
@@ -142,6 +145,26 @@ class Runtime:
         self.failures.pop(key, None)
         self.endpoint_phases.pop(key, None)
         self.held.pop(key, None)
+        self.created.pop(key, None)
+
+    def remember_created(self, owner: Key, kind: str, child: Body) -> None:
+        """`owner`'s reconcile created `child` (the API server's answer)."""
+        self.created.setdefault(owner, {})[kind] = (time.monotonic(), child)
+
+    def created_child(self, owner: Key, kind: str, indexed: Any, within: float = 60.0) -> Body | None:
+        """The child of `kind` that `owner`'s reconcile created and the watch has not shown yet (`indexed`:
+        what the index has of it, None when nothing): a reconcile woken by its sibling's event (the
+        Service's, right after the Deployment was sent) would otherwise create it a second time. Forgotten
+        once indexed, or after `within` seconds (then the index is the truth again: a child deleted
+        before it was ever seen is made again)."""
+        made = self.created.get(owner, {})
+        remembered = made.get(kind)
+        if indexed or remembered is None or time.monotonic() - remembered[0] > within:
+            made.pop(kind, None)
+            if not made:
+                self.created.pop(owner, None)
+            return None
+        return remembered[1]
 
     def view_changed(self, key: Key, view: Any, deleted: bool = False) -> bool:
         """Whether `view` (what other reconciles read of the object `key`) differs from the one last seen.
@@ -193,9 +216,10 @@ class Runtime:
         return status
 
     def current_status(self, key: Key, body: Body) -> dict[str, Any]:
-        """The object's status as we last decided it: the one held back (write_status), else as written."""
+        """The object's status as we last decided it: the one held back (write_status), else as written
+        (as the object is cached now: the body a reconcile started with may predate our last write)."""
         held = self.held.get(key)
-        return dict(held[1]) if held is not None else self.written_status(key, body)
+        return dict(held[1]) if held is not None else self.written_status(key, self.objects.get(key) or body)
 
     def held_status(self, key: Key) -> dict[str, Any] | None:
         """The status held back for `key`, None when there is none."""
@@ -224,7 +248,9 @@ class Runtime:
         as the current status, until config.settle_seconds after it was first held. Any other status
         (Ready, a failure, a condition the user must see) or the end of that time writes at once: one
         write for an object that gets Ready within it, instead of Pending then Ready."""
-        written = self.written_status(key, body)
+        # Compared with the object as cached now, not as this reconcile found it: our previous write may
+        # have reached the cache meanwhile (and ended its copy in `written`).
+        written = self.written_status(key, self.objects.get(key) or body)
         if settles is not None and self.config.settle_seconds > 0 and settles(written, desired):
             now = time.monotonic()
             due = self.held[key][0] if key in self.held else now + self.config.settle_seconds

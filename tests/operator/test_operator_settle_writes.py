@@ -49,6 +49,7 @@ def test_a_web_service_ready_within_the_settle_time_is_written_once_without_a_pe
     model_writes = writes.pop(f"{KS}/trainedmodels/status/PATCH", 0)
     assert writes == Counter(
         {
+            f"{KS}/webservices//POST": 1,  # this test's kubectl apply
             f"{KS}/endpoints//POST": 1,  # the default Endpoint
             "/secrets//POST": 1,  # its keys
             "apps/deployments//POST": 1,

@@ -160,3 +160,18 @@ def test_a_status_that_does_not_settle_or_is_due_is_written_at_once() -> None:
     assert due.settling(KEY) == 0.0
     with pytest.raises(kopf.TemporaryError, match="not logged in"):
         asyncio.run(due.write_status(KEY, BODY, "endpoints", status, _always))
+
+
+def test_a_reconcile_holding_an_older_body_does_not_write_again_what_the_cache_shows_written() -> None:
+    """A worker takes the body cached when it starts; our own write may reach the cache (and end the copy
+    kept in Runtime.written) while it runs. Compared with that older body, the whole status looked
+    unwritten and was sent again (seen on the cluster: two identical Ready writes 80 ms apart)."""
+    rt = _runtime("5")
+    ready = {"phase": "Ready", "model": "m-1"}
+    older = BODY | {"metadata": BODY["metadata"] | {"resourceVersion": "3"}, "status": {}}
+    rt.object_changed(
+        KEY,
+        kopf.Body(BODY | {"metadata": older["metadata"] | {"resourceVersion": "5"}, "status": ready}),
+        None,
+    )
+    assert asyncio.run(rt.write_status(KEY, older, "endpoints", ready)) is False

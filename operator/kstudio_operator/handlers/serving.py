@@ -11,10 +11,13 @@ token; the other keeps working, and the scorer re-reads the mounted files within
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+import kopf
 
 from kstudio_core.serving import OUTCOME_ERROR, OUTCOME_OK, model_request_counts
 from kstudio_operator import constants as c
+from kstudio_operator import indexes
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
@@ -71,6 +74,20 @@ async def ensure_keys(rt: Runtime, body: Body, web_service: str, status: dict[st
     return done
 
 
+def _deployment(rt: Runtime, key: Key, indexed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The scorer Deployment's index entry, or the one this process just created (not indexed yet)."""
+    made = rt.created_child(key, "Deployment", indexed)
+    if made is None:
+        return indexed
+    body = kopf.Body(cast(kopf.RawBody, dict(made)))
+    entries = indexes.endpoint_deployments(namespace=key[1], labels=body.metadata.labels, body=body)
+    return next(iter(entries.values()), None)
+
+
+def _has_service(rt: Runtime, key: Key, indexed: list[Any]) -> bool:
+    return bool(indexed) or rt.created_child(key, "Service", indexed or None) is not None
+
+
 async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
     idx = rt.indexes
     meta = body["metadata"]
@@ -90,9 +107,9 @@ async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
         generation=int(meta.get("generation") or 1),
         web_service=web_service,
         models=NamespaceEntries(idx["trained_models"], namespace),
-        deployment=_first(idx["endpoint_deployments"], (namespace, name)),
+        deployment=_deployment(rt, key, _first(idx["endpoint_deployments"], (namespace, name))),
         pods=values(idx["endpoint_pods"], (namespace, name)),
-        has_service=bool(values(idx["endpoint_services"], (namespace, name))),
+        has_service=_has_service(rt, key, values(idx["endpoint_services"], (namespace, name))),
         rollback_request=(meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK),
         is_default=name == default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
@@ -102,7 +119,8 @@ async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
     decision = decide_endpoint(spec_raw, status, observed, datetime.now(UTC), rt.config, dict(body))
     for action in decision.actions:
         if isinstance(action, CreateChild):
-            await rt.kube.create(action.manifest)
+            child, _ = await rt.kube.create(action.manifest)
+            rt.remember_created(key, str(action.manifest["kind"]), child)
         elif isinstance(action, ReplaceDeployment):
             await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
