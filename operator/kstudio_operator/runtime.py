@@ -257,10 +257,14 @@ class Runtime:
             if now < due:
                 self.held[key] = (due, dict(desired))
                 return False
-        self.held.pop(key, None)
         patch = merge_patch(written, desired)
         if not patch:
+            self.held.pop(key, None)
             return False
+        if key in self.held:
+            # Still what the others read (a following Endpoint its service's model) until the answer:
+            # neither the index nor `written` has it before.
+            self.held[key] = (self.held[key][0], dict(desired))
         meta = body["metadata"]
         log.debug("%s/%s/%s: status %s", *key, ", ".join(sorted(patch)))
         try:
@@ -275,6 +279,8 @@ class Runtime:
             # holds it): nothing left to write to, and its DELETED event is on its way.
             log.debug("%s/%s/%s: gone before its status was written", *key)
             return False
+        finally:
+            self.held.pop(key, None)
         rv = _rv((answer.get("metadata") or {}).get("resourceVersion"))
         if rv is not None:
             self.written[key] = (rv, dict(answer.get("status") or {}))
