@@ -581,7 +581,7 @@ def main() -> int:
     )
     parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
-    OPERATOR_ENV.update(item.split("=", 1) for item in args.operator_env)
+    OPERATOR_ENV.update({name: value for name, _, value in (i.partition("=") for i in args.operator_env)})
     cluster = Cluster(args.cluster_root)
     LOGS.mkdir(exist_ok=True)
     print(f"operator logs: {LOGS}", flush=True)

@@ -175,3 +175,18 @@ def test_a_reconcile_holding_an_older_body_does_not_write_again_what_the_cache_s
         None,
     )
     assert asyncio.run(rt.write_status(KEY, older, "endpoints", ready)) is False
+
+
+def test_a_child_just_created_is_read_until_the_watch_shows_it_and_no_longer() -> None:
+    rt = _runtime("5")
+    deployment = {"kind": "Deployment", "metadata": {"name": "ep2"}}
+    rt.remember_created(KEY, "Deployment", deployment)
+    assert rt.created_child(KEY, "Deployment", None) == deployment  # not in the index yet
+    assert rt.created_child(KEY, "Service", None) is None  # never created here
+    assert rt.created_child(KEY, "Deployment", {"name": "ep2"}) is None  # indexed: forgotten
+    assert rt.created_child(KEY, "Deployment", None) is None  # so a deletion seen later is made again
+    rt.remember_created(KEY, "Deployment", deployment)
+    assert rt.created_child(KEY, "Deployment", None, within=0.0) is None  # too old: the index decides
+    rt.remember_created(KEY, "Service", {"kind": "Service"})
+    rt.forget(KEY)
+    assert rt.created == {}
