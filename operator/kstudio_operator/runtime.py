@@ -252,10 +252,10 @@ async def work(rt: Runtime, kind: str, reconcile: Reconcile) -> None:
         key = await queue.get()
         try:
             body = rt.objects.get(key)
-            # Gone, or being deleted: the deletion handlers (main.py) have it now, as kopf stopped the
-            # per-object daemons on deletion before.
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            if body is None:  # gone
                 continue
+            # An object being deleted is reconciled too: its kind's reconcile runs its cleanup and removes
+            # its finalizer (finalizer.py), or does nothing.
             delay = await reconcile_once(rt, key, lambda: reconcile(rt, key, body))  # noqa: B023
             if key in rt.objects:  # not deleted meanwhile
                 resync = rt.config.resync_seconds
