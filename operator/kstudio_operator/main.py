@@ -34,7 +34,15 @@ from kstudio_operator import indexes, kopf_scale, metrics
 from kstudio_operator.finalizer import finalizing, while_alive
 from kstudio_operator.handlers import batchjob, experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
-from kstudio_operator.runtime import Key, Reconcile, Runtime, runtime, start_workers, stop_workers
+from kstudio_operator.runtime import (
+    Key,
+    Reconcile,
+    Runtime,
+    runtime,
+    start_workers,
+    stop_workers,
+    trim_after_bursts,
+)
 from kstudio_operator.settings import OperatorConfig
 
 kopf_scale.install()  # kopf's start-up barrier linear in the objects, its own patches bounded
@@ -102,13 +110,19 @@ async def configure(
     # no worker until it holds the Lease; without, this process leads from the start.
     leading = memo.get("leading")
     if isinstance(leading, asyncio.Event):
-        rt.workers.append(asyncio.create_task(_lead_once(leading, rt), name="waiting for the Lease"))
+        rt.workers.append(asyncio.create_task(_stand_by(leading, rt), name="standing by"))
     else:
         lead(rt)
 
 
-async def _lead_once(leading: asyncio.Event, rt: Runtime) -> None:
-    await leading.wait()
+async def _stand_by(leading: asyncio.Event, rt: Runtime) -> None:
+    """Until this replica leads: its heap trimmed after its watches' bursts (the listing at start; its
+    queue, which only the workers drain, is no sign of work here); then lead."""
+    trimmer = asyncio.create_task(trim_after_bursts(rt, settled=lambda: True), name="standby heap trimmer")
+    try:
+        await leading.wait()
+    finally:
+        trimmer.cancel()
     lead(rt)
 
 

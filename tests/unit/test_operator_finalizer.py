@@ -135,7 +135,7 @@ def test_a_standby_starts_its_workers_when_it_leads_with_every_cached_object_que
     from kstudio_operator import metrics
     from kstudio_operator.runtime import stop_workers
 
-    async def scenario() -> tuple[list[str], list[Key], list[str]]:
+    async def scenario() -> tuple[list[str], list[Key], set[str]]:
         rt = Runtime(config=OperatorConfig.from_env({}), store=None)
         keys: list[Key] = [("Experiment", "ns", "e"), ("Endpoint", "ns", "ep"), ("TrainedModel", "ns", "m")]
         for key in keys:
@@ -143,18 +143,21 @@ def test_a_standby_starts_its_workers_when_it_leads_with_every_cached_object_que
         rt.wake(keys[1])  # its watch event came while standing by
         leading = asyncio.Event()
         metrics.LEADER.set(0)
-        rt.workers.append(asyncio.create_task(main._lead_once(leading, rt)))
+        rt.workers.append(asyncio.create_task(main._stand_by(leading, rt), name="standing by"))
         await asyncio.sleep(0.01)
-        standing_by = [t.get_name() for t in rt.workers if not t.done()]
+        standing_by = sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task())
         leading.set()
-        await asyncio.sleep(0)  # _lead_once starts the workers; none has taken a key yet
+        await asyncio.sleep(0)  # _stand_by starts the workers; none has taken a key yet
         queued = sorted(k for q in rt.queues.values() for k in q.queued())
-        names = sorted({t.get_name().rsplit(" ", 1)[0] for t in rt.workers if not t.done()})
+        await asyncio.sleep(0)  # the standby's trimmer ends
+        names = {
+            t.get_name().rsplit(" ", 1)[0] for t in asyncio.all_tasks() if t is not asyncio.current_task()
+        }
         await stop_workers(rt)
         return standing_by, queued, names
 
     standing_by, queued, names = asyncio.run(scenario())
-    assert len(standing_by) == 1  # only the wait for the Lease
+    assert standing_by == ["standby heap trimmer", "standing by"]  # no worker
     assert [name for _, _, name in queued] == ["ep", "e", "m"]  # each once, by kind
-    assert {f"reconcile {kind}" for kind in main.RECONCILERS} <= set(names)
+    assert names == {f"reconcile {kind}" for kind in main.RECONCILERS} | {"heap"}  # "heap trimmer"
     assert metrics.LEADER._value.get() == 1
