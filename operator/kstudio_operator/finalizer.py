@@ -53,11 +53,11 @@ def finalizers_patch(
     nobody else's finalizer is ever lost (pure)."""
     seen = list(meta.get("finalizers") or [])
     wanted = [*seen, finalizer] if add else [f for f in seen if f != finalizer]
-    if not seen:
-        return [{"op": "add", "path": "/metadata/finalizers", "value": wanted}]
+    # None: none yet (the API server stores no empty list; its JSON patch's `test` of a missing member
+    # against null passes).
     return [
-        {"op": "test", "path": "/metadata/finalizers", "value": seen},
-        {"op": "replace", "path": "/metadata/finalizers", "value": wanted},
+        {"op": "test", "path": "/metadata/finalizers", "value": seen or None},
+        {"op": "add", "path": "/metadata/finalizers", "value": wanted},
     ]
 
 

@@ -42,15 +42,16 @@ def test_the_finalizer_is_added_first_then_the_object_is_reconciled_and_finalize
 
 def test_the_finalizer_patch_only_applies_to_the_finalizers_the_cache_saw() -> None:
     assert finalizers_patch(meta(), add=True) == [
-        {"op": "add", "path": "/metadata/finalizers", "value": [c.FINALIZER]}
+        {"op": "test", "path": "/metadata/finalizers", "value": None},  # none yet
+        {"op": "add", "path": "/metadata/finalizers", "value": [c.FINALIZER]},
     ]
     assert finalizers_patch(meta(OTHER), add=True) == [
         {"op": "test", "path": "/metadata/finalizers", "value": [OTHER]},
-        {"op": "replace", "path": "/metadata/finalizers", "value": [OTHER, c.FINALIZER]},
+        {"op": "add", "path": "/metadata/finalizers", "value": [OTHER, c.FINALIZER]},
     ]
     assert finalizers_patch(meta(OTHER, c.FINALIZER), add=False) == [
         {"op": "test", "path": "/metadata/finalizers", "value": [OTHER, c.FINALIZER]},
-        {"op": "replace", "path": "/metadata/finalizers", "value": [OTHER]},
+        {"op": "add", "path": "/metadata/finalizers", "value": [OTHER]},
     ]
     assert finalizers_patch(meta(c.FINALIZER), add=False)[-1]["value"] == []
 
