@@ -100,26 +100,27 @@ async def run_elected(lease: Any, liveness: str | None, operator_args: dict[str,
     kube = Kube(info, login=relogin)
     elector = Elector(kube, lease)
     leading = asyncio.Event()  # main.configure starts the workers when it is set
-    operator = asyncio.create_task(kopf.operator(memo=kopf.Memo(leading=leading), **operator_args))
-    acquiring = asyncio.create_task(elector.acquire())
-    try:
-        done, _ = await asyncio.wait({acquiring, operator}, return_when=asyncio.FIRST_COMPLETED)
-        if operator in done:  # stopped (SIGTERM) or failed while standing by
-            acquiring.cancel()
-            await elector.release()  # in case the Lease came in the same instant
-            operator.result()
-            return 0
+
+    async def elect() -> None:
+        """Wait for the Lease, lead, and return once it is lost."""
+        await elector.acquire()
         leading.set()
-        held = asyncio.create_task(elector.hold())
-        done, _ = await asyncio.wait({held, operator}, return_when=asyncio.FIRST_COMPLETED)
-        if held in done:
+        await elector.hold()
+
+    # The election first: kopf cancels at its stop the tasks made after it started ("hung" ones).
+    election = asyncio.create_task(elect(), name="leader election")
+    operator = asyncio.create_task(kopf.operator(memo=kopf.Memo(leading=leading), **operator_args))
+    try:
+        done, _ = await asyncio.wait({election, operator}, return_when=asyncio.FIRST_COMPLETED)
+        if election in done:
             # Another replica may take over `duration - renew_deadline` seconds from now: stop at once,
             # mid-reconcile if need be (every write is idempotent; the pod restarts as a candidate).
             log.error("leader election: stopping, this replica no longer holds the Lease")
             logging.shutdown()
             os._exit(1)
-        held.cancel()
-        await elector.release()  # a normal stop (SIGTERM): the next replica takes over at once
+        # kopf stopped (SIGTERM: a rolling update, a drain) or failed, leading or standing by.
+        election.cancel()
+        await elector.release()  # if held: the next replica takes over at once
         operator.result()
     finally:
         await kube.close()
