@@ -45,9 +45,12 @@ class Replica(OperatorProcess):
         super().__init__(env, namespace, log_path, args=("--leader-election", f"{namespace}/{LEASE}"))
 
     def metrics(self) -> dict[str, float]:
-        """Its /metrics samples, by name and labels."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        """Its /metrics samples, by name and labels (none while it starts)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
         return {
             line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
             for line in text.splitlines()
