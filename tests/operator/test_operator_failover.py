@@ -32,6 +32,12 @@ from fixtures.operator_process import allowed_patterns, fail_on
 pytestmark = pytest.mark.cluster
 
 LEASE = "kstudio-operator"
+# What kopf wrote on our objects while deletion was its on.delete handler (its diff-base and a progress
+# record of the TrainedModel's `guard`).
+KOPF_ANNOTATIONS = {
+    "operator.kstudio.io/last-handled-configuration": '{"spec":{}}',
+    "operator.kstudio.io/guard": '{"started":"2026-12-01T00:00:00.000000+00:00","retries":1}',
+}
 ON_KWOK = {
     "nodeSelector": {"type": "kwok"},
     "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
@@ -226,15 +232,23 @@ def test_a_hot_standby_writes_nothing_and_reconciles_what_changed_while_nobody_l
     first.start()
     sha = build_model(tmp_path / "m.ilearner", flip=False)
     import_model(kube, example_data, namespace, tmp_path / "m.ilearner", sha, "m")
+    # A model as an earlier version left it: our finalizer, and the annotations kopf kept when deletion
+    # was its on.delete handler (a kopf that removed "its" finalizer from it would write).
+    old = json.loads(manifest("TrainedModel", "old", (kube.get("trainedmodel", "m") or {})["spec"]))
+    old["metadata"] |= {"finalizers": ["kstudio.io/finalizer"], "annotations": KOPF_ANNOTATIONS}
+    assert kube.apply(json.dumps(old)).returncode == 0
     spec = {"model": "m", "scorer": {"replicas": 0}}
     assert kube.apply(manifest("WebService", "svc", spec)).returncode == 0
     before = operator_writes(local_cluster)
-    both = {"TrainedModel": 1, "WebService": 1}
-    wait_until("the standby to cache both", lambda: first.cached() == both, 60)
+    cached = {"TrainedModel": 2, "WebService": 1}
+    wait_until("the standby to cache them", lambda: first.cached() == cached, 60)
     time.sleep(3)  # it handles a watch event in milliseconds: what it would write, it would have by now
     assert operator_writes(local_cluster) - before == Counter()
     model = kube.get("trainedmodel", "m") or {}
     assert not model["metadata"].get("finalizers") and not model.get("status"), model  # not even those
+    kept = (kube.get("trainedmodel", "old") or {})["metadata"]
+    assert kept["finalizers"] == ["kstudio.io/finalizer"], kept
+    assert KOPF_ANNOTATIONS.items() <= kept["annotations"].items(), kept
     assert kube.get("endpoint.kstudio.io", "svc-default") is None
     assert set(first.requests_sent()) == {"leases"}
     assert first.metrics()["kstudio_operator_leader"] == 0
@@ -258,5 +272,6 @@ def test_a_hot_standby_writes_nothing_and_reconciles_what_changed_while_nobody_l
     assert kube.apply(manifest("Endpoint", "ep", {"webService": "svc", "model": "m"})).returncode == 0
     wait_until("the second replica to lead", lambda: leading(kube, unstarted_replicas) is second, 60)
     wait_until("ep serving m", lambda: serving("ep"), 60)
+    assert (kube.get("trainedmodel", "old") or {})["metadata"]["finalizers"] == ["kstudio.io/finalizer"]
     users = ["Endpoint/ep", "Endpoint/svc-default", "WebService/svc"]
     wait_until("m used by all three", lambda: kube.status("trainedmodel", "m").get("usedBy") == users, 30)
