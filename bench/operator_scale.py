@@ -20,7 +20,9 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
                 in flight or queued, the write requests its client sent meanwhile (its metric by verb) and
                 the kstudio.io writes the API server saw (kopf's own included); target 0 for both;
   failover      two replicas with --leader-election; the leader SIGKILLed once converged: seconds until
-                the other holds the Lease and until it converged (target <= 15 s);
+                the other holds the Lease and until it converged (target <= 15 s); in the row's JSON also
+                both replicas' RSS before the kill (the standby is hot: it holds the same caches) and the
+                kstudio.io writes the API server saw from the kill until 5 s after it converged (target 0);
   patch_s       (endpoints) seconds from patching one WebService's model until its default Endpoint's
                 status shows the new digest, the other N-1 idle;
   delete_s      seconds from deleting every kstudio object (operator running) until none and no child is
@@ -31,8 +33,11 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
 Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
 the run Succeeded (the penguins example).
 
+With --failover-only, each row is only: create the objects with one operator running, all Ready, stop it,
+then the failover figure (a few minutes instead of the whole row).
+
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
-       [--orders warm,cold] [--heap FRAMES] [--cluster-root DIR]
+       [--orders warm,cold] [--heap FRAMES] [--failover-only] [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -218,11 +223,16 @@ def failover(cluster: Cluster, ns: str, converge: dict[str, int]) -> dict[str, f
         assert first is not None
         first.wait_converged(converge)
         other = next(r for r in pair if r is not first)
+        time.sleep(5)  # the standby's watches deliver the leader's last writes
+        rss = {"leader_rss_mb": round(first.rss_mb()), "standby_rss_mb": round(other.rss_mb())}
+        before = cluster.requests()
         killed = time.monotonic()
         first.kill()
         takeover = wait_for("the other replica leads", lambda: leader() is other, killed, 120)
         converged = takeover + other.wait_converged(converge)
-        return {"takeover_s": round(takeover, 1), "converged_s": round(converged, 1)}
+        time.sleep(5)  # writes that trail the first pass would still count
+        writes = kstudio_writes(cluster.requests() - before)
+        return {"takeover_s": round(takeover, 1), "converged_s": round(converged, 1), **rss, "writes": writes}
     finally:
         for replica in pair:
             replica.stop()
@@ -258,6 +268,14 @@ def run_size(
     op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}-{order}.log", heap=options.heap)
     out: dict[str, Any] = {"mode": mode, "n": n, "order": order, "load_average": os.getloadavg()}
     try:
+        if options.failover_only:
+            op.start()
+            create_objects(cluster, ns, docs)
+            wait_for(f"N={n} all Ready", lambda: ready(ns), time.monotonic())
+            op.stop()
+            out["failover"] = failover(cluster, ns, converge)
+            out["load_average_end"] = os.getloadavg()
+            return out
         if order == "warm":
             op.start()
             time.sleep(3)
@@ -373,6 +391,17 @@ def build_ilearner(path: Path, seed: int = 0) -> str:
     return write_ilearner(path, model, manifest).sha256
 
 
+def print_failover_table(rows: list[dict[str, Any]]) -> None:
+    print("| N | takeover s | converged s | writes | RSS MB leader / standby | load average |")
+    print("|---" * 6 + "|")
+    for r in rows:
+        f, loads = r["failover"], (r["load_average"][0], r["load_average_end"][0])
+        print(
+            f"| {r['n']} | {f['takeover_s']} | {f['converged_s']} | {f['writes']} | "
+            f"{f['leader_rss_mb']} / {f['standby_rss_mb']} | {loads[0]:.1f}-{loads[1]:.1f} |"
+        )
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
@@ -429,6 +458,9 @@ def main() -> int:
         help="run the operator under bench/operator_heap.py (tracemalloc with FRAMES frames, 0: none) and "
         "print where its memory goes after the idle window",
     )
+    parser.add_argument(
+        "--failover-only", action="store_true", help="per size only the failover figure (module docstring)"
+    )
     parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
     cluster = Cluster(args.cluster_root)
@@ -447,7 +479,7 @@ def main() -> int:
             artifacts[name] = {"uri": uri, "sha256": sha}
         rows = []
         for n in (int(s) for s in args.sizes.split(",")):
-            for order in args.orders.split(","):
+            for order in ["cold"] if args.failover_only else args.orders.split(","):
                 if args.mode == "models":
                     row = run_models(cluster, n, artifacts["m-a"], args, order)
                 else:
@@ -455,6 +487,10 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         delay = None
+        if args.failover_only:
+            print()
+            print_failover_table(rows)
+            return 0
         if args.mode == "models" and not args.no_job_delay:
             delay = job_to_status_delay(cluster, work)
     print()
