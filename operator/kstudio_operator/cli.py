@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,16 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 
+def _stop_while_starting(signum: int, frame: Any) -> None:
+    """SIGTERM before kopf has installed its own handler (the imports below take a second or more on a
+    busy node): nothing is watched or written yet, so this is a clean stop (exit 0) rather than a death by
+    the signal (exit 143), which a rolling update would report as a crash."""
+    print("kstudio operator: stopped by SIGTERM while starting", file=sys.stderr, flush=True)
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_while_starting)  # kopf replaces it once it runs
     parser = argparse.ArgumentParser(prog="kstudio operator", description="run the kstudio operator")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
