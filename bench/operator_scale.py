@@ -20,7 +20,9 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
                 in flight or queued, the write requests its client sent meanwhile (its metric by verb) and
                 the kstudio.io writes the API server saw (kopf's own included); target 0 for both;
   failover      two replicas with --leader-election; the leader SIGKILLed once converged: seconds until
-                the other holds the Lease and until it converged (target <= 15 s);
+                the other holds the Lease and until it converged (target <= 15 s); in the row's JSON also
+                both replicas' RSS before the kill (the standby is hot: it holds the same caches) and the
+                kstudio.io writes the API server saw from the kill until 5 s after it converged (target 0);
   patch_s       (endpoints) seconds from patching one WebService's model until its default Endpoint's
                 status shows the new digest, the other N-1 idle;
   delete_s      seconds from deleting every kstudio object (operator running) until none and no child is
@@ -35,9 +37,12 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
 Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
 the run Succeeded (the penguins example).
 
+With --failover-only, each row is only: create the objects with one operator running, all Ready, stop it,
+then the failover figure (a few minutes instead of the whole row).
+
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
-       [--orders warm,cold] [--heap FRAMES] [--creation-only] [--operator-env NAME=VALUE]
-       [--cluster-root DIR]
+       [--orders warm,cold] [--heap FRAMES] [--creation-only] [--failover-only]
+       [--operator-env NAME=VALUE] [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -287,11 +292,16 @@ def failover(cluster: Cluster, ns: str, converge: dict[str, int]) -> dict[str, f
         assert first is not None
         first.wait_converged(converge)
         other = next(r for r in pair if r is not first)
+        time.sleep(5)  # the standby's watches deliver the leader's last writes
+        rss = {"leader_rss_mb": round(first.rss_mb()), "standby_rss_mb": round(other.rss_mb())}
+        before = cluster.requests()
         killed = time.monotonic()
         first.kill()
         takeover = wait_for("the other replica leads", lambda: leader() is other, killed, 120)
         converged = takeover + other.wait_converged(converge)
-        return {"takeover_s": round(takeover, 1), "converged_s": round(converged, 1)}
+        time.sleep(5)  # writes that trail the first pass would still count
+        writes = kstudio_writes(cluster.requests() - before)
+        return {"takeover_s": round(takeover, 1), "converged_s": round(converged, 1), **rss, "writes": writes}
     finally:
         for replica in pair:
             replica.stop()
@@ -327,6 +337,14 @@ def run_size(
     op = Operator(cluster, ns, LOGS / f"operator-{mode}-{n}-{order}.log", heap=options.heap)
     out: dict[str, Any] = {"mode": mode, "n": n, "order": order, "load_average": os.getloadavg()}
     try:
+        if options.failover_only:
+            op.start()
+            create_objects(cluster, ns, docs)
+            wait_for(f"N={n} all Ready", lambda: ready(ns), time.monotonic())
+            op.stop()
+            out["failover"] = failover(cluster, ns, converge)
+            out["load_average_end"] = os.getloadavg()
+            return out
         if order == "warm":
             op.start()
             time.sleep(3)
@@ -481,6 +499,17 @@ def _requests_by_verb(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def print_failover_table(rows: list[dict[str, Any]]) -> None:
+    print("| N | takeover s | converged s | writes | RSS MB leader / standby | load average |")
+    print("|---" * 6 + "|")
+    for r in rows:
+        f, loads = r["failover"], (r["load_average"][0], r["load_average_end"][0])
+        print(
+            f"| {r['n']} | {f['takeover_s']} | {f['converged_s']} | {f['writes']} | "
+            f"{f['leader_rss_mb']} / {f['standby_rss_mb']} | {loads[0]:.1f}-{loads[1]:.1f} |"
+        )
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     if "idle" not in rows[0]:  # --creation-only
         print("| N | order | all Ready s (after the last create) | operator requests per object |")
@@ -579,6 +608,9 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="a setting of every operator started (e.g. KSTUDIO_WORKERS=16); repeatable",
     )
+    parser.add_argument(
+        "--failover-only", action="store_true", help="per size only the failover figure (module docstring)"
+    )
     parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
     OPERATOR_ENV.update({name: value for name, _, value in (i.partition("=") for i in args.operator_env)})
@@ -598,7 +630,7 @@ def main() -> int:
             artifacts[name] = {"uri": uri, "sha256": sha}
         rows = []
         for n in (int(s) for s in args.sizes.split(",")):
-            for order in args.orders.split(","):
+            for order in ["cold"] if args.failover_only else args.orders.split(","):
                 if args.mode == "models":
                     row = run_models(cluster, n, artifacts["m-a"], args, order)
                 else:
@@ -606,6 +638,10 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         delay = None
+        if args.failover_only:
+            print()
+            print_failover_table(rows)
+            return 0
         if args.mode == "models" and not args.no_job_delay:
             delay = job_to_status_delay(cluster, work)
     print()

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 
 from kstudio_console import pages, testform
 from kstudio_console.cache import (
+    BATCH_JOB,
     ENDPOINT,
     EVENT,
     EXPERIMENT,
@@ -178,6 +179,7 @@ async def overview(console: Console, request: Request) -> Response:
             "models": cache.count(TRAINED_MODEL, ns),
             "web_services": cache.count(WEB_SERVICE, ns),
             "endpoints": cache.count(ENDPOINT, ns),
+            "batch_jobs": cache.count(BATCH_JOB, ns),
         },
         experiments=pages.experiment_rows(cache.objects(EXPERIMENT, ns)),
         web_services=pages.web_service_rows(ns, cache.objects(WEB_SERVICE, ns)),
@@ -485,6 +487,30 @@ async def models(console: Console, request: Request) -> Response:
     return console.page("models.html", ns, title=f"Trained models in {ns}", rows=rows)
 
 
+async def batch_jobs(console: Console, request: Request) -> Response:
+    ns = watched(console, request.path_params["namespace"])
+    rows = pages.batch_job_rows(ns, console.cache.objects(BATCH_JOB, ns))
+    return console.page("batchjobs.html", ns, title=f"Batch jobs in {ns}", rows=rows)
+
+
+async def batch_job(console: Console, request: Request) -> Response:
+    ns, name = request.path_params["namespace"], request.path_params["name"]
+    job = found(console, BATCH_JOB, ns, name)
+    status = pages.status_of(job)
+    return console.page(
+        "batchjob.html",
+        ns,
+        title=f"BatchJob {name}",
+        name=name,
+        status=status,
+        facts=pages.batch_job_facts(job),
+        model_url=console.link(ns, TRAINED_MODEL, status.get("model")),
+        endpoint_url=console.link(ns, ENDPOINT, pages.spec_of(job).get("endpoint")),
+        endpoint=pages.spec_of(job).get("endpoint") or "",
+        events=pages.event_rows(console.cache.objects(EVENT, ns), _now(), EVENTS_ON_PAGES, about=name),
+    )
+
+
 async def healthz(console: Console, request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -513,6 +539,8 @@ ROUTES: tuple[tuple[tuple[str, ...], str, Handler], ...] = (
     (("GET",), "/ns/{namespace}/compare/figures/{figure}.svg", compare_figure),
     (("GET",), "/ns/{namespace}/webservices/{name}", web_service),
     (("GET", "POST"), "/ns/{namespace}/endpoints/{name}", endpoint),
+    (("GET",), "/ns/{namespace}/batchjobs", batch_jobs),
+    (("GET",), "/ns/{namespace}/batchjobs/{name}", batch_job),
 )
 
 

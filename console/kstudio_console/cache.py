@@ -2,7 +2,7 @@
 kind (watch.py). Pages read only from here, so a page view costs no API request, whatever the number of
 objects; controller-runtime's informer cache and kopf's indexes are the same idea.
 
-What is watched (KINDS): the four kstudio kinds, Events, and of Pods and Services only kstudio's (by
+What is watched (KINDS): the five kstudio kinds, Events, and of Pods and Services only kstudio's (by
 label). Never Secrets: the console has no right to read them, and the Test form's key comes from the user.
 
 Each namespace has a revision, the value of a counter taken at its latest change: a page shows it, and the
@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from kstudio_core.labels import (
     APP_NAME,
+    BATCH_JOBS,
     ENDPOINTS,
     EXPERIMENTS,
     GROUP_VERSION,
@@ -42,11 +43,12 @@ EXPERIMENT: Final = Kind("Experiment", GROUP_VERSION, EXPERIMENTS)
 TRAINED_MODEL: Final = Kind("TrainedModel", GROUP_VERSION, TRAINED_MODELS)
 WEB_SERVICE: Final = Kind("WebService", GROUP_VERSION, WEB_SERVICES)
 ENDPOINT: Final = Kind("Endpoint", GROUP_VERSION, ENDPOINTS)
+BATCH_JOB: Final = Kind("BatchJob", GROUP_VERSION, BATCH_JOBS)
 EVENT: Final = Kind("Event", "v1", "events")
 POD: Final = Kind("Pod", "v1", "pods", selector=f"{LABEL_NAME}={APP_NAME}")
 # An Endpoint's Service: the Test form calls the endpoint through it.
 SERVICE: Final = Kind("Service", "v1", "services", selector=f"{LABEL_COMPONENT}=scorer")
-KINDS: Final = (EXPERIMENT, TRAINED_MODEL, WEB_SERVICE, ENDPOINT, EVENT, POD, SERVICE)
+KINDS: Final = (EXPERIMENT, TRAINED_MODEL, WEB_SERVICE, ENDPOINT, BATCH_JOB, EVENT, POD, SERVICE)
 
 # Events live an hour in the API server; a namespace busy enough to have more keeps its newest.
 MAX_EVENTS_PER_NAMESPACE: Final = 2000

@@ -21,6 +21,7 @@ PAGE_OF_KIND = {
     "TrainedModel": "models",
     "WebService": "webservices",
     "Endpoint": "endpoints",
+    "BatchJob": "batchjobs",
 }
 
 
@@ -346,6 +347,109 @@ def scorer_pods(pods: Iterable[Obj], endpoint: str) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: str(r["name"]))
+
+
+# --- batch jobs ----------------------------------------------------------------------------------------
+
+
+def batch_model(job: Obj) -> str:
+    """What a BatchJob scores with: the TrainedModel it recorded, else what its spec names."""
+    st, spec = status_of(job), spec_of(job)
+    if st.get("model"):
+        return str(st["model"])
+    return str(
+        spec.get("model") or (f"the model Endpoint {spec['endpoint']} serves" if spec.get("endpoint") else "")
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _rate(value: Any) -> str:
+    return f"{float(value):,.0f}" if value is not None else ""
+
+
+def batch_job_rows(namespace: str, jobs: Iterable[Obj]) -> list[dict[str, Any]]:
+    """The list page: newest first, with the shards done, the rows and, for a failed job, why."""
+    rows = []
+    ordered = sorted(jobs, key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or ""))
+    for job in reversed(ordered):
+        st = status_of(job)
+        shards, counted = st.get("shards") or {}, st.get("rows") or {}
+        model = str(st.get("model") or "")
+        rows.append(
+            {
+                "name": name_of(job),
+                "url": url(namespace, "BatchJob", name_of(job)),
+                "phase": st.get("phase") or "",
+                "model": batch_model(job),
+                "model_url": url(namespace, "TrainedModel", model) if model else "",
+                "digest": st.get("modelDigestPrefix") or digest_prefix(st.get("modelDigest")),
+                "shards": f"{shards.get('succeeded', 0)}/{shards.get('total', 0)}",
+                "active": shards.get("active", 0),
+                "failed": shards.get("failed", 0),
+                "scored": counted.get("scored", 0),
+                "rejected": counted.get("rejected", 0),
+                "rate": _rate(st.get("rowsPerSecond")),
+                "started": short_time(st.get("startedAt")),
+                "duration": duration(st.get("startedAt"), st.get("finishedAt")),
+                "failure": ": ".join(str(x) for x in (st.get("reason"), st.get("message")) if x)
+                if st.get("phase") == "Failed"
+                else "",
+            }
+        )
+    return rows
+
+
+def batch_job_facts(job: Obj) -> dict[str, Any]:
+    """The detail page's facts: the spec's input, output and sharding beside what the status says."""
+    st, spec = status_of(job), spec_of(job)
+    source, output = spec.get("input") or {}, spec.get("output") or {}
+    found = st.get("inputs") or {}
+    threshold = spec.get("errorThreshold") or {}
+    if threshold.get("rows") is not None:
+        allowed = f"{threshold['rows']} rows"
+    elif threshold.get("percent") is not None:
+        allowed = f"{threshold['percent']} % of the rows read"
+    else:
+        allowed = "none (the first bad row fails the job)"
+    return {
+        "model": batch_model(job),
+        "model_source": st.get("modelSource") or "",
+        "model_digest": st.get("modelDigest") or "",
+        "input": source.get("uri") or ", ".join(source.get("uris") or []),
+        "input_found": f"{_count(found.get('objects', 0), 'object')}, {found.get('sizeBytes', 0):,} bytes"
+        + (f", {found['format']}" if found.get("format") else "")
+        if found
+        else "",
+        "output": output.get("uri") or "",
+        "output_format": (output.get("format") or "csv") + (", one file" if output.get("oneFile") else ""),
+        "sharding": f"{spec['shards']} shards"
+        if spec.get("shards")
+        else f"about {spec['rowsPerShard']:,} rows per shard"
+        if spec.get("rowsPerShard")
+        else "1 shard",
+        "parallelism": spec.get("parallelism") or "every shard at once",
+        "error_threshold": allowed,
+        "shards": {"total": 0, "active": 0, "succeeded": 0, "failed": 0, **(st.get("shards") or {})},
+        "rows": {"scored": 0, "rejected": 0, **(st.get("rows") or {})},
+        "rate": _rate(st.get("rowsPerSecond")),
+        "started": short_time(st.get("startedAt")),
+        "finished": short_time(st.get("finishedAt")),
+        "duration": duration(st.get("startedAt"), st.get("finishedAt")),
+        "job": st.get("job") or "",
+        "outputs": list(st.get("outputs") or []),
+        "failed_shards": [
+            {
+                "index": f.get("index"),
+                "exit_code": "" if f.get("exitCode") is None else f.get("exitCode"),
+                "reason": f.get("reason") or "",
+                "message": f.get("message") or "",
+            }
+            for f in st.get("failedShards") or []
+        ],
+    }
 
 
 # --- events --------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ checks it, as kopf's import-linter "layers" contract does:
 
     cli | crdgen            the commands `kstudio operator` and `kstudio crds`
     main                    kopf registrations: indexes, wake-ups, the reconciles of each kind
-    handlers                I/O per kind: observe (indexes, storage), decide, apply, post Events, write status
+    handlers | finalizer    I/O per kind: observe (indexes, storage), decide, apply, post Events, write
+                            status; deletion in the reconciles (our finalizer, kopf's retry rules)
     runtime | leader        the reconcile workers, per-process state, status writes, the retry policy;
                             leader election on a Lease
     kube | indexes |        the async API client; the watch-fed lookups; the work queue of object keys;

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,16 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 
+def _stop_while_starting(signum: int, frame: Any) -> None:
+    """SIGTERM before kopf has installed its own handler (the imports below take a second or more on a
+    busy node): nothing is watched or written yet, so this is a clean stop (exit 0) rather than a death by
+    the signal (exit 143), which a rolling update would report as a crash."""
+    print("kstudio operator: stopped by SIGTERM while starting", file=sys.stderr, flush=True)
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_while_starting)  # kopf replaces it once it runs
     parser = argparse.ArgumentParser(prog="kstudio operator", description="run the kstudio operator")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -69,10 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def run_elected(lease: Any, liveness: str | None, operator_args: dict[str, Any]) -> int:
-    """Wait for the Lease, then run the operator while it is held (leader.py says why this way).
+    """Run the operator as a hot standby, and reconcile while this replica holds the Lease (leader.py says
+    why this way).
 
-    Metrics and the health endpoint answer from the start, so a standby replica is live and Ready (it
-    is healthy: it waits); `kstudio_operator_leader` says which replica leads."""
+    kopf's watches, indexes and wake-ups run from the start, so the caches and work queues are current
+    when the Lease comes; only the reconcile workers wait for it (main.configure, main.lead). Metrics and
+    the health endpoint answer from the start too, so a standby replica is live and Ready (it is
+    healthy: it waits); `kstudio_operator_leader` says which replica leads."""
     import kopf
 
     from kstudio_operator import metrics
@@ -96,20 +109,29 @@ async def run_elected(lease: Any, liveness: str | None, operator_args: dict[str,
     health = await _serve_health(liveness) if liveness else None
     kube = Kube(info, login=relogin)
     elector = Elector(kube, lease)
-    try:
+    leading = asyncio.Event()  # main.configure starts the workers when it is set
+
+    async def elect() -> None:
+        """Wait for the Lease, lead, and return once it is lost."""
         await elector.acquire()
-        metrics.LEADER.set(1)
-        held = asyncio.create_task(elector.hold())
-        operator = asyncio.create_task(kopf.operator(**operator_args))
-        done, _ = await asyncio.wait({held, operator}, return_when=asyncio.FIRST_COMPLETED)
-        if held in done:
+        leading.set()
+        await elector.hold()
+
+    # The election first: kopf cancels at its stop the tasks made after it started ("hung" ones).
+    election = asyncio.create_task(elect(), name="leader election")
+    operator = asyncio.create_task(kopf.operator(memo=kopf.Memo(leading=leading), **operator_args))
+    try:
+        done, _ = await asyncio.wait({election, operator}, return_when=asyncio.FIRST_COMPLETED)
+        if election in done:
             # Another replica may take over `duration - renew_deadline` seconds from now: stop at once,
             # mid-reconcile if need be (every write is idempotent; the pod restarts as a candidate).
             log.error("leader election: stopping, this replica no longer holds the Lease")
             logging.shutdown()
             os._exit(1)
-        held.cancel()
-        await elector.release()  # a normal stop (SIGTERM): the next replica takes over at once
+        # kopf stopped (SIGTERM: a rolling update, a drain) or failed, leading or standing by.
+        election.cancel()
+        await elector.release()  # if held: the next replica takes over at once
+        operator.result()
     finally:
         await kube.close()
         if health is not None:

@@ -38,7 +38,7 @@ def cached_object(body: Mapping[str, Any]) -> dict[str, Any]:
     kept = _pick(
         meta,
         *("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp"),
-        *("deletionTimestamp", "labels", "ownerReferences"),
+        *("deletionTimestamp", "finalizers", "labels", "ownerReferences"),
     )
     if annotations:
         kept["annotations"] = annotations

@@ -12,11 +12,12 @@ before the first reconcile (bench/README.md, the cProfile of a cold start); a re
 waiter of the set can be waiting for; a member toggle's own waiters are woken by `Toggle.turn_to`, which
 is unchanged).
 
-2. kopf patches an object itself (its finalizer, its last-handled-configuration annotation) from that
-object's own worker, and its HTTP client has no connection limit: a cold start with 1,000 TrainedModels
-opened 1,000 connections to the API server at once (1,038 file descriptors) and held 300 MB of request
-buffers (RSS 430 MB, bench/README.md). `install()` lets at most PATCH_SLOTS of those patches run at once;
-the others wait their turn (our own client has a pool of 32 connections, kube.py).
+2. kopf patched an object itself (its finalizer, its last-handled-configuration annotation) from that
+object's own worker while deletion was a kopf `on.delete` handler (now it patches nothing, main.py; the
+bound stays for any kopf patch to come), and its HTTP client has no connection limit: a cold start with
+1,000 TrainedModels opened 1,000 connections to the API server at once (1,038 file descriptors) and held
+300 MB of request buffers (RSS 430 MB, bench/README.md). `install()` lets at most PATCH_SLOTS of those
+patches run at once; the others wait their turn (our own client has a pool of 32 connections, kube.py).
 
 kopf's behaviour is otherwise the same. Written for kopf 1.x (`ToggleSet._toggles`, `._condition`;
 `kopf._cogs.clients.patching.patch_obj`), checked at install: a kopf that changed them keeps its own.

@@ -9,10 +9,20 @@ an `on.event` handler below queues the key of each object a change concerns (its
 the Jobs/pods it owns or of the objects that reference it), and a fixed pool of workers per kind
 reconciles the queued keys (runtime.py). Reconciles read the caches, never LIST; an idle operator makes
 no API requests beyond the watches.
+
+kopf itself writes nothing: only `on.event` and index handlers are registered here (tests/unit checks
+it), and for those kopf 1.x's processing (`kopf/_core/reactor/processing.py`) adds no finalizer, stores
+no progress or diff-base annotation and patches nothing (an event handler's result is stored only when it
+returns one; ours return None); it would only remove its own finalizer, whose name no object carries
+(configure). So a standby replica can run all of this, with the workers left unstarted (cli.py).
+Annotations that kopf wrote when deletion was its `on.delete` (`operator.kstudio.io/last-handled-
+configuration`, progress records) stay on older objects: nothing reads them, the cache drops them
+(indexes.cached_object), and removing them would cost one write per object.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,9 +31,18 @@ import kopf
 from kstudio_core.kubelogin import cluster_credentials
 from kstudio_operator import constants as c
 from kstudio_operator import indexes, kopf_scale, metrics
+from kstudio_operator.finalizer import finalizing, while_alive
 from kstudio_operator.handlers import batchjob, experiment, serving, trainedmodel
 from kstudio_operator.kube import Kube
-from kstudio_operator.runtime import Key, Reconcile, Runtime, runtime, start_workers, stop_workers
+from kstudio_operator.runtime import (
+    Key,
+    Reconcile,
+    Runtime,
+    runtime,
+    start_workers,
+    stop_workers,
+    trim_after_bursts,
+)
 from kstudio_operator.settings import OperatorConfig
 
 kopf_scale.install()  # kopf's start-up barrier linear in the objects, its own patches bounded
@@ -36,6 +55,7 @@ BATCH_JOBS = (c.API_GROUP, c.API_VERSION, c.BATCH_JOBS)
 BATCH_LABELS = {c.LABEL_BATCH_JOB: kopf.PRESENT}
 RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
 SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
+KOPF_FINALIZER = f"{c.PROGRESS_PREFIX}/kopf-unused"  # see configure()
 # How long a TrainedModel waits after a change of its users before its usedBy is written (see
 # model_user_changed).
 USED_BY_SECONDS = 2.0
@@ -64,11 +84,11 @@ def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.Co
 async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
-    settings.persistence.finalizer = c.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.PROGRESS_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.PROGRESS_PREFIX, key="last-handled-configuration"
-    )
+    # kopf runs no handler of its own "changing" kind (on.create/update/delete/resume, daemons, timers),
+    # so it never stores progress or a diff-base and never adds a finalizer; but it removes *its*
+    # finalizer from any object no such handler needs, on every replica. So its finalizer must never be
+    # ours (c.FINALIZER, which the reconciles add and remove: finalizer.py): a name no object carries.
+    settings.persistence.finalizer = KOPF_FINALIZER
     # Our handlers post their own Events (kube.Kube.event); kopf's log lines stay in the log.
     settings.posting.loggers = False
     settings.networking.request_timeout = 30
@@ -86,13 +106,38 @@ async def configure(
     # kopf hands its indexes to startup handlers already (empty until the watches fill them in place).
     rt = Runtime(config=config, store=store, store_error=store_error, indexes=_indexes(kwargs))
     metrics.track(rt.pending_wakeups, rt.endpoint_phases, rt.in_flight, rt.counts)
-    metrics.LEADER.set(1)  # kopf runs: this process reconciles (it leads, or there is no election)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     memo["rt"] = rt
-    # The workers take keys only once the watch events start to come, which kopf delays until every
-    # index has been filled from its initial listing.
+    # With --leader-election (cli.run_elected), a standby keeps its caches and queues current but starts
+    # no worker until it holds the Lease; without, this process leads from the start.
+    leading = memo.get("leading")
+    if isinstance(leading, asyncio.Event):
+        rt.workers.append(asyncio.create_task(_stand_by(leading, rt), name="standing by"))
+    else:
+        lead(rt)
+
+
+async def _stand_by(leading: asyncio.Event, rt: Runtime) -> None:
+    """Until this replica leads: its heap trimmed after its watches' bursts (the listing at start; its
+    queue, which only the workers drain, is no sign of work here); then lead."""
+    trimmer = asyncio.create_task(trim_after_bursts(rt, settled=lambda: True), name="standby heap trimmer")
+    try:
+        await leading.wait()
+    finally:
+        trimmer.cancel()
+    lead(rt)
+
+
+def lead(rt: Runtime) -> None:
+    """Start reconciling: the workers, and every cached object queued once (the queue keeps a key once:
+    objects whose events queued them already are not queued twice). A reconcile of an object nothing
+    changed writes nothing. Before kopf has filled every index from its initial listing, the cache is
+    empty and the objects come with their first watch events, as at any start."""
+    metrics.LEADER.set(1)
     start_workers(rt, RECONCILERS)
+    for key in list(rt.objects):
+        rt.wake(key)
 
 
 @kopf.on.cleanup()
@@ -337,13 +382,16 @@ async def batch_model_changed(
         rt.wake(("BatchJob", str(namespace), str(batch_job)))
 
 
-# --- reconciles: the workers of each kind call these (runtime.py); deletion stays with kopf's finalizer ---
+# --- reconciles: the workers of each kind call these (runtime.py); deletion included (finalizer.py) ----
 RECONCILERS: dict[str, Reconcile] = {
-    "Experiment": experiment.reconcile_experiment,
-    "TrainedModel": trainedmodel.reconcile_trained_model,
-    "WebService": serving.reconcile_web_service,
-    "Endpoint": serving.reconcile_endpoint,
-    "BatchJob": batchjob.reconcile_batch_job,
+    # kopf's on.delete("cleanup", retries=10, backoff=5) and ("guard", retries=None, backoff=5) before.
+    "Experiment": finalizing(
+        experiment.reconcile_experiment, experiment.cleanup_experiment, retries=10, backoff=5
+    ),
+    "TrainedModel": finalizing(
+        trainedmodel.reconcile_trained_model, trainedmodel.release_trained_model, retries=None, backoff=5
+    ),
+    "WebService": while_alive(serving.reconcile_web_service),
+    "Endpoint": while_alive(serving.reconcile_endpoint),
+    "BatchJob": while_alive(batchjob.reconcile_batch_job),
 }
-kopf.on.delete(*EXPERIMENTS, id="cleanup", retries=10, backoff=5)(experiment.delete_experiment)
-kopf.on.delete(*TRAINED_MODELS, id="guard", retries=None, backoff=5)(trainedmodel.delete_trained_model)

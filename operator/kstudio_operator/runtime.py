@@ -331,10 +331,10 @@ async def work(rt: Runtime, kind: str, reconcile: Reconcile) -> None:
         key = await queue.get()
         try:
             body = rt.objects.get(key)
-            # Gone, or being deleted: the deletion handlers (main.py) have it now, as kopf stopped the
-            # per-object daemons on deletion before.
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            if body is None:  # gone
                 continue
+            # An object being deleted is reconciled too: its kind's reconcile runs its cleanup and removes
+            # its finalizer (finalizer.py), or does nothing.
             delay = await reconcile_once(rt, key, lambda: reconcile(rt, key, body))  # noqa: B023
             if key in rt.objects:  # not deleted meanwhile
                 resync = rt.config.resync_seconds
@@ -363,21 +363,26 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 async def trim_after_bursts(
-    rt: Runtime, every: float = 30.0, trim: Callable[[int], int] | None = None
+    rt: Runtime,
+    every: float = 30.0,
+    trim: Callable[[int], int] | None = None,
+    settled: Callable[[], bool] | None = None,
 ) -> None:
     """Give the heap's free pages back to the system once a burst of work is over.
 
     glibc keeps what is freed in the middle of its heap: a start-up burst (the initial listings, the
     first reconcile of every object) left 100 MB free at N = 300 and 758 MB at N = 1,000 (RSS 950 MB,
-    bench/README.md), which malloc_trim returns. Only after activity, when no reconcile is queued or
-    running: an idle operator never calls it."""
+    bench/README.md), which malloc_trim returns. Only after activity, when `settled` (by default: no
+    reconcile queued or running; a standby, whose queue waits for the Lease, passes its own): an idle
+    operator never calls it."""
     trim = trim or _malloc_trim()
     if trim is None:
         return
+    settled = settled or (lambda: not rt.pending_wakeups() and not rt.in_flight())
     seen = rt.activity
     while True:
         await asyncio.sleep(every)
-        if rt.activity != seen and not rt.pending_wakeups() and not rt.in_flight():
+        if rt.activity != seen and settled():
             seen = rt.activity
             trim(0)
 

@@ -54,9 +54,10 @@ class ShardSettings(BaseSettings):
     model_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "kstudio-model")
     max_model_bytes: int | None = Field(None, gt=0)
     pod_name: str = Field(default_factory=socket.gethostname)
-    shard_csv_block_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
-    shard_chunk_rows: int = Field(65_536, gt=0)
-    shard_parquet_buffer_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    # Small chunks keep the pod small at no cost in rows/s (bes/shard_memory.py; ShardLimits' defaults).
+    shard_csv_block_bytes: int = Field(1024 * 1024, ge=64 * 1024)
+    shard_chunk_rows: int = Field(16_384, gt=0)
+    shard_parquet_buffer_bytes: int = Field(1024 * 1024, ge=64 * 1024)
 
     @field_validator("model_sha256")
     @classmethod
@@ -112,9 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(index: int | None) -> dict[str, object]:
     """Score one shard; returns the termination summary. Raises ShardFailure with the exit code."""
     from kstudio_scorer.bes.shard_input import ShardInputError
+    from kstudio_scorer.bes.shard_memory import pandas_hidden, release_freed_memory
     from kstudio_scorer.bes.shard_scoring import ShardLimits, ShardScorer
+    from kstudio_scorer.model.artifact import import_model_libraries
     from kstudio_scorer.model.served_model import ModelLoadError, ScoringModel
     from kstudio_scorer.settings import ScorerSettings
+
+    release_freed_memory()
+    with pandas_hidden():  # scikit-learn would import it (shard_memory.py says why it need not)
+        import_model_libraries()
 
     try:
         settings = ShardSettings()
@@ -160,7 +167,9 @@ def run(index: int | None) -> dict[str, object]:
         parquet_buffer_bytes=settings.shard_parquet_buffer_bytes,
     )
     try:
-        result = ShardScorer(plan, index, model, store, limits, pod=settings.pod_name).run()
+        # pyarrow would import pandas at its first pa.array(); a model that needs it has imported it.
+        with pandas_hidden():
+            result = ShardScorer(plan, index, model, store, limits, pod=settings.pod_name).run()
     except ShardInputError as exc:
         raise ShardFailure(EXIT_INPUT_ERROR, exc.reason, exc.message) from exc
     except StorageError as exc:

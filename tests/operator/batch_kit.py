@@ -1,5 +1,6 @@
 """Shared by the BatchJob tests and bench/batch_scale.py: models, inputs, the scorer's own batch scoring of
-the same input (the reference a BatchJob's output must equal), and reading a BatchJob's output back."""
+the same input (the reference a BatchJob's output must equal), reading a BatchJob's output back, and one
+small BatchJob over the example penguins (the chart and console tests run it under the chart's RBAC)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from operator_support import Kubectl, wait_until
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -26,6 +28,9 @@ from kstudio_scorer.model.scored_columns import OutputProjection
 from kstudio_scorer.model.served_model import ScoringModel
 from kstudio_scorer.settings import ScorerSettings
 from kstudio_trainer.artifact_writer import write_ilearner
+
+# penguins.csv of the example data (kstudio_devtools.examples): its rows, some with missing values.
+PENGUIN_ROWS = 344
 
 
 def build_model(path: Path, features: int, forest_trees: int = 0) -> str:
@@ -110,3 +115,31 @@ def batch_job(name: str, **spec: Any) -> str:
     return json.dumps(
         {"apiVersion": "kstudio.io/v1alpha1", "kind": "BatchJob", "metadata": {"name": name}, "spec": spec}
     )
+
+
+def finished_batch_job(kube: Kubectl, name: str, timeout: float = 240) -> dict[str, Any]:
+    """The BatchJob's status once it is Succeeded or Failed."""
+
+    def probe() -> dict[str, Any] | None:
+        status = kube.status("batchjob", name)
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_until(f"BatchJob {name} to finish", probe, timeout=timeout)
+
+
+def score_penguins(
+    kube: Kubectl, store: ObjectStore, namespace: str, name: str
+) -> tuple[dict[str, Any], str]:
+    """BatchJob `name`: the example penguins.csv scored with TrainedModel penguins-1 by one small shard pod,
+    into s3://batch/<namespace>/<name>/. Returns its final status and that output prefix."""
+    store.ensure_bucket("batch")
+    out = f"s3://batch/{namespace}/{name}/"
+    spec = {
+        "model": "penguins-1",
+        "input": {"uri": "s3://datasets/penguins.csv"},
+        "output": {"uri": out},
+        "errorThreshold": {"percent": 5},  # rows with missing values the model may refuse
+        "resources": {"cpu": "250m", "memory": "512Mi"},
+    }
+    assert kube.apply(batch_job(name, **spec)).returncode == 0
+    return finished_batch_job(kube, name), out

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from batch_kit import PENGUIN_ROWS, score_penguins
 from operator_support import REPO, Kubectl, experiment_manifest, wait_until
 from test_experiment_runs import run_done
 
@@ -70,6 +72,7 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
     tmp_path: Path,
     helm_binary: Path,
     request: pytest.FixtureRequest,
+    example_data: Any,
 ) -> None:
     helm = Helm(local_cluster, helm_binary, tmp_path / "helm")
     assert helm("version", "--short").stdout.startswith("v4.3.1")
@@ -151,6 +154,15 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
             operator_log(kube, leader),
         )
         assert kube.get("secret", "svc-default-keys") is not None
+        # And runs a BatchJob: its Indexed Job, one shard pod, the output published, under the chart's RBAC.
+        created = time.monotonic()
+        batch, _ = score_penguins(kube, example_data, namespace, "penguin-scores")
+        print(
+            f"BatchJob penguin-scores {batch['phase']} {time.monotonic() - created:.1f} s after its creation"
+        )
+        assert batch["phase"] == "Succeeded", (batch, operator_log(kube, leader))
+        assert batch["rows"]["scored"] + batch["rows"]["rejected"] == PENGUIN_ROWS
+        assert batch["modelDigest"] == model["spec"]["artifact"]["sha256"]
         # The in-cluster operator did it (it alone watches this fresh namespace): its pod's log shows our
         # handlers processing the Experiment, and it never lacked a permission.
         log = operator_log(kube, leader)
@@ -181,6 +193,7 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         # Foreground: the WebService is gone only once its default Endpoint is. In the background the
         # garbage collector may still hold that Endpoint when the Experiment goes, and the Experiment's
         # cleanup then keeps penguins-1 as in use (ModelKept), as documented.
+        kube.run("delete", "batchjob", "penguin-scores", "--timeout=60s")
         kube.run("delete", "webservice", "svc", "--cascade=foreground", "--timeout=90s")
         kube.run("delete", "experiment", "penguins", "--timeout=60s")
         wait_until("TrainedModel penguins-1 deleted", lambda: kube.get("trainedmodel", "penguins-1") is None)
@@ -190,7 +203,9 @@ def test_chart_lints_renders_installs_and_trains_in_cluster(
         gone = local_cluster.kubectl("get", "clusterrole,clusterrolebinding", scoped, check=False)
         assert "NotFound" in gone.stderr, gone
     finally:
-        kube.release_finalizers("webservices", "endpoints.kstudio.io", "experiments", "trainedmodels")
+        kube.release_finalizers(
+            "batchjobs", "webservices", "endpoints.kstudio.io", "experiments", "trainedmodels"
+        )
         if installed:
             helm("uninstall", RELEASE, "--namespace", namespace, "--timeout", "60s", check=False)
         local_cluster.kubectl(

@@ -7,7 +7,8 @@ Experiment → run → compare works; the Test form, filled from the model's inp
 key, returns the scored label, and the endpoint's 401 and 422 (naming the column) come back as it sent
 them, never the key; an imported model says "no evaluation report", a changed report is refused, an unknown
 name is a 404 page; an Endpoint patched to another model shows it on its open page within seconds, without
-a reload. Screenshots of the main pages are kept under tests/output/console/ (or
+a reload; a BatchJob's list and detail pages show its phase, shards, rows, digest and outputs, and a failed
+one says why. Screenshots of the main pages are kept under tests/output/console/ (or
 $KSTUDIO_CONSOLE_SCREENSHOTS).
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from batch_kit import PENGUIN_ROWS, batch_job, finished_batch_job, score_penguins
 from operator_support import REPO, Kubectl, experiment_manifest, trained_model_manifest, wait_until
 from test_chart_install import RELEASE, Helm, chart_values
 
@@ -86,10 +88,11 @@ def console_release(
         yield helm
     finally:
         # Delete our objects while the chart's operator still honours their finalizers.
-        for kind in ("webservices", "endpoints.kstudio.io", "experiments", "trainedmodels"):
+        kinds = ("batchjobs", "webservices", "endpoints.kstudio.io", "experiments", "trainedmodels")
+        for kind in kinds:
             kube.run("delete", kind, "--all", "--wait=false", check=False)
         kube.run("wait", "--for=delete", "trainedmodels", "--all", "--timeout=60s", check=False)
-        kube.release_finalizers("webservices", "endpoints.kstudio.io", "experiments", "trainedmodels")
+        kube.release_finalizers(*kinds)
         helm("uninstall", RELEASE, "--namespace", namespace, "--timeout", "60s", check=False)
         for role in (f"{RELEASE}-{namespace}-operator", f"{RELEASE}-{namespace}-console"):
             local_cluster.kubectl(
@@ -197,6 +200,22 @@ def train_and_serve(kube: Kubectl) -> str:
     return base64.b64decode(secret["data"]["primaryKey"]).decode()
 
 
+def batch_jobs(kube: Kubectl, store: Any, namespace: str) -> str:
+    """Two BatchJobs run by the chart's operator: penguins.csv scored with penguins-1, and one whose input
+    does not exist (Failed before any pod). Returns the first's output prefix."""
+    ghost = {
+        "model": "penguins-1",
+        "input": {"uri": f"s3://batch/{namespace}/no-such.csv"},
+        "output": {"uri": f"s3://batch/{namespace}/ghost/"},
+    }
+    store.ensure_bucket("batch")
+    assert kube.apply(batch_job("ghost", **ghost)).returncode == 0
+    status, out = score_penguins(kube, store, namespace, "penguin-scores")
+    assert status["phase"] == "Succeeded", status
+    assert finished_batch_job(kube, "ghost")["phase"] == "Failed"
+    return out
+
+
 class Browser:
     """One Chromium page, recording console errors, page errors and failed requests."""
 
@@ -251,12 +270,14 @@ class Browser:
 
 
 def test_console_in_a_real_browser(
-    kube: Kubectl, console_url: str, local_cluster: Any, namespace: str, tmp_path: Path
+    kube: Kubectl, console_url: str, local_cluster: Any, namespace: str, tmp_path: Path, example_data: Any
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     executable = chromium()
     key = train_and_serve(kube)
+    scores_out = batch_jobs(kube, example_data, namespace)
+    digest = (kube.get("trainedmodel", "penguins-1") or {})["spec"]["artifact"]["sha256"]
     ns = namespace
 
     with sync_playwright() as p:
@@ -342,6 +363,27 @@ def test_console_in_a_real_browser(
             ui.open(f"/ns/{ns}/events")
             assert ui.page.locator("table.events tbody tr").count() > 0
 
+            # Batch jobs: the list (from the navigation), a finished job's page, a failed one's reason.
+            ui.page.click(f'header nav a[href="/ns/{ns}/batchjobs"]')
+            expect(ui.page.locator("h1")).to_have_text(f"Batch jobs in{ns}")
+            expect(ui.page.locator("table.batchjobs")).to_contain_text("ghost")
+            ui.page.click(f'table.batchjobs a[href="/ns/{ns}/batchjobs/penguin-scores"]')
+            expect(ui.page.locator("h1")).to_have_text("Batch jobpenguin-scores")
+            expect(ui.page.locator("dd.batch-phase")).to_have_text("Succeeded")
+            expect(ui.page.locator("dd.model")).to_have_text("penguins-1")
+            expect(ui.page.locator("dd.digest")).to_have_text(digest)
+            cells = ui.page.locator("table.progress tbody td")
+            expect(cells.nth(0)).to_have_text("1")  # shards
+            expect(cells.nth(2)).to_have_text("1")  # succeeded
+            scored, rejected = (int(cells.nth(i).inner_text().replace(",", "")) for i in (4, 5))
+            assert scored + rejected == PENGUIN_ROWS and scored > 300, (scored, rejected)
+            expect(ui.page.locator("ul.outputs")).to_contain_text(f"{scores_out}manifest.json")
+            ui.shot("batchjob")
+            ui.open(f"/ns/{ns}/batchjobs/ghost")
+            expect(ui.page.locator("p.refused")).to_contain_text(
+                f"InputNotFound: s3://batch/{ns}/no-such.csv does not exist"
+            )
+
             # An Endpoint patched while its page is open: the page shows the new model by itself.
             ui.open(f"/ns/{ns}/endpoints/ep2")
             expect(ui.page.locator("dd.serves")).to_have_text("penguins-1")
@@ -385,6 +427,8 @@ def test_console_in_a_real_browser(
         ("get", "secrets", "no"),
         ("list", "secrets", "no"),
         ("watch", "trainedmodels.kstudio.io", "yes"),
+        ("watch", "batchjobs.kstudio.io", "yes"),
+        ("create", "batchjobs.kstudio.io", "no"),
         ("patch", "endpoints.kstudio.io", "no"),
         ("create", "pods", "no"),
     ):

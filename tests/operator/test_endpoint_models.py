@@ -37,9 +37,6 @@ def _refused(kube: Kubectl, wanted: str) -> dict[str, Any] | None:
     return accepted if ok and wanted in accepted["message"] else None
 
 
-@pytest.mark.operator_allows(
-    r"Handler 'guard' failed temporarily: deletion is blocked: in use by Endpoint/ep"
-)
 def test_the_schema_gate_and_rollback_decide_what_an_endpoint_serves(
     kube: Kubectl, operator: OperatorProcess, example_data: Any, namespace: str, tmp_path: Path
 ) -> None:

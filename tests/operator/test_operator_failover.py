@@ -1,10 +1,14 @@
-"""Two operator replicas with leader election (`--leader-election`): one reconciles, the other waits and
-writes nothing; SIGKILL the leader during a training run or a model rollout and the other takes over and
-finishes it once (one Job, one TrainedModel, one Deployment, one rollout record)."""
+"""Two operator replicas with leader election (`--leader-election`): one reconciles, the other stands by
+hot (its watches fill its caches) and writes nothing; SIGKILL the leader during a training run or a model
+rollout and the other takes over and finishes it once (one Job, one TrainedModel, one Deployment, one
+rollout record), and reconciles what changed while nobody led."""
 
 from __future__ import annotations
 
+import json
+import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +25,19 @@ from operator_support import (
 )
 from serving_kit import build_model
 from test_experiment_runs import run_done, runs
+from test_operator_writes import operator_writes
 
 from fixtures.operator_process import allowed_patterns, fail_on
 
 pytestmark = pytest.mark.cluster
 
 LEASE = "kstudio-operator"
+# What kopf wrote on our objects while deletion was its on.delete handler (its diff-base and a progress
+# record of the TrainedModel's `guard`).
+KOPF_ANNOTATIONS = {
+    "operator.kstudio.io/last-handled-configuration": '{"spec":{}}',
+    "operator.kstudio.io/guard": '{"started":"2026-12-01T00:00:00.000000+00:00","retries":1}',
+}
 ON_KWOK = {
     "nodeSelector": {"type": "kwok"},
     "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
@@ -39,16 +50,36 @@ class Replica(OperatorProcess):
     def __init__(self, env: dict[str, str], namespace: str, log_path: Path) -> None:
         super().__init__(env, namespace, log_path, args=("--leader-election", f"{namespace}/{LEASE}"))
 
+    def metrics(self) -> dict[str, float]:
+        """Its /metrics samples, by name and labels (none while it starts)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        return {
+            line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line[:1] != "#"
+        }
+
     def requests_sent(self) -> dict[str, float]:
         """API requests its client sent, by resource (the Lease's own included)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
         sent: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("kstudio_operator_api_requests_total{"):
-                resource = line.split('resource="', 1)[1].split('"', 1)[0]
-                sent[resource] = sent.get(resource, 0.0) + float(line.rpartition(" ")[2])
+        for sample, value in self.metrics().items():
+            if sample.startswith("kstudio_operator_api_requests_total{"):
+                resource = sample.split('resource="', 1)[1].split('"', 1)[0]
+                sent[resource] = sent.get(resource, 0.0) + value
         return sent
+
+    def cached(self) -> dict[str, int]:
+        """The kstudio objects its cache holds, by kind (kstudio_operator_loops; kinds with none left out)."""
+        prefix = 'kstudio_operator_loops{kind="'
+        return {
+            sample[len(prefix) :].split('"', 1)[0]: int(value)
+            for sample, value in self.metrics().items()
+            if sample.startswith(prefix) and value
+        }
 
 
 def holder(kube: Kubectl) -> str:
@@ -62,7 +93,7 @@ def leading(kube: Kubectl, replicas: list[Replica]) -> Replica | None:
 
 
 @pytest.fixture
-def replicas(
+def unstarted_replicas(
     local_cluster: Any,
     namespace: str,
     kube: Kubectl,
@@ -70,10 +101,9 @@ def replicas(
     example_data: Any,
     request: pytest.FixtureRequest,
 ) -> Iterator[list[Replica]]:
-    """Two replicas, checked at teardown like the `operator` fixture's (the SIGKILL is the test's own)."""
+    """Two replicas for the test to start, checked at teardown like the `operator` fixture's (the SIGKILL
+    is the test's own)."""
     pair = [Replica(operator_env(local_cluster), namespace, tmp_path / f"replica-{i}.log") for i in (1, 2)]
-    for replica in pair:
-        replica.start()
     try:
         yield pair
     finally:
@@ -97,14 +127,32 @@ def replicas(
         fail_on(problems, "\n".join(f"--- {r.log_path.name}\n{r.log_tail(40)}" for r in pair))
 
 
+@pytest.fixture
+def replicas(unstarted_replicas: list[Replica]) -> list[Replica]:
+    for replica in unstarted_replicas:
+        replica.start()
+    return unstarted_replicas
+
+
+def standing_by_hot(standby: Replica, leader: Replica) -> None:
+    """The standby's cache holds what the leader's does, it says it does not lead, and its client has
+    sent no request but for the Lease."""
+    wait_until(
+        "the standby's cache to hold what the leader's does",
+        lambda: (held := standby.cached()) and held == leader.cached(),
+        timeout=60,
+    )
+    assert standby.metrics()["kstudio_operator_leader"] == 0
+    sent = standby.requests_sent()
+    assert set(sent) == {"leases"}, sent
+
+
 def kill_leader(kube: Kubectl, replicas: list[Replica]) -> Replica:
-    """SIGKILL the leader once the other one has been waiting without sending a request but for the
-    Lease; returns the other, once it holds the Lease."""
+    """SIGKILL the leader while the other one stands by hot (standing_by_hot); returns the other, once it
+    holds the Lease."""
     leader = wait_until("a leader", lambda: leading(kube, replicas), timeout=60)
     standby = next(r for r in replicas if r is not leader)
-    sent = standby.requests_sent()
-    assert set(sent) == {"leases"}, sent  # it tries the Lease and sends nothing else ...
-    assert "kopf." not in standby.log_tail(10_000)  # ... and runs no kopf: no watch, no handler
+    standing_by_hot(standby, leader)
     leader.kill()
     wait_until("the standby takes over", lambda: leading(kube, replicas) is standby, timeout=60)
     return standby
@@ -162,3 +210,68 @@ def test_killing_the_leader_mid_rollout_lets_the_other_replica_finish_it_once(
     rollouts = [r for r in done.get("history") or [] if r.get("to") == "m-b"]
     assert len(rollouts) == 1 and rollouts[0]["from"] == "m-a", done.get("history")
     assert [e["metadata"]["name"] for e in kube.items("endpoints.kstudio.io")] == ["svc-default"]
+
+
+def test_a_hot_standby_writes_nothing_and_reconciles_what_changed_while_nobody_led(
+    kube: Kubectl,
+    unstarted_replicas: list[Replica],
+    example_data: Any,
+    local_cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    first, second = unstarted_replicas
+    # The Lease held by someone else who writes nothing (this test): any write is the standby's.
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": LEASE},
+        "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600},
+    }
+    assert kube.apply(json.dumps(lease)).returncode == 0
+    first.start()
+    sha = build_model(tmp_path / "m.ilearner", flip=False)
+    import_model(kube, example_data, namespace, tmp_path / "m.ilearner", sha, "m")
+    # A model as an earlier version left it: our finalizer, and the annotations kopf kept when deletion
+    # was its on.delete handler (a kopf that removed "its" finalizer from it would write).
+    old = json.loads(manifest("TrainedModel", "old", (kube.get("trainedmodel", "m") or {})["spec"]))
+    old["metadata"] |= {"finalizers": ["kstudio.io/finalizer"], "annotations": KOPF_ANNOTATIONS}
+    assert kube.apply(json.dumps(old)).returncode == 0
+    spec = {"model": "m", "scorer": {"replicas": 0}}
+    assert kube.apply(manifest("WebService", "svc", spec)).returncode == 0
+    before = operator_writes(local_cluster)
+    cached = {"TrainedModel": 2, "WebService": 1}
+    wait_until("the standby to cache them", lambda: first.cached() == cached, 60)
+    time.sleep(3)  # it handles a watch event in milliseconds: what it would write, it would have by now
+    assert operator_writes(local_cluster) - before == Counter()
+    model = kube.get("trainedmodel", "m") or {}
+    assert not model["metadata"].get("finalizers") and not model.get("status"), model  # not even those
+    kept = (kube.get("trainedmodel", "old") or {})["metadata"]
+    assert kept["finalizers"] == ["kstudio.io/finalizer"], kept
+    assert KOPF_ANNOTATIONS.items() <= kept["annotations"].items(), kept
+    assert kube.get("endpoint.kstudio.io", "svc-default") is None
+    assert set(first.requests_sent()) == {"leases"}
+    assert first.metrics()["kstudio_operator_leader"] == 0
+
+    # Released: the standby takes the Lease and reconciles everything it holds.
+    kube.run("patch", "lease", LEASE, "--type=merge", "-p", '{"spec":{"holderIdentity":null}}')
+    wait_until("the first replica to lead", lambda: leading(kube, unstarted_replicas) is first, 30)
+
+    def serving(name: str) -> bool:
+        status = kube.status("endpoint.kstudio.io", name)
+        return status.get("phase") == "Ready" and status.get("model") == "m"
+
+    wait_until("svc-default serving m", lambda: serving("svc-default"), 120)
+    model = kube.get("trainedmodel", "m") or {}
+    assert model["metadata"].get("finalizers") == ["kstudio.io/finalizer"]
+
+    # A second replica stands by hot; the leader dies; an Endpoint is made before anyone leads again.
+    second.start()
+    standing_by_hot(second, first)
+    first.kill()
+    assert kube.apply(manifest("Endpoint", "ep", {"webService": "svc", "model": "m"})).returncode == 0
+    wait_until("the second replica to lead", lambda: leading(kube, unstarted_replicas) is second, 60)
+    wait_until("ep serving m", lambda: serving("ep"), 60)
+    assert (kube.get("trainedmodel", "old") or {})["metadata"]["finalizers"] == ["kstudio.io/finalizer"]
+    users = ["Endpoint/ep", "Endpoint/svc-default", "WebService/svc"]
+    wait_until("m used by all three", lambda: kube.status("trainedmodel", "m").get("usedBy") == users, 30)

@@ -111,7 +111,6 @@ def test_imported_model_is_verified_and_tampered_or_missing_ones_are_invalid(
     assert gone["reason"] == "ArtifactNotFound" and missing_uri in gone["message"]
 
 
-@pytest.mark.operator_allows(r"Handler 'guard' failed temporarily: deletion is blocked: in use by")
 def test_deleting_a_model_in_use_is_blocked_until_unreferenced(
     kube: Kubectl, operator: OperatorProcess, imported: tuple[str, str, int], example_data: Any
 ) -> None:

@@ -383,3 +383,15 @@ def test_openapi_request_schema_comes_from_the_model(
     assert "predict_proba" in str(doc["components"]["schemas"]["InferenceRequest"])
     # No page that loads its script from a CDN (FastAPI's Swagger UI and ReDoc would).
     assert [client.get(path).status_code for path in ("/docs", "/redoc")] == [404, 404]
+
+
+def test_the_openapi_document_is_counted_under_its_own_path(
+    models: dict[str, BuiltModel], make_client: Client
+) -> None:
+    """Every answered path is one of the route table's (http/routes.py), the document included: its
+    requests are counted under /openapi.json, not as "unmatched" (what a scan of unknown paths counts)."""
+    client = make_client(models["classifier"])
+    assert client.get("/openapi.json").status_code == 200
+    text = client.get("/metrics").text
+    assert 'route="/openapi.json"' in text
+    assert "unmatched" not in text

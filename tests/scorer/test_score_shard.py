@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -254,18 +255,11 @@ def test_score_shard_command_exits_2_naming_the_column_and_0_when_done(
         plan = _plan(loaded_model, [source], object_store, "csv", name, 2)
         plan = plan.model_copy(update={"model": PlannedModel(name="m", uri=model_uri, sha256=built.sha256)})
         object_store.put_bytes(plan.to_json(), plan.layout.plan)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KSTUDIO_")}
-        env |= minio_server.settings.to_env() | {
-            "KSTUDIO_BATCH_PLAN_URI": plan.layout.plan,
-            "KSTUDIO_MODEL_URI": model_uri,
-            "KSTUDIO_MODEL_SHA256": built.sha256,
-            "KSTUDIO_MODEL_DIR": str(tmp_path / "model"),
-            "JOB_COMPLETION_INDEX": "1",
-        }
         log = tmp_path / "termination"
         proc = subprocess.run(
             [sys.executable, str(KSTUDIO), "score-shard", "--termination-log", str(log)],
-            env=env,
+            env=_shard_env(plan, model_uri, built.sha256, minio_server, tmp_path)
+            | {"JOB_COMPLETION_INDEX": "1"},
             capture_output=True,
             text=True,
             timeout=120,
@@ -277,3 +271,88 @@ def test_score_shard_command_exits_2_naming_the_column_and_0_when_done(
             assert object_store.exists(plan.layout.result(1)) and object_store.exists(
                 plan.layout.part(1, "csv")
             )
+
+
+def _shard_env(
+    plan: BatchPlan, model_uri: str, sha256: str, minio_server: Any, tmp_path: Path
+) -> dict[str, str]:
+    """A shard pod's environment (the operator's ShardEnv), pointing at the test's MinIO."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSTUDIO_")}
+    return (
+        env
+        | minio_server.settings.to_env()
+        | {
+            "KSTUDIO_BATCH_PLAN_URI": plan.layout.plan,
+            "KSTUDIO_MODEL_URI": model_uri,
+            "KSTUDIO_MODEL_SHA256": sha256,
+            "KSTUDIO_MODEL_DIR": str(tmp_path / "model"),
+        }
+    )
+
+
+# `kstudio score-shard` in a process, then the modules it had imported.
+_MODULES_PROBE = """
+import json, sys
+from kstudio_cli.main import main
+code = main(["score-shard", "--index", "0"])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+# What a shard never needs: the scorer's HTTP layer and web stack, plotting, the operator's and the
+# trainer's code. pandas only for a model fitted on a DataFrame (bes/shard_memory.py).
+_NEVER_IN_A_SHARD = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "matplotlib",
+    "kopf",
+    "kubernetes",
+    "kstudio_scorer.http",
+    "kstudio_operator",
+    "kstudio_trainer",
+)
+
+
+@pytest.mark.parametrize("model_name", ["forest", "classifier"])
+def test_a_shard_process_imports_no_web_stack_and_pandas_only_for_a_dataframe_model(
+    model_name: str,
+    models: dict[str, BuiltModel],
+    loaded: dict[str, ScoringModel],
+    object_store: ObjectStore,
+    minio_server: Any,
+    tmp_path: Path,
+) -> None:
+    built, model = models[model_name], loaded[model_name]
+    object_store.ensure_bucket(BUCKET)
+    model_uri = f"s3://{BUCKET}/models/{model_name}.ilearner"
+    object_store.upload(built.path, model_uri)
+    source = f"s3://{BUCKET}/in/modules-{model_name}.csv"
+    table = _forest_rows(2000) if model_name == "forest" else pa.Table.from_pandas(_mixed(2000))
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer)
+    object_store.put_bytes(buffer.getvalue(), source)
+    reference = f"s3://{BUCKET}/ref/modules-{model_name}.csv"
+    _reference(model, object_store, source, reference, tmp_path / "ref")
+    plan = _plan(model, [source], object_store, "csv", f"modules-{model_name}", 1)
+    plan = plan.model_copy(update={"model": PlannedModel(name="m", uri=model_uri, sha256=built.sha256)})
+    object_store.put_bytes(plan.to_json(), plan.layout.plan)
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _MODULES_PROBE],
+        env=_shard_env(plan, model_uri, built.sha256, minio_server, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert probe["code"] == 0, proc.stderr[-2000:]
+    modules = set(probe["modules"])
+    heavy = sorted(m for m in modules for h in _NEVER_IN_A_SHARD if m == h or m.startswith(h + "."))
+    assert heavy == []
+    # The forest was fitted on a matrix: no pandas. The classifier's pipeline selects DataFrame columns.
+    assert ("pandas" in modules) is (model_name == "classifier")
+    # And the shard scored exactly what the scorer's own batch scoring writes.
+    result = ShardResult.model_validate_json(object_store.get_bytes(plan.layout.result(0)))
+    assert result.rows_scored == 2000
+    assert _merged_csv([result], object_store) == object_store.get_bytes(reference)

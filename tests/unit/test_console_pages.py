@@ -154,6 +154,52 @@ ENDPOINT = obj(
 )
 
 
+SCORES = obj(
+    "BatchJob",
+    "scores",
+    {
+        "model": "penguins-2",
+        "input": {"uri": "s3://batch/in/"},
+        "output": {"uri": "s3://batch/out/", "oneFile": True},
+        "shards": 3,
+        "errorThreshold": {"rows": 10},
+        "credentialsSecret": "kstudio-s3",
+    },
+    {
+        "phase": "Succeeded",
+        "reason": "Succeeded",
+        "message": "42000 rows scored",
+        "model": "penguins-2",
+        "modelSource": "TrainedModel/penguins-2",
+        "modelDigest": SHA,
+        "modelDigestPrefix": SHA[:12],
+        "job": "scores",
+        "inputs": {"objects": 2, "sizeBytes": 1_234_567, "format": "csv"},
+        "shards": {"total": 3, "active": 0, "succeeded": 3, "failed": 0},
+        "rows": {"scored": 42_000, "rejected": 2},
+        "rowsPerSecond": 51234.5,
+        "startedAt": "2026-12-01T12:00:00Z",
+        "finishedAt": "2026-12-01T12:01:05Z",
+        "outputs": ["s3://batch/out/manifest.json", "s3://batch/out/scores.csv", "s3://batch/out/errors.csv"],
+        "conditions": [{"type": "Complete", "status": "True", "reason": "Published", "message": "done"}],
+    },
+)
+BROKEN = obj(
+    "BatchJob",
+    "broken",
+    {"endpoint": "ep2", "input": {"uris": ["s3://batch/a.csv"]}, "output": {"uri": "s3://batch/b/"}},
+    {
+        "phase": "Failed",
+        "reason": "ShardFailed",
+        "message": "shard 1: the input has no column 'island'",
+        "model": "penguins-1",
+        "shards": {"total": 2, "active": 0, "succeeded": 1, "failed": 1},
+        "failedShards": [{"index": 1, "exitCode": 2, "reason": "MissingColumn", "message": "no 'island'"}],
+    },
+    creationTimestamp="2026-12-01T13:00:00Z",
+)
+
+
 def pod(name: str, endpoint: str, ready: bool, model_name: str) -> dict[str, Any]:
     return {
         "metadata": {
@@ -188,6 +234,7 @@ def cache() -> ObjectCache:
     c.replace("trainedmodels", "", [model("penguins-1", 1), model("penguins-2", 2), model("imported", None)])
     c.replace("webservices", "", [WEB_SERVICE])
     c.replace("endpoints", "", [ENDPOINT])
+    c.replace("batchjobs", "", [SCORES, BROKEN])
     c.replace("pods", "", [pod("ep2-a", "ep2", True, "penguins-1"), pod("other-b", "other", True, "x")])
     c.replace("services", "", [])
     c.replace(
@@ -301,6 +348,60 @@ def test_durations_read_as_people_read_them() -> None:
     ]
 
 
+def test_batch_jobs_newest_first_with_shards_rows_and_why_one_failed() -> None:
+    rows = pages.batch_job_rows(NS, [SCORES, BROKEN])
+    assert [r["name"] for r in rows] == ["broken", "scores"]
+    broken, scores = rows
+    assert broken["failure"] == "ShardFailed: shard 1: the input has no column 'island'"
+    assert (broken["shards"], broken["failed"], broken["model"]) == ("1/2", 1, "penguins-1")
+    assert (scores["shards"], scores["scored"], scores["rejected"], scores["rate"]) == (
+        "3/3",
+        42_000,
+        2,
+        "51,234",
+    )
+    assert (scores["duration"], scores["failure"], scores["digest"]) == ("1 min 05 s", "", SHA[:12])
+    assert scores["model_url"] == "/ns/team-a/models/penguins-2"
+
+
+def test_batch_job_facts_say_what_the_spec_asked_and_the_status_found() -> None:
+    facts = pages.batch_job_facts(SCORES)
+    assert facts["input_found"] == "2 objects, 1,234,567 bytes, csv"
+    assert (facts["sharding"], facts["output_format"]) == ("3 shards", "csv, one file")
+    assert facts["error_threshold"] == "10 rows" and facts["outputs"][-1] == "s3://batch/out/errors.csv"
+    broken = pages.batch_job_facts(BROKEN)
+    assert broken["input"] == "s3://batch/a.csv" and broken["sharding"] == "1 shard"
+    assert broken["failed_shards"] == [
+        {"index": 1, "exit_code": 2, "reason": "MissingColumn", "message": "no 'island'"}
+    ]
+    waiting = obj("BatchJob", "w", {"endpoint": "ep9", "input": {}, "output": {}}, {"phase": "Pending"})
+    assert pages.batch_model(waiting) == "the model Endpoint ep9 serves"
+
+
+def test_batch_job_pages_show_progress_outputs_digest_and_the_failure(client: TestClient) -> None:
+    listing = client.get("/ns/team-a/batchjobs").text
+    assert 'href="/ns/team-a/batchjobs/scores"' in listing and "42,000" in listing
+    assert "the input has no column &#39;island&#39;" in listing
+    assert 'href="/ns/team-a/batchjobs"' in client.get("/ns/team-a/").text  # the overview's count links it
+    page = client.get("/ns/team-a/batchjobs/scores").text
+    for text in (
+        SHA,
+        "s3://batch/out/scores.csv",
+        "42,000",
+        "51,234",
+        "2 objects",
+        "Published",
+        "1 min 05 s",
+    ):
+        assert text in page, text
+    assert 'href="/ns/team-a/models/penguins-2"' in page
+    assert "kstudio-s3" not in page  # where the storage keys are: nothing of it on the page
+    failed = client.get("/ns/team-a/batchjobs/broken").text
+    assert "Failed: ShardFailed: shard 1: the input has no column" in failed and "MissingColumn" in failed
+    assert 'href="/ns/team-a/endpoints/ep2"' in failed
+    assert client.get("/ns/team-a/batchjobs/nope").status_code == 404
+
+
 def pages_kind(kind: str) -> Any:
     from kstudio_console import cache as c
 
@@ -322,6 +423,9 @@ def pages_kind(kind: str) -> Any:
         "/ns/team-a/compare?a=penguins-1&b=penguins-2",
         "/ns/team-a/webservices/penguins",
         "/ns/team-a/endpoints/ep2",
+        "/ns/team-a/batchjobs",
+        "/ns/team-a/batchjobs/scores",
+        "/ns/team-a/batchjobs/broken",
     ],
 )
 def test_every_page_renders_escaped_with_a_policy_that_allows_only_the_consoles_own_files(

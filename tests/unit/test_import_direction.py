@@ -35,7 +35,7 @@ ALLOWED = {
 OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "crdgen"),  # the commands `kstudio operator`, `kstudio crds`
     ("main",),  # kopf registrations
-    ("handlers",),  # I/O per kind: observe, apply, report
+    ("handlers", "finalizer"),  # I/O per kind: observe, apply, report; deletion in the reconciles
     ("runtime", "leader"),  # the reconcile workers, status writes, the retry policy; leader election
     # the API client; the watch-fed lookups; the reconciles' queue; kopf's internals at scale
     ("kube", "indexes", "workqueue", "kopf_scale"),

@@ -31,7 +31,7 @@ from kstudio_operator.decisions.experiment import (
 from kstudio_operator.decisions.run_history import ObservedJob, observe_job, parse_time
 from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
-from kstudio_operator.runtime import Body, Key, Runtime, runtime
+from kstudio_operator.runtime import Body, Key, Runtime
 
 # Failure reasons for which the trainer's log tail is worth reading when it left no termination message.
 _LOG_REASONS = ("InvalidSpecOrData", "TrainerFailed", "JobFailed")
@@ -140,11 +140,11 @@ async def apply(rt: Runtime, namespace: str, name: str, actions: list[Any]) -> N
                 await rt.kube.delete(c.GROUP_VERSION, c.TRAINED_MODELS, namespace, action.model)
 
 
-async def delete_experiment(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def cleanup_experiment(rt: Runtime, key: Key, body: Body) -> float | None:
     """Jobs and snapshots go with the Experiment (owner references). Its TrainedModels are deleted too,
-    except those a WebService or Endpoint uses: they stay, and say where they came from."""
-    rt = runtime(memo)
-    trained_models, model_users = kwargs["trained_models"], kwargs["model_users"]
+    except those a WebService or Endpoint uses: they stay, and say where they came from. Done at once
+    (None): the finalizer goes (finalizer.py)."""
+    trained_models, model_users = rt.indexes["trained_models"], rt.indexes["model_users"]
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for (ns, model), entries in list(trained_models.items()):
         entry = next(iter(entries), None)
@@ -154,3 +154,4 @@ async def delete_experiment(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> 
             await rt.kube.event(body, "Normal", "ModelKept", f"TrainedModel {model} is in use and is kept")
         else:
             await rt.kube.delete(c.GROUP_VERSION, c.TRAINED_MODELS, namespace, model)
+    return None

@@ -44,7 +44,7 @@ from kstudio_operator.handlers.common import post_events
 from kstudio_operator.indexes import values
 from kstudio_operator.resources.common import get_condition
 from kstudio_operator.resources.trainedmodel import TrainedModelSpec, TrainedModelStatus
-from kstudio_operator.runtime import Body, Key, Runtime, runtime
+from kstudio_operator.runtime import Body, Key, Runtime
 
 
 def verify_artifact(
@@ -129,15 +129,19 @@ async def reconcile_trained_model(rt: Runtime, key: Key, body: Body) -> float | 
     return None
 
 
-async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Blocks deletion (keeps the finalizer) while a WebService or Endpoint references the model."""
-    rt = runtime(memo)
-    model_users = kwargs["model_users"]
+# While a model in use is being deleted, look again this often (its users' changes wake it sooner).
+IN_USE_RECHECK = 5.0
+
+
+async def release_trained_model(rt: Runtime, key: Key, body: Body) -> float | None:
+    """The cleanup of a TrainedModel being deleted (finalizer.py): blocked (seconds until it looks again)
+    while a WebService or Endpoint references it, saying so in its InUse condition and an Event; then its
+    artifact, run result and evaluation report go with it under artifactDeletionPolicy Delete (None: done)."""
+    model_users = rt.indexes["model_users"]
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 1)
     users = users_of(model_users, namespace, name)
-    key: Key = ("TrainedModel", namespace, name)
     if users:
         message = f"deletion is blocked: in use by {named_users(users)}"
         previous = TrainedModelStatus.model_validate(rt.current_status(key, body))
@@ -148,7 +152,7 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
         said = f"used by {named_users(users)}"
         if before is None or before.reason != "DeletionBlocked" or before.message != said:
             await rt.kube.event(body, "Warning", "DeletionBlocked", message)
-        raise kopf.TemporaryError(message, delay=5)
+        return IN_USE_RECHECK
     spec, _ = parse_spec(dict(body.get("spec") or {}))
     if spec is not None and spec.artifact_deletion_policy == "Delete" and rt.store is not None:
         try:
@@ -159,3 +163,4 @@ async def delete_trained_model(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) 
             pass
         except StorageError as exc:
             raise kopf.TemporaryError(f"cannot delete {spec.artifact.uri}: {exc}", delay=15) from exc
+    return None

@@ -81,9 +81,9 @@ REASON_CHARS = 500
 
 @dataclass(frozen=True)
 class ShardLimits:
-    csv_block_bytes: int = 4 * 1024 * 1024  # CSV bytes parsed, scored and written at a time
-    chunk_rows: int = 65_536  # Parquet rows per batch
-    parquet_buffer_bytes: int = 8 * 1024 * 1024  # column chunk bytes read at a time
+    csv_block_bytes: int = 1024 * 1024  # CSV bytes parsed, scored and written at a time
+    chunk_rows: int = 16_384  # Parquet rows per batch
+    parquet_buffer_bytes: int = 1024 * 1024  # column chunk bytes read at a time
 
 
 @dataclass

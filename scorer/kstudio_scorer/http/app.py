@@ -162,9 +162,11 @@ def create_app(
         "Request schemas follow the model's input schema.",
         lifespan=lifespan,
         # FastAPI's /docs and /redoc pages load their JavaScript from a CDN: a scorer sends no client of
-        # its users to another host (and works offline). The document itself stays at /openapi.json.
+        # its users to another host (and works offline). The document itself is at /openapi.json, a route
+        # of the table (routes.py) rather than FastAPI's own, so every layer (metrics included) knows it.
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.kstudio = state
     for route in ROUTES:

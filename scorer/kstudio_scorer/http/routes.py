@@ -28,6 +28,7 @@ ROUTES = RouteTable(
         Route("GET", "/healthz", status.healthz),
         Route("GET", "/readyz", status.readyz),
         Route("GET", "/metrics", status.metrics),
+        Route("GET", "/openapi.json", status.openapi_document),
         Route("POST", "/score", scoring.score, needs_key=True, limited=True, fast=True),
         Route(
             "POST",

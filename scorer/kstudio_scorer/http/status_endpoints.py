@@ -1,4 +1,5 @@
-"""Endpoints that report, score nothing and need no key: liveness, readiness, metrics, V2 metadata.
+"""Endpoints that report, score nothing and need no key: liveness, readiness, metrics, the OpenAPI
+document, V2 metadata.
 
 Readiness (`readyz`, `v2_ready`, `v2_model_ready`) turns 503 while the model loads and, from the first
 SIGTERM on, while the pod drains (drain.py): the pod leaves the Service while it still scores.
@@ -41,6 +42,12 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi_document(request: Request) -> Response:
+    """The OpenAPI document (app.py builds it from the loaded model's schema): a route of the table like
+    every other, so its requests are counted under their path."""
+    return json_response(request.app.openapi())
 
 
 async def v2_live(request: Request) -> Response:

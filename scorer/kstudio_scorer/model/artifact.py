@@ -54,6 +54,12 @@ def _skops_io() -> ModuleType:
     return module
 
 
+def import_model_libraries() -> None:
+    """Import skops and the scikit-learn it needs now rather than at the first load (a process that wants
+    them imported under conditions of its own: the shard runner, without pandas)."""
+    _skops_io()
+
+
 def load_ilearner(
     path: str | os.PathLike[str], expected_sha256: str, limit: ModelSizeLimit | None = None
 ) -> LoadedModel:

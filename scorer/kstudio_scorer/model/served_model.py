@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from kstudio_core.environment import TrafficModel
 from kstudio_core.exitcodes import EXIT_INFRASTRUCTURE_ERROR, EXIT_INPUT_ERROR
@@ -250,6 +249,10 @@ class ScoringModel:
     # --- predicting ------------------------------------------------------------------------------
     def model_input(self, columns: Columns) -> Any:
         if self._as_frame:
+            # Imported here: a process whose models all take matrices (a BatchJob shard, mostly) never
+            # loads pandas (bes/shard_memory.py).
+            import pandas as pd
+
             return pd.DataFrame(columns.arrays, columns=[c.name for c in self.schema], copy=False)
         arrays = [columns.arrays[c.name] for c in self.schema]
         return np.column_stack(arrays) if len(arrays) > 1 else arrays[0].reshape(-1, 1)
