@@ -29,7 +29,11 @@ it starts once they all exist, as after an upgrade or a drain) it prints:
                 left;
   metrics       the operator's own /metrics after the restart (reconciles by kind/outcome, mean reconcile
                 ms, loops, in flight, wake-ups pending, API requests by verb, rollouts);
-  heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py).
+  heap          with --heap: where the memory goes after the idle window (bench/operator_heap.py);
+  creation      where the time from the last create to all Ready goes: the operator's CPU and work queue
+                and the control plane's CPU, sampled every 2 s (CreationProfile), the operator's requests
+                by verb and resource per object, and (endpoints) each Endpoint's creation to its Ready.
+--creation-only stops each row after the creation figures (no idle windows, restart or failover).
 Once (models mode): the delay from a training Job's Complete condition to the Experiment's status showing
 the run Succeeded (the penguins example).
 
@@ -37,7 +41,8 @@ With --failover-only, each row is only: create the objects with one operator run
 then the failover figure (a few minutes instead of the whole row).
 
 Usage: .venv/bin/python bench/operator_scale.py [--mode models|endpoints] [--sizes 100,300,1000] [--idle 60]
-       [--orders warm,cold] [--heap FRAMES] [--failover-only] [--cluster-root DIR]
+       [--orders warm,cold] [--heap FRAMES] [--creation-only] [--failover-only]
+       [--operator-env NAME=VALUE] [--cluster-root DIR]
 Needs the local cluster (`make cluster-up`); uses namespace kstudio-scale-<mode>-<N> and deletes it after.
 """
 
@@ -54,10 +59,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scale_kit import GROUP, KSTUDIO_DEV, REPO, WRITES, Cluster, Operator
+from scale_kit import GROUP, KSTUDIO_DEV, OPERATOR_ENV, REPO, WRITES, Cluster, Operator
 
 # The operator's logs stay after the run (the reconcile errors a row counts are explained there).
 LOGS = Path(tempfile.gettempdir()) / "kstudio-scale-logs"
@@ -143,6 +149,64 @@ def idle_window(cluster: Cluster, seconds: float, operator: Operator | None) -> 
     }
 
 
+class CreationProfile:
+    """Where the time from the last create to all Ready goes, sampled every `every` seconds while the
+    benchmark waits: the operator's CPU (% of one core) and its work queue (keys waiting, reconciles in
+    flight), and the CPU of the cluster's control-plane processes (kube-apiserver, etcd, ...). A queue that
+    stays deep with the operator at 100 % is the operator's bound; an empty queue with a busy API server
+    is not."""
+
+    def __init__(self, cluster: Cluster, op: Operator, every: float = 2.0) -> None:
+        self.cluster, self.op, self.every = cluster, op, every
+        self.rows: list[dict[str, Any]] = []
+        self.last = 0.0
+        self.start = time.monotonic()
+        self.first = self._cpu()
+
+    def _cpu(self) -> dict[str, float]:
+        return {
+            "operator": self.op.cpu_seconds() if self.op.running() else 0.0,
+            **self.cluster.control_plane_cpu(),
+        }
+
+    def sample(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rows = self.op.samples()
+            self.rows.append(
+                {
+                    "t": round(now - self.start, 1),
+                    "cpu": self._cpu(),
+                    "queued": self.op.metric("kstudio_operator_wakeups_pending", rows),
+                    "in_flight": self.op.metric("kstudio_operator_reconciles_in_flight", rows),
+                }
+            )
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """CPU % of one core of each process over the whole wait, the queue's largest depth and mean, and
+        the series (every sample: seconds, operator CPU % since the previous one, queued, in flight)."""
+        if not self.rows:
+            return {}
+        seconds = max(self.rows[-1]["t"], 1e-9)
+        last = self.rows[-1]["cpu"]
+        series = []
+        before: dict[str, Any] = self.rows[0]
+        for row in self.rows[1:]:
+            dt = max(row["t"] - before["t"], 1e-9)
+            op_pct = 100 * (row["cpu"]["operator"] - before["cpu"].get("operator", 0.0)) / dt
+            series.append((row["t"], round(op_pct), row["queued"], row["in_flight"]))
+            before = row
+        return {
+            "seconds": seconds,
+            "cpu_pct": {k: round(100 * (v - self.first.get(k, 0.0)) / seconds, 1) for k, v in last.items()},
+            "queued_max": max(r["queued"] for r in self.rows),
+            "queued_mean": round(sum(r["queued"] for r in self.rows) / len(self.rows), 1),
+            "series": series,
+        }
+
+
 def error_reasons(log: Path) -> dict[str, int]:
     """Failed reconciles by reason, from the operator's log ("<key>: reconcile failed (<reason>)")."""
     reasons: Counter[str] = Counter()
@@ -167,21 +231,26 @@ def measure(
     idle: float,
     converge: dict[str, int],
     out: dict[str, Any],
+    creation_only: bool = False,
 ) -> None:
     """Create `docs` (the operator running, or started once they all exist: out["order"] warm or cold),
-    wait for `ready`, then the idle window, the baseline and the restart."""
+    wait for `ready`, then (unless `creation_only`) the idle window, the baseline and the restart."""
     t0 = time.monotonic()
     create_objects(cluster, ns, docs)
     out["create_s"] = time.monotonic() - t0
     if out["order"] == "cold":
         op.start()
     started = time.monotonic()
-    out["ready_s"] = wait_for(f"N={n} all Ready", ready, t0)
+    profile = CreationProfile(cluster, op)
+    out["ready_s"] = wait_for(f"N={n} all Ready", lambda: profile.sample() and ready(), t0)
     out["ready_after_create_s"] = time.monotonic() - started
+    out["creation_profile"] = profile.summary()
     out["errors"] = error_reasons(op.log)
     time.sleep(10)  # let the last status writes' watch events settle
     out["metrics_ready"] = op.summary()
     out["requests_per_object"] = round(op.metric("kstudio_operator_api_requests_total") / n, 2)
+    if creation_only:
+        return
     out["idle"] = idle_window(cluster, idle, op)
     if op.heap is not None:
         out["heap"] = op.heap_report()
@@ -280,7 +349,9 @@ def run_size(
             op.start()
             time.sleep(3)
             out["rss_empty_mb"] = op.rss_mb()
-        measure(cluster, op, ns, n, docs, lambda: ready(ns), options.idle, converge, out)
+        measure(
+            cluster, op, ns, n, docs, lambda: ready(ns), options.idle, converge, out, options.creation_only
+        )
         if then is not None:
             then(ns, op, out)
         out["delete_s"] = cluster.delete_all(ns, KINDS, CHILDREN, SCORER_PODS)
@@ -317,6 +388,7 @@ def run_endpoints(
             for p in cluster.items(ns, "pods")
         )
         out["pods_on_fake_nodes"] = f"{placed[True]}/{placed[True] + placed[False]}"
+        out["endpoint_ready_after_create_s"] = ready_after_create(cluster.items(ns, "endpoints.kstudio.io"))
         # One endpoint's model patched while the other N-1 sit idle.
         wanted = artifacts["m-b"]["sha256"]
         t = time.monotonic()
@@ -337,6 +409,32 @@ def run_endpoints(
         return endpoints_ready(cluster, ns, n, "m-a")
 
     return run_size(cluster, "endpoints", n, docs, ready, converge, options, order, placement_and_patch)
+
+
+def ready_after_create(items: list[Any]) -> dict[str, float]:
+    """Seconds from each object's creation to its Ready condition turning True (both to the second, as
+    the API server and the status write them): median, 90th percentile and max. How long a new object
+    is on its way, i.e. what a settle time (KSTUDIO_SETTLE_SECONDS) would have to cover."""
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    waits = []
+    for item in items:
+        created = (item.get("metadata") or {}).get("creationTimestamp")
+        ready = next(
+            (c for c in (item.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        if created and ready.get("status") == "True" and ready.get("lastTransitionTime"):
+            waits.append(at(ready["lastTransitionTime"]) - at(created))
+    if not waits:
+        return {}
+    waits.sort()
+    return {
+        "median": waits[len(waits) // 2],
+        "p90": waits[int(len(waits) * 0.9)],
+        "max": waits[-1],
+    }
 
 
 def job_to_status_delay(cluster: Cluster, work: Path) -> float | None:
@@ -391,6 +489,16 @@ def build_ilearner(path: Path, seed: int = 0) -> str:
     return write_ilearner(path, model, manifest).sha256
 
 
+def _requests_by_verb(row: dict[str, Any]) -> dict[str, float]:
+    """The operator's API requests until Ready, by verb and resource, per object created."""
+    metrics = row.get("metrics_ready") or {}
+    return {
+        key.removeprefix("api_requests_total"): round(value / row["n"], 2)
+        for key, value in sorted(metrics.items())
+        if key.startswith("api_requests_total[") and value
+    }
+
+
 def print_failover_table(rows: list[dict[str, Any]]) -> None:
     print("| N | takeover s | converged s | writes | RSS MB leader / standby | load average |")
     print("|---" * 6 + "|")
@@ -403,6 +511,14 @@ def print_failover_table(rows: list[dict[str, Any]]) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    if "idle" not in rows[0]:  # --creation-only
+        print("| N | order | all Ready s (after the last create) | operator requests per object |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['n']} | {r['order']} | {r['ready_s']:.1f} ({r['ready_after_create_s']:.1f}) | "
+                  f"{r['requests_per_object']:.2f} |")  # fmt: skip
+        print_creation(rows)
+        return
     endpoints = rows[0]["mode"] == "endpoints"
     extra = " patch s | pods on fake nodes |" if endpoints else ""
     print(
@@ -427,6 +543,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['failover']['converged_s']} |{more} {r['delete_s']:.1f} | "
             f"{loads[0]:.1f}-{loads[1]:.1f} |"
         )
+    print_creation(rows)
+    print_heaps(rows)
+
+
+def print_creation(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if p := r.get("creation_profile"):
+            busiest = ", ".join(
+                f"{k} {v}" for k, v in sorted(p["cpu_pct"].items(), key=lambda kv: -kv[1])[:6]
+            )
+            print(
+                f"\ncreation N={r['n']} {r['order']}: {p['seconds']:.0f} s from the last create to Ready; "
+                f"CPU % of one core: {busiest}; operator queue max {p['queued_max']:.0f}, mean "
+                f"{p['queued_mean']}; requests by verb {_requests_by_verb(r)}"
+            )
+            print("  (s, operator CPU %, queued, in flight): " + " ".join(map(str, p["series"])))
+        if waits := r.get("endpoint_ready_after_create_s"):
+            print(f"  an Endpoint's creation to its Ready, s: {waits}")
+
+
+def print_heaps(rows: list[dict[str, Any]]) -> None:
     heaps = [r for r in rows if "heap" in r]
     for r in heaps:
         h = r["heap"]
@@ -459,10 +596,24 @@ def main() -> int:
         "print where its memory goes after the idle window",
     )
     parser.add_argument(
+        "--creation-only",
+        action="store_true",
+        help="measure the creation (requests per object, Ready time and where it goes) and skip the idle "
+        "windows, restart and failover",
+    )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of every operator started (e.g. KSTUDIO_WORKERS=16); repeatable",
+    )
+    parser.add_argument(
         "--failover-only", action="store_true", help="per size only the failover figure (module docstring)"
     )
     parser.add_argument("--cluster-root", type=Path, default=None, help="a private cluster instance's root")
     args = parser.parse_args()
+    OPERATOR_ENV.update({name: value for name, _, value in (i.partition("=") for i in args.operator_env)})
     cluster = Cluster(args.cluster_root)
     LOGS.mkdir(exist_ok=True)
     print(f"operator logs: {LOGS}", flush=True)

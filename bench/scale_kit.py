@@ -30,6 +30,8 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE")
 METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
 SAMPLE = re.compile(r"^(?P<name>[a-z_:]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[-0-9.e+naNIf]+)$")
 Sample = tuple[str, dict[str, str], float]
+# More environment for every operator the benchmark starts (operator_scale.py --operator-env NAME=VALUE).
+OPERATOR_ENV: dict[str, str] = {}
 
 
 class Cluster:
@@ -57,6 +59,26 @@ class Cluster:
         if check and proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
+
+    def control_plane_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of this instance's control-plane processes (its root in their command
+        line), by program: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok, ..."""
+        root = str(self.layout.root)
+        out: dict[str, float] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                if root.encode() not in b" ".join(args):
+                    continue
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            program = Path(args[0].decode(errors="replace")).name
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out[program] = out.get(program, 0.0) + seconds
+        return out
 
     def requests(self) -> Counter[tuple[str, str]]:
         """apiserver_request_total summed by (group, verb)."""
@@ -137,6 +159,7 @@ class Operator:
         env = {k: v for k, v in self.cluster.env.items() if not k.startswith("KSTUDIO_")}
         env |= self.cluster.storage_env() | {"KSTUDIO_IMAGE": "kstudio:dev"}
         env["KSTUDIO_METRICS_PORT"] = str(self.metrics_port)
+        env |= OPERATOR_ENV
         command = [str(KSTUDIO), "operator"]
         if self.heap is not None:
             command = [str(PYTHON), str(REPO / "bench" / "operator_heap.py"), "--report", str(self.report)]

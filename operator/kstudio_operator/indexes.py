@@ -123,6 +123,11 @@ def web_services(namespace: str | None, name: str | None, body: kopf.Body, **_: 
     }
 
 
+def web_service_view(spec: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """What the Endpoints of a WebService read of it: its spec and the model (or split) it serves."""
+    return {"spec": dict(spec), "model": status.get("model"), "traffic": status.get("traffic")}
+
+
 def endpoint_view(body: Mapping[str, Any]) -> dict[str, Any]:
     """What a WebService reads of one of its Endpoints."""
     status = _pick(body.get("status") or {}, "phase", "model", "modelDigest", "url", "split")

@@ -56,6 +56,9 @@ BATCH_LABELS = {c.LABEL_BATCH_JOB: kopf.PRESENT}
 RUN_LABELS = {c.LABEL_EXPERIMENT: kopf.PRESENT, c.LABEL_RUN: kopf.PRESENT}
 SCORER_LABELS = {c.LABEL_ENDPOINT: kopf.PRESENT}
 KOPF_FINALIZER = f"{c.PROGRESS_PREFIX}/kopf-unused"  # see configure()
+# How long a TrainedModel waits after a change of its users before its usedBy is written (see
+# model_user_changed).
+USED_BY_SECONDS = 2.0
 
 
 def credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
@@ -250,8 +253,7 @@ async def web_service_changed(
     rt = runtime(memo)
     key: Key = ("WebService", str(namespace), str(name))
     rt.object_changed(key, body, type)
-    status = body.get("status") or {}
-    view = {"spec": body.get("spec"), "model": status.get("model"), "traffic": status.get("traffic")}
+    view = indexes.web_service_view(body.get("spec") or {}, body.get("status") or {})
     if not rt.view_changed(key, view, deleted=type == "DELETED"):
         return
     for endpoint in indexes.values(kwargs["endpoints_by_service"], (namespace, name)):
@@ -334,7 +336,9 @@ async def model_user_changed(
     if not now:
         rt.references.pop(referrer, None)
     for model in before ^ now:
-        rt.wake(("TrainedModel", str(namespace), model))
+        # usedBy is what the model's status shows; its deletion guard reads the index, current at once.
+        # So a burst of new users (a thousand WebServices of one model) is one status write, not one each.
+        rt.wake_after(("TrainedModel", str(namespace), model), USED_BY_SECONDS)
 
 
 @kopf.on.event(*BATCH_JOBS)

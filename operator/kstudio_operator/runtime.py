@@ -90,6 +90,12 @@ class Runtime:
     endpoint_phases: dict[Key, str | None] = field(default_factory=dict)
     # Digest of what other reconciles read of each object at its last event (see view_changed).
     views: dict[Key, bytes] = field(default_factory=dict)
+    # Children a reconcile created, by their owner and kind, with when: until the watch shows them, the
+    # next reconcile reads these instead of creating them again (see created_child).
+    created: dict[Key, dict[str, tuple[float, Body]]] = field(default_factory=dict)
+    # A new object's first status, held back while it only says "Pending, on its way" (write_status): when
+    # it is due (time.monotonic()), and the status, which the reconciles read as the current one.
+    held: dict[Key, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     def queue(self, kind: str) -> WorkQueue[Key]:
         return self.queues.setdefault(kind, WorkQueue())
@@ -138,6 +144,27 @@ class Runtime:
         self.retries.pop(key, None)
         self.failures.pop(key, None)
         self.endpoint_phases.pop(key, None)
+        self.held.pop(key, None)
+        self.created.pop(key, None)
+
+    def remember_created(self, owner: Key, kind: str, child: Body) -> None:
+        """`owner`'s reconcile created `child` (the API server's answer)."""
+        self.created.setdefault(owner, {})[kind] = (time.monotonic(), child)
+
+    def created_child(self, owner: Key, kind: str, indexed: Any, within: float = 60.0) -> Body | None:
+        """The child of `kind` that `owner`'s reconcile created and the watch has not shown yet (`indexed`:
+        what the index has of it, None when nothing): a reconcile woken by its sibling's event (the
+        Service's, right after the Deployment was sent) would otherwise create it a second time. Forgotten
+        once indexed, or after `within` seconds (then the index is the truth again: a child deleted
+        before it was ever seen is made again)."""
+        made = self.created.get(owner, {})
+        remembered = made.get(kind)
+        if indexed or remembered is None or time.monotonic() - remembered[0] > within:
+            made.pop(kind, None)
+            if not made:
+                self.created.pop(owner, None)
+            return None
+        return remembered[1]
 
     def view_changed(self, key: Key, view: Any, deleted: bool = False) -> bool:
         """Whether `view` (what other reconciles read of the object `key`) differs from the one last seen.
@@ -155,6 +182,13 @@ class Runtime:
         self.views[key] = digest
         return True
 
+    def wake_after(self, key: Key, delay: float) -> None:
+        """Queue `key`'s reconcile in `delay` seconds (or sooner if it is due sooner): the changes of a
+        burst meanwhile make one reconcile."""
+        self.activity += 1
+        if key in self.objects:
+            self.queue(key[0]).add_after(key, delay)
+
     def wake_on_change(self, key: Key, body: Body) -> None:
         """Wake `key`'s reconcile for an event of its own object, unless the event is the status it wrote
         last: it has already seen that state (any other change has another resourceVersion), so
@@ -171,8 +205,8 @@ class Runtime:
     def succeeded(self, key: Key) -> None:
         self.retries.pop(key, None)
 
-    def current_status(self, key: Key, body: Body) -> dict[str, Any]:
-        """The object's status as we last know it: the body's, unless our own later write is newer."""
+    def written_status(self, key: Key, body: Body) -> dict[str, Any]:
+        """The object's status as the API server has it: the body's, unless our own later write is newer."""
         status = dict(body.get("status") or {})
         mine = self.written.get(key)
         if mine is not None:
@@ -181,13 +215,56 @@ class Runtime:
                 return dict(mine[1])
         return status
 
-    async def write_status(self, key: Key, body: Body, plural: str, desired: dict[str, Any]) -> bool:
-        """Merge-patch the status keys whose value differs from the current status; nothing when none
-        does (so an unchanged object is never written). Returns whether it wrote."""
-        current = self.current_status(key, body)
-        patch = merge_patch(current, desired)
+    def current_status(self, key: Key, body: Body) -> dict[str, Any]:
+        """The object's status as we last decided it: the one held back (write_status), else as written
+        (as the object is cached now: the body a reconcile started with may predate our last write)."""
+        held = self.held.get(key)
+        return dict(held[1]) if held is not None else self.written_status(key, self.objects.get(key) or body)
+
+    def held_status(self, key: Key) -> dict[str, Any] | None:
+        """The status held back for `key`, None when there is none."""
+        held = self.held.get(key)
+        return dict(held[1]) if held is not None else None
+
+    def settling(self, key: Key) -> float | None:
+        """Seconds until the status held back for `key` is due (None: none is held): when its reconcile
+        must run again to write it if nothing else happened."""
+        held = self.held.get(key)
+        return max(0.0, held[0] - time.monotonic()) if held is not None else None
+
+    async def write_status(
+        self,
+        key: Key,
+        body: Body,
+        plural: str,
+        desired: dict[str, Any],
+        settles: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    ) -> bool:
+        """Merge-patch the status keys whose value differs from the written status; nothing when none
+        does (so an unchanged object is never written). Returns whether it wrote.
+
+        `settles(written, desired)` (a pure decision) says whether `desired` is a new object's first
+        status that only says it is on its way: it is then held in memory, read by the next reconciles
+        as the current status, until config.settle_seconds after it was first held. Any other status
+        (Ready, a failure, a condition the user must see) or the end of that time writes at once: one
+        write for an object that gets Ready within it, instead of Pending then Ready."""
+        # Compared with the object as cached now, not as this reconcile found it: our previous write may
+        # have reached the cache meanwhile (and ended its copy in `written`).
+        written = self.written_status(key, self.objects.get(key) or body)
+        if settles is not None and self.config.settle_seconds > 0 and settles(written, desired):
+            now = time.monotonic()
+            due = self.held[key][0] if key in self.held else now + self.config.settle_seconds
+            if now < due:
+                self.held[key] = (due, dict(desired))
+                return False
+        patch = merge_patch(written, desired)
         if not patch:
+            self.held.pop(key, None)
             return False
+        if key in self.held:
+            # Still what the others read (a following Endpoint its service's model) until the answer:
+            # neither the index nor `written` has it before.
+            self.held[key] = (self.held[key][0], dict(desired))
         meta = body["metadata"]
         log.debug("%s/%s/%s: status %s", *key, ", ".join(sorted(patch)))
         try:
@@ -202,6 +279,8 @@ class Runtime:
             # holds it): nothing left to write to, and its DELETED event is on its way.
             log.debug("%s/%s/%s: gone before its status was written", *key)
             return False
+        finally:
+            self.held.pop(key, None)
         rv = _rv((answer.get("metadata") or {}).get("resourceVersion"))
         if rv is not None:
             self.written[key] = (rv, dict(answer.get("status") or {}))

@@ -42,6 +42,10 @@ class OperatorConfig:
     resync_seconds: float = 300.0
     # Reconcile workers per kind: how many objects of one kind are reconciled at once (runtime.py).
     workers: int = 8
+    # Seconds a new WebService's or Endpoint's first status may stay in memory while it only says
+    # "Pending, on its way" (Runtime.write_status): written at once when it is Ready, failed or needs the
+    # user, else when this is over. 0: every status is written at once. See DESIGN.md §5.
+    settle_seconds: float = 5.0
     # Bucket where endpoints with logging level Error/All write request samples (<ns>/<endpoint>/...).
     logs_bucket: str = "kstudio-logs"
     # Port of the operator's Prometheus /metrics (0: not served).
@@ -58,6 +62,7 @@ class OperatorConfig:
             pod_s3_secure=pod.secure,
             resync_seconds=float(env.get("KSTUDIO_RESYNC_SECONDS", cls.resync_seconds)),
             workers=max(1, int(env.get("KSTUDIO_WORKERS") or cls.workers)),
+            settle_seconds=max(0.0, float(env.get("KSTUDIO_SETTLE_SECONDS") or cls.settle_seconds)),
             metrics_port=int(env.get("KSTUDIO_METRICS_PORT") or 0),
             logs_bucket=env.get("KSTUDIO_LOGS_BUCKET", cls.logs_bucket),
         )

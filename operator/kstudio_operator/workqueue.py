@@ -84,6 +84,10 @@ class WorkQueue(Generic[K]):
         """The keys waiting for a worker, in the order they will be handed out."""
         return [*self._ready, *self._again]
 
+    def later(self) -> list[K]:
+        """The keys waiting for their delay to be queued."""
+        return list(self._later)
+
     def pending(self) -> int:
         """Keys waiting for a worker now (delayed ones not counted): the queue depth."""
         return len(self._ready) + len(self._again)

@@ -31,17 +31,19 @@ WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY"}
 OPERATOR_WRITES = {("kstudio.io", None), ("apps", "deployments"), ("", "services")}
 
 
-def operator_writes(local_cluster: Any) -> Counter[str]:
-    """The API server's count of writes to what only the operator writes, by group/resource/subresource/
-    verb."""
+def operator_writes(
+    local_cluster: Any, resources: set[tuple[str, str | None]] = OPERATOR_WRITES
+) -> Counter[str]:
+    """The API server's count of writes to what only the operator writes (`resources`: (group, resource)
+    pairs, resource None for the whole group), by group/resource/subresource/verb."""
     text = local_cluster.kubectl("get", "--raw", "/metrics").stdout
     found: Counter[str] = Counter()
     for line in text.splitlines():
         if not (m := _SAMPLE.match(line)):
             continue
         labels = dict(_LABEL.findall(m["labels"]))
-        ours = (labels.get("group"), None) in OPERATOR_WRITES or (
-            (labels.get("group"), labels.get("resource")) in OPERATOR_WRITES and not labels.get("subresource")
+        ours = (labels.get("group"), None) in resources or (
+            (labels.get("group"), labels.get("resource")) in resources and not labels.get("subresource")
         )
         if ours and labels.get("verb") in WRITE_VERBS:
             key = "/".join(labels.get(k, "") for k in ("group", "resource", "subresource", "verb"))

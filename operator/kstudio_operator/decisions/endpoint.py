@@ -23,7 +23,13 @@ from kstudio_operator.builders import scorer
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.builders.patches import merge_patch
 from kstudio_operator.builders.traffic import ServedModel, Split, parse_label
-from kstudio_operator.decisions import Decision, Event, describe_validation_error
+from kstudio_operator.decisions import (
+    Decision,
+    Event,
+    condition_reason,
+    describe_validation_error,
+    first_progress,
+)
 from kstudio_operator.resources.common import Condition, ConditionStatus, digest_prefix, set_condition
 from kstudio_operator.resources.endpoint import (
     EndpointSpec,
@@ -38,6 +44,18 @@ from kstudio_operator.settings import OperatorConfig
 HISTORY = 20
 # Waiting reasons / exit codes of a scorer container that mean "this model will not come up by itself".
 STUCK_WAITING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "CreateContainerError", "StartError"}
+
+
+def settles(written: Mapping[str, Any], desired: Mapping[str, Any], web_service_reported: bool) -> bool:
+    """Whether this first status of a new Endpoint may wait for its Ready (decisions.first_progress): its
+    model is accepted and its pods are starting, or it follows a WebService that has not said which model
+    yet (`web_service_reported` False: the service's own status is about to name it). A model that does
+    not exist or is not Ready, a refused spec or split, a missing WebService: written at once, the user
+    may have to act."""
+    if not first_progress(written, desired, {"PodsNotReady", "NoModel"}):
+        return False
+    accepted = condition_reason(desired, "ModelAccepted")
+    return accepted == "Accepted" or (accepted == "NoModel" and not web_service_reported)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from kstudio_operator.builders.endpoint import default_endpoint, default_endpoin
 from kstudio_operator.builders.ownership import own
 from kstudio_operator.builders.patches import merge_patch
 from kstudio_operator.builders.scorer import service_url
-from kstudio_operator.decisions import Decision, Event, describe_validation_error
+from kstudio_operator.decisions import Decision, Event, describe_validation_error, first_progress
 from kstudio_operator.decisions.canary import CHECK_SECONDS, CanaryReading, decide_canary, split_of
 from kstudio_operator.decisions.endpoint import CreateChild
 from kstudio_operator.resources.common import digest_prefix, set_condition
@@ -37,6 +37,15 @@ from kstudio_operator.resources.webservice import (
 )
 
 PROMOTIONS = 50
+
+
+def settles(written: Mapping[str, Any], desired: Mapping[str, Any], spec_raw: Mapping[str, Any]) -> bool:
+    """Whether this first status of a new WebService may wait for its Ready (decisions.first_progress):
+    its default Endpoint is not serving yet, and every model the status names is the one its spec names.
+    A model chosen from an Experiment is written at once: the status is what makes the TrainedModel's
+    deletion guard (the model_users index) see it in use. No model yet, a refused spec: written at once."""
+    named = {desired.get("model"), *((t or {}).get("model") for t in desired.get("traffic") or [])} - {None}
+    return first_progress(written, desired, {"EndpointNotReady"}) and named <= {spec_raw.get("model")}
 
 
 @dataclass(frozen=True)

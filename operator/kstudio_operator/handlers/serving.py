@@ -11,13 +11,18 @@ token; the other keeps working, and the scorer re-reads the mounted files within
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+import kopf
 
 from kstudio_core.serving import OUTCOME_ERROR, OUTCOME_OK, model_request_counts
 from kstudio_operator import constants as c
+from kstudio_operator import indexes
 from kstudio_operator.builders import scorer
 from kstudio_operator.builders.endpoint import default_endpoint_name
 from kstudio_operator.builders.ownership import own
+from kstudio_operator.decisions import endpoint as endpoint_decisions
+from kstudio_operator.decisions import webservice as web_service_decisions
 from kstudio_operator.decisions.canary import CanaryReading
 from kstudio_operator.decisions.endpoint import (
     CreateChild,
@@ -27,7 +32,7 @@ from kstudio_operator.decisions.endpoint import (
 )
 from kstudio_operator.decisions.webservice import PatchEndpointSpec, WebServiceObserved, decide_web_service
 from kstudio_operator.handlers.common import post_events
-from kstudio_operator.indexes import NamespaceEntries, values
+from kstudio_operator.indexes import NamespaceEntries, values, web_service_view
 from kstudio_operator.kube import ApiError
 from kstudio_operator.runtime import Body, Key, Runtime
 
@@ -69,21 +74,42 @@ async def ensure_keys(rt: Runtime, body: Body, web_service: str, status: dict[st
     return done
 
 
+def _deployment(rt: Runtime, key: Key, indexed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The scorer Deployment's index entry, or the one this process just created (not indexed yet)."""
+    made = rt.created_child(key, "Deployment", indexed)
+    if made is None:
+        return indexed
+    body = kopf.Body(cast(kopf.RawBody, dict(made)))
+    entries = indexes.endpoint_deployments(namespace=key[1], labels=body.metadata.labels, body=body)
+    return next(iter(entries.values()), None)
+
+
+def _has_service(rt: Runtime, key: Key, indexed: list[Any]) -> bool:
+    return bool(indexed) or rt.created_child(key, "Service", indexed or None) is not None
+
+
 async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
     idx = rt.indexes
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = dict(body.get("spec") or {})
     ws_name = str(spec_raw.get("webService") or "")
+    web_service = _first(idx["web_services"], (namespace, ws_name))
+    ws_key: Key = ("WebService", namespace, ws_name)
+    ws_body = rt.objects.get(ws_key)
+    if web_service is not None and ws_body is not None and (ws_key in rt.held or ws_key in rt.written):
+        # The service's status as it decided it: held back (Runtime.write_status), or written and not in
+        # the index yet. Its model is what a following Endpoint serves.
+        web_service = {**web_service, "status": rt.current_status(ws_key, ws_body)}
     observed = EndpointObserved(
         namespace=namespace,
         name=name,
         generation=int(meta.get("generation") or 1),
-        web_service=_first(idx["web_services"], (namespace, ws_name)),
+        web_service=web_service,
         models=NamespaceEntries(idx["trained_models"], namespace),
-        deployment=_first(idx["endpoint_deployments"], (namespace, name)),
+        deployment=_deployment(rt, key, _first(idx["endpoint_deployments"], (namespace, name))),
         pods=values(idx["endpoint_pods"], (namespace, name)),
-        has_service=bool(values(idx["endpoint_services"], (namespace, name))),
+        has_service=_has_service(rt, key, values(idx["endpoint_services"], (namespace, name))),
         rollback_request=(meta.get("annotations") or {}).get(c.ANNOTATION_ROLLBACK),
         is_default=name == default_endpoint_name(ws_name)
         and any(ref.get("kind") == "WebService" for ref in meta.get("ownerReferences") or []),
@@ -93,13 +119,19 @@ async def reconcile_endpoint(rt: Runtime, key: Key, body: Body) -> float | None:
     decision = decide_endpoint(spec_raw, status, observed, datetime.now(UTC), rt.config, dict(body))
     for action in decision.actions:
         if isinstance(action, CreateChild):
-            await rt.kube.create(action.manifest)
+            child, _ = await rt.kube.create(action.manifest)
+            rt.remember_created(key, str(action.manifest["kind"]), child)
         elif isinstance(action, ReplaceDeployment):
             await rt.kube.patch("apps/v1", "deployments", namespace, name, action.patch, status=False)
     await post_events(rt.kube, body, decision.events)
-    await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys})
+    reported = bool(((observed.web_service or {}).get("status") or {}).get("phase"))
+
+    def settles(written: dict[str, Any], desired: dict[str, Any]) -> bool:
+        return endpoint_decisions.settles(written, desired, reported)
+
+    await rt.write_status(key, body, c.ENDPOINTS, {**decision.status, **keys}, settles)
     rt.endpoint_phases[key] = decision.status.get("phase")
-    return None
+    return rt.settling(key)  # a held status is written when it is due
 
 
 async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | None:
@@ -135,8 +167,19 @@ async def reconcile_web_service(rt: Runtime, key: Key, body: Body) -> float | No
                 if exc.status != 404:
                     raise
     await post_events(rt.kube, body, decision.events)
-    await rt.write_status(key, body, c.WEB_SERVICES, decision.status)
-    return decision.requeue
+
+    def settles(written: dict[str, Any], desired: dict[str, Any]) -> bool:
+        return web_service_decisions.settles(written, desired, spec_raw)
+
+    await rt.write_status(key, body, c.WEB_SERVICES, decision.status, settles)
+    held = rt.held_status(key)
+    if held is not None and rt.view_changed(key, web_service_view(spec_raw, held)):
+        # No watch event brings a held status to the Endpoints that follow the service's model: wake them
+        # (its default one may not be in the index yet; wake does nothing until its watch event came).
+        for endpoint in {*observed.endpoints, default_endpoint_name(name)}:
+            rt.wake(("Endpoint", namespace, endpoint))
+    due = [delay for delay in (decision.requeue, rt.settling(key)) if delay is not None]
+    return min(due) if due else None
 
 
 async def canary_reading(rt: Runtime, namespace: str, endpoint: str, model: str) -> CanaryReading | None:
