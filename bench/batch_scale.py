@@ -24,7 +24,7 @@ Targets (printed, not asserted): 2 shards in parallel >= 1.7x one shard; each sh
 single-core limit; peak RSS <= 300 MB whatever the input's size.
 
 Usage: .venv/bin/python bench/batch_scale.py [--rows 10000000] [--via processes|cluster]
-       [--models lr,rf100] [--formats csv,parquet] [--configs 1x1,2x1,4x1,2x2,4x2]
+       [--models lr,rf100] [--formats csv,parquet] [--configs 1x1,2x1,4x1,2x2,4x2] [--fit-on matrix|frame]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,15 @@ class Run:
         return self.rows / self.seconds
 
 
-def build_models(work: Path) -> dict[str, dict[str, Any]]:
-    """LogisticRegression and RandomForestClassifier(100) as `make bench` fits them (bench/run.py)."""
+def build_models(work: Path, fit_on: str = "matrix") -> dict[str, dict[str, Any]]:
+    """LogisticRegression and RandomForestClassifier(100) as `make bench` fits them (bench/run.py); with
+    fit_on="frame", fitted on a pandas DataFrame with the column names, as the trainer's pipelines are
+    (their shards then import pandas at warm-up: what a trainer-built model costs in memory)."""
     x, y = make_classification(n_samples=5000, n_features=N_FEATURES, n_informative=6, random_state=0)
+    if fit_on == "frame":
+        import pandas as pd
+
+        x = pd.DataFrame(x, columns=[f"f{i}" for i in range(N_FEATURES)])
     out = {}
     for name, est in (
         ("lr", LogisticRegression(max_iter=1000)),
@@ -146,7 +153,9 @@ def single_core_limits(
         for fmt, path in inputs.items():
             sample = limit_sample(path, fmt, work)
             for name, model in models.items():
-                limits[(name, fmt)] = io_limit(model["est"], sample, fmt, work)
+                with warnings.catch_warnings():  # a DataFrame-fitted model given the limit's matrix
+                    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+                    limits[(name, fmt)] = io_limit(model["est"], sample, fmt, work)
                 print(
                     f"  single-core I/O limit {name:6s} {fmt:8s} {limits[(name, fmt)]:12,.0f} rows/s",
                     flush=True,
@@ -372,13 +381,19 @@ def main() -> int:
     parser.add_argument("--formats", default="csv,parquet")
     parser.add_argument("--configs", default="1x1,2x1,4x1,2x2,4x2", help="shards x parallelism")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "kstudio" / "bench-batch")
+    parser.add_argument(
+        "--fit-on",
+        choices=("matrix", "frame"),
+        default="matrix",
+        help="fit the models on a numpy matrix, or on a DataFrame as the trainer does",
+    )
     args = parser.parse_args()
     configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
     formats = args.formats.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()}", flush=True)
     t0 = time.monotonic()
-    models = {k: v for k, v in build_models(args.work).items() if k in args.models.split(",")}
+    models = {k: v for k, v in build_models(args.work, args.fit_on).items() if k in args.models.split(",")}
     inputs = write_inputs(args.work, args.rows, formats)
     print(
         "inputs: "
@@ -403,7 +418,8 @@ def main() -> int:
             "| shard/limit | "
             "peak RSS MB | load |\n|---|---|---|---|---|---|---|---|---|---|"
         )
-        print(f"\n{args.rows:,} rows x {N_FEATURES} columns, via {args.via}\n{header}", flush=True)
+        fitted = f", models fitted on a {'DataFrame' if args.fit_on == 'frame' else 'matrix'}"
+        print(f"\n{args.rows:,} rows x {N_FEATURES} columns, via {args.via}{fitted}\n{header}", flush=True)
         for fmt in formats:
             for name, model in models.items():
                 base = None
