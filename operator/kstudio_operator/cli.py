@@ -3,7 +3,8 @@
 Environment: KUBECONFIG or in-cluster credentials; KSTUDIO_S3_ENDPOINT and keys (or
 KSTUDIO_S3_CREDENTIALS_DIR) for verifying artifacts; KSTUDIO_S3_POD_ENDPOINT for what pods use;
 KSTUDIO_IMAGE for the training and scorer pods (default `kstudio:<this version>`); KSTUDIO_RESYNC_SECONDS
-(the safety-net resync, default 300); KSTUDIO_WORKERS (reconcile workers per kind, default 8).
+(the safety-net resync, default 300); KSTUDIO_WORKERS (reconcile workers per kind, default 8);
+KSTUDIO_SETTLE_SECONDS (how long a new object's first Pending may wait in memory for its Ready, default 5).
 """
 
 from __future__ import annotations
