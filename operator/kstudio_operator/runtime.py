@@ -146,6 +146,7 @@ class Runtime:
         self.endpoint_phases.pop(key, None)
         self.held.pop(key, None)
         self.created.pop(key, None)
+        self.views.pop(key, None)
 
     def remember_created(self, owner: Key, kind: str, child: Body) -> None:
         """`owner`'s reconcile created `child` (the API server's answer)."""
@@ -274,13 +275,15 @@ class Runtime:
             )
         except ApiError as exc:
             if exc.status != 404:
+                # Any other failure keeps a held status, readable and already due: the retry writes it at
+                # once, and a following Endpoint never reads its service as having no model meanwhile.
                 raise
             # Deleted while we reconciled it (a WebService's default Endpoint goes with it, no finalizer
             # holds it): nothing left to write to, and its DELETED event is on its way.
             log.debug("%s/%s/%s: gone before its status was written", *key)
-            return False
-        finally:
             self.held.pop(key, None)
+            return False
+        self.held.pop(key, None)
         rv = _rv((answer.get("metadata") or {}).get("resourceVersion"))
         if rv is not None:
             self.written[key] = (rv, dict(answer.get("status") or {}))
@@ -339,6 +342,11 @@ async def work(rt: Runtime, kind: str, reconcile: Reconcile) -> None:
             if key in rt.objects:  # not deleted meanwhile
                 resync = rt.config.resync_seconds
                 queue.add_after(key, resync if delay is None else min(delay, resync))
+            else:
+                # Deleted while it ran: the DELETED event's forget() came before what the reconcile then
+                # kept for the object (a held status, a created child, a phase, a view), which nothing
+                # would drop now.
+                rt.forget(key)
         finally:
             queue.done(key)
 

@@ -25,7 +25,7 @@ from kstudio_operator.decisions import endpoint as endpoint_decisions
 from kstudio_operator.decisions import webservice as web_service_decisions
 from kstudio_operator.decisions.endpoint import decide_endpoint
 from kstudio_operator.decisions.webservice import decide_web_service
-from kstudio_operator.runtime import Key, Runtime
+from kstudio_operator.runtime import Key, Runtime, work
 from kstudio_operator.settings import OperatorConfig
 
 EP_SPEC = {"webService": "svc", "replicas": 1}
@@ -150,7 +150,11 @@ def test_a_status_that_does_not_settle_or_is_due_is_written_at_once() -> None:
     asyncio.run(never.write_status(KEY, BODY, "endpoints", status, _always))
     with pytest.raises(kopf.TemporaryError, match="not logged in"):
         asyncio.run(never.write_status(KEY, BODY, "endpoints", status, lambda w, d: False))
-    assert never.held_status(KEY) is None
+    assert never.held_status(KEY) == status  # what was held stays until a write succeeds (the retry's)
+    fresh = _runtime("5")
+    with pytest.raises(kopf.TemporaryError, match="not logged in"):
+        asyncio.run(fresh.write_status(KEY, BODY, "endpoints", status, lambda w, d: False))
+    assert fresh.held_status(KEY) is None  # a status that does not settle is never held
     off = _runtime("0")
     with pytest.raises(kopf.TemporaryError, match="not logged in"):
         asyncio.run(off.write_status(KEY, BODY, "endpoints", status, _always))
@@ -190,3 +194,40 @@ def test_a_child_just_created_is_read_until_the_watch_shows_it_and_no_longer() -
     rt.remember_created(KEY, "Service", {"kind": "Service"})
     rt.forget(KEY)
     assert rt.created == {}
+
+
+def test_a_held_status_whose_write_failed_stays_held_and_due_so_the_retry_writes_it() -> None:
+    """A failed write (a 429, a 5xx, a timeout; here no API client) must not drop the held status: a
+    following Endpoint reading its service in between would see no model, and nothing would wake it
+    again when the retry writes the same status (its view is unchanged)."""
+    rt = _runtime("0.01")
+    status = _endpoint_status()
+    asyncio.run(rt.write_status(KEY, BODY, "endpoints", status, _always))
+    asyncio.run(asyncio.sleep(0.02))
+    with pytest.raises(kopf.TemporaryError, match="not logged in"):
+        asyncio.run(rt.write_status(KEY, BODY, "endpoints", status, _always))
+    assert rt.held_status(KEY) == status and rt.settling(KEY) == 0.0
+
+
+def test_what_a_reconcile_kept_for_an_object_deleted_while_it_ran_is_dropped() -> None:
+    """The DELETED event may come while a reconcile waits on a request: forget() runs first, then the
+    reconcile keeps a held status, a created child, a phase for an object nobody will reconcile again."""
+    rt = _runtime("5")
+    rt.object_changed(KEY, kopf.Body(BODY | {"spec": EP_SPEC}), "ADDED")
+
+    async def reconcile(rt: Runtime, key: Key, body: Any) -> float | None:
+        rt.object_changed(key, kopf.Body(dict(body)), "DELETED")  # the watch, mid-reconcile
+        rt.held[key] = (0.0, {"phase": "Pending"})
+        rt.remember_created(key, "Deployment", {"kind": "Deployment"})
+        rt.endpoint_phases[key] = "Pending"
+        rt.view_changed(key, {"model": "m-1"})
+        return None
+
+    async def one_pass() -> None:
+        worker = asyncio.create_task(work(rt, "Endpoint", reconcile))
+        while rt.queue("Endpoint").pending() or rt.queue("Endpoint").active():
+            await asyncio.sleep(0.001)
+        worker.cancel()
+
+    asyncio.run(one_pass())
+    assert (rt.held, rt.created, rt.endpoint_phases, rt.views) == ({}, {}, {}, {})
