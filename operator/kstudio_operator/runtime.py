@@ -219,8 +219,8 @@ class Runtime:
     def current_status(self, key: Key, body: Body) -> dict[str, Any]:
         """The object's status as we last decided it: the one held back (write_status), else as written
         (as the object is cached now: the body a reconcile started with may predate our last write)."""
-        held = self.held.get(key)
-        return dict(held[1]) if held is not None else self.written_status(key, self.objects.get(key) or body)
+        held = self.held_status(key)
+        return held if held is not None else self.written_status(key, self.objects.get(key) or body)
 
     def held_status(self, key: Key) -> dict[str, Any] | None:
         """The status held back for `key`, None when there is none."""
